@@ -1,0 +1,597 @@
+//! `inbound.db`: written by the host only ([`InboundDb`]), read by the container
+//! ([`InboundReader`], opened read-only and mounted read-only).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+
+use crate::layout::SessionPaths;
+use crate::seq::{Parity, next_seq};
+use crate::sql::{self, parse_json, parse_ts, ts};
+use crate::types::*;
+use crate::{Result, schema};
+
+const TABLE: &str = "messages_in";
+const SELECT_IN: &str = "SELECT seq, id, kind, created_at, status, process_after, tries, trigger, \
+     channel_type, platform_id, thread_id, sender_id, sender_name, content, error FROM messages_in";
+
+/// Result of [`InboundDb::insert`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// A new row with this seq.
+    New(i64),
+    /// The idempotency key was already stored (a re-delivered update): nothing was written.
+    Duplicate(i64),
+}
+
+impl Inserted {
+    pub fn seq(self) -> i64 {
+        match self {
+            Inserted::New(seq) | Inserted::Duplicate(seq) => seq,
+        }
+    }
+}
+
+/// The host's read-write handle on one session's `inbound.db`.
+pub struct InboundDb {
+    conn: Connection,
+    outbound_db: PathBuf,
+}
+
+impl InboundDb {
+    /// Opens (creating and migrating as needed) the inbound database of a session whose
+    /// directories exist.
+    pub fn open(paths: &SessionPaths) -> Result<Self> {
+        let path = paths.inbound_db();
+        let mut conn = sql::open_rw(&path)?;
+        schema::migrate(&mut conn, &path, schema::INBOUND)?;
+        Ok(InboundDb {
+            conn,
+            outbound_db: paths.outbound_db(),
+        })
+    }
+
+    /// Stores a message with the next even seq above both tables, unless its idempotency key is
+    /// already present.
+    pub fn insert(&mut self, msg: &NewInbound, now: DateTime<Utc>) -> Result<Inserted> {
+        // Read the other side first: holding our write lock while waiting for theirs gains nothing.
+        let max_out = sql::max_seq_of(&self.outbound_db, "messages_out")?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let existing: Option<i64> = tx
+            .query_row(
+                "SELECT seq FROM messages_in WHERE id = ?1",
+                [&msg.id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(seq) = existing {
+            return Ok(Inserted::Duplicate(seq));
+        }
+        let max_in: i64 =
+            tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM messages_in", [], |r| {
+                r.get(0)
+            })?;
+        let seq = next_seq(Parity::Inbound, max_in.max(max_out));
+        tx.execute(
+            "INSERT INTO messages_in (seq, id, kind, created_at, process_after, trigger,
+                 channel_type, platform_id, thread_id, sender_id, sender_name, content)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            params![
+                seq,
+                msg.id,
+                msg.kind.as_str(),
+                ts(now),
+                msg.process_after.map(ts),
+                msg.trigger,
+                msg.route.channel_type,
+                msg.route.platform_id,
+                msg.route.thread_id,
+                msg.sender_id,
+                msg.sender_name,
+                msg.content.to_string(),
+            ],
+        )?;
+        tx.commit()?;
+        Ok(Inserted::New(seq))
+    }
+
+    pub fn get(&self, seq: i64) -> Result<Option<InboundMessage>> {
+        get(&self.conn, seq)
+    }
+
+    /// Every pending row, oldest first (due or not).
+    pub fn pending(&self) -> Result<Vec<InboundMessage>> {
+        query_in(
+            &self.conn,
+            &format!("{SELECT_IN} WHERE status = 'pending' ORDER BY seq"),
+            [],
+        )
+    }
+
+    /// When the earliest pending triggering row becomes due (`Some(t <= now)`: due already).
+    pub fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
+        let rows = query_in(
+            &self.conn,
+            &format!("{SELECT_IN} WHERE status = 'pending' AND trigger = 1 ORDER BY seq"),
+            [],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|m| m.process_after.unwrap_or(m.created_at))
+            .min())
+    }
+
+    /// The id of the last ack already folded.
+    pub fn ack_cursor(&self) -> Result<i64> {
+        self.host_state("ack_cursor")
+    }
+
+    /// Folds the container's acks into `messages_in.status` and advances the ack cursor, in one
+    /// transaction. Only a verdict for the row's current attempt counts: an ack from an attempt
+    /// the host already gave up on cannot complete or fail the retry.
+    pub fn fold_acks(&mut self, acks: &[Ack]) -> Result<Vec<Verdict>> {
+        let Some(last) = acks.iter().map(|a| a.id).max() else {
+            return Ok(Vec::new());
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut verdicts = Vec::new();
+        for ack in acks {
+            let status = match ack.status {
+                AckStatus::Processing => continue,
+                AckStatus::Completed => InboundStatus::Completed,
+                AckStatus::Failed => InboundStatus::Failed,
+            };
+            let changed = tx.execute(
+                "UPDATE messages_in SET status = ?1, error = ?2
+                 WHERE seq = ?3 AND status = 'pending' AND tries + 1 = ?4",
+                params![status.as_str(), ack.error, ack.message_seq, ack.attempt],
+            )?;
+            if changed == 1 {
+                verdicts.push(Verdict {
+                    seq: ack.message_seq,
+                    status,
+                    error: ack.error.clone(),
+                });
+            }
+        }
+        set_host_state(&tx, "ack_cursor", last)?;
+        tx.commit()?;
+        Ok(verdicts)
+    }
+
+    /// Re-queues claims whose runner died or went silent: each still-pending row gets another
+    /// try after `backoff_base * 2^tries`, or fails once `max_tries` attempts are used up.
+    pub fn requeue(
+        &mut self,
+        seqs: &[i64],
+        max_tries: u32,
+        backoff_base: Duration,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Requeue>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut out = Vec::new();
+        for &seq in seqs {
+            let tries: Option<u32> = tx
+                .query_row(
+                    "SELECT tries FROM messages_in WHERE seq = ?1 AND status = 'pending'",
+                    [seq],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(tries) = tries else { continue };
+            let used = tries + 1;
+            if used >= max_tries {
+                tx.execute(
+                    "UPDATE messages_in SET status = 'failed', tries = ?1, error = ?2 WHERE seq = ?3",
+                    params![used, format!("{reason}; gave up after {used} attempts"), seq],
+                )?;
+                out.push(Requeue::Failed { seq, tries: used });
+            } else {
+                let factor = 1u32.checked_shl(tries).unwrap_or(u32::MAX);
+                let delay = backoff_base.saturating_mul(factor);
+                let at = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+                tx.execute(
+                    "UPDATE messages_in SET tries = ?1, process_after = ?2, error = ?3 WHERE seq = ?4",
+                    params![used, ts(at), reason, seq],
+                )?;
+                out.push(Requeue::Retry {
+                    seq,
+                    tries: used,
+                    at,
+                });
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Marks a pending row failed without a runner verdict (e.g. the runner cannot start).
+    pub fn fail(&mut self, seq: i64, error: &str) -> Result<bool> {
+        let n = self.conn.execute(
+            "UPDATE messages_in SET status = 'failed', error = ?1 WHERE seq = ?2 AND status = 'pending'",
+            params![error, seq],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Failed rows whose sender has not been told yet (survives a host restart).
+    pub fn unnotified_failures(&self) -> Result<Vec<InboundMessage>> {
+        query_in(
+            &self.conn,
+            &format!("{SELECT_IN} WHERE status = 'failed' AND notified = 0 ORDER BY seq"),
+            [],
+        )
+    }
+
+    pub fn mark_notified(&mut self, seq: i64) -> Result<()> {
+        self.conn
+            .execute("UPDATE messages_in SET notified = 1 WHERE seq = ?1", [seq])?;
+        Ok(())
+    }
+
+    /// The highest outbound seq the host has recorded a delivery for.
+    pub fn out_cursor(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("SELECT COALESCE(MAX(out_seq), 0) FROM delivery", [], |r| {
+                r.get(0)
+            })?)
+    }
+
+    /// Records newly seen outbound rows as pending deliveries (idempotent).
+    pub fn record_outbound(&mut self, out_seqs: &[i64], now: DateTime<Utc>) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for seq in out_seqs {
+            tx.execute(
+                "INSERT OR IGNORE INTO delivery (out_seq, status, updated_at) VALUES (?1, 'pending', ?2)",
+                params![seq, ts(now)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Deliveries not yet finished, oldest first.
+    pub fn open_deliveries(&self) -> Result<Vec<Delivery>> {
+        query_delivery(
+            &self.conn,
+            "WHERE status IN ('pending', 'sending') ORDER BY out_seq",
+            [],
+        )
+    }
+
+    pub fn delivery(&self, out_seq: i64) -> Result<Option<Delivery>> {
+        Ok(query_delivery(&self.conn, "WHERE out_seq = ?1", [out_seq])?
+            .into_iter()
+            .next())
+    }
+
+    /// Deliveries that failed for good, newest first (for `clawbox status`).
+    pub fn failed_deliveries(&self, limit: u32) -> Result<Vec<Delivery>> {
+        query_delivery(
+            &self.conn,
+            "WHERE status = 'failed' ORDER BY out_seq DESC LIMIT ?1",
+            [limit],
+        )
+    }
+
+    /// Records that an attempt is starting; returns the attempt number.
+    pub fn begin_delivery(&mut self, out_seq: i64, now: DateTime<Utc>) -> Result<u32> {
+        Ok(self.conn.query_row(
+            "UPDATE delivery SET status = 'sending', attempts = attempts + 1, updated_at = ?1
+             WHERE out_seq = ?2 RETURNING attempts",
+            params![ts(now), out_seq],
+            |r| r.get(0),
+        )?)
+    }
+
+    pub fn delivered(
+        &mut self,
+        out_seq: i64,
+        platform_message_id: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.conn.execute(
+            "UPDATE delivery SET status = 'delivered', platform_message_id = ?1, last_error = NULL,
+                 updated_at = ?2 WHERE out_seq = ?3",
+            params![platform_message_id, ts(now), out_seq],
+        )?;
+        Ok(())
+    }
+
+    /// Records a failed attempt; `give_up` makes it final.
+    pub fn delivery_failed(
+        &mut self,
+        out_seq: i64,
+        error: &str,
+        give_up: bool,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let status = if give_up {
+            DeliveryStatus::Failed
+        } else {
+            DeliveryStatus::Sending
+        };
+        self.conn.execute(
+            "UPDATE delivery SET status = ?1, last_error = ?2, updated_at = ?3 WHERE out_seq = ?4",
+            params![status.as_str(), error, ts(now), out_seq],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_routing(&mut self, route: &Route) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO session_routing (id, channel_type, platform_id, thread_id) VALUES (1, ?1, ?2, ?3)
+             ON CONFLICT(id) DO UPDATE SET channel_type = excluded.channel_type,
+                 platform_id = excluded.platform_id, thread_id = excluded.thread_id",
+            params![route.channel_type, route.platform_id, route.thread_id],
+        )?;
+        Ok(())
+    }
+
+    pub fn routing(&self) -> Result<Option<Route>> {
+        routing(&self.conn)
+    }
+
+    /// Replaces the destination list (the container's copy of the outbound ACL).
+    pub fn set_destinations(&mut self, destinations: &[Destination]) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute("DELETE FROM destinations", [])?;
+        for d in destinations {
+            tx.execute(
+                "INSERT INTO destinations (name, display_name, channel_type, platform_id, thread_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    d.name,
+                    d.display_name,
+                    d.route.channel_type,
+                    d.route.platform_id,
+                    d.route.thread_id
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn destinations(&self) -> Result<Vec<Destination>> {
+        destinations(&self.conn)
+    }
+
+    /// Counts of rows per status, for `clawbox status`.
+    pub fn status_counts(&self) -> Result<Vec<(InboundStatus, u64)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT status, COUNT(*) FROM messages_in GROUP BY status ORDER BY status")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        rows.map(|r| {
+            let (s, n) = r?;
+            Ok((InboundStatus::parse(TABLE, &s)?, n.max(0) as u64))
+        })
+        .collect()
+    }
+
+    fn host_state(&self, key: &str) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM host_state WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .unwrap_or(0))
+    }
+}
+
+fn set_host_state(conn: &Connection, key: &str, value: i64) -> Result<()> {
+    conn.execute(
+        "INSERT INTO host_state (key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+/// The container's read-only handle on `inbound.db`.
+pub struct InboundReader {
+    conn: Connection,
+}
+
+impl InboundReader {
+    pub fn open(path: &Path) -> Result<Self> {
+        Ok(InboundReader {
+            conn: sql::open_ro(path)?,
+        })
+    }
+
+    /// Pending rows that are due at `now`, oldest first.
+    pub fn due(&self, now: DateTime<Utc>) -> Result<Vec<InboundMessage>> {
+        query_in(
+            &self.conn,
+            &format!(
+                "{SELECT_IN} WHERE status = 'pending' AND (process_after IS NULL OR process_after <= ?1)
+                 ORDER BY seq"
+            ),
+            [ts(now)],
+        )
+    }
+
+    /// The earliest `process_after` of a pending row that is not yet due.
+    pub fn next_due_after(&self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
+        let next: Option<String> = self.conn.query_row(
+            "SELECT MIN(process_after) FROM messages_in WHERE status = 'pending' AND process_after > ?1",
+            [ts(now)],
+            |r| r.get(0),
+        )?;
+        next.map(|s| parse_ts(TABLE, &s)).transpose()
+    }
+
+    pub fn get(&self, seq: i64) -> Result<Option<InboundMessage>> {
+        get(&self.conn, seq)
+    }
+
+    pub fn routing(&self) -> Result<Option<Route>> {
+        routing(&self.conn)
+    }
+
+    pub fn destinations(&self) -> Result<Vec<Destination>> {
+        destinations(&self.conn)
+    }
+}
+
+fn get(conn: &Connection, seq: i64) -> Result<Option<InboundMessage>> {
+    Ok(
+        query_in(conn, &format!("{SELECT_IN} WHERE seq = ?1"), [seq])?
+            .into_iter()
+            .next(),
+    )
+}
+
+fn query_in<P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+) -> Result<Vec<InboundMessage>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let raw = stmt.query_map(params, RawIn::from_row)?;
+    raw.map(|r| r?.decode()).collect()
+}
+
+struct RawIn {
+    seq: i64,
+    id: String,
+    kind: String,
+    created_at: String,
+    status: String,
+    process_after: Option<String>,
+    tries: u32,
+    trigger: bool,
+    route: Route,
+    sender_id: Option<String>,
+    sender_name: Option<String>,
+    content: String,
+    error: Option<String>,
+}
+
+impl RawIn {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(RawIn {
+            seq: r.get(0)?,
+            id: r.get(1)?,
+            kind: r.get(2)?,
+            created_at: r.get(3)?,
+            status: r.get(4)?,
+            process_after: r.get(5)?,
+            tries: r.get(6)?,
+            trigger: r.get(7)?,
+            route: Route {
+                channel_type: r.get(8)?,
+                platform_id: r.get(9)?,
+                thread_id: r.get(10)?,
+            },
+            sender_id: r.get(11)?,
+            sender_name: r.get(12)?,
+            content: r.get(13)?,
+            error: r.get(14)?,
+        })
+    }
+
+    fn decode(self) -> Result<InboundMessage> {
+        Ok(InboundMessage {
+            seq: self.seq,
+            id: self.id,
+            kind: InboundKind::parse(TABLE, &self.kind)?,
+            created_at: parse_ts(TABLE, &self.created_at)?,
+            status: InboundStatus::parse(TABLE, &self.status)?,
+            process_after: self
+                .process_after
+                .map(|s| parse_ts(TABLE, &s))
+                .transpose()?,
+            tries: self.tries,
+            trigger: self.trigger,
+            route: self.route,
+            sender_id: self.sender_id,
+            sender_name: self.sender_name,
+            content: parse_json(TABLE, &self.content)?,
+            error: self.error,
+        })
+    }
+}
+
+fn query_delivery<P: rusqlite::Params>(
+    conn: &Connection,
+    filter: &str,
+    params: P,
+) -> Result<Vec<Delivery>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT out_seq, status, attempts, platform_message_id, last_error, updated_at FROM delivery {filter}"
+    ))?;
+    let rows = stmt.query_map(params, |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, u32>(2)?,
+            r.get::<_, Option<String>>(3)?,
+            r.get::<_, Option<String>>(4)?,
+            r.get::<_, String>(5)?,
+        ))
+    })?;
+    rows.map(|r| {
+        let (out_seq, status, attempts, platform_message_id, last_error, updated_at) = r?;
+        Ok(Delivery {
+            out_seq,
+            status: DeliveryStatus::parse("delivery", &status)?,
+            attempts,
+            platform_message_id,
+            last_error,
+            updated_at: parse_ts("delivery", &updated_at)?,
+        })
+    })
+    .collect()
+}
+
+fn routing(conn: &Connection) -> Result<Option<Route>> {
+    Ok(conn
+        .query_row(
+            "SELECT channel_type, platform_id, thread_id FROM session_routing WHERE id = 1",
+            [],
+            |r| {
+                Ok(Route {
+                    channel_type: r.get(0)?,
+                    platform_id: r.get(1)?,
+                    thread_id: r.get(2)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+fn destinations(conn: &Connection) -> Result<Vec<Destination>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT name, display_name, channel_type, platform_id, thread_id FROM destinations ORDER BY name",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(Destination {
+            name: r.get(0)?,
+            display_name: r.get(1)?,
+            route: Route {
+                channel_type: r.get(2)?,
+                platform_id: r.get(3)?,
+                thread_id: r.get(4)?,
+            },
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}

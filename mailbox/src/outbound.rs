@@ -1,0 +1,420 @@
+//! `outbound.db`: written by the container only ([`OutboundDb`], used by agent-runner and
+//! mcp-tools), read by the host ([`OutboundReader`], opened read-only).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+use serde_json::Value;
+
+use crate::layout::SessionPaths;
+use crate::seq::{Parity, next_seq};
+use crate::sql::{self, parse_json, parse_ts, ts};
+use crate::types::*;
+use crate::{Result, schema};
+
+const TABLE: &str = "messages_out";
+const SELECT_OUT: &str = "SELECT seq, id, kind, in_reply_to, created_at, channel_type, platform_id, \
+     thread_id, content FROM messages_out";
+const SELECT_ACK: &str = "SELECT id, message_seq, attempt, status, error, at FROM acks";
+
+/// One stored conversation message (an OpenAI chat message as JSON) and the turn it belongs to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryEntry {
+    /// Seq of the first inbound message of the turn that wrote it.
+    pub turn: i64,
+    pub message: Value,
+}
+
+/// The container's read-write handle on `outbound.db`.
+pub struct OutboundDb {
+    conn: Connection,
+    inbound_db: PathBuf,
+}
+
+impl OutboundDb {
+    pub fn open(paths: &SessionPaths) -> Result<Self> {
+        let path = paths.outbound_db();
+        let mut conn = sql::open_rw(&path)?;
+        schema::migrate(&mut conn, &path, schema::OUTBOUND)?;
+        Ok(OutboundDb {
+            conn,
+            inbound_db: paths.inbound_db(),
+        })
+    }
+
+    /// Starts a write transaction (`BEGIN IMMEDIATE`): everything done through it becomes
+    /// visible to the host at once on [`OutboundTx::commit`], or not at all.
+    pub fn transaction(&mut self) -> Result<OutboundTx<'_>> {
+        // The inbound max is read before taking our lock; parity keeps seqs unique regardless.
+        let max_in = sql::max_seq_of(&self.inbound_db, "messages_in")?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        Ok(OutboundTx { tx, max_in })
+    }
+
+    /// Writes one message in its own transaction; returns its seq.
+    pub fn insert_message(&mut self, msg: &NewOutbound, now: DateTime<Utc>) -> Result<i64> {
+        let mut tx = self.transaction()?;
+        let seq = tx.insert_message(msg, now)?;
+        tx.commit()?;
+        Ok(seq)
+    }
+
+    /// Appends one ack in its own transaction.
+    pub fn ack(
+        &mut self,
+        message_seq: i64,
+        attempt: u32,
+        status: AckStatus,
+        error: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut tx = self.transaction()?;
+        tx.ack(message_seq, attempt, status, error, now)?;
+        tx.commit()
+    }
+
+    /// The latest ack of each of `seqs` (missing: never acked).
+    pub fn latest_acks(&self, seqs: &[i64]) -> Result<HashMap<i64, Ack>> {
+        latest_acks(&self.conn, seqs)
+    }
+
+    pub fn message(&self, seq: i64) -> Result<Option<OutboundMessage>> {
+        message(&self.conn, seq)
+    }
+
+    /// The conversation since the last clear, oldest first.
+    pub fn history(&self) -> Result<Vec<HistoryEntry>> {
+        let epoch = epoch(&self.conn)?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT turn, message FROM history WHERE epoch = ?1 ORDER BY id")?;
+        let rows = stmt.query_map([epoch], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })?;
+        rows.map(|r| {
+            let (turn, message) = r?;
+            Ok(HistoryEntry {
+                turn,
+                message: parse_json("history", &message)?,
+            })
+        })
+        .collect()
+    }
+
+    pub fn kv(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM kv WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn set_runner_state(&mut self, state: &RunnerState) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO runner_state (id, pid, started_at, activity, step, tool, tool_timeout_ms, updated_at)
+             VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(id) DO UPDATE SET pid = excluded.pid, started_at = excluded.started_at,
+                 activity = excluded.activity, step = excluded.step, tool = excluded.tool,
+                 tool_timeout_ms = excluded.tool_timeout_ms, updated_at = excluded.updated_at",
+            params![
+                state.pid,
+                ts(state.started_at),
+                state.activity.as_str(),
+                state.step,
+                state.tool,
+                state.tool_timeout_ms.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)),
+                ts(state.updated_at)
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn runner_state(&self) -> Result<Option<RunnerState>> {
+        runner_state(&self.conn)
+    }
+}
+
+/// A write transaction on `outbound.db`. Dropping it without [`commit`](Self::commit) rolls
+/// everything back.
+pub struct OutboundTx<'a> {
+    tx: Transaction<'a>,
+    max_in: i64,
+}
+
+impl OutboundTx<'_> {
+    /// Inserts a message with the next odd seq above both tables and returns that seq.
+    pub fn insert_message(&mut self, msg: &NewOutbound, now: DateTime<Utc>) -> Result<i64> {
+        let max_out: i64 =
+            self.tx
+                .query_row("SELECT COALESCE(MAX(seq), 0) FROM messages_out", [], |r| {
+                    r.get(0)
+                })?;
+        let seq = next_seq(Parity::Outbound, max_out.max(self.max_in));
+        self.tx.execute(
+            "INSERT INTO messages_out (seq, id, kind, in_reply_to, created_at, channel_type,
+                 platform_id, thread_id, content)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                seq,
+                msg.id,
+                msg.kind.as_str(),
+                msg.in_reply_to,
+                ts(now),
+                msg.route.channel_type,
+                msg.route.platform_id,
+                msg.route.thread_id,
+                msg.content.to_string()
+            ],
+        )?;
+        Ok(seq)
+    }
+
+    pub fn ack(
+        &mut self,
+        message_seq: i64,
+        attempt: u32,
+        status: AckStatus,
+        error: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.tx.execute(
+            "INSERT INTO acks (message_seq, attempt, status, error, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![message_seq, attempt, status.as_str(), error, ts(now)],
+        )?;
+        Ok(())
+    }
+
+    /// Appends messages to the current conversation under `turn`.
+    pub fn append_history(&mut self, turn: i64, messages: &[Value]) -> Result<()> {
+        let epoch = epoch(&self.tx)?;
+        for m in messages {
+            self.tx.execute(
+                "INSERT INTO history (epoch, turn, message) VALUES (?1, ?2, ?3)",
+                params![epoch, turn, m.to_string()],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Drops everything `turn` wrote to the current conversation (a retried turn starts over).
+    pub fn discard_turn(&mut self, turn: i64) -> Result<()> {
+        let epoch = epoch(&self.tx)?;
+        self.tx.execute(
+            "DELETE FROM history WHERE epoch = ?1 AND turn = ?2",
+            params![epoch, turn],
+        )?;
+        Ok(())
+    }
+
+    /// Starts a new, empty conversation (`/clear`). Old entries are deleted, not archived.
+    pub fn clear_history(&mut self) -> Result<()> {
+        let next = epoch(&self.tx)? + 1;
+        self.tx.execute("DELETE FROM history", [])?;
+        self.tx.execute(
+            "INSERT INTO kv (key, value) VALUES ('epoch', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [next.to_string()],
+        )?;
+        Ok(())
+    }
+
+    /// Stores a small runner-owned value (e.g. the seqs of the turn in progress).
+    pub fn set_kv(&mut self, key: &str, value: &str) -> Result<()> {
+        self.tx.execute(
+            "INSERT INTO kv (key, value) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_kv(&mut self, key: &str) -> Result<()> {
+        self.tx.execute("DELETE FROM kv WHERE key = ?1", [key])?;
+        Ok(())
+    }
+
+    pub fn commit(self) -> Result<()> {
+        self.tx.commit()?;
+        Ok(())
+    }
+}
+
+/// The host's read-only handle on `outbound.db`.
+pub struct OutboundReader {
+    conn: Connection,
+}
+
+impl OutboundReader {
+    /// Fails with [`crate::Error::Io`] (not found) until the container has created the file.
+    pub fn open(path: &Path) -> Result<Self> {
+        Ok(OutboundReader {
+            conn: sql::open_ro(path)?,
+        })
+    }
+
+    /// Acks written after the ack with id `cursor`, in order.
+    pub fn acks_after(&self, cursor: i64) -> Result<Vec<Ack>> {
+        query_acks(
+            &self.conn,
+            &format!("{SELECT_ACK} WHERE id > ?1 ORDER BY id"),
+            [cursor],
+        )
+    }
+
+    /// The latest ack of each of `seqs`.
+    pub fn latest_acks(&self, seqs: &[i64]) -> Result<HashMap<i64, Ack>> {
+        latest_acks(&self.conn, seqs)
+    }
+
+    /// Messages with a seq above `cursor`, in seq order.
+    pub fn messages_after(&self, cursor: i64) -> Result<Vec<OutboundMessage>> {
+        query_out(
+            &self.conn,
+            &format!("{SELECT_OUT} WHERE seq > ?1 ORDER BY seq"),
+            [cursor],
+        )
+    }
+
+    pub fn message(&self, seq: i64) -> Result<Option<OutboundMessage>> {
+        message(&self.conn, seq)
+    }
+
+    pub fn runner_state(&self) -> Result<Option<RunnerState>> {
+        runner_state(&self.conn)
+    }
+}
+
+fn epoch(conn: &Connection) -> Result<i64> {
+    let v: Option<String> = conn
+        .query_row("SELECT value FROM kv WHERE key = 'epoch'", [], |r| r.get(0))
+        .optional()?;
+    Ok(v.and_then(|s| s.parse().ok()).unwrap_or(0))
+}
+
+fn message(conn: &Connection, seq: i64) -> Result<Option<OutboundMessage>> {
+    Ok(
+        query_out(conn, &format!("{SELECT_OUT} WHERE seq = ?1"), [seq])?
+            .into_iter()
+            .next(),
+    )
+}
+
+fn latest_acks(conn: &Connection, seqs: &[i64]) -> Result<HashMap<i64, Ack>> {
+    let mut out = HashMap::new();
+    let sql = format!("{SELECT_ACK} WHERE message_seq = ?1 ORDER BY id DESC LIMIT 1");
+    for &seq in seqs {
+        if let Some(ack) = query_acks(conn, &sql, [seq])?.into_iter().next() {
+            out.insert(seq, ack);
+        }
+    }
+    Ok(out)
+}
+
+fn query_out<P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+) -> Result<Vec<OutboundMessage>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(params, |r: &Row<'_>| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, Option<i64>>(3)?,
+            r.get::<_, String>(4)?,
+            Route {
+                channel_type: r.get(5)?,
+                platform_id: r.get(6)?,
+                thread_id: r.get(7)?,
+            },
+            r.get::<_, String>(8)?,
+        ))
+    })?;
+    rows.map(|r| {
+        let (seq, id, kind, in_reply_to, created_at, route, content) = r?;
+        Ok(OutboundMessage {
+            seq,
+            id,
+            kind: OutboundKind::parse(TABLE, &kind)?,
+            in_reply_to,
+            created_at: parse_ts(TABLE, &created_at)?,
+            route,
+            content: parse_json(TABLE, &content)?,
+        })
+    })
+    .collect()
+}
+
+fn query_acks<P: rusqlite::Params>(conn: &Connection, sql: &str, params: P) -> Result<Vec<Ack>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(params, |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, u32>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, Option<String>>(4)?,
+            r.get::<_, String>(5)?,
+        ))
+    })?;
+    rows.map(|r| {
+        let (id, message_seq, attempt, status, error, at) = r?;
+        Ok(Ack {
+            id,
+            message_seq,
+            attempt,
+            status: AckStatus::parse("acks", &status)?,
+            error,
+            at: parse_ts("acks", &at)?,
+        })
+    })
+    .collect()
+}
+
+fn runner_state(conn: &Connection) -> Result<Option<RunnerState>> {
+    let raw = conn
+        .query_row(
+            "SELECT pid, started_at, activity, step, tool, tool_timeout_ms, updated_at
+             FROM runner_state WHERE id = 1",
+            [],
+            |r| {
+                Ok((
+                    r.get::<_, u32>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, u32>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, Option<i64>>(5)?,
+                    r.get::<_, String>(6)?,
+                ))
+            },
+        )
+        .optional()?;
+    raw.map(
+        |(pid, started_at, activity, step, tool, tool_timeout_ms, updated_at)| {
+            Ok(RunnerState {
+                pid,
+                started_at: parse_ts("runner_state", &started_at)?,
+                activity: Activity::parse("runner_state", &activity)?,
+                step,
+                tool,
+                tool_timeout_ms: tool_timeout_ms.map(|ms| ms.max(0) as u64),
+                updated_at: parse_ts("runner_state", &updated_at)?,
+            })
+        },
+    )
+    .transpose()
+}
+
+/// Whether the runner should claim an inbound row, given the latest ack it wrote for it.
+///
+/// Any ack for the row's current attempt means this attempt was already taken (finished, or
+/// claimed by a runner that died — which the host re-queues, bumping the attempt). An ack from an
+/// older attempt is stale.
+pub fn is_claimable(msg: &InboundMessage, latest_ack: Option<&Ack>) -> bool {
+    latest_ack.is_none_or(|ack| ack.attempt < msg.attempt())
+}

@@ -1,0 +1,95 @@
+//! Connection setup shared by both databases, and time encoding.
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{Connection, OpenFlags};
+
+use crate::{Error, Result};
+
+/// How long a writer waits for the other side's lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens a session database for writing.
+///
+/// Rollback journal (`DELETE`), not WAL: WAL's shared-memory index is not coherent across a
+/// VM-backed bind mount (Docker Desktop, some CI runners), and the two writers of a session live
+/// on opposite sides of such a mount. `synchronous=FULL` so an acknowledged write survives a
+/// power cut: acks and delivery states are what make retries exactly-once.
+pub(crate) fn open_rw(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "journal_mode", "DELETE")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
+/// Opens the other side's database read-only. `mmap_size=0`: memory maps of a file another
+/// process rewrites across a mount are not worth the risk for databases this small.
+pub(crate) fn open_ro(path: &Path) -> Result<Connection> {
+    if !path.exists() {
+        return Err(Error::Io {
+            action: "open",
+            path: path.to_path_buf(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        });
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "mmap_size", 0)?;
+    Ok(conn)
+}
+
+/// Max seq of `table` in the other side's database, or 0 when that database does not exist yet.
+pub(crate) fn max_seq_of(path: &Path, table: &str) -> Result<i64> {
+    if !path.exists() {
+        return Ok(0);
+    }
+    let conn = open_ro(path)?;
+    let exists: bool = conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+        [table],
+        |r| r.get(0),
+    )?;
+    if !exists {
+        return Ok(0);
+    }
+    Ok(conn.query_row(
+        &format!("SELECT COALESCE(MAX(seq), 0) FROM {table}"),
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+/// Timestamps are stored as RFC 3339 UTC with milliseconds, which sort as text.
+pub(crate) fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub(crate) fn parse_ts(table: &'static str, s: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| Error::Malformed {
+            table,
+            detail: format!("timestamp {s:?}: {e}"),
+        })
+}
+
+pub(crate) fn parse_json(table: &'static str, s: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(s).map_err(|e| Error::Malformed {
+        table,
+        detail: format!("content is not JSON: {e}"),
+    })
+}

@@ -1,0 +1,3 @@
+//! Test modules of the testkit integration binary.
+
+mod fake_model;
