@@ -1,1 +1,61 @@
+//! The clawbox host: routes chat messages into per-session mailboxes, runs one agent runner per
+//! active session, and delivers the replies. `main.rs` is a thin CLI over [`app::start`] and
+//! [`chat::run`].
 
+pub mod admin;
+pub mod app;
+pub mod bootstrap;
+pub mod channels;
+pub mod chat;
+pub mod config;
+pub mod db;
+pub mod delivery;
+pub mod liveness;
+pub mod protocol;
+pub mod router;
+pub mod runtime;
+pub mod sessions;
+pub mod supervisor;
+
+use std::path::{Path, PathBuf};
+
+/// Errors of the host library. Startup errors end the process with this message; errors while
+/// serving a request are reported to that request and the host carries on.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// A setting is unusable; the message names it.
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    /// A session's mailbox could not be read or written.
+    #[error(transparent)]
+    Mailbox(#[from] mailbox::Error),
+    #[error(transparent)]
+    Runtime(#[from] runtime::RuntimeError),
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another host owns this data directory.
+    #[error("another clawbox host is running (socket {})", .0.display())]
+    AlreadyRunning(PathBuf),
+    #[error("no such session: {0}")]
+    UnknownSession(String),
+    /// A background task panicked or was cancelled.
+    #[error("internal task failed: {0}")]
+    Task(String),
+}
+
+impl HostError {
+    pub fn io(action: &'static str, path: &Path, source: std::io::Error) -> Self {
+        HostError::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

@@ -1,1 +1,94 @@
-fn main() {}
+//! `clawbox`: run the host, chat with the default agent, or look at a running host.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use host::config::Config;
+
+#[derive(Parser)]
+#[command(name = "clawbox", version, about = "A self-hosted agent host")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the host in the foreground (logs to stderr) until SIGINT or SIGTERM.
+    Run,
+    /// Chat with the default agent: through the running host if there is one, otherwise with a
+    /// host started in this process. Piped input sends one message per line.
+    Chat,
+    /// Show the running host's sessions and runners.
+    Status {
+        /// Print the raw JSON snapshot.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // `.env` fills in what the environment does not set; a missing file is fine.
+    if let Err(e) = dotenvy::dotenv()
+        && !e.not_found()
+    {
+        eprintln!("clawbox: cannot read .env: {e}");
+        return ExitCode::from(2);
+    }
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("clawbox: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("clawbox: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Run => {
+                host::chat::init_logging(None);
+                run(config).await
+            }
+            Command::Chat => Ok(host::chat::run(config).await?),
+            Command::Status { json } => Ok(host::chat::status(config, json).await?),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("clawbox: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<ExitCode> {
+    let host = host::app::start(config).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    host.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        // Without a SIGTERM handler, Ctrl-C still works.
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

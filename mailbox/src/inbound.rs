@@ -160,7 +160,7 @@ impl InboundDb {
                 });
             }
         }
-        set_host_state(&tx, "ack_cursor", last)?;
+        advance_host_cursor(&tx, "ack_cursor", last)?;
         tx.commit()?;
         Ok(verdicts)
     }
@@ -198,7 +198,13 @@ impl InboundDb {
             } else {
                 let factor = 1u32.checked_shl(tries).unwrap_or(u32::MAX);
                 let delay = backoff_base.saturating_mul(factor);
-                let at = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+                // `now + delay` panics on overflow, and a year past 9999 no longer round-trips
+                // through the text column: clamp absurd backoffs (huge `max_tries`) instead.
+                let latest = sql::latest_storable();
+                let at = chrono::Duration::from_std(delay)
+                    .ok()
+                    .and_then(|d| now.checked_add_signed(d))
+                    .map_or(latest, |at| at.min(latest));
                 tx.execute(
                     "UPDATE messages_in SET tries = ?1, process_after = ?2, error = ?3 WHERE seq = ?4",
                     params![used, ts(at), reason, seq],
@@ -395,10 +401,12 @@ impl InboundDb {
     }
 }
 
-fn set_host_state(conn: &Connection, key: &str, value: i64) -> Result<()> {
+/// Moves a cursor forward to `value`, never back: a pass that folded an older batch (read from a
+/// stale cursor) must not make the next pass fold everything after it again.
+fn advance_host_cursor(conn: &Connection, key: &str, value: i64) -> Result<()> {
     conn.execute(
         "INSERT INTO host_state (key, value) VALUES (?1, ?2)
-         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+         ON CONFLICT(key) DO UPDATE SET value = MAX(value, excluded.value)",
         params![key, value],
     )?;
     Ok(())

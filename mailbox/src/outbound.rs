@@ -221,7 +221,8 @@ impl OutboundTx<'_> {
         Ok(())
     }
 
-    /// Stores a small runner-owned value (e.g. the seqs of the turn in progress).
+    /// Stores a small runner-owned value (e.g. the seqs of the turn in progress). The key
+    /// `epoch` is reserved for [`clear_history`](Self::clear_history).
     pub fn set_kv(&mut self, key: &str, value: &str) -> Result<()> {
         self.tx.execute(
             "INSERT INTO kv (key, value) VALUES (?1, ?2)
@@ -287,11 +288,17 @@ impl OutboundReader {
     }
 }
 
+/// The current conversation epoch (`kv['epoch']`, 0 before the first clear). A value that does
+/// not parse is reported rather than read as 0, which would silently revive or mix conversations.
 fn epoch(conn: &Connection) -> Result<i64> {
     let v: Option<String> = conn
         .query_row("SELECT value FROM kv WHERE key = 'epoch'", [], |r| r.get(0))
         .optional()?;
-    Ok(v.and_then(|s| s.parse().ok()).unwrap_or(0))
+    let Some(v) = v else { return Ok(0) };
+    v.parse().map_err(|e| crate::Error::Malformed {
+        table: "kv",
+        detail: format!("epoch {v:?}: {e}"),
+    })
 }
 
 fn message(conn: &Connection, seq: i64) -> Result<Option<OutboundMessage>> {

@@ -78,6 +78,12 @@ pub(crate) fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// The last instant [`ts`] can store: 9999-12-31T23:59:59.999Z. Later years print with a sign
+/// and five digits, which neither sorts as text nor parses back as RFC 3339.
+pub(crate) fn latest_storable() -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(253_402_300_799_999).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 pub(crate) fn parse_ts(table: &'static str, s: &str) -> Result<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))

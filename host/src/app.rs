@@ -1,0 +1,233 @@
+//! Assembling and running a host: data directory and lock, central DB and bootstrap, runtime,
+//! supervisor, reconciliation of what a previous host left behind, the admin socket. `clawbox
+//! run` and the in-process host of `clawbox chat` both go through [`start`].
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::HostError;
+use crate::bootstrap::{self, CLI_CHAT, DEFAULT_AGENT};
+use crate::channels::Channels;
+use crate::config::{Config, RuntimeKind};
+use crate::db::{self, Db};
+use crate::router::Router;
+use crate::runtime::process::ProcessRuntime;
+use crate::runtime::{AgentRuntime, RunnerSettings};
+use crate::supervisor::{Shared, Supervisor};
+
+/// What request handlers need of a running host.
+#[derive(Clone)]
+pub struct HostCtx {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub supervisor: Supervisor,
+    pub router: Router,
+    pub channels: Channels,
+    pub runtime: Arc<dyn AgentRuntime>,
+    pub install_id: String,
+}
+
+impl HostCtx {
+    pub fn runtime_name(&self) -> &'static str {
+        self.runtime.name()
+    }
+
+    pub fn runtime_isolated(&self) -> bool {
+        self.runtime.isolated()
+    }
+
+    pub async fn default_agent_name(&self) -> String {
+        self.db
+            .call(|conn| db::agent_group(conn, DEFAULT_AGENT))
+            .await
+            .ok()
+            .flatten()
+            .map_or_else(|| self.config.assistant_name.clone(), |a| a.name)
+    }
+
+    /// Wakes the sessions of the CLI chat so replies that waited for a terminal go out.
+    pub async fn wake_cli_sessions(&self) {
+        match self
+            .db
+            .call(|conn| db::sessions_of_chat(conn, CLI_CHAT))
+            .await
+        {
+            Ok(sessions) => {
+                for s in sessions {
+                    if let Err(e) = self.supervisor.wake(&s.id).await {
+                        tracing::warn!(session_id = %s.id, "cannot wake session: {e}");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("cannot list CLI sessions: {e}"),
+        }
+    }
+
+    /// A JSON snapshot for `clawbox status`.
+    pub async fn status(&self) -> Result<serde_json::Value, HostError> {
+        let sessions = self.db.call(|conn| db::active_sessions(conn)).await?;
+        let list: Vec<_> = sessions
+            .iter()
+            .map(|s| {
+                json!({
+                    "id": s.id,
+                    "agent": s.agent_group_id,
+                    "chat": s.messaging_group_id,
+                    "thread": s.thread_id,
+                    "runner": s.runner_state,
+                    "last_activity": db::ts(s.last_activity),
+                })
+            })
+            .collect();
+        Ok(json!({
+            "install_id": self.install_id,
+            "runtime": self.runtime.name(),
+            "isolated": self.runtime.isolated(),
+            "data_dir": self.config.data_dir,
+            "live_sessions": self.supervisor.active_count(),
+            "sessions": list,
+        }))
+    }
+}
+
+/// A started host; dropping it without [`RunningHost::shutdown`] leaves runners to idle out.
+pub struct RunningHost {
+    pub ctx: HostCtx,
+    cancel: CancellationToken,
+    admin: tokio::task::JoinHandle<()>,
+    _lock: std::fs::File,
+}
+
+impl RunningHost {
+    /// Stops accepting terminals, stops every runner (their claims are re-queued), and waits.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        let _ = self.admin.await;
+        self.ctx.supervisor.shutdown().await;
+        let _ = std::fs::remove_file(self.ctx.config.socket_path());
+        tracing::info!("host stopped");
+    }
+}
+
+pub async fn start(config: Config) -> Result<RunningHost, HostError> {
+    let config = Arc::new(config);
+    let data = &config.data_dir;
+    std::fs::create_dir_all(data).map_err(|e| HostError::io("create", data, e))?;
+    // Everything under DATA_DIR is private: conversations, the admin socket.
+    std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| HostError::io("chmod", data, e))?;
+    let lock = lock_data_dir(&config)?;
+
+    let db_path = config.db_path();
+    let assistant = config.assistant_name.clone();
+    let db = tokio::task::spawn_blocking(move || Db::open(&db_path))
+        .await
+        .map_err(|e| HostError::Task(e.to_string()))??;
+    let install_id = db
+        .call(move |conn| bootstrap::ensure_defaults(conn, &assistant))
+        .await?;
+    bootstrap::ensure_group_folder(&config.groups_dir, DEFAULT_AGENT)
+        .map_err(|e| HostError::io("create agent folder", &config.groups_dir, e))?;
+
+    let runtime: Arc<dyn AgentRuntime> = match config.runtime {
+        RuntimeKind::Process => {
+            if !config.runner_bin.is_file() {
+                return Err(HostError::Config(format!(
+                    "agent runner binary not found at {} (build it with `cargo build --workspace`, or set CLAWBOX_RUNNER_BIN)",
+                    config.runner_bin.display()
+                )));
+            }
+            tracing::warn!(
+                "CONTAINER_RUNTIME=process: agents run as child processes of the host, NOT isolated"
+            );
+            Arc::new(ProcessRuntime::new(
+                config.runner_bin.clone(),
+                RunnerSettings::from_config(&config, &install_id),
+            ))
+        }
+        RuntimeKind::Docker => {
+            return Err(HostError::Config(
+                "CONTAINER_RUNTIME=docker is not available in this build yet; use CONTAINER_RUNTIME=process".into(),
+            ));
+        }
+    };
+
+    let channels = Channels::default();
+    let supervisor = Supervisor::new(Shared {
+        config: Arc::clone(&config),
+        db: db.clone(),
+        runtime: Arc::clone(&runtime),
+        channels: channels.clone(),
+    });
+    let ctx = HostCtx {
+        router: Router::new(supervisor.clone()),
+        config: Arc::clone(&config),
+        db,
+        supervisor,
+        channels,
+        runtime,
+        install_id,
+    };
+    reconcile(&ctx).await?;
+
+    let listener = crate::admin::bind(&config.socket_path())?;
+    let cancel = CancellationToken::new();
+    let admin = tokio::spawn(crate::admin::serve(listener, ctx.clone(), cancel.clone()));
+    tracing::info!(
+        data_dir = %config.data_dir.display(),
+        runtime = ctx.runtime.name(),
+        "host started"
+    );
+    Ok(RunningHost {
+        ctx,
+        cancel,
+        admin,
+        _lock: lock,
+    })
+}
+
+/// Stops runners a previous host left behind, then lets every session that host left busy
+/// re-queue dead claims and deliver undelivered replies. Sessions that were idle are not
+/// touched: a restart costs nothing per idle session.
+async fn reconcile(ctx: &HostCtx) -> Result<(), HostError> {
+    let orphans = ctx.runtime.list().await?;
+    for orphan in &orphans {
+        tracing::warn!(runner = %orphan.id, session_id = ?orphan.session_id, "stopping runner left by a previous host");
+        ctx.runtime.kill(&orphan.id).await?;
+    }
+    // Killing is asynchronous; give the orphans a moment so their last writes are complete
+    // before their claims are judged.
+    if !orphans.is_empty() {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while tokio::time::Instant::now() < deadline && !ctx.runtime.list().await?.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    let busy = ctx.db.call(|conn| db::busy_sessions(conn)).await?;
+    for s in busy {
+        tracing::info!(session_id = %s.id, state = %s.runner_state, "resuming session");
+        ctx.supervisor.wake(&s.id).await?;
+    }
+    Ok(())
+}
+
+/// One host per data directory: two would both write every `inbound.db`.
+fn lock_data_dir(config: &Config) -> Result<std::fs::File, HostError> {
+    use std::os::fd::AsRawFd;
+    let path = config.data_dir.join("clawbox.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| HostError::io("open", &path, e))?;
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(HostError::AlreadyRunning(config.socket_path()));
+    }
+    Ok(file)
+}

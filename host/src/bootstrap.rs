@@ -1,0 +1,147 @@
+//! First-start setup, idempotent: the install id, user `cli:local` (owner), agent `default`,
+//! the CLI chat with its wiring and destination, and the agent's folder under `GROUPS_DIR`.
+//! Existing rows and files are never overwritten: an operator's edits survive every restart.
+
+use std::path::Path;
+
+use chrono::Utc;
+use rusqlite::{Connection, params};
+
+use crate::db::{self, DbResult, ts};
+
+pub const CLI_USER: &str = "cli:local";
+pub const CLI_CHAT: &str = "cli:local";
+pub const DEFAULT_AGENT: &str = "default";
+
+const DEFAULT_CLAUDE_MD: &str = "# Agent
+
+You are a personal assistant. Each conversation you have runs in its own sandbox with a private
+working directory; files you write there persist for this conversation.
+
+Reply concisely. Your final answer is sent to the person who wrote to you; use the
+`send_message` tool only for progress updates or to reach another destination.
+";
+
+const DEFAULT_LOCAL_MD: &str = "";
+
+/// `container.json`, in clawside's format: extra MCP servers and container settings for this agent.
+const DEFAULT_CONTAINER_JSON: &str = "{\n  \"mcp_servers\": []\n}\n";
+
+/// Creates whatever of the default setup is missing; returns the install id.
+pub fn ensure_defaults(conn: &mut Connection, assistant_name: &str) -> DbResult<String> {
+    let now = ts(Utc::now());
+    let tx = conn.transaction()?;
+    let install_id = db::set_meta_if_absent(&tx, "install_id", &random_id(12))?;
+    tx.execute(
+        "INSERT OR IGNORE INTO users (id, kind, display_name, created_at) VALUES (?1, 'cli', 'CLI (local)', ?2)",
+        params![CLI_USER, now],
+    )?;
+    tx.execute(
+        "INSERT OR IGNORE INTO agent_groups (id, name, folder, created_at) VALUES (?1, ?2, ?1, ?3)",
+        params![DEFAULT_AGENT, assistant_name, now],
+    )?;
+    tx.execute(
+        "INSERT OR IGNORE INTO user_roles (user_id, agent_group_id, role, granted_by, granted_at)
+         VALUES (?1, ?2, 'owner', ?1, ?3)",
+        params![CLI_USER, DEFAULT_AGENT, now],
+    )?;
+    tx.execute(
+        "INSERT OR IGNORE INTO messaging_groups (id, channel_type, platform_id, name, is_group, created_at)
+         VALUES (?1, 'cli', 'local', 'CLI', 0, ?2)",
+        params![CLI_CHAT, now],
+    )?;
+    tx.execute(
+        "INSERT OR IGNORE INTO wirings (id, messaging_group_id, agent_group_id, engage_mode, engage_pattern, created_at)
+         VALUES ('wire:cli:local:default', ?1, ?2, 'pattern', '.', ?3)",
+        params![CLI_CHAT, DEFAULT_AGENT, now],
+    )?;
+    tx.execute(
+        "INSERT OR IGNORE INTO destinations (agent_group_id, name, display_name, channel_type, platform_id, created_at)
+         VALUES (?1, 'cli', 'CLI', 'cli', 'local', ?2)",
+        params![DEFAULT_AGENT, now],
+    )?;
+    tx.commit()?;
+    Ok(install_id)
+}
+
+/// Creates `groups/<folder>/` with its default files where they are missing.
+pub fn ensure_group_folder(groups_dir: &Path, folder: &str) -> std::io::Result<()> {
+    let dir = groups_dir.join(folder);
+    std::fs::create_dir_all(dir.join("skills"))?;
+    for (name, content) in [
+        ("CLAUDE.md", DEFAULT_CLAUDE_MD),
+        ("CLAUDE.local.md", DEFAULT_LOCAL_MD),
+        ("container.json", DEFAULT_CONTAINER_JSON),
+    ] {
+        let path = dir.join(name);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(mut f) => std::io::Write::write_all(&mut f, content.as_bytes())?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// A random lowercase alphanumeric id.
+pub fn random_id(len: usize) -> String {
+    use rand::Rng;
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn bootstrap_is_idempotent_and_keeps_edits() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::db::Db::open(&dir.path().join("c.db")).unwrap();
+        let mut conn = Connection::open(dir.path().join("c.db")).unwrap();
+        drop(db);
+        let first = ensure_defaults(&mut conn, "Andy").unwrap();
+        conn.execute("UPDATE agent_groups SET name = 'Renamed'", [])
+            .unwrap();
+        let second = ensure_defaults(&mut conn, "Andy").unwrap();
+        assert_eq!(first, second);
+        let name: String = conn
+            .query_row(
+                "SELECT name FROM agent_groups WHERE id = 'default'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(name, "Renamed");
+        let count: i64 = conn
+            .query_row("SELECT COUNT(*) FROM wirings", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 1);
+        assert_eq!(
+            db::role_of(&conn, CLI_USER, DEFAULT_AGENT)
+                .unwrap()
+                .as_deref(),
+            Some("owner")
+        );
+
+        let groups = dir.path().join("groups");
+        ensure_group_folder(&groups, "default").unwrap();
+        std::fs::write(groups.join("default/CLAUDE.md"), "custom").unwrap();
+        ensure_group_folder(&groups, "default").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(groups.join("default/CLAUDE.md")).unwrap(),
+            "custom"
+        );
+        assert!(groups.join("default/skills").is_dir());
+        assert!(groups.join("default/container.json").is_file());
+        assert!(groups.join("default/CLAUDE.local.md").is_file());
+    }
+}

@@ -1,0 +1,343 @@
+//! `clawbox chat` and `clawbox status`: terminal clients of the admin socket. `chat` attaches to
+//! the running host, or starts one in this process when none is running (its logs then go to
+//! `DATA_DIR/logs/clawbox.log` so they do not mix with the conversation).
+//!
+//! Piped input (`printf 'hi\nbye\n' | clawbox chat`) sends each line, prints replies to stdout
+//! and notices to stderr, and exits once every message has a verdict — with status 1 if any
+//! message failed or was refused.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+use mailbox::InboundStatus;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::sync::mpsc;
+
+use crate::HostError;
+use crate::app::{self, RunningHost};
+use crate::channels::cli::ChatEvent;
+use crate::config::Config;
+use crate::protocol::{Event, Request};
+
+/// Logs to stderr, or to `file` (appending) when given. `RUST_LOG` filters (default `info`).
+pub fn init_logging(file: Option<&Path>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let opened = file.and_then(|path| {
+        std::fs::create_dir_all(path.parent()?).ok()?;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .ok()
+    });
+    // A second init (tests, embedding) keeps the first subscriber; that is fine.
+    let _ = match opened {
+        Some(f) => builder
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(f))
+            .try_init(),
+        None => builder.with_writer(std::io::stderr).try_init(),
+    };
+}
+
+/// Connects to the running host, starting one in-process if there is none.
+async fn connect_or_start(config: &Config) -> Result<(UnixStream, Option<RunningHost>), HostError> {
+    let socket = config.socket_path();
+    if let Ok(stream) = UnixStream::connect(&socket).await {
+        return Ok((stream, None));
+    }
+    match app::start(config.clone()).await {
+        Ok(host) => {
+            let stream = UnixStream::connect(&socket)
+                .await
+                .map_err(|e| HostError::io("connect", &socket, e))?;
+            Ok((stream, Some(host)))
+        }
+        // Another terminal started a host meanwhile: use it.
+        Err(HostError::AlreadyRunning(_)) => {
+            let stream = UnixStream::connect(&socket)
+                .await
+                .map_err(|e| HostError::io("connect", &socket, e))?;
+            Ok((stream, None))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn send(write: &mut OwnedWriteHalf, request: &Request) -> std::io::Result<()> {
+    let mut line = serde_json::to_string(request).map_err(std::io::Error::other)?;
+    line.push('\n');
+    write.write_all(line.as_bytes()).await
+}
+
+/// Reads events from the host until it hangs up.
+fn spawn_reader(read: tokio::net::unix::OwnedReadHalf) -> mpsc::UnboundedReceiver<Event> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(read).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            match serde_json::from_str::<Event>(&line) {
+                Ok(ev) => {
+                    if tx.send(ev).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => tracing::warn!("unreadable event from host: {e}"),
+            }
+        }
+    });
+    rx
+}
+
+pub async fn run(config: Config) -> Result<ExitCode, HostError> {
+    init_logging(Some(&config.log_dir().join("clawbox.log")));
+    let (stream, in_process) = connect_or_start(&config).await?;
+    let (read, mut write) = stream.into_split();
+    let mut events = spawn_reader(read);
+    let socket = config.socket_path();
+    let io = |e| HostError::io("talk to host at", &socket, e);
+    send(&mut write, &Request::Attach).await.map_err(io)?;
+    let (agent, runtime, isolated) = loop {
+        match events.recv().await {
+            Some(Event::Attached {
+                agent,
+                runtime,
+                isolated,
+            }) => break (agent, runtime, isolated),
+            Some(_) => continue,
+            None => return Err(HostError::Task("the host closed the connection".into())),
+        }
+    };
+    let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    if interactive {
+        let where_ = if in_process.is_some() {
+            "in this process"
+        } else {
+            "via the running host"
+        };
+        let warning = if isolated { "" } else { ", NOT isolated" };
+        eprintln!(
+            "clawbox — chatting with {agent} ({runtime} runtime{warning}, {where_}). Ctrl-D to quit."
+        );
+    }
+    let mut session = Session::new(agent, interactive);
+    let code = session.drive(&mut write, &mut events).await.map_err(io)?;
+    drop(write);
+    if let Some(host) = in_process {
+        host.shutdown().await;
+    }
+    Ok(code)
+}
+
+/// The conversation state of one terminal.
+struct Session {
+    agent: String,
+    interactive: bool,
+    /// Sent but not yet accepted or refused by the host.
+    unanswered: usize,
+    /// Accepted messages still waiting for their verdict.
+    outstanding: HashSet<(String, i64)>,
+    /// Verdicts that arrived before the acceptance they belong to.
+    early: HashMap<(String, i64), InboundStatus>,
+    failed: bool,
+}
+
+impl Session {
+    fn new(agent: String, interactive: bool) -> Self {
+        Session {
+            agent,
+            interactive,
+            unanswered: 0,
+            outstanding: HashSet::new(),
+            early: HashMap::new(),
+            failed: false,
+        }
+    }
+
+    fn busy(&self) -> bool {
+        self.unanswered > 0 || !self.outstanding.is_empty()
+    }
+
+    fn prompt(&self) {
+        if self.interactive && !self.busy() {
+            print!("you › ");
+            let _ = std::io::stdout().flush();
+        }
+    }
+
+    async fn drive(
+        &mut self,
+        write: &mut OwnedWriteHalf,
+        events: &mut mpsc::UnboundedReceiver<Event>,
+    ) -> std::io::Result<ExitCode> {
+        let mut input = BufReader::new(tokio::io::stdin()).lines();
+        let mut eof = false;
+        self.prompt();
+        loop {
+            if eof && !self.busy() {
+                break;
+            }
+            tokio::select! {
+                line = input.next_line(), if !eof => match line? {
+                    None => eof = true,
+                    Some(line) => {
+                        let text = line.trim_end_matches('\r');
+                        if text.trim().is_empty() {
+                            self.prompt();
+                            continue;
+                        }
+                        send(write, &Request::Send { text: text.to_owned() }).await?;
+                        self.unanswered += 1;
+                        if self.interactive {
+                            eprint!("\x1b[2m  {} is working…\x1b[0m", self.agent);
+                        }
+                    }
+                },
+                event = events.recv() => match event {
+                    Some(ev) => self.on_event(ev),
+                    None => {
+                        eprintln!("clawbox: the host went away");
+                        return Ok(ExitCode::from(1));
+                    }
+                },
+            }
+        }
+        if self.interactive {
+            eprintln!();
+        }
+        Ok(if self.failed {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        })
+    }
+
+    fn clear_status_line(&self) {
+        if self.interactive {
+            eprint!("\r\x1b[2K");
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Accepted { session_id, seq } => {
+                self.unanswered = self.unanswered.saturating_sub(1);
+                let key = (session_id, seq);
+                match self.early.remove(&key) {
+                    Some(status) => self.verdict(status),
+                    None => {
+                        self.outstanding.insert(key);
+                    }
+                }
+            }
+            Event::Rejected { reason } => {
+                self.unanswered = self.unanswered.saturating_sub(1);
+                self.failed = true;
+                self.clear_status_line();
+                eprintln!("⚠ {reason}");
+                self.prompt();
+            }
+            Event::Chat(ChatEvent::Reply { text, edit_of, .. }) => {
+                self.clear_status_line();
+                let edit = edit_of
+                    .map(|n| format!("(edit of #{n}) "))
+                    .unwrap_or_default();
+                if self.interactive {
+                    println!("{} › {edit}{text}", self.agent);
+                } else {
+                    println!("{edit}{text}");
+                }
+            }
+            Event::Chat(ChatEvent::Done {
+                session_id,
+                seq,
+                status,
+                ..
+            }) => {
+                let key = (session_id, seq);
+                if self.outstanding.remove(&key) {
+                    self.verdict(status);
+                } else if self.unanswered > 0 {
+                    self.early.insert(key, status);
+                }
+            }
+            Event::Chat(ChatEvent::Notice { text }) => {
+                self.clear_status_line();
+                eprintln!("{text}");
+            }
+            Event::Error { message } => {
+                self.clear_status_line();
+                eprintln!("clawbox: {message}");
+            }
+            Event::Attached { .. } | Event::Status { .. } => {}
+        }
+    }
+
+    fn verdict(&mut self, status: InboundStatus) {
+        match status {
+            InboundStatus::Failed => self.failed = true,
+            InboundStatus::Completed | InboundStatus::Pending => {}
+        }
+        self.prompt();
+    }
+}
+
+pub async fn status(config: Config, json: bool) -> Result<ExitCode, HostError> {
+    let socket = config.socket_path();
+    let io = |e| HostError::io("talk to host at", &socket, e);
+    let Ok(stream) = UnixStream::connect(&socket).await else {
+        eprintln!(
+            "clawbox: no host is running (no socket at {})",
+            socket.display()
+        );
+        return Ok(ExitCode::from(1));
+    };
+    let (read, mut write) = stream.into_split();
+    let mut events = spawn_reader(read);
+    send(&mut write, &Request::Status).await.map_err(io)?;
+    while let Some(ev) = events.recv().await {
+        if let Event::Status { status } = ev {
+            if json {
+                println!("{status:#}");
+            } else {
+                print_status(&status);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    Err(HostError::Task("the host closed the connection".into()))
+}
+
+fn print_status(status: &serde_json::Value) {
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+    println!(
+        "runtime: {}{}   live sessions: {}",
+        s(&status["runtime"]),
+        if status["isolated"].as_bool() == Some(true) {
+            ""
+        } else {
+            " (NOT isolated)"
+        },
+        status["live_sessions"]
+    );
+    println!(
+        "{:<36} {:<12} {:<16} {:<9} LAST ACTIVITY",
+        "SESSION", "AGENT", "CHAT", "RUNNER"
+    );
+    for row in status["sessions"].as_array().into_iter().flatten() {
+        println!(
+            "{:<36} {:<12} {:<16} {:<9} {}",
+            s(&row["id"]),
+            s(&row["agent"]),
+            s(&row["chat"]),
+            s(&row["runner"]),
+            s(&row["last_activity"])
+        );
+    }
+}

@@ -1,0 +1,285 @@
+//! The host's configuration: every setting read once from the environment (after `.env` is
+//! loaded) into one typed [`Config`], with its default here and nowhere else. An invalid value is
+//! a startup error naming the variable — never a silent fallback.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono_tz::Tz;
+
+/// Which runtime runs the agent of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeKind {
+    /// `agent-runner` as a child process of the host: no isolation (development, no Docker).
+    Process,
+    /// One container per session (bollard).
+    Docker,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `DATA_DIR` (default `./data`): central DB, sessions, admin socket, logs.
+    pub data_dir: PathBuf,
+    /// `GROUPS_DIR` (default `./groups`): one folder per agent.
+    pub groups_dir: PathBuf,
+    /// `ASSISTANT_NAME` (default `Andy`): display name of the default agent.
+    pub assistant_name: String,
+    /// `DEFAULT_MODEL` (default `gpt-4o`).
+    pub default_model: String,
+    /// `OPENAI_BASE_URL` (default `https://api.openai.com/v1`), including `/v1`.
+    pub openai_base_url: String,
+    /// `OPENAI_API_KEY` (no default; local servers often need none).
+    pub openai_api_key: Option<String>,
+    /// `TIMEZONE` (default `UTC`): IANA zone the agent sees dates in.
+    pub timezone: Tz,
+    /// `CONTAINER_RUNTIME` (`process` | `docker`, default `process`).
+    pub runtime: RuntimeKind,
+    /// `CONTAINER_IMAGE` (default `clawbox-agent:latest`).
+    pub container_image: String,
+    /// `TELEGRAM_BOT_TOKEN`: enables the Telegram channel.
+    pub telegram_bot_token: Option<String>,
+    /// `MAX_TRIES` (default 5): attempts per message before it is failed.
+    pub max_tries: u32,
+    /// `BACKOFF_BASE_MS` (default 5000): wait before retry n is `base * 2^(n-1)`.
+    pub backoff_base: Duration,
+    /// `MAX_DELIVERY_ATTEMPTS` (default 3): sends of one reply before it is reported failed.
+    pub max_delivery_attempts: u32,
+    /// `IDLE_TIMEOUT_MS` (default 300000): a runner with nothing to do exits after this long.
+    pub idle_timeout: Duration,
+    /// `CLAIM_STUCK_MS` (default 60000): a runner holding a claim whose heartbeat is older than
+    /// this (or than its running tool's declared timeout) is stopped and the claim re-queued.
+    pub claim_stuck: Duration,
+    /// `HEARTBEAT_MS` (default 2000): how often the runner marks itself alive.
+    pub heartbeat: Duration,
+    /// `MAX_STEPS` (default 20): model requests per turn.
+    pub max_steps: u32,
+    /// `MODEL_TIMEOUT_MS` (default 120000): one model request.
+    pub model_timeout: Duration,
+    /// `MODEL_RETRIES` (default 3): retries of a failed model request.
+    pub model_retries: u32,
+    /// `TOOL_TIMEOUT_MS` (default 600000): one tool call.
+    pub tool_timeout: Duration,
+    /// `CLAWBOX_RUNNER_BIN` (default: `agent-runner` next to the `clawbox` binary).
+    pub runner_bin: PathBuf,
+}
+
+/// A setting that could not be used; the message names the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}={value:?}: {problem}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub value: String,
+    pub problem: String,
+}
+
+impl Config {
+    /// Reads the process environment (call `dotenvy::dotenv()` first to honour `.env`).
+    pub fn from_env() -> Result<Config, ConfigError> {
+        let cwd = std::env::current_dir().map_err(|e| ConfigError {
+            var: "DATA_DIR",
+            value: String::new(),
+            problem: format!("cannot resolve relative paths: {e}"),
+        })?;
+        Self::from_lookup(|k| std::env::var(k).ok(), &cwd)
+    }
+
+    /// Builds the config from any variable source; relative paths resolve against `cwd`.
+    pub fn from_lookup(
+        get: impl Fn(&str) -> Option<String>,
+        cwd: &Path,
+    ) -> Result<Config, ConfigError> {
+        // An empty value counts as unset, as in `.env` files that list every variable.
+        let var = |k: &'static str| get(k).filter(|v| !v.trim().is_empty());
+        let path = |k: &'static str, default: &str| {
+            let p = PathBuf::from(var(k).unwrap_or_else(|| default.to_owned()));
+            if p.is_absolute() { p } else { cwd.join(p) }
+        };
+        let ms = |k: &'static str, default: u64| -> Result<Duration, ConfigError> {
+            parse_num(k, var(k), default).map(Duration::from_millis)
+        };
+        let runtime = match var("CONTAINER_RUNTIME").as_deref() {
+            None | Some("process") => RuntimeKind::Process,
+            Some("docker") => RuntimeKind::Docker,
+            Some(other) => {
+                return Err(ConfigError {
+                    var: "CONTAINER_RUNTIME",
+                    value: other.to_owned(),
+                    problem: "expected `docker` or `process`".into(),
+                });
+            }
+        };
+        let timezone = match var("TIMEZONE") {
+            None => Tz::UTC,
+            Some(tz) => tz.parse().map_err(|_| ConfigError {
+                var: "TIMEZONE",
+                value: tz.clone(),
+                problem: "not an IANA time zone name (e.g. Europe/Berlin)".into(),
+            })?,
+        };
+        let openai_base_url = var("OPENAI_BASE_URL")
+            .unwrap_or_else(|| "https://api.openai.com/v1".into())
+            .trim_end_matches('/')
+            .to_owned();
+        if !(openai_base_url.starts_with("http://") || openai_base_url.starts_with("https://")) {
+            return Err(ConfigError {
+                var: "OPENAI_BASE_URL",
+                value: openai_base_url,
+                problem: "expected an http:// or https:// URL".into(),
+            });
+        }
+        let runner_bin = match var("CLAWBOX_RUNNER_BIN") {
+            Some(p) => PathBuf::from(p),
+            None => sibling_binary("agent-runner"),
+        };
+        let config = Config {
+            data_dir: path("DATA_DIR", "data"),
+            groups_dir: path("GROUPS_DIR", "groups"),
+            assistant_name: var("ASSISTANT_NAME").unwrap_or_else(|| "Andy".into()),
+            default_model: var("DEFAULT_MODEL").unwrap_or_else(|| "gpt-4o".into()),
+            openai_base_url,
+            openai_api_key: var("OPENAI_API_KEY"),
+            timezone,
+            runtime,
+            container_image: var("CONTAINER_IMAGE")
+                .unwrap_or_else(|| "clawbox-agent:latest".into()),
+            telegram_bot_token: var("TELEGRAM_BOT_TOKEN"),
+            max_tries: positive("MAX_TRIES", parse_num("MAX_TRIES", var("MAX_TRIES"), 5)?)?,
+            backoff_base: ms("BACKOFF_BASE_MS", 5000)?,
+            max_delivery_attempts: positive(
+                "MAX_DELIVERY_ATTEMPTS",
+                parse_num("MAX_DELIVERY_ATTEMPTS", var("MAX_DELIVERY_ATTEMPTS"), 3)?,
+            )?,
+            idle_timeout: ms("IDLE_TIMEOUT_MS", 300_000)?,
+            claim_stuck: ms("CLAIM_STUCK_MS", 60_000)?,
+            heartbeat: ms("HEARTBEAT_MS", 2000)?,
+            max_steps: positive("MAX_STEPS", parse_num("MAX_STEPS", var("MAX_STEPS"), 20)?)?,
+            model_timeout: ms("MODEL_TIMEOUT_MS", 120_000)?,
+            model_retries: parse_num("MODEL_RETRIES", var("MODEL_RETRIES"), 3)?,
+            tool_timeout: ms("TOOL_TIMEOUT_MS", 600_000)?,
+            runner_bin,
+        };
+        if config.claim_stuck <= config.heartbeat * 2 {
+            return Err(ConfigError {
+                var: "CLAIM_STUCK_MS",
+                value: config.claim_stuck.as_millis().to_string(),
+                problem: format!(
+                    "must exceed twice HEARTBEAT_MS ({} ms), or healthy runners look stuck",
+                    config.heartbeat.as_millis()
+                ),
+            });
+        }
+        Ok(config)
+    }
+
+    pub fn sessions_dir(&self) -> PathBuf {
+        self.data_dir.join("sessions")
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("clawbox.db")
+    }
+
+    /// The admin socket. It lives in `DATA_DIR`, which the host keeps at mode 0700, so the
+    /// socket is never reachable by other users, not even between bind and chmod.
+    pub fn socket_path(&self) -> PathBuf {
+        self.data_dir.join("clawbox.sock")
+    }
+
+    pub fn log_dir(&self) -> PathBuf {
+        self.data_dir.join("logs")
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(
+    var: &'static str,
+    value: Option<String>,
+    default: T,
+) -> Result<T, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) => v.trim().parse().map_err(|_| ConfigError {
+            var,
+            value: v.clone(),
+            problem: "expected a non-negative whole number".into(),
+        }),
+    }
+}
+
+fn positive(var: &'static str, n: u32) -> Result<u32, ConfigError> {
+    if n == 0 {
+        Err(ConfigError {
+            var,
+            value: "0".into(),
+            problem: "must be at least 1".into(),
+        })
+    } else {
+        Ok(n)
+    }
+}
+
+/// A binary installed next to the running one (cargo puts all workspace binaries together).
+pub fn sibling_binary(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join(name)))
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned(), Path::new("/srv/clawbox"))
+    }
+
+    #[test]
+    fn defaults() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.data_dir, Path::new("/srv/clawbox/data"));
+        assert_eq!(c.groups_dir, Path::new("/srv/clawbox/groups"));
+        assert_eq!(c.assistant_name, "Andy");
+        assert_eq!(c.runtime, RuntimeKind::Process);
+        assert_eq!(c.max_tries, 5);
+        assert_eq!(c.backoff_base, Duration::from_secs(5));
+        assert_eq!(c.timezone, Tz::UTC);
+        assert_eq!(c.openai_base_url, "https://api.openai.com/v1");
+    }
+
+    #[test]
+    fn empty_values_count_as_unset() {
+        let c = config(&[("MAX_TRIES", ""), ("OPENAI_API_KEY", " ")]).unwrap();
+        assert_eq!(c.max_tries, 5);
+        assert_eq!(c.openai_api_key, None);
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        let table = [
+            ("CONTAINER_RUNTIME", "dokcer"),
+            ("TIMEZONE", "Mars/Olympus"),
+            ("MAX_TRIES", "five"),
+            ("MAX_TRIES", "0"),
+            ("BACKOFF_BASE_MS", "-1"),
+            ("OPENAI_BASE_URL", "localhost:8080"),
+            ("CLAIM_STUCK_MS", "1000"),
+        ];
+        for (var, value) in table {
+            let err = config(&[(var, value)]).unwrap_err();
+            assert_eq!(err.var, var, "{var}={value}");
+            assert!(err.to_string().starts_with(var), "{err}");
+        }
+    }
+
+    #[test]
+    fn base_url_loses_trailing_slash() {
+        let c = config(&[("OPENAI_BASE_URL", "http://127.0.0.1:8080/v1/")]).unwrap();
+        assert_eq!(c.openai_base_url, "http://127.0.0.1:8080/v1");
+    }
+}

@@ -1,0 +1,491 @@
+//! The central database `data/clawbox.db` (host-only, WAL): agents, chats, wirings, users and
+//! roles, sessions, destinations, dropped messages. Owns schema migrations and the typed queries;
+//! routing decisions live in `router.rs`.
+//!
+//! One connection behind a mutex; every query runs on tokio's blocking pool through
+//! [`Db::call`], never on an async worker thread.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// SQLite refused; callers log it and treat the operation as not done.
+    #[error("central database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The blocking task running the query panicked or was cancelled.
+    #[error("central database task failed: {0}")]
+    Task(String),
+    /// The database was written by a newer clawbox.
+    #[error("central database has schema version {found}; this build supports up to {supported}")]
+    TooNew { found: i64, supported: i64 },
+    /// A stored value does not decode.
+    #[error("central database row is malformed: {0}")]
+    Malformed(String),
+}
+
+pub type DbResult<T> = Result<T, DbError>;
+
+/// Numbered migrations; each runs with its `user_version` bump in one transaction.
+const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema.
+    "CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE agent_groups (
+        id         TEXT PRIMARY KEY,
+        name       TEXT NOT NULL,
+        folder     TEXT NOT NULL UNIQUE,
+        model      TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE messaging_groups (
+        id                    TEXT PRIMARY KEY,
+        channel_type          TEXT NOT NULL,
+        platform_id           TEXT NOT NULL,
+        name                  TEXT,
+        is_group              INTEGER NOT NULL DEFAULT 0,
+        unknown_sender_policy TEXT NOT NULL DEFAULT 'strict'
+                              CHECK (unknown_sender_policy IN ('strict', 'public')),
+        created_at            TEXT NOT NULL,
+        UNIQUE (channel_type, platform_id)
+    );
+    CREATE TABLE wirings (
+        id                     TEXT PRIMARY KEY,
+        messaging_group_id     TEXT NOT NULL REFERENCES messaging_groups(id) ON DELETE CASCADE,
+        agent_group_id         TEXT NOT NULL REFERENCES agent_groups(id) ON DELETE CASCADE,
+        engage_mode            TEXT NOT NULL CHECK (engage_mode IN ('pattern', 'mention', 'mention-sticky')),
+        engage_pattern         TEXT,
+        sticky_window_s        INTEGER NOT NULL DEFAULT 600,
+        sender_scope           TEXT NOT NULL DEFAULT 'all' CHECK (sender_scope IN ('all', 'known')),
+        ignored_message_policy TEXT NOT NULL DEFAULT 'drop' CHECK (ignored_message_policy IN ('drop', 'accumulate')),
+        session_mode           TEXT NOT NULL DEFAULT 'shared' CHECK (session_mode IN ('shared', 'per-thread', 'agent-shared')),
+        priority               INTEGER NOT NULL DEFAULT 0,
+        created_at             TEXT NOT NULL,
+        UNIQUE (messaging_group_id, agent_group_id)
+    );
+    CREATE TABLE users (
+        id           TEXT PRIMARY KEY,
+        kind         TEXT NOT NULL,
+        display_name TEXT,
+        created_at   TEXT NOT NULL
+    );
+    CREATE TABLE user_roles (
+        user_id        TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        agent_group_id TEXT NOT NULL REFERENCES agent_groups(id) ON DELETE CASCADE,
+        role           TEXT NOT NULL CHECK (role IN ('owner', 'admin', 'member')),
+        granted_by     TEXT,
+        granted_at     TEXT NOT NULL,
+        PRIMARY KEY (user_id, agent_group_id)
+    );
+    CREATE TABLE sessions (
+        id                 TEXT PRIMARY KEY,
+        agent_group_id     TEXT NOT NULL REFERENCES agent_groups(id) ON DELETE CASCADE,
+        messaging_group_id TEXT NOT NULL REFERENCES messaging_groups(id) ON DELETE CASCADE,
+        thread_id          TEXT,
+        status             TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'closed')),
+        runner_state       TEXT NOT NULL DEFAULT 'stopped' CHECK (runner_state IN ('stopped', 'running', 'waiting')),
+        last_activity      TEXT NOT NULL,
+        created_at         TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX sessions_key ON sessions(agent_group_id, messaging_group_id, COALESCE(thread_id, ''))
+        WHERE status = 'active';
+    CREATE INDEX sessions_busy ON sessions(runner_state) WHERE runner_state != 'stopped';
+    CREATE TABLE destinations (
+        agent_group_id TEXT NOT NULL REFERENCES agent_groups(id) ON DELETE CASCADE,
+        name           TEXT NOT NULL,
+        display_name   TEXT,
+        channel_type   TEXT NOT NULL,
+        platform_id    TEXT NOT NULL,
+        thread_id      TEXT,
+        created_at     TEXT NOT NULL,
+        PRIMARY KEY (agent_group_id, name)
+    );
+    CREATE TABLE dropped_messages (
+        id             INTEGER PRIMARY KEY AUTOINCREMENT,
+        channel_type   TEXT NOT NULL,
+        platform_id    TEXT NOT NULL,
+        sender_id      TEXT,
+        sender_name    TEXT,
+        agent_group_id TEXT,
+        reason         TEXT NOT NULL,
+        at             TEXT NOT NULL
+    );",
+];
+
+#[derive(Clone)]
+pub struct Db {
+    // std Mutex, locked only inside blocking tasks and never across an `.await`.
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Db {
+    /// Opens (creating and migrating) the central database.
+    pub fn open(path: &Path) -> DbResult<Db> {
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        // The central DB never crosses a container mount, so WAL is safe and lets status
+        // readers run beside the writer.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        migrate(&mut conn)?;
+        Ok(Db {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    pub async fn call<R, F>(&self, f: F) -> DbResult<R>
+    where
+        F: FnOnce(&mut Connection) -> DbResult<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| DbError::Task("connection mutex poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| DbError::Task(e.to_string()))?
+    }
+}
+
+fn migrate(conn: &mut Connection) -> DbResult<()> {
+    let supported = MIGRATIONS.len() as i64;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let found: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > supported {
+        return Err(DbError::TooNew { found, supported });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+pub fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub fn parse_ts(s: &str) -> DbResult<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| DbError::Malformed(format!("timestamp {s:?}: {e}")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Typed rows
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentGroup {
+    pub id: String,
+    pub name: String,
+    pub folder: String,
+    pub model: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessagingGroup {
+    pub id: String,
+    pub channel_type: String,
+    pub platform_id: String,
+    pub name: Option<String>,
+    pub is_group: bool,
+    pub unknown_sender_policy: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Wiring {
+    pub id: String,
+    pub messaging_group_id: String,
+    pub agent_group_id: String,
+    pub engage_mode: String,
+    pub engage_pattern: Option<String>,
+    pub sticky_window_s: i64,
+    pub sender_scope: String,
+    pub ignored_message_policy: String,
+    pub session_mode: String,
+    pub priority: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub id: String,
+    pub agent_group_id: String,
+    pub messaging_group_id: String,
+    pub thread_id: Option<String>,
+    pub status: String,
+    pub runner_state: String,
+    pub last_activity: DateTime<Utc>,
+}
+
+const SESSION_COLS: &str =
+    "id, agent_group_id, messaging_group_id, thread_id, status, runner_state, last_activity";
+
+fn session_row(r: &Row<'_>) -> rusqlite::Result<(Session, String)> {
+    let last: String = r.get(6)?;
+    Ok((
+        Session {
+            id: r.get(0)?,
+            agent_group_id: r.get(1)?,
+            messaging_group_id: r.get(2)?,
+            thread_id: r.get(3)?,
+            status: r.get(4)?,
+            runner_state: r.get(5)?,
+            last_activity: DateTime::<Utc>::UNIX_EPOCH,
+        },
+        last,
+    ))
+}
+
+fn decode_session((mut s, last): (Session, String)) -> DbResult<Session> {
+    s.last_activity = parse_ts(&last)?;
+    Ok(s)
+}
+
+fn query_sessions(
+    conn: &Connection,
+    filter: &str,
+    p: impl rusqlite::Params,
+) -> DbResult<Vec<Session>> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {SESSION_COLS} FROM sessions {filter}"))?;
+    let rows = stmt.query_map(p, session_row)?;
+    rows.map(|r| decode_session(r?)).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queries (all synchronous; run them through `Db::call`)
+
+pub fn meta(conn: &Connection, key: &str) -> DbResult<Option<String>> {
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()?)
+}
+
+pub fn set_meta_if_absent(conn: &Connection, key: &str, value: &str) -> DbResult<String> {
+    conn.execute(
+        "INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)",
+        params![key, value],
+    )?;
+    meta(conn, key)?.ok_or_else(|| DbError::Malformed(format!("meta {key} vanished")))
+}
+
+pub fn agent_group(conn: &Connection, id: &str) -> DbResult<Option<AgentGroup>> {
+    Ok(conn
+        .query_row(
+            "SELECT id, name, folder, model FROM agent_groups WHERE id = ?1",
+            [id],
+            |r| {
+                Ok(AgentGroup {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    folder: r.get(2)?,
+                    model: r.get(3)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+pub fn messaging_group_by_platform(
+    conn: &Connection,
+    channel_type: &str,
+    platform_id: &str,
+) -> DbResult<Option<MessagingGroup>> {
+    Ok(conn
+        .query_row(
+            "SELECT id, channel_type, platform_id, name, is_group, unknown_sender_policy
+             FROM messaging_groups WHERE channel_type = ?1 AND platform_id = ?2",
+            params![channel_type, platform_id],
+            |r| {
+                Ok(MessagingGroup {
+                    id: r.get(0)?,
+                    channel_type: r.get(1)?,
+                    platform_id: r.get(2)?,
+                    name: r.get(3)?,
+                    is_group: r.get(4)?,
+                    unknown_sender_policy: r.get(5)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+/// Wirings of a chat, highest priority first.
+pub fn wirings_of(conn: &Connection, messaging_group_id: &str) -> DbResult<Vec<Wiring>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, messaging_group_id, agent_group_id, engage_mode, engage_pattern, sticky_window_s,
+                sender_scope, ignored_message_policy, session_mode, priority
+         FROM wirings WHERE messaging_group_id = ?1 ORDER BY priority DESC, created_at",
+    )?;
+    let rows = stmt.query_map([messaging_group_id], |r| {
+        Ok(Wiring {
+            id: r.get(0)?,
+            messaging_group_id: r.get(1)?,
+            agent_group_id: r.get(2)?,
+            engage_mode: r.get(3)?,
+            engage_pattern: r.get(4)?,
+            sticky_window_s: r.get(5)?,
+            sender_scope: r.get(6)?,
+            ignored_message_policy: r.get(7)?,
+            session_mode: r.get(8)?,
+            priority: r.get(9)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The user's role in an agent group (`owner` | `admin` | `member`), if any.
+pub fn role_of(conn: &Connection, user_id: &str, agent_group_id: &str) -> DbResult<Option<String>> {
+    Ok(conn
+        .query_row(
+            "SELECT role FROM user_roles WHERE user_id = ?1 AND agent_group_id = ?2",
+            params![user_id, agent_group_id],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+pub fn find_active_session(
+    conn: &Connection,
+    agent_group_id: &str,
+    messaging_group_id: Option<&str>,
+    thread_id: Option<&str>,
+) -> DbResult<Option<Session>> {
+    let rows = match messaging_group_id {
+        Some(mg) => query_sessions(
+            conn,
+            "WHERE status = 'active' AND agent_group_id = ?1 AND messaging_group_id = ?2
+               AND COALESCE(thread_id, '') = COALESCE(?3, '')",
+            params![agent_group_id, mg, thread_id],
+        )?,
+        None => query_sessions(
+            conn,
+            "WHERE status = 'active' AND agent_group_id = ?1 ORDER BY created_at DESC LIMIT 1",
+            params![agent_group_id],
+        )?,
+    };
+    Ok(rows.into_iter().next())
+}
+
+pub fn session(conn: &Connection, id: &str) -> DbResult<Option<Session>> {
+    Ok(query_sessions(conn, "WHERE id = ?1", [id])?
+        .into_iter()
+        .next())
+}
+
+pub fn insert_session(
+    conn: &Connection,
+    id: &str,
+    agent_group_id: &str,
+    messaging_group_id: &str,
+    thread_id: Option<&str>,
+    now: DateTime<Utc>,
+) -> DbResult<()> {
+    conn.execute(
+        "INSERT INTO sessions (id, agent_group_id, messaging_group_id, thread_id, last_activity, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+        params![id, agent_group_id, messaging_group_id, thread_id, ts(now)],
+    )?;
+    Ok(())
+}
+
+pub fn touch_session(conn: &Connection, id: &str, now: DateTime<Utc>) -> DbResult<()> {
+    conn.execute(
+        "UPDATE sessions SET last_activity = ?1 WHERE id = ?2",
+        params![ts(now), id],
+    )?;
+    Ok(())
+}
+
+/// Records what the supervisor knows of a session's runner (`stopped` | `running` | `waiting`).
+pub fn set_runner_state(conn: &Connection, id: &str, state: &str) -> DbResult<()> {
+    conn.execute(
+        "UPDATE sessions SET runner_state = ?1 WHERE id = ?2",
+        params![state, id],
+    )?;
+    Ok(())
+}
+
+/// Sessions the supervisor left running or waiting: the only ones a restart must look at.
+pub fn busy_sessions(conn: &Connection) -> DbResult<Vec<Session>> {
+    query_sessions(conn, "WHERE runner_state != 'stopped' ORDER BY id", [])
+}
+
+pub fn active_sessions(conn: &Connection) -> DbResult<Vec<Session>> {
+    query_sessions(
+        conn,
+        "WHERE status = 'active' ORDER BY last_activity DESC",
+        [],
+    )
+}
+
+pub fn sessions_of_chat(conn: &Connection, messaging_group_id: &str) -> DbResult<Vec<Session>> {
+    query_sessions(
+        conn,
+        "WHERE status = 'active' AND messaging_group_id = ?1",
+        [messaging_group_id],
+    )
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DestinationRow {
+    pub name: String,
+    pub display_name: Option<String>,
+    pub channel_type: String,
+    pub platform_id: String,
+    pub thread_id: Option<String>,
+}
+
+pub fn destinations_of(conn: &Connection, agent_group_id: &str) -> DbResult<Vec<DestinationRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT name, display_name, channel_type, platform_id, thread_id FROM destinations
+         WHERE agent_group_id = ?1 ORDER BY name",
+    )?;
+    let rows = stmt.query_map([agent_group_id], |r| {
+        Ok(DestinationRow {
+            name: r.get(0)?,
+            display_name: r.get(1)?,
+            channel_type: r.get(2)?,
+            platform_id: r.get(3)?,
+            thread_id: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub struct Dropped<'a> {
+    pub channel_type: &'a str,
+    pub platform_id: &'a str,
+    pub sender_id: Option<&'a str>,
+    pub sender_name: Option<&'a str>,
+    pub agent_group_id: Option<&'a str>,
+    pub reason: &'a str,
+}
+
+pub fn record_dropped(conn: &Connection, d: &Dropped<'_>, now: DateTime<Utc>) -> DbResult<()> {
+    conn.execute(
+        "INSERT INTO dropped_messages (channel_type, platform_id, sender_id, sender_name, agent_group_id, reason, at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            d.channel_type,
+            d.platform_id,
+            d.sender_id,
+            d.sender_name,
+            d.agent_group_id,
+            d.reason,
+            ts(now)
+        ],
+    )?;
+    Ok(())
+}

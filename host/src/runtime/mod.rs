@@ -1,0 +1,188 @@
+//! Where agent runners run. [`AgentRuntime`] is the seam between the supervisor and an
+//! execution environment: `process` (a child process, unisolated) today, Docker and others
+//! behind the same trait. Owns the runner's environment contract (docs/architecture.md); the
+//! decision *when* to start or stop a runner lives in `supervisor.rs`.
+
+pub mod process;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::sync::watch;
+
+use crate::config::Config;
+
+/// Everything a runtime needs to start the runner of one session, in host paths.
+#[derive(Debug, Clone)]
+pub struct RunnerSpec {
+    pub session_id: String,
+    pub agent_id: String,
+    /// The session directory holding `inbound/` and `outbound/`.
+    pub mailbox_dir: PathBuf,
+    pub workspace: PathBuf,
+    /// `groups/<folder>`.
+    pub agent_dir: PathBuf,
+    /// `groups/global` (may not exist).
+    pub global_dir: PathBuf,
+    pub model: String,
+    pub assistant_name: String,
+}
+
+/// How a runner ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunnerExit {
+    /// Exited on its own with this status (0: idle or asked to stop).
+    Code(i32),
+    /// Killed by this signal (SIGKILL from us, the OOM killer, a crash).
+    Signal(i32),
+    /// The runtime lost track of it (its wait failed).
+    Lost(String),
+}
+
+impl std::fmt::Display for RunnerExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunnerExit::Code(c) => write!(f, "exit code {c}"),
+            RunnerExit::Signal(s) => write!(f, "killed by signal {s}"),
+            RunnerExit::Lost(why) => write!(f, "lost: {why}"),
+        }
+    }
+}
+
+/// A started runner: its runtime id and a watch that turns `Some` when it has ended.
+#[derive(Debug, Clone)]
+pub struct RunnerHandle {
+    pub id: String,
+    pub exit: watch::Receiver<Option<RunnerExit>>,
+}
+
+impl RunnerHandle {
+    /// Resolves when the runner has ended.
+    pub async fn exited(&mut self) -> RunnerExit {
+        match self.exit.wait_for(Option::is_some).await {
+            Ok(v) => v
+                .clone()
+                .unwrap_or_else(|| RunnerExit::Lost("no status".into())),
+            Err(_) => RunnerExit::Lost("runtime dropped the runner".into()),
+        }
+    }
+
+    pub fn has_exited(&self) -> bool {
+        self.exit.borrow().is_some()
+    }
+}
+
+/// A runner of this install found running (e.g. left by a host that crashed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundRunner {
+    pub id: String,
+    pub session_id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The runner could not be started; the supervisor fails or retries the pending messages.
+    #[error("cannot start the agent runner: {0}")]
+    Start(String),
+    /// Stopping or inspecting runners failed; logged, retried on the next occasion.
+    #[error("runtime operation failed: {0}")]
+    Control(String),
+}
+
+pub trait AgentRuntime: Send + Sync {
+    /// Short name for logs and status (`process`, `docker`).
+    fn name(&self) -> &'static str;
+    /// Whether runners are sandboxed from the host.
+    fn isolated(&self) -> bool;
+    fn start(&self, spec: RunnerSpec) -> BoxFuture<'_, Result<RunnerHandle, RuntimeError>>;
+    /// Asks the runner to exit, and kills it after `grace`.
+    fn stop(&self, id: &str, grace: Duration) -> BoxFuture<'_, Result<(), RuntimeError>>;
+    /// Kills the runner and everything it started, now.
+    fn kill(&self, id: &str) -> BoxFuture<'_, Result<(), RuntimeError>>;
+    /// Runners of this install that are alive, whoever started them.
+    fn list(&self) -> BoxFuture<'_, Result<Vec<FoundRunner>, RuntimeError>>;
+}
+
+/// Settings every runner gets, whatever the runtime.
+#[derive(Debug, Clone)]
+pub struct RunnerSettings {
+    pub install_id: String,
+    pub openai_base_url: String,
+    pub openai_api_key: Option<String>,
+    pub timezone: String,
+    pub idle_timeout: Duration,
+    pub heartbeat: Duration,
+    pub max_steps: u32,
+    pub model_timeout: Duration,
+    pub model_retries: u32,
+    pub tool_timeout: Duration,
+}
+
+impl RunnerSettings {
+    pub fn from_config(config: &Config, install_id: &str) -> Self {
+        RunnerSettings {
+            install_id: install_id.to_owned(),
+            openai_base_url: config.openai_base_url.clone(),
+            openai_api_key: config.openai_api_key.clone(),
+            timezone: config.timezone.name().to_owned(),
+            idle_timeout: config.idle_timeout,
+            heartbeat: config.heartbeat,
+            max_steps: config.max_steps,
+            model_timeout: config.model_timeout,
+            model_retries: config.model_retries,
+            tool_timeout: config.tool_timeout,
+        }
+    }
+
+    /// The runner's environment (docs/architecture.md, "The runner's environment"), with the
+    /// paths as the runner will see them.
+    pub fn env(&self, spec: &RunnerSpec, paths: &RunnerPaths) -> Vec<(String, String)> {
+        let ms = |d: Duration| d.as_millis().to_string();
+        let mut env = vec![
+            ("CLAWBOX_SESSION_ID", spec.session_id.clone()),
+            ("CLAWBOX_AGENT_ID", spec.agent_id.clone()),
+            ("CLAWBOX_INSTALL", self.install_id.clone()),
+            ("CLAWBOX_MAILBOX_DIR", paths.mailbox_dir.clone()),
+            ("CLAWBOX_WORKSPACE", paths.workspace.clone()),
+            ("CLAWBOX_AGENT_DIR", paths.agent_dir.clone()),
+            ("CLAWBOX_GLOBAL_DIR", paths.global_dir.clone()),
+            ("CLAWBOX_MODEL", spec.model.clone()),
+            ("OPENAI_BASE_URL", self.openai_base_url.clone()),
+            ("TIMEZONE", self.timezone.clone()),
+            ("ASSISTANT_NAME", spec.assistant_name.clone()),
+            ("CLAWBOX_IDLE_TIMEOUT_MS", ms(self.idle_timeout)),
+            ("CLAWBOX_HEARTBEAT_MS", ms(self.heartbeat)),
+            ("CLAWBOX_MAX_STEPS", self.max_steps.to_string()),
+            ("CLAWBOX_MODEL_TIMEOUT_MS", ms(self.model_timeout)),
+            ("CLAWBOX_MODEL_RETRIES", self.model_retries.to_string()),
+            ("CLAWBOX_TOOL_TIMEOUT_MS", ms(self.tool_timeout)),
+        ];
+        if let Some(key) = &self.openai_api_key {
+            env.push(("OPENAI_API_KEY", key.clone()));
+        }
+        env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    }
+}
+
+/// The session's paths as seen from inside the runner.
+#[derive(Debug, Clone)]
+pub struct RunnerPaths {
+    pub mailbox_dir: String,
+    pub workspace: String,
+    pub agent_dir: String,
+    pub global_dir: String,
+}
+
+impl RunnerPaths {
+    /// The runner sees host paths as they are (process runtime).
+    pub fn host(spec: &RunnerSpec) -> Self {
+        let s = |p: &PathBuf| p.to_string_lossy().into_owned();
+        RunnerPaths {
+            mailbox_dir: s(&spec.mailbox_dir),
+            workspace: s(&spec.workspace),
+            agent_dir: s(&spec.agent_dir),
+            global_dir: s(&spec.global_dir),
+        }
+    }
+}

@@ -1,0 +1,493 @@
+//! One task per *active* session: it owns the session's runner (start, liveness, stop), watches
+//! the runner's `outbound/` directory, and pumps deliveries and acks (delivery.rs) after every
+//! change. A session with nothing to do has no task, no watcher and no timer; the router or a
+//! terminal attaching wakes it again through [`Supervisor::wake`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use mailbox::{NewInbound, Requeue, heartbeat, inbound::Inserted};
+use notify::{EventKind, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::HostError;
+use crate::channels::Channels;
+use crate::config::Config;
+use crate::db::{self, Db};
+use crate::delivery::{Acl, Delivery, SessionMailbox, SharedMailbox, with_mailbox};
+use crate::liveness::{self, Liveness};
+use crate::runtime::{AgentRuntime, RunnerExit, RunnerHandle, RunnerSpec};
+use crate::sessions::{self, SessionInfo};
+
+/// How long a runner gets to exit after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub runtime: Arc<dyn AgentRuntime>,
+    pub channels: Channels,
+}
+
+#[derive(Clone)]
+pub struct Supervisor {
+    shared: Arc<Shared>,
+    /// Live session tasks. std Mutex, never held across an await: senders send while holding
+    /// it, and a retiring task removes itself while holding it, so no wake-up is ever lost.
+    actors: Arc<Mutex<HashMap<String, Entry>>>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+#[derive(Clone)]
+struct Entry {
+    wake: mpsc::UnboundedSender<()>,
+    mailbox: SharedMailbox,
+}
+
+impl Supervisor {
+    pub fn new(shared: Shared) -> Self {
+        Supervisor {
+            shared: Arc::new(shared),
+            actors: Arc::default(),
+            cancel: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        }
+    }
+
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// Writes one message into the session's `inbound.db` and wakes its task.
+    pub async fn submit(&self, info: &SessionInfo, msg: NewInbound) -> Result<Inserted, HostError> {
+        let entry = self.entry(&info.session.id).await?;
+        let inserted = with_mailbox(&entry.mailbox, move |mb| {
+            mb.inbound.insert(&msg, Utc::now())
+        })
+        .await?;
+        if let Inserted::New(_) = inserted {
+            self.wake(&info.session.id).await?;
+        }
+        Ok(inserted)
+    }
+
+    /// Makes sure the session has a task and tells it to look at its mailbox.
+    pub async fn wake(&self, session_id: &str) -> Result<(), HostError> {
+        loop {
+            let entry = self.entry(session_id).await?;
+            let mut actors = self.lock();
+            if entry.wake.send(()).is_ok() {
+                return Ok(());
+            }
+            // The task retired between lookup and send; start a new one.
+            actors.remove(session_id);
+        }
+    }
+
+    /// Stops every session task (and its runner) and waits for them.
+    pub async fn shutdown(&self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+
+    /// Number of sessions with a live task, for status.
+    pub fn active_count(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        // A poisoned map only means a panic elsewhere; entries stay valid.
+        self.actors.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn entry(&self, session_id: &str) -> Result<Entry, HostError> {
+        if let Some(e) = self.lock().get(session_id) {
+            return Ok(e.clone());
+        }
+        let sessions_dir = self.shared.config.sessions_dir();
+        let id = session_id.to_owned();
+        let info = self
+            .shared
+            .db
+            .call(move |conn| sessions::load(conn, &sessions_dir, &id))
+            .await?
+            .ok_or_else(|| HostError::UnknownSession(session_id.to_owned()))?;
+        let paths = info.paths.clone();
+        let mailbox = tokio::task::spawn_blocking(move || SessionMailbox::open(paths))
+            .await
+            .map_err(|e| HostError::Task(e.to_string()))??;
+        let mailbox: SharedMailbox = Arc::new(Mutex::new(mailbox));
+
+        let mut actors = self.lock();
+        if let Some(e) = actors.get(session_id) {
+            return Ok(e.clone()); // another caller won the race
+        }
+        let (wake, wake_rx) = mpsc::unbounded_channel();
+        let entry = Entry {
+            wake,
+            mailbox: Arc::clone(&mailbox),
+        };
+        actors.insert(session_id.to_owned(), entry.clone());
+        let actor = Actor {
+            state: info.session.runner_state.clone(),
+            sup: self.clone(),
+            acl: Acl {
+                origin: info.route.clone(),
+                destinations: info.destinations.clone(),
+            },
+            info,
+            mailbox,
+            wake: wake_rx,
+            runner: None,
+        };
+        self.tracker.spawn(actor.run());
+        Ok(entry)
+    }
+}
+
+struct Running {
+    handle: RunnerHandle,
+    started_at: DateTime<Utc>,
+    /// Set when the host stops the runner on purpose, to explain the re-queue.
+    stop_reason: Option<String>,
+}
+
+struct Actor {
+    sup: Supervisor,
+    info: SessionInfo,
+    mailbox: SharedMailbox,
+    acl: Acl,
+    wake: mpsc::UnboundedReceiver<()>,
+    runner: Option<Running>,
+    /// The runner state last recorded in the central DB.
+    state: String,
+}
+
+impl Actor {
+    fn session_id(&self) -> &str {
+        &self.info.session.id
+    }
+
+    fn config(&self) -> &Config {
+        &self.sup.shared.config
+    }
+
+    #[tracing::instrument(name = "session", skip_all, fields(session_id = %self.info.session.id))]
+    async fn run(mut self) {
+        let (changed_tx, mut changed) = mpsc::channel::<()>(1);
+        let _watcher = match self.watch_outbound(changed_tx) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!("no file notifications for this session, polling instead: {e}");
+                None
+            }
+        };
+        // No runner of this host is alive for the session yet: any claim is a dead runner's.
+        self.requeue_claims("the agent runner stopped before finishing")
+            .await;
+        loop {
+            let waiting_on_channel = self.pump().await;
+            let mut deadline = None;
+            if self.runner.is_none() {
+                match self.next_due().await {
+                    Some(due) if due <= Utc::now() => {
+                        self.start_runner().await;
+                        continue;
+                    }
+                    Some(due) => {
+                        deadline = Some(due);
+                        self.set_state("waiting").await;
+                    }
+                    None => {
+                        let state = if waiting_on_channel {
+                            "waiting"
+                        } else {
+                            "stopped"
+                        };
+                        self.set_state(state).await;
+                        if self.retire() {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            }
+            let exit_of = self.runner.as_ref().map(|r| r.handle.clone());
+            let sleep_for = deadline
+                .and_then(|d| (d - Utc::now()).to_std().ok())
+                .unwrap_or(self.config().heartbeat);
+            tokio::select! {
+                () = self.sup.cancel.cancelled() => {
+                    self.stop_runner("the host is shutting down").await;
+                    return;
+                }
+                _ = self.wake.recv() => {}
+                Some(()) = changed.recv() => {}
+                exit = async { match exit_of { Some(mut h) => h.exited().await, None => std::future::pending().await } } => {
+                    self.on_exit(exit).await;
+                }
+                () = tokio::time::sleep(sleep_for) => {
+                    if self.runner.is_some() {
+                        self.check_liveness().await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Leaves the actor map unless a wake-up arrived meanwhile.
+    fn retire(&mut self) -> bool {
+        let mut actors = self.sup.lock();
+        if self.wake.try_recv().is_ok() {
+            return false;
+        }
+        actors.remove(self.session_id());
+        true
+    }
+
+    fn watch_outbound(&self, tx: mpsc::Sender<()>) -> notify::Result<notify::RecommendedWatcher> {
+        let mut watcher =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                let Ok(event) = res else { return };
+                let relevant = matches!(
+                    event.kind,
+                    EventKind::Modify(_) | EventKind::Create(_) | EventKind::Remove(_)
+                ) && event.paths.iter().any(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(mailbox::layout::OUTBOUND_DB))
+                });
+                if relevant {
+                    // Full channel: a wake-up is already pending, which covers this change too.
+                    let _ = tx.try_send(());
+                }
+            })?;
+        watcher.watch(&self.info.paths.outbound_dir, RecursiveMode::NonRecursive)?;
+        Ok(watcher)
+    }
+
+    /// Delivers and folds whatever the runner wrote; returns whether replies wait for a channel.
+    async fn pump(&self) -> bool {
+        let delivery = Delivery {
+            session_id: self.session_id(),
+            mailbox: &self.mailbox,
+            channels: &self.sup.shared.channels,
+            acl: &self.acl,
+            max_attempts: self.config().max_delivery_attempts,
+        };
+        match delivery.pump().await {
+            Ok(waiting) => waiting,
+            Err(e) => {
+                tracing::error!("cannot read the session mailbox: {e}");
+                false
+            }
+        }
+    }
+
+    async fn next_due(&self) -> Option<DateTime<Utc>> {
+        match with_mailbox(&self.mailbox, |mb| mb.inbound.next_due()).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::error!("cannot read pending messages: {e}");
+                None
+            }
+        }
+    }
+
+    async fn set_state(&mut self, state: &'static str) {
+        if self.state == state {
+            return;
+        }
+        self.state = state.to_owned();
+        let id = self.session_id().to_owned();
+        if let Err(e) = self
+            .sup
+            .shared
+            .db
+            .call(move |conn| db::set_runner_state(conn, &id, state))
+            .await
+        {
+            tracing::warn!("cannot record runner state {state}: {e}");
+        }
+    }
+
+    async fn start_runner(&mut self) {
+        let route = self.info.route.clone();
+        let destinations = self.info.destinations.clone();
+        let refreshed = with_mailbox(&self.mailbox, move |mb| {
+            mb.inbound.set_routing(&route)?;
+            mb.inbound.set_destinations(&destinations)
+        })
+        .await;
+        let started = match refreshed {
+            Ok(()) => {
+                let config = self.config();
+                let agent_dir = config.groups_dir.join(&self.info.agent.folder);
+                let spec = RunnerSpec {
+                    session_id: self.session_id().to_owned(),
+                    agent_id: self.info.agent.id.clone(),
+                    mailbox_dir: self
+                        .info
+                        .paths
+                        .inbound_dir
+                        .parent()
+                        .map(std::path::Path::to_path_buf)
+                        .unwrap_or_default(),
+                    workspace: self.info.paths.workspace.clone(),
+                    agent_dir,
+                    global_dir: config.groups_dir.join("global"),
+                    model: self
+                        .info
+                        .agent
+                        .model
+                        .clone()
+                        .unwrap_or_else(|| config.default_model.clone()),
+                    assistant_name: self.info.agent.name.clone(),
+                };
+                self.sup
+                    .shared
+                    .runtime
+                    .start(spec)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        match started {
+            Ok(handle) => {
+                tracing::info!(runner = %handle.id, "runner started");
+                self.runner = Some(Running {
+                    handle,
+                    started_at: Utc::now(),
+                    stop_reason: None,
+                });
+                self.set_state("running").await;
+            }
+            Err(e) => {
+                tracing::error!("cannot start the agent runner: {e}");
+                let error = format!("the agent could not be started: {e}");
+                let failed = with_mailbox(&self.mailbox, move |mb| {
+                    let now = Utc::now();
+                    for m in mb.inbound.pending()? {
+                        if m.trigger && m.process_after.is_none_or(|t| t <= now) {
+                            mb.inbound.fail(m.seq, &error)?;
+                        }
+                    }
+                    Ok(())
+                })
+                .await;
+                if let Err(e) = failed {
+                    tracing::error!("cannot fail pending messages: {e}");
+                }
+            }
+        }
+    }
+
+    async fn on_exit(&mut self, exit: RunnerExit) {
+        let Some(running) = self.runner.take() else {
+            return;
+        };
+        tracing::info!(runner = %running.handle.id, "runner ended: {exit}");
+        // Fold what it wrote last before judging what it left unfinished.
+        self.pump().await;
+        let reason = running
+            .stop_reason
+            .unwrap_or_else(|| format!("the agent runner ended unexpectedly ({exit})"));
+        self.requeue_claims(&reason).await;
+    }
+
+    async fn requeue_claims(&self, reason: &str) {
+        let config = self.config();
+        let (max_tries, backoff) = (config.max_tries, config.backoff_base);
+        let reason = reason.to_owned();
+        let result = with_mailbox(&self.mailbox, move |mb| {
+            let claimed = mb.claimed()?;
+            if claimed.is_empty() {
+                return Ok(Vec::new());
+            }
+            mb.inbound
+                .requeue(&claimed, max_tries, backoff, &reason, Utc::now())
+        })
+        .await;
+        match result {
+            Ok(requeued) => {
+                for r in requeued {
+                    match r {
+                        Requeue::Retry { seq, tries, at } => {
+                            tracing::warn!(seq, tries, retry_at = %at, "message re-queued");
+                        }
+                        Requeue::Failed { seq, tries } => {
+                            tracing::error!(seq, tries, "message failed for good");
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::error!("cannot re-queue claims: {e}"),
+        }
+    }
+
+    async fn check_liveness(&mut self) {
+        let Some(running) = &self.runner else { return };
+        let heartbeat_path = self.info.paths.heartbeat();
+        let probe = with_mailbox(&self.mailbox, move |mb| {
+            let holds_claim = !mb.claimed()?.is_empty();
+            let tool_timeout = match mb.outbound()? {
+                Some(out) => out.runner_state()?.and_then(|s| s.tool_timeout_ms),
+                None => None,
+            };
+            Ok((holds_claim, tool_timeout))
+        })
+        .await;
+        let (holds_claim, tool_timeout) = match probe {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!("cannot check the runner's claims: {e}");
+                return;
+            }
+        };
+        let verdict = liveness::judge(&liveness::Inputs {
+            now: Utc::now(),
+            started_at: running.started_at,
+            last_beat: heartbeat::last_beat(&heartbeat_path).map(DateTime::<Utc>::from),
+            holds_claim,
+            tolerance: self.config().claim_stuck,
+            tool_timeout: tool_timeout.map(Duration::from_millis),
+        });
+        if let Liveness::Stuck { silent_for } = verdict {
+            let id = running.handle.id.clone();
+            tracing::warn!(runner = %id, ?silent_for, "runner stopped responding; killing it");
+            if let Some(r) = &mut self.runner {
+                r.stop_reason = Some(format!(
+                    "the agent stopped responding (silent for {} s)",
+                    silent_for.as_secs()
+                ));
+            }
+            if let Err(e) = self.sup.shared.runtime.kill(&id).await {
+                tracing::error!(runner = %id, "cannot kill the runner: {e}");
+            }
+        }
+    }
+
+    async fn stop_runner(&mut self, reason: &str) {
+        let Some(mut running) = self.runner.take() else {
+            return;
+        };
+        let id = running.handle.id.clone();
+        if let Err(e) = self.sup.shared.runtime.stop(&id, STOP_GRACE).await {
+            tracing::error!(runner = %id, "cannot stop the runner: {e}");
+        }
+        let exit = running.handle.exited().await;
+        tracing::info!(runner = %id, "runner stopped: {exit}");
+        self.pump().await;
+        self.requeue_claims(reason).await;
+        let waiting = self.next_due().await.is_some();
+        self.set_state(if waiting { "waiting" } else { "stopped" })
+            .await;
+    }
+}

@@ -1,0 +1,15 @@
+//! One module per invariant of DESIGN §4 (plus liveness helpers of §5).
+
+mod acks;
+mod common;
+mod delivery;
+mod files;
+mod heartbeat;
+mod history;
+mod idempotent;
+mod order;
+mod requeue;
+mod schema;
+mod seq;
+mod state;
+mod writers;
