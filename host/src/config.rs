@@ -57,6 +57,8 @@ pub struct Config {
     pub model_timeout: Duration,
     /// `MODEL_RETRIES` (default 3): retries of a failed model request.
     pub model_retries: u32,
+    /// `MODEL_BACKOFF_MS` (default 500): first wait between model retries, doubling each time.
+    pub model_backoff: Duration,
     /// `TOOL_TIMEOUT_MS` (default 600000): one tool call.
     pub tool_timeout: Duration,
     /// `CLAWBOX_RUNNER_BIN` (default: `agent-runner` next to the `clawbox` binary).
@@ -155,6 +157,7 @@ impl Config {
             max_steps: positive("MAX_STEPS", parse_num("MAX_STEPS", var("MAX_STEPS"), 20)?)?,
             model_timeout: ms("MODEL_TIMEOUT_MS", 120_000)?,
             model_retries: parse_num("MODEL_RETRIES", var("MODEL_RETRIES"), 3)?,
+            model_backoff: ms("MODEL_BACKOFF_MS", 500)?,
             tool_timeout: ms("TOOL_TIMEOUT_MS", 600_000)?,
             runner_bin,
         };

@@ -6,7 +6,7 @@
 
 pub mod quirks;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -150,6 +150,8 @@ struct Shared {
 
 struct ScriptState {
     queue: VecDeque<Reply>,
+    /// Scripts for one model name, consulted before `queue` (several agents, one fake).
+    per_model: HashMap<String, VecDeque<Reply>>,
     default: Reply,
     requests: Vec<RecordedRequest>,
     violations: Vec<String>,
@@ -173,6 +175,7 @@ impl FakeModel {
         let shared = Arc::new(Shared {
             state: Mutex::new(ScriptState {
                 queue: VecDeque::new(),
+                per_model: HashMap::new(),
                 default: Reply::Echo,
                 requests: Vec::new(),
                 violations: Vec::new(),
@@ -208,6 +211,17 @@ impl FakeModel {
     /// Queues a reply; each valid request takes the oldest one.
     pub fn push(&self, reply: Reply) {
         self.shared.lock().queue.push_back(reply);
+    }
+
+    /// Appends a reply for requests naming `model` only; they use the shared queue when this
+    /// one is empty.
+    pub fn push_for(&self, model: &str, reply: Reply) {
+        self.shared
+            .lock()
+            .per_model
+            .entry(model.to_owned())
+            .or_default()
+            .push_back(reply);
     }
 
     /// The reply used when the queue is empty (initially `Reply::Echo`).
@@ -431,9 +445,16 @@ async fn chat_completions(
         state.violations.extend(problems.iter().cloned());
         // A rejected request does not consume a scripted reply: the test fails on
         // `violations()` and the script stays aligned with the requests that were valid.
-        let reply = problems.is_empty().then(|| match state.queue.pop_front() {
-            Some(reply) => reply,
-            None => state.default.clone(),
+        let model = body_model(&state.requests);
+        let reply = problems.is_empty().then(|| {
+            let scripted = state
+                .per_model
+                .get_mut(&model)
+                .and_then(VecDeque::pop_front);
+            match scripted.or_else(|| state.queue.pop_front()) {
+                Some(reply) => reply,
+                None => state.default.clone(),
+            }
         });
         (reply, state.requests.len())
     };
@@ -445,11 +466,23 @@ async fn chat_completions(
     }
 }
 
+/// The `model` of the request just recorded.
+fn body_model(requests: &[RecordedRequest]) -> String {
+    requests
+        .last()
+        .and_then(|r| r.body.get("model"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
 async fn respond(mut reply: Reply, ask: &Ask, shutdown: &CancellationToken) -> Response {
     loop {
         match reply {
             Reply::Text(text) => return ask.text(&text),
-            Reply::Echo => return ask.text(&format!("echo: {}", ask.last_user_text)),
+            Reply::Echo => {
+                return ask.text(&format!("echo: {}", last_element_text(&ask.last_user_text)));
+            }
             Reply::ToolCalls(calls) => return ask.tool_calls(&calls),
             Reply::Status(code, message) => {
                 let status =
@@ -569,6 +602,29 @@ fn last_user_text(body: &Value) -> String {
             .join("\n"),
         _ => String::new(),
     }
+}
+
+/// The text inside the last `<…>text</…>` element of a prompt, XML-unescaped, or the whole
+/// text when it has no elements: agents wrap user messages in markup
+/// (`<message id="2" …>hi</message>`), and an echo of just `hi` keeps test assertions readable.
+pub fn last_element_text(text: &str) -> String {
+    let mut rest = text;
+    while let Some(close) = rest.rfind("</") {
+        let Some(open_end) = rest[..close].rfind('>') else {
+            break;
+        };
+        let inner = &rest[open_end + 1..close];
+        if !inner.trim().is_empty() {
+            return inner
+                .replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&quot;", "\"")
+                .replace("&apos;", "'")
+                .replace("&amp;", "&");
+        }
+        rest = &rest[..close];
+    }
+    text.to_owned()
 }
 
 /// Checks the rule OpenAI's API enforces on a request's messages: each assistant message with
@@ -715,6 +771,15 @@ mod tests {
         assert_eq!(pieces("héllo wörld", 3), ["héll", "o wö", "rld"]);
         assert_eq!(pieces("{}", 3), ["{", "}"]);
         assert!(pieces("", 3).is_empty());
+    }
+
+    #[test]
+    fn echo_takes_the_last_element_text() {
+        assert_eq!(last_element_text("plain"), "plain");
+        assert_eq!(
+            last_element_text("<messages>\n<message id=\"2\">a</message>\n<message id=\"4\">b &amp; c</message>\n</messages>"),
+            "b & c"
+        );
     }
 
     #[test]

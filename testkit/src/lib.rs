@@ -4,3 +4,6 @@
 
 pub mod fake_model;
 pub use fake_model::*;
+
+pub mod host;
+pub use host::HostFixture;

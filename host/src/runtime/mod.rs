@@ -116,6 +116,7 @@ pub struct RunnerSettings {
     pub max_steps: u32,
     pub model_timeout: Duration,
     pub model_retries: u32,
+    pub model_backoff: Duration,
     pub tool_timeout: Duration,
 }
 
@@ -131,6 +132,7 @@ impl RunnerSettings {
             max_steps: config.max_steps,
             model_timeout: config.model_timeout,
             model_retries: config.model_retries,
+            model_backoff: config.model_backoff,
             tool_timeout: config.tool_timeout,
         }
     }
@@ -156,6 +158,7 @@ impl RunnerSettings {
             ("CLAWBOX_MAX_STEPS", self.max_steps.to_string()),
             ("CLAWBOX_MODEL_TIMEOUT_MS", ms(self.model_timeout)),
             ("CLAWBOX_MODEL_RETRIES", self.model_retries.to_string()),
+            ("CLAWBOX_MODEL_BACKOFF_MS", ms(self.model_backoff)),
             ("CLAWBOX_TOOL_TIMEOUT_MS", ms(self.tool_timeout)),
         ];
         if let Some(key) = &self.openai_api_key {

@@ -1,0 +1,111 @@
+//! Why a tool call failed, and how that reaches the model. Every variant becomes an MCP tool
+//! error (`is_error: true`) whose text is the `Display` below: the model reads it and decides
+//! what to do next, so each message says what was wrong and, where useful, what to do instead.
+//! Protocol errors (unknown tool, undecodable arguments) are rmcp's, not ours.
+
+use rmcp::model::{CallToolResult, ContentBlock};
+
+use crate::paths::PathError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    /// File tools: the path was refused by the confinement rules (`paths.rs`).
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// File tools: nothing at the path.
+    #[error("file not found: {path}")]
+    NotFound { path: String },
+    /// File tools: the path names a directory.
+    #[error("{path} is a directory, not a file (list it with run_bash, e.g. `ls -la {path}`)")]
+    IsDirectory { path: String },
+    /// File tools: a FIFO, socket or device.
+    #[error("{path} is not a regular file")]
+    NotRegularFile { path: String },
+    /// File tools: the final component is a symlink; `O_NOFOLLOW` refused to open it, so a
+    /// link swapped in after the check cannot redirect the call.
+    #[error("{path} is a symbolic link; refusing to follow it (use the path it points to)")]
+    Symlink { path: String },
+    /// File tools: any other I/O failure (permissions, disk full).
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `read_file`: `offset` lies beyond the last line.
+    #[error("offset {offset} is past the end of {path} ({lines} lines)")]
+    OffsetPastEnd {
+        path: String,
+        offset: u64,
+        lines: u64,
+    },
+    /// An integer argument is out of its range.
+    #[error("{name} must be {rule}, got {value}")]
+    OutOfRange {
+        name: &'static str,
+        rule: &'static str,
+        value: u64,
+    },
+    /// `edit_file`: the file is not UTF-8, and a lossy rewrite would corrupt it.
+    #[error("{path} is not valid UTF-8 text; edit_file only edits text files")]
+    NotUtf8 { path: String },
+    /// `edit_file`: empty `old_string`.
+    #[error("old_string is empty; use write_file to create or replace a whole file")]
+    EmptyOldString,
+    /// `edit_file`: `old_string == new_string`.
+    #[error("old_string and new_string are identical; nothing to change")]
+    NoChange,
+    /// `edit_file`: no occurrence.
+    #[error(
+        "old_string was not found in {path}; read the file again and copy the text exactly, \
+         including whitespace and indentation"
+    )]
+    NoMatch { path: String },
+    /// `edit_file`: more than one occurrence.
+    #[error(
+        "old_string occurs {count} times in {path}; include more surrounding text so that it \
+         matches exactly once"
+    )]
+    Ambiguous { path: String, count: usize },
+    /// `send_message`: empty or whitespace-only text.
+    #[error("text is empty")]
+    EmptyText,
+    /// `run_bash`: empty or whitespace-only command.
+    #[error("command is empty")]
+    EmptyCommand,
+    /// `send_message`: `to` names no destination of this session.
+    #[error("unknown destination {name:?}; {}", destination_list(.valid))]
+    UnknownDestination { name: String, valid: Vec<String> },
+    /// `send_message` without `to` in a session the host has not given a route.
+    #[error("this session has no default chat to reply to; pass `to`: {}", destination_list(.valid))]
+    NoDefaultRoute { valid: Vec<String> },
+    /// `send_message`: the session databases could not be read or written.
+    #[error("the mailbox is unavailable: {0}")]
+    Mailbox(#[from] mailbox::Error),
+    /// `run_bash`: bash (or the pipe for its output) could not be started.
+    #[error("cannot start bash: {0}")]
+    Spawn(#[source] std::io::Error),
+    /// A blocking task panicked; a bug, reported rather than taking the server down.
+    #[error("internal error: {0}")]
+    Internal(#[from] tokio::task::JoinError),
+}
+
+fn destination_list(valid: &[String]) -> String {
+    if valid.is_empty() {
+        "this session has no destinations".to_owned()
+    } else {
+        format!("valid destinations: {}", valid.join(", "))
+    }
+}
+
+/// The one place a tool outcome becomes what the model sees.
+pub fn tool_result(tool: &'static str, outcome: Result<String, ToolError>) -> CallToolResult {
+    match outcome {
+        Ok(text) => CallToolResult::success(vec![ContentBlock::text(text)]),
+        Err(err) => {
+            tracing::info!(tool, error = %err, "tool call refused or failed");
+            CallToolResult::error(vec![ContentBlock::text(err.to_string())])
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! One module per group of tools. Each adds its routes to [`crate::Tools`] with
+//! `#[tool_router(router = <group>_router)]`, and keeps its behaviour in plain functions over
+//! [`crate::server::Context`] that return `Result<String, ToolError>`.
+
+mod bash;
+mod files;
+mod message;
+
+pub(crate) use bash::Lingering;

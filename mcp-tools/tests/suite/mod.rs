@@ -1,0 +1,6 @@
+mod bash;
+mod confinement;
+mod files;
+mod harness;
+mod messaging;
+mod server;

@@ -1,0 +1,127 @@
+//! The server as a whole: tool list, startup configuration, shutdown.
+
+use std::time::Duration;
+
+use pretty_assertions::assert_eq;
+use serde_json::json;
+
+use super::harness::{BIN, Session, eventually, process_gone, read_pid};
+
+#[tokio::test]
+async fn lists_the_tools_with_schemas() {
+    let s = Session::start().await;
+    let tools = s.client.list_all_tools().await.unwrap();
+    let mut names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "edit_file",
+            "read_file",
+            "run_bash",
+            "send_message",
+            "write_file"
+        ]
+    );
+    for tool in &tools {
+        assert!(
+            tool.description.as_deref().is_some_and(|d| d.len() > 40),
+            "{} needs a description a model can follow",
+            tool.name
+        );
+        let properties = tool.input_schema["properties"].as_object().unwrap();
+        for (name, schema) in properties {
+            assert!(
+                schema["description"].is_string(),
+                "{}.{name} has no description",
+                tool.name
+            );
+        }
+    }
+    let send = tools.iter().find(|t| t.name == "send_message").unwrap();
+    assert_eq!(send.input_schema["required"], json!(["text"]));
+    let info = s.client.peer_info().unwrap();
+    assert_eq!(info.server_info.as_ref().unwrap().name, "mcp-tools");
+}
+
+#[tokio::test]
+async fn bad_configuration_names_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(BIN)
+        .env_clear()
+        .env("CLAWBOX_MAILBOX_DIR", dir.path())
+        .env("CLAWBOX_WORKSPACE", dir.path().join("missing"))
+        .env("CLAWBOX_AGENT_DIR", dir.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty(), "stdout is the protocol channel");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("CLAWBOX_WORKSPACE must name an existing directory"),
+        "{stderr}"
+    );
+
+    let out = tokio::process::Command::new(BIN)
+        .env_clear()
+        .env("CLAWBOX_MAILBOX_DIR", dir.path())
+        .env("CLAWBOX_WORKSPACE", dir.path())
+        .env("CLAWBOX_AGENT_DIR", dir.path())
+        .env("TIMEZONE", "Nowhere/Special")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("TIMEZONE is not a known IANA time zone"),
+        "{stderr}"
+    );
+}
+
+/// Closing the client stops the server, and with it every process its commands started: the
+/// background job of a finished command and the whole group of a command still running.
+#[tokio::test]
+async fn closing_the_client_kills_what_commands_left_running() {
+    let s = Session::start().await;
+    let ws = s.workspace().to_path_buf();
+    s.call(
+        "run_bash",
+        json!({"command": "sleep 300 > /dev/null 2>&1 & echo $! > left.pid"}),
+    )
+    .await
+    .ok();
+    let left = read_pid(&ws.join("left.pid"));
+    assert!(
+        !process_gone(left),
+        "the background job outlives its command"
+    );
+
+    let peer = s.client.peer().clone();
+    let running = tokio::spawn(async move {
+        let args =
+            json!({"command": "sleep 300 & echo $! > inflight.pid; wait", "timeout_ms": 600000});
+        let serde_json::Value::Object(args) = args else {
+            unreachable!()
+        };
+        peer.call_tool(rmcp::model::CallToolRequestParams::new("run_bash").with_arguments(args))
+            .await
+    });
+    let pid_file = ws.join("inflight.pid");
+    assert!(eventually(Duration::from_secs(5), || pid_file.exists()).await);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let inflight = read_pid(&pid_file);
+
+    s.client.cancel().await.unwrap();
+    running.abort();
+    assert!(
+        eventually(Duration::from_secs(10), || process_gone(left)
+            && process_gone(inflight))
+        .await,
+        "background processes survived the server: left {left} gone={}, in flight {inflight} gone={}",
+        process_gone(left),
+        process_gone(inflight)
+    );
+}
