@@ -2,9 +2,10 @@
 //! the running host, or starts one in this process when none is running (its logs then go to
 //! `DATA_DIR/logs/clawbox.log` so they do not mix with the conversation).
 //!
-//! Piped input (`printf 'hi\nbye\n' | clawbox chat`) sends each line, prints replies to stdout
-//! and notices to stderr, and exits once every message has a verdict — with status 1 if any
-//! message failed or was refused.
+//! Piped input (`printf 'hi\nbye\n' | clawbox chat`) is a scripted conversation: each line is
+//! sent once the previous one has its verdict (so each line is its own turn), replies go to
+//! stdout and notices to stderr, and the client exits once the last message has its verdict —
+//! with status 1 if any message failed or was refused.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{IsTerminal, Write};
@@ -183,8 +184,10 @@ impl Session {
             if eof && !self.busy() {
                 break;
             }
+            // Interactive users may type ahead; a script waits for each answer.
+            let ready = self.interactive || !self.busy();
             tokio::select! {
-                line = input.next_line(), if !eof => match line? {
+                line = input.next_line(), if !eof && ready => match line? {
                     None => eof = true,
                     Some(line) => {
                         let text = line.trim_end_matches('\r');

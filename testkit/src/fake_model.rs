@@ -777,7 +777,9 @@ mod tests {
     fn echo_takes_the_last_element_text() {
         assert_eq!(last_element_text("plain"), "plain");
         assert_eq!(
-            last_element_text("<messages>\n<message id=\"2\">a</message>\n<message id=\"4\">b &amp; c</message>\n</messages>"),
+            last_element_text(
+                "<messages>\n<message id=\"2\">a</message>\n<message id=\"4\">b &amp; c</message>\n</messages>"
+            ),
             "b & c"
         );
     }

@@ -26,7 +26,10 @@ impl HostFixture {
         let dir = tempfile::Builder::new().prefix("clawbox-test-").tempdir()?;
         let env = [
             ("DATA_DIR", dir.path().join("data").display().to_string()),
-            ("GROUPS_DIR", dir.path().join("groups").display().to_string()),
+            (
+                "GROUPS_DIR",
+                dir.path().join("groups").display().to_string(),
+            ),
             ("OPENAI_BASE_URL", model_base_url.to_owned()),
             ("OPENAI_API_KEY", "test-key".to_owned()),
             ("DEFAULT_MODEL", "fake-model".to_owned()),
@@ -107,7 +110,10 @@ impl HostFixture {
         self.child = Some(child);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            if tokio::net::UnixStream::connect(self.socket_path()).await.is_ok() {
+            if tokio::net::UnixStream::connect(self.socket_path())
+                .await
+                .is_ok()
+            {
                 return Ok(());
             }
             if let Some(child) = &mut self.child
@@ -116,7 +122,10 @@ impl HostFixture {
                 bail!("clawbox run exited with {status}:\n{}", self.logs());
             }
             if tokio::time::Instant::now() > deadline {
-                bail!("clawbox run did not open its socket in 30 s:\n{}", self.logs());
+                bail!(
+                    "clawbox run did not open its socket in 30 s:\n{}",
+                    self.logs()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -202,7 +211,11 @@ pub fn kill_processes_under(root: &Path) {
         return;
     };
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
         let Ok(environ) = std::fs::read(entry.path().join("environ")) else {

@@ -1,0 +1,123 @@
+//! A message in, one reply out: through the admin socket and through piped `clawbox chat`.
+
+use std::time::Duration;
+
+use host::protocol::Event;
+use mailbox::InboundStatus;
+use testkit::Reply;
+
+use super::support::*;
+
+#[tokio::test]
+async fn hello_gets_exactly_one_reply() {
+    let (model, mut fixture) = setup().await;
+    fixture.start().await.unwrap();
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    let (session, seq) = client.send("hello").await.unwrap();
+    assert_eq!(seq % 2, 0, "inbound seqs are even");
+    assert_eq!(
+        client.done(seq).await.unwrap(),
+        (InboundStatus::Completed, None)
+    );
+    client.settle(Duration::from_millis(300)).await;
+    assert_eq!(client.replies_to(seq), vec!["echo: hello".to_owned()]);
+
+    // The model saw the message with its seq id, the system prompt, and the bearer key.
+    let request = model.last_request().unwrap();
+    assert_eq!(request.header("authorization"), Some("Bearer test-key"));
+    let messages = request.messages();
+    assert_eq!(messages[0]["role"], "system");
+    let user = messages.last().unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(user.contains(&format!("id=\"{seq}\"")), "{user}");
+    assert!(model.violations().is_empty(), "{:?}", model.violations());
+
+    // The session's files are where the design says.
+    let dir = session_dir(&fixture, &session);
+    assert!(dir.join("inbound/inbound.db").is_file());
+    assert!(dir.join("outbound/outbound.db").is_file());
+    assert!(dir.join("workspace").is_dir());
+    fixture.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn piped_chat_without_a_running_host() {
+    let (_model, fixture) = setup().await;
+    let out = fixture.chat("hi\n\nbye\n").await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "stdout: {stdout}\nstderr: {stderr}\n{}",
+        fixture.logs()
+    );
+    assert_eq!(stdout, "echo: hi\necho: bye\n", "stderr: {stderr}");
+    // The in-process host is gone and released its socket.
+    assert!(!fixture.socket_path().exists());
+}
+
+#[tokio::test]
+async fn piped_chat_through_a_running_host_reports_failures() {
+    let (model, mut fixture) = setup().await;
+    fixture.set("MODEL_RETRIES", "0");
+    fixture.start().await.unwrap();
+    model.push(Reply::Status(400, "bad request: context too long".into()));
+    let out = fixture.chat("first\nsecond\n").await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(stderr.contains("could not be processed"), "{stderr}");
+    assert!(stderr.contains("context too long"), "{stderr}");
+    // The failure did not stop the script: the next line was its own turn and was answered.
+    assert_eq!(stdout, "echo: second\n", "{stderr}");
+    fixture.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn malformed_requests_get_a_clear_error_and_the_connection_survives() {
+    let (_model, mut fixture) = setup().await;
+    fixture.start().await.unwrap();
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    client
+        .raw("{\"op\":\"launch_rockets\"}\nnot json\n")
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let ev = client
+            .wait_for(|e| matches!(e, Event::Error { .. }))
+            .await
+            .unwrap();
+        let Event::Error { message } = ev else {
+            unreachable!()
+        };
+        assert!(message.starts_with("malformed request"), "{message}");
+    }
+    let (_, seq) = client.send("still there?").await.unwrap();
+    assert_eq!(client.done(seq).await.unwrap().0, InboundStatus::Completed);
+    fixture.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn replies_wait_for_a_terminal() {
+    let (model, mut fixture) = setup().await;
+    fixture.start().await.unwrap();
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    model.push(Reply::text("late answer").after(Duration::from_millis(500)));
+    let (_, seq) = client.send("question").await.unwrap();
+    drop(client); // the terminal goes away before the answer exists
+    model.wait_for_requests(1, WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    client
+        .wait_for(|e| matches!(e, Event::Chat(host::channels::cli::ChatEvent::Reply { .. })))
+        .await
+        .unwrap();
+    assert_eq!(client.replies_to(seq), vec!["late answer".to_owned()]);
+    fixture.stop().await.unwrap();
+}

@@ -1,0 +1,4 @@
+mod chat;
+mod recovery;
+mod support;
+mod tools;

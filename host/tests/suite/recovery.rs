@@ -1,0 +1,175 @@
+//! Crashes and bad answers: every message is answered exactly once or fails with a readable
+//! reason — never lost, never answered twice, never retried forever.
+
+use std::time::Duration;
+
+use host::protocol::Event;
+use mailbox::InboundStatus;
+use testkit::Reply;
+
+use super::support::*;
+
+fn tries(fixture: &testkit::HostFixture, session: &str, seq: i64) -> u32 {
+    let db = session_dir(fixture, session).join("inbound/inbound.db");
+    let reader = mailbox::InboundReader::open(&db).unwrap();
+    reader.get(seq).unwrap().unwrap().tries
+}
+
+#[tokio::test]
+async fn runner_killed_mid_turn_is_retried_and_answered_once() {
+    let (model, mut fixture) = setup().await;
+    fixture.start().await.unwrap();
+    model.push(Reply::Hang);
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    let (session, seq) = client.send("work hard").await.unwrap();
+    model.wait_for_requests(1, WAIT).await.unwrap();
+    let pid = runner_pid(&fixture, &session, None).await;
+    signal(pid, libc::SIGKILL);
+
+    assert_eq!(
+        client.done(seq).await.unwrap(),
+        (InboundStatus::Completed, None)
+    );
+    client.settle(Duration::from_millis(300)).await;
+    assert_eq!(client.replies_to(seq), vec!["echo: work hard".to_owned()]);
+    assert_eq!(tries(&fixture, &session, seq), 1);
+    assert!(model.violations().is_empty(), "{:?}", model.violations());
+    fixture.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_message_that_kills_the_runner_every_time_fails_after_max_tries() {
+    let (model, mut fixture) = setup().await;
+    fixture.set("MAX_TRIES", "3");
+    fixture.start().await.unwrap();
+    model.set_default(Reply::Hang);
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    let (session, seq) = client.send("poison").await.unwrap();
+    let mut last = None;
+    for attempt in 1..=3 {
+        model.wait_for_requests(attempt, WAIT).await.unwrap();
+        let pid = runner_pid(&fixture, &session, last).await;
+        signal(pid, libc::SIGKILL);
+        last = Some(pid);
+    }
+    let (status, error) = client.done(seq).await.unwrap();
+    assert_eq!(status, InboundStatus::Failed);
+    let error = error.unwrap();
+    assert!(error.contains("gave up after 3 attempts"), "{error}");
+    let notices = client.notices();
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(notices[0].contains("could not be processed"), "{notices:?}");
+    assert_eq!(model.request_count(), 3, "no fourth attempt");
+
+    // The session still works for the next message.
+    model.set_default(Reply::Echo);
+    let (_, next) = client.send("are you ok?").await.unwrap();
+    assert_eq!(client.done(next).await.unwrap().0, InboundStatus::Completed);
+    client.settle(Duration::from_millis(200)).await;
+    assert_eq!(
+        client.replies_to(next),
+        vec!["echo: are you ok?".to_owned()]
+    );
+    assert!(client.replies_to(seq).is_empty());
+    fixture.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn model_errors_are_retried_then_answered_once() {
+    let (model, mut fixture) = setup().await;
+    fixture.start().await.unwrap();
+    model.push(Reply::Status(500, "upstream exploded".into()));
+    model.push(Reply::Status(500, "upstream exploded again".into()));
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    let (_, seq) = client.send("ping").await.unwrap();
+    assert_eq!(client.done(seq).await.unwrap().0, InboundStatus::Completed);
+    client.settle(Duration::from_millis(200)).await;
+    assert_eq!(client.replies_to(seq), vec!["echo: ping".to_owned()]);
+    assert_eq!(model.request_count(), 3);
+    fixture.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn garbage_from_the_model_is_a_clear_error_and_loses_nothing() {
+    let (model, mut fixture) = setup().await;
+    fixture.start().await.unwrap();
+    model.set_default(Reply::Garbage("<html>502 Bad Gateway</html>".into()));
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    let (_, seq) = client.send("what is the capital of France?").await.unwrap();
+    let (status, error) = client.done(seq).await.unwrap();
+    assert_eq!(status, InboundStatus::Failed);
+    let error = error.unwrap();
+    assert!(error.to_lowercase().contains("malformed"), "{error}");
+    assert!(
+        !client.notices().is_empty() || {
+            client.settle(Duration::from_millis(300)).await;
+            !client.notices().is_empty()
+        }
+    );
+
+    // The question is still in the conversation when the model works again.
+    model.set_default(Reply::Echo);
+    let (_, next) = client.send("and of Spain?").await.unwrap();
+    assert_eq!(client.done(next).await.unwrap().0, InboundStatus::Completed);
+    let last = model.last_request().unwrap();
+    assert!(
+        last.body.to_string().contains("capital of France"),
+        "earlier message lost from the history"
+    );
+    fixture.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn host_killed_mid_turn_delivers_the_reply_exactly_once() {
+    let (model, mut fixture) = setup().await;
+    fixture.start().await.unwrap();
+    model.push(Reply::text("the answer").after(Duration::from_millis(1500)));
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    let (_, seq) = client.send("a slow question").await.unwrap();
+    model.wait_for_requests(1, WAIT).await.unwrap();
+    fixture.kill().await.unwrap();
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+
+    fixture.start().await.unwrap();
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    client
+        .wait_for(|e| matches!(e, Event::Chat(host::channels::cli::ChatEvent::Reply { .. })))
+        .await
+        .unwrap();
+    client.settle(Duration::from_millis(500)).await;
+    let replies = client.replies_to(seq);
+    assert_eq!(replies.len(), 1, "{replies:?}");
+
+    // Another restart does not send it again.
+    fixture.stop().await.unwrap();
+    fixture.start().await.unwrap();
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    client.settle(Duration::from_millis(800)).await;
+    assert!(client.replies_to(seq).is_empty(), "{:?}", client.seen);
+    fixture.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_frozen_runner_is_detected_by_its_heartbeat() {
+    let (model, mut fixture) = setup().await;
+    fixture.set("CLAIM_STUCK_MS", "1500");
+    fixture.start().await.unwrap();
+    model.push(Reply::Hang);
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    let (session, seq) = client.send("freeze").await.unwrap();
+    model.wait_for_requests(1, WAIT).await.unwrap();
+    let pid = runner_pid(&fixture, &session, None).await;
+    signal(pid, libc::SIGSTOP);
+
+    assert_eq!(client.done(seq).await.unwrap().0, InboundStatus::Completed);
+    client.settle(Duration::from_millis(200)).await;
+    assert_eq!(client.replies_to(seq), vec!["echo: freeze".to_owned()]);
+    assert_eq!(tries(&fixture, &session, seq), 1);
+    assert!(
+        fixture.logs().contains("stopped responding"),
+        "{}",
+        fixture.logs()
+    );
+    fixture.stop().await.unwrap();
+}

@@ -1,0 +1,176 @@
+//! A terminal client of the admin socket for tests, and fixture helpers.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use host::channels::cli::ChatEvent;
+use host::protocol::{Event, Request};
+use mailbox::InboundStatus;
+use testkit::{FakeModel, HostFixture};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::sync::mpsc;
+
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub async fn setup() -> (FakeModel, HostFixture) {
+    let model = FakeModel::start().await.unwrap();
+    let fixture = HostFixture::new(env!("CARGO_BIN_EXE_clawbox"), &model.base_url()).unwrap();
+    (model, fixture)
+}
+
+pub struct Client {
+    write: OwnedWriteHalf,
+    events: mpsc::UnboundedReceiver<Event>,
+    /// Every event received so far, in order.
+    pub seen: Vec<Event>,
+}
+
+impl Client {
+    /// Connects and attaches as a terminal.
+    pub async fn attach(socket: &Path) -> anyhow::Result<Client> {
+        let stream = UnixStream::connect(socket).await.context("connect")?;
+        let (read, write) = stream.into_split();
+        let (tx, events) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(read).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let ev: Event = serde_json::from_str(&line).expect("event parses");
+                if tx.send(ev).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut client = Client {
+            write,
+            events,
+            seen: Vec::new(),
+        };
+        client.request(&Request::Attach).await?;
+        client
+            .wait_for(|e| matches!(e, Event::Attached { .. }))
+            .await?;
+        Ok(client)
+    }
+
+    pub async fn request(&mut self, req: &Request) -> anyhow::Result<()> {
+        let mut line = serde_json::to_string(req)?;
+        line.push('\n');
+        self.write.write_all(line.as_bytes()).await?;
+        Ok(())
+    }
+
+    pub async fn raw(&mut self, line: &str) -> anyhow::Result<()> {
+        self.write.write_all(line.as_bytes()).await?;
+        Ok(())
+    }
+
+    /// Sends a chat message and returns (session id, seq) once the host accepted it.
+    pub async fn send(&mut self, text: &str) -> anyhow::Result<(String, i64)> {
+        self.request(&Request::Send {
+            text: text.to_owned(),
+        })
+        .await?;
+        match self
+            .wait_for(|e| matches!(e, Event::Accepted { .. } | Event::Rejected { .. }))
+            .await?
+        {
+            Event::Accepted { session_id, seq } => Ok((session_id, seq)),
+            other => bail!("message refused: {other:?}"),
+        }
+    }
+
+    /// Waits for (and returns) the first event, seen or new, matching `pred`... among new ones.
+    pub async fn wait_for(&mut self, pred: impl Fn(&Event) -> bool) -> anyhow::Result<Event> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let ev = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .with_context(|| format!("timed out; seen so far: {:#?}", self.seen))?
+                .context("host closed the connection")?;
+            self.seen.push(ev.clone());
+            if pred(&ev) {
+                return Ok(ev);
+            }
+        }
+    }
+
+    /// Waits for the verdict on `seq` (already seen or still to come).
+    pub async fn done(&mut self, seq: i64) -> anyhow::Result<(InboundStatus, Option<String>)> {
+        let is_done =
+            |e: &Event| matches!(e, Event::Chat(ChatEvent::Done { seq: s, .. }) if *s == seq);
+        let ev = match self.seen.iter().find(|e| is_done(e)).cloned() {
+            Some(ev) => ev,
+            None => self.wait_for(is_done).await?,
+        };
+        match ev {
+            Event::Chat(ChatEvent::Done { status, error, .. }) => Ok((status, error)),
+            _ => unreachable!(),
+        }
+    }
+
+    /// Collects events for `quiet` more time (to show nothing else arrives).
+    pub async fn settle(&mut self, quiet: Duration) {
+        while let Ok(Some(ev)) = tokio::time::timeout(quiet, self.events.recv()).await {
+            self.seen.push(ev);
+        }
+    }
+
+    /// Texts of the replies to `seq` seen so far.
+    pub fn replies_to(&self, seq: i64) -> Vec<String> {
+        self.seen
+            .iter()
+            .filter_map(|e| match e {
+                Event::Chat(ChatEvent::Reply {
+                    in_reply_to: Some(r),
+                    text,
+                    ..
+                }) if *r == seq => Some(text.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn notices(&self) -> Vec<String> {
+        self.seen
+            .iter()
+            .filter_map(|e| match e {
+                Event::Chat(ChatEvent::Notice { text }) => Some(text.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// The session directory of the default agent's session.
+pub fn session_dir(fixture: &HostFixture, session_id: &str) -> PathBuf {
+    fixture.data_dir().join("sessions/default").join(session_id)
+}
+
+/// The pid the current runner of a session recorded, once it has one newer than `not`.
+pub async fn runner_pid(fixture: &HostFixture, session_id: &str, not: Option<u32>) -> u32 {
+    let db = session_dir(fixture, session_id).join("outbound/outbound.db");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Ok(reader) = mailbox::OutboundReader::open(&db)
+            && let Ok(Some(state)) = reader.runner_state()
+            && Some(state.pid) != not
+        {
+            return state.pid;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no runner pid recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on a runner process this test started through the host.
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
