@@ -1,0 +1,480 @@
+//! Decides what the runner works on next and claims it. Owns the batching rules (oldest first,
+//! the trigger rule, the batch cap, `/clear`, resuming a crashed turn) as one pure function,
+//! [`decide`], with a table of tests, and the claim transaction. Running the turn is
+//! `turn.rs`'s business.
+//!
+//! Rules:
+//! - Only due rows (`process_after` passed) whose latest ack is from an older attempt
+//!   ([`mailbox::outbound::is_claimable`]) are considered, in seq order.
+//! - A batch starts only if some such row has `trigger = true`. It holds every claimable row up
+//!   to the first triggering one (context rows are never cut off) and then further rows up to
+//!   [`MAX_BATCH`] in total.
+//! - If the batch contains `/clear`, the rows up to the last `/clear` are answered by the clear
+//!   itself; the rows after it wait for the next decision (and start the new conversation).
+//! - The kv record `turn` names the turn a claim belongs to. If it exists on a decision, the
+//!   previous attempt died: its still-pending rows are resumed as exactly that batch once due
+//!   and claimable again (the host re-queued them), and nothing newer starts before; once none
+//!   of them is pending (the host gave up on them) the record is dropped.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use mailbox::outbound::is_claimable;
+use mailbox::{Ack, AckStatus, InboundKind, InboundMessage, InboundStatus, command_of};
+use serde::{Deserialize, Serialize};
+
+use crate::store::Dbs;
+
+/// The most messages one turn takes beyond the context rows that precede its first trigger.
+pub const MAX_BATCH: usize = 20;
+/// The kv key of the turn in progress.
+pub const TURN_KEY: &str = "turn";
+
+/// The kv `turn` record: which turn the claimed rows belong to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TurnRecord {
+    /// The turn key: seq of the first message of the original batch.
+    pub turn: i64,
+    pub seqs: Vec<i64>,
+}
+
+/// A claimed batch of inbound messages, ready for `run_turn`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// Turn key under which history is stored.
+    pub turn: i64,
+    /// Oldest first, never empty.
+    pub messages: Vec<InboundMessage>,
+    /// A crashed attempt of this turn left persisted steps to continue from.
+    pub resume: bool,
+}
+
+impl Batch {
+    /// `(seq, attempt)` of every message, as the verdict acks need them.
+    pub fn claims(&self) -> Vec<(i64, u32)> {
+        self.messages.iter().map(|m| (m.seq, m.attempt())).collect()
+    }
+
+    /// The message a reply answers: the last triggering one (the last one if none triggers,
+    /// which only a resumed batch can have).
+    pub fn origin(&self) -> Option<&InboundMessage> {
+        self.messages
+            .iter()
+            .rev()
+            .find(|m| m.trigger)
+            .or(self.messages.last())
+    }
+}
+
+/// What to do next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Plan {
+    /// Nothing claimable with a trigger; wait for a wake-up.
+    Idle,
+    /// A crashed turn's rows are pending but not yet due or not yet re-queued by the host; start
+    /// nothing newer (oldest first), wait.
+    WaitForResume,
+    /// Clear the conversation, answering these rows (the last is the `/clear`).
+    Clear(Vec<InboundMessage>),
+    /// Run this (already claimed) batch.
+    Turn(Batch),
+}
+
+/// The pure part of the decision, before any write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Idle,
+    WaitForResume,
+    /// The record names no pending row any more: delete it and decide again.
+    DropRecord,
+    Clear(Vec<InboundMessage>),
+    Turn {
+        turn: i64,
+        messages: Vec<InboundMessage>,
+        resume: bool,
+    },
+}
+
+/// Decides from the due rows (oldest first), their latest acks, the kv record and which of the
+/// record's seqs are still pending (due or not).
+pub fn decide(
+    due: &[InboundMessage],
+    acks: &HashMap<i64, Ack>,
+    record: Option<&TurnRecord>,
+    record_pending: &[i64],
+) -> Decision {
+    let claimable = |m: &&InboundMessage| is_claimable(m, acks.get(&m.seq));
+    if let Some(record) = record {
+        if record_pending.is_empty() {
+            return Decision::DropRecord;
+        }
+        let resumable: Vec<InboundMessage> = due
+            .iter()
+            .filter(|m| record_pending.contains(&m.seq))
+            .filter(claimable)
+            .cloned()
+            .collect();
+        if resumable.is_empty() {
+            return Decision::WaitForResume;
+        }
+        return Decision::Turn {
+            turn: record.turn,
+            messages: resumable,
+            resume: true,
+        };
+    }
+
+    let candidates: Vec<&InboundMessage> = due.iter().filter(claimable).collect();
+    let Some(first_trigger) = candidates.iter().position(|m| m.trigger) else {
+        return Decision::Idle;
+    };
+    let end = (first_trigger + 1).max(MAX_BATCH.min(candidates.len()));
+    let window = &candidates[..end];
+    if let Some(last_clear) = window.iter().rposition(|m| is_clear(m)) {
+        return Decision::Clear(window[..=last_clear].iter().map(|m| (*m).clone()).collect());
+    }
+    Decision::Turn {
+        turn: window[0].seq,
+        messages: window.iter().map(|m| (*m).clone()).collect(),
+        resume: false,
+    }
+}
+
+/// A chat message asking to clear the conversation (the host already checked the sender may).
+pub fn is_clear(m: &InboundMessage) -> bool {
+    m.kind == InboundKind::Chat && m.text().and_then(command_of).as_deref() == Some("/clear")
+}
+
+/// Decides and, for a turn, claims: `processing` acks for the batch and the kv record, in one
+/// transaction. Also returns when the next not-yet-due row becomes due.
+pub fn next(
+    dbs: &mut Dbs,
+    now: DateTime<Utc>,
+) -> Result<(Plan, Option<DateTime<Utc>>), mailbox::Error> {
+    let next_due = dbs.inbound.next_due_after(now)?;
+    let due = dbs.inbound.due(now)?;
+    let seqs: Vec<i64> = due.iter().map(|m| m.seq).collect();
+    let acks = dbs.outbound.latest_acks(&seqs)?;
+    let record = match dbs.outbound.kv(TURN_KEY)? {
+        None => None,
+        Some(text) => match serde_json::from_str::<TurnRecord>(&text) {
+            Ok(record) => Some(record),
+            Err(err) => {
+                // Only this runner writes the record; an unreadable one cannot be resumed, and
+                // the host re-queues or fails its rows on its own.
+                tracing::warn!(record = %text, error = %err, "dropping unreadable turn record");
+                drop_record(dbs)?;
+                None
+            }
+        },
+    };
+    let mut record_pending = Vec::new();
+    if let Some(record) = &record {
+        for &seq in &record.seqs {
+            if let Some(m) = dbs.inbound.get(seq)?
+                && m.status == InboundStatus::Pending
+            {
+                record_pending.push(seq);
+            }
+        }
+    }
+
+    let mut decision = decide(&due, &acks, record.as_ref(), &record_pending);
+    if decision == Decision::DropRecord {
+        tracing::info!(
+            ?record,
+            "the host settled the unfinished turn; dropping its record"
+        );
+        drop_record(dbs)?;
+        decision = decide(&due, &acks, None, &[]);
+    }
+    let plan = match decision {
+        // Without a record `decide` neither drops nor waits; idle is the safe reading.
+        Decision::Idle | Decision::DropRecord => Plan::Idle,
+        Decision::WaitForResume => Plan::WaitForResume,
+        Decision::Clear(messages) => Plan::Clear(messages),
+        Decision::Turn {
+            turn,
+            messages,
+            resume,
+        } => Plan::Turn(claim(dbs, turn, messages, resume, now)?),
+    };
+    Ok((plan, next_due))
+}
+
+fn drop_record(dbs: &mut Dbs) -> Result<(), mailbox::Error> {
+    let mut tx = dbs.outbound.transaction()?;
+    tx.delete_kv(TURN_KEY)?;
+    tx.commit()
+}
+
+fn claim(
+    dbs: &mut Dbs,
+    turn: i64,
+    messages: Vec<InboundMessage>,
+    resume: bool,
+    now: DateTime<Utc>,
+) -> Result<Batch, mailbox::Error> {
+    let record = TurnRecord {
+        turn,
+        seqs: messages.iter().map(|m| m.seq).collect(),
+    };
+    let record = serde_json::to_string(&record).map_err(|e| mailbox::Error::Malformed {
+        table: "kv",
+        detail: format!("cannot encode the turn record: {e}"),
+    })?;
+    let mut tx = dbs.outbound.transaction()?;
+    for m in &messages {
+        tx.ack(m.seq, m.attempt(), AckStatus::Processing, None, now)?;
+    }
+    tx.set_kv(TURN_KEY, &record)?;
+    tx.commit()?;
+    Ok(Batch {
+        turn,
+        messages,
+        resume,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use mailbox::Route;
+    use pretty_assertions::assert_eq;
+    use serde_json::json;
+
+    use super::*;
+
+    fn msg(seq: i64, text: &str, trigger: bool, tries: u32) -> InboundMessage {
+        InboundMessage {
+            seq,
+            id: format!("m{seq}"),
+            kind: InboundKind::Chat,
+            created_at: Utc::now(),
+            status: InboundStatus::Pending,
+            process_after: None,
+            tries,
+            trigger,
+            route: Route::new("cli", "local"),
+            sender_id: None,
+            sender_name: None,
+            content: json!({ "text": text }),
+            error: None,
+        }
+    }
+
+    fn ack(seq: i64, attempt: u32, status: AckStatus) -> (i64, Ack) {
+        (
+            seq,
+            Ack {
+                id: seq,
+                message_seq: seq,
+                attempt,
+                status,
+                error: None,
+                at: Utc::now(),
+            },
+        )
+    }
+
+    fn seqs(decision: &Decision) -> (&'static str, Vec<i64>) {
+        match decision {
+            Decision::Idle => ("idle", vec![]),
+            Decision::WaitForResume => ("wait", vec![]),
+            Decision::DropRecord => ("drop", vec![]),
+            Decision::Clear(m) => ("clear", m.iter().map(|m| m.seq).collect()),
+            Decision::Turn {
+                turn,
+                messages,
+                resume,
+            } => {
+                let mut s = vec![*turn];
+                s.extend(messages.iter().map(|m| m.seq));
+                (if *resume { "resume" } else { "turn" }, s)
+            }
+        }
+    }
+
+    #[test]
+    fn decisions() {
+        let many: Vec<InboundMessage> = (1..=25).map(|i| msg(i * 2, "x", true, 0)).collect();
+        let context_first: Vec<InboundMessage> =
+            (1..=25).map(|i| msg(i * 2, "x", i == 23, 0)).collect();
+        let record = TurnRecord {
+            turn: 2,
+            seqs: vec![2, 4],
+        };
+        type Case<'a> = (
+            &'a str,
+            Vec<InboundMessage>,
+            Vec<(i64, Ack)>,
+            Option<&'a TurnRecord>,
+            Vec<i64>,
+            (&'static str, Vec<i64>),
+        );
+        let cases: Vec<Case<'_>> = vec![
+            (
+                "nothing due",
+                vec![],
+                vec![],
+                None,
+                vec![],
+                ("idle", vec![]),
+            ),
+            (
+                "context only waits",
+                vec![msg(2, "a", false, 0), msg(4, "b", false, 0)],
+                vec![],
+                None,
+                vec![],
+                ("idle", vec![]),
+            ),
+            (
+                "context joins the trigger, oldest first",
+                vec![
+                    msg(2, "a", false, 0),
+                    msg(4, "b", true, 0),
+                    msg(6, "c", false, 0),
+                ],
+                vec![],
+                None,
+                vec![],
+                ("turn", vec![2, 2, 4, 6]),
+            ),
+            (
+                "already claimed in this attempt",
+                vec![msg(2, "a", true, 0), msg(4, "b", true, 0)],
+                vec![ack(2, 1, AckStatus::Processing)],
+                None,
+                vec![],
+                ("turn", vec![4, 4]),
+            ),
+            (
+                "stale ack of an older attempt",
+                vec![msg(2, "a", true, 1)],
+                vec![ack(2, 1, AckStatus::Processing)],
+                None,
+                vec![],
+                ("turn", vec![2, 2]),
+            ),
+            (
+                "batch cap",
+                many,
+                vec![],
+                None,
+                vec![],
+                (
+                    "turn",
+                    std::iter::once(2).chain((1..=20).map(|i| i * 2)).collect(),
+                ),
+            ),
+            (
+                "context before the first trigger is never cut",
+                context_first,
+                vec![],
+                None,
+                vec![],
+                (
+                    "turn",
+                    std::iter::once(2).chain((1..=23).map(|i| i * 2)).collect(),
+                ),
+            ),
+            (
+                "clear takes everything up to the last /clear",
+                vec![
+                    msg(2, "a", true, 0),
+                    msg(4, "/clear", true, 0),
+                    msg(6, "b", true, 0),
+                    msg(8, "/CLEAR@bot", true, 0),
+                    msg(10, "c", true, 0),
+                ],
+                vec![],
+                None,
+                vec![],
+                ("clear", vec![2, 4, 6, 8]),
+            ),
+            (
+                "/clearx is not /clear",
+                vec![msg(2, "/clearx", true, 0)],
+                vec![],
+                None,
+                vec![],
+                ("turn", vec![2, 2]),
+            ),
+            (
+                "resume exactly the record's rows",
+                vec![
+                    msg(2, "a", true, 1),
+                    msg(4, "b", true, 1),
+                    msg(6, "c", true, 0),
+                ],
+                vec![
+                    ack(2, 1, AckStatus::Processing),
+                    ack(4, 1, AckStatus::Processing),
+                ],
+                Some(&record),
+                vec![2, 4],
+                ("resume", vec![2, 2, 4]),
+            ),
+            (
+                "resume after the host failed one of them",
+                vec![msg(4, "b", true, 1), msg(6, "c", true, 0)],
+                vec![ack(4, 1, AckStatus::Processing)],
+                Some(&record),
+                vec![4],
+                ("resume", vec![2, 4]),
+            ),
+            (
+                "not yet re-queued: wait, start nothing newer",
+                vec![
+                    msg(2, "a", true, 0),
+                    msg(4, "b", true, 0),
+                    msg(6, "c", true, 0),
+                ],
+                vec![
+                    ack(2, 1, AckStatus::Processing),
+                    ack(4, 1, AckStatus::Processing),
+                ],
+                Some(&record),
+                vec![2, 4],
+                ("wait", vec![]),
+            ),
+            (
+                "re-queued but backing off: wait",
+                vec![msg(6, "c", true, 0)],
+                vec![],
+                Some(&record),
+                vec![2, 4],
+                ("wait", vec![]),
+            ),
+            (
+                "record of rows the host settled",
+                vec![msg(6, "c", true, 0)],
+                vec![],
+                Some(&record),
+                vec![],
+                ("drop", vec![]),
+            ),
+        ];
+        for (case, due, acks, record, pending, want) in cases {
+            let acks: HashMap<i64, Ack> = acks.into_iter().collect();
+            let got = decide(&due, &acks, record, &pending);
+            assert_eq!(seqs(&got), want, "{case}");
+        }
+    }
+
+    #[test]
+    fn origin_is_the_last_trigger() {
+        let batch = Batch {
+            turn: 2,
+            messages: vec![
+                msg(2, "a", true, 0),
+                msg(4, "b", true, 0),
+                msg(6, "c", false, 0),
+            ],
+            resume: false,
+        };
+        assert_eq!(batch.origin().map(|m| m.seq), Some(4));
+    }
+}

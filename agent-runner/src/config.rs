@@ -1,0 +1,300 @@
+//! The runner's configuration: every environment variable of `docs/architecture.md` ("The
+//! runner's environment"), parsed once into a typed [`Config`]. Owns names, defaults and
+//! validation; nothing else in the crate reads the environment.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono_tz::Tz;
+
+/// Variables the runner passes on to the MCP servers it starts, when set (besides the ones it
+/// derives from its own configuration).
+const INHERITED: &[&str] = &["PATH", "HOME", "LANG"];
+
+/// A variable was missing or had a value the runner cannot use. The runner exits with status 1;
+/// the host sees a runner that died before claiming anything.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A variable without a default is unset or empty.
+    #[error("{var} is not set")]
+    Missing { var: &'static str },
+    /// A variable is set to a value that does not parse or is out of range.
+    #[error("{var}={value:?} is invalid: {reason}")]
+    Invalid {
+        var: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+/// The runner's settings. Each field names its variable and default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `CLAWBOX_SESSION_ID` (default `unknown`): for logs.
+    pub session_id: String,
+    /// `CLAWBOX_AGENT_ID` (default `unknown`): for logs.
+    pub agent_id: String,
+    /// `CLAWBOX_INSTALL` (optional): the host's install id, for logs.
+    pub install: Option<String>,
+    /// `CLAWBOX_MAILBOX_DIR` (required): holds `inbound/` and `outbound/`. All paths are made
+    /// absolute against the working directory.
+    pub mailbox_dir: PathBuf,
+    /// `CLAWBOX_WORKSPACE` (default `/workspace`): the session's working directory.
+    pub workspace: PathBuf,
+    /// `CLAWBOX_AGENT_DIR` (default `/workspace/agent`): `groups/<folder>`, with `CLAUDE.md`.
+    pub agent_dir: PathBuf,
+    /// `CLAWBOX_GLOBAL_DIR` (optional): `groups/global`, read-only, may not exist.
+    pub global_dir: Option<PathBuf>,
+    /// `CLAWBOX_MODEL` (required): model name for chat completions.
+    pub model: String,
+    /// `OPENAI_BASE_URL` (default `https://api.openai.com/v1`), without a trailing slash; it
+    /// includes `/v1`.
+    pub base_url: String,
+    /// `OPENAI_API_KEY` (default empty: no `Authorization` header).
+    pub api_key: String,
+    /// `TIMEZONE` (default `UTC`): IANA zone for dates shown to the model.
+    pub timezone: Tz,
+    /// `ASSISTANT_NAME` (default `Andy`).
+    pub assistant_name: String,
+    /// `CLAWBOX_IDLE_TIMEOUT_MS` (default 300000): exit after this long with nothing to do.
+    pub idle_timeout: Duration,
+    /// `CLAWBOX_HEARTBEAT_MS` (default 2000): heartbeat period.
+    pub heartbeat: Duration,
+    /// `CLAWBOX_MAX_STEPS` (default 20, at least 1): model requests per turn.
+    pub max_steps: u32,
+    /// `CLAWBOX_MODEL_TIMEOUT_MS` (default 120000): one model request, start to full body.
+    pub model_timeout: Duration,
+    /// `CLAWBOX_MODEL_RETRIES` (default 3): retries after the first failed model request.
+    pub model_retries: u32,
+    /// `CLAWBOX_MODEL_BACKOFF_MS` (default 500): first retry delay, doubled per retry.
+    pub model_backoff: Duration,
+    /// `CLAWBOX_TOOL_TIMEOUT_MS` (default 600000): one MCP tool call.
+    pub tool_timeout: Duration,
+    /// `CLAWBOX_MCP_TOOLS_BIN` (default `mcp-tools` next to the running executable). Set to the
+    /// empty string to run without the built-in tools (debugging, tests of the bare loop).
+    pub mcp_tools_bin: Option<PathBuf>,
+    /// `PATH`, `HOME`, `LANG` as the runner received them, passed on to MCP servers.
+    pub inherited_env: Vec<(String, String)>,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Builds the configuration from any variable source (tests pass a map).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        // An empty value counts as unset: `FOO=` in an env file means "no value".
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let required = |var: &'static str| get(var).ok_or(ConfigError::Missing { var });
+        // Absolute, because the paths are handed to MCP servers that run in another directory.
+        let absolute = |var: &'static str, value: String| {
+            std::path::absolute(&value).map_err(|e| ConfigError::Invalid {
+                var,
+                value,
+                reason: e.to_string(),
+            })
+        };
+        let path_or = |var: &'static str, default: &str| {
+            absolute(var, get(var).unwrap_or_else(|| default.to_owned()))
+        };
+
+        let timezone = match get("TIMEZONE") {
+            None => Tz::UTC,
+            Some(value) => value
+                .trim()
+                .parse::<Tz>()
+                .map_err(|e| ConfigError::Invalid {
+                    var: "TIMEZONE",
+                    value,
+                    reason: format!("not an IANA time zone ({e})"),
+                })?,
+        };
+        let mcp_tools_bin = match lookup("CLAWBOX_MCP_TOOLS_BIN") {
+            Some(value) if value.trim().is_empty() => None,
+            Some(value) => Some(PathBuf::from(value)),
+            None => Some(default_mcp_tools_bin()),
+        };
+        let base_url = get("OPENAI_BASE_URL")
+            .unwrap_or_else(|| "https://api.openai.com/v1".to_owned())
+            .trim()
+            .trim_end_matches('/')
+            .to_owned();
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            return Err(ConfigError::Invalid {
+                var: "OPENAI_BASE_URL",
+                value: base_url,
+                reason: "must start with http:// or https://".to_owned(),
+            });
+        }
+
+        Ok(Config {
+            session_id: get("CLAWBOX_SESSION_ID").unwrap_or_else(|| "unknown".to_owned()),
+            agent_id: get("CLAWBOX_AGENT_ID").unwrap_or_else(|| "unknown".to_owned()),
+            install: get("CLAWBOX_INSTALL"),
+            mailbox_dir: absolute("CLAWBOX_MAILBOX_DIR", required("CLAWBOX_MAILBOX_DIR")?)?,
+            workspace: path_or("CLAWBOX_WORKSPACE", "/workspace")?,
+            agent_dir: path_or("CLAWBOX_AGENT_DIR", "/workspace/agent")?,
+            global_dir: get("CLAWBOX_GLOBAL_DIR")
+                .map(|dir| absolute("CLAWBOX_GLOBAL_DIR", dir))
+                .transpose()?,
+            model: required("CLAWBOX_MODEL")?,
+            base_url,
+            api_key: get("OPENAI_API_KEY").unwrap_or_default(),
+            timezone,
+            assistant_name: get("ASSISTANT_NAME").unwrap_or_else(|| "Andy".to_owned()),
+            idle_timeout: millis(&get, "CLAWBOX_IDLE_TIMEOUT_MS", 300_000)?,
+            heartbeat: millis(&get, "CLAWBOX_HEARTBEAT_MS", 2_000)?,
+            max_steps: number(&get, "CLAWBOX_MAX_STEPS", 20, /*min*/ 1)?,
+            model_timeout: millis(&get, "CLAWBOX_MODEL_TIMEOUT_MS", 120_000)?,
+            model_retries: number(&get, "CLAWBOX_MODEL_RETRIES", 3, /*min*/ 0)?,
+            model_backoff: millis(&get, "CLAWBOX_MODEL_BACKOFF_MS", 500)?,
+            tool_timeout: millis(&get, "CLAWBOX_TOOL_TIMEOUT_MS", 600_000)?,
+            mcp_tools_bin,
+            inherited_env: INHERITED
+                .iter()
+                .filter_map(|name| lookup(name).map(|v| ((*name).to_owned(), v)))
+                .collect(),
+        })
+    }
+
+    /// The session's mailbox paths as seen by this process.
+    pub fn session_paths(&self) -> mailbox::SessionPaths {
+        mailbox::SessionPaths::from_root(&self.mailbox_dir).with_workspace(self.workspace.clone())
+    }
+}
+
+/// `mcp-tools` in the directory of the running executable; plain `mcp-tools` (looked up on
+/// `PATH`) when that directory is unknown.
+fn default_mcp_tools_bin() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("mcp-tools")))
+        .unwrap_or_else(|| Path::new("mcp-tools").to_path_buf())
+}
+
+/// A positive number of milliseconds.
+fn millis(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: u64,
+) -> Result<Duration, ConfigError> {
+    number::<u64>(get, var, default, /*min*/ 1).map(Duration::from_millis)
+}
+
+fn number<T>(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: T,
+    min: T,
+) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+    T::Err: std::fmt::Display,
+{
+    let Some(value) = get(var) else {
+        return Ok(default);
+    };
+    let n = value
+        .trim()
+        .parse::<T>()
+        .map_err(|e| ConfigError::Invalid {
+            var,
+            value: value.clone(),
+            reason: e.to_string(),
+        })?;
+    if n < min {
+        return Err(ConfigError::Invalid {
+            var,
+            value,
+            reason: format!("must be at least {min}"),
+        });
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::collections::HashMap;
+
+    use pretty_assertions::assert_eq;
+
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    const MINIMAL: &[(&str, &str)] = &[
+        ("CLAWBOX_MAILBOX_DIR", "/mailbox"),
+        ("CLAWBOX_MODEL", "gpt-test"),
+    ];
+
+    #[test]
+    fn defaults() {
+        let c = config(MINIMAL).unwrap();
+        assert_eq!(c.idle_timeout, Duration::from_millis(300_000));
+        assert_eq!(c.heartbeat, Duration::from_millis(2_000));
+        assert_eq!(c.max_steps, 20);
+        assert_eq!(c.model_timeout, Duration::from_millis(120_000));
+        assert_eq!(c.model_retries, 3);
+        assert_eq!(c.model_backoff, Duration::from_millis(500));
+        assert_eq!(c.tool_timeout, Duration::from_millis(600_000));
+        assert_eq!(c.timezone, Tz::UTC);
+        assert_eq!(c.assistant_name, "Andy");
+        assert_eq!(c.base_url, "https://api.openai.com/v1");
+        assert_eq!(c.workspace, PathBuf::from("/workspace"));
+        assert_eq!(c.agent_dir, PathBuf::from("/workspace/agent"));
+        assert_eq!(c.global_dir, None);
+        assert!(
+            c.mcp_tools_bin
+                .as_ref()
+                .is_some_and(|p| p.ends_with("mcp-tools"))
+        );
+    }
+
+    #[test]
+    fn values_are_parsed() {
+        let mut vars = MINIMAL.to_vec();
+        vars.extend([
+            ("TIMEZONE", "Europe/Berlin"),
+            ("OPENAI_BASE_URL", "http://127.0.0.1:9/v1/"),
+            ("CLAWBOX_MODEL_RETRIES", "0"),
+            ("CLAWBOX_MAX_STEPS", " 5 "),
+            ("CLAWBOX_MCP_TOOLS_BIN", ""),
+        ]);
+        let c = config(&vars).unwrap();
+        assert_eq!(c.timezone, chrono_tz::Europe::Berlin);
+        assert_eq!(c.base_url, "http://127.0.0.1:9/v1");
+        assert_eq!(c.model_retries, 0);
+        assert_eq!(c.max_steps, 5);
+        assert_eq!(c.mcp_tools_bin, None);
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        let table = [
+            ("TIMEZONE", "Mars/Olympus"),
+            ("CLAWBOX_IDLE_TIMEOUT_MS", "soon"),
+            ("CLAWBOX_HEARTBEAT_MS", "0"),
+            ("CLAWBOX_MAX_STEPS", "0"),
+            ("CLAWBOX_MODEL_RETRIES", "-1"),
+            ("OPENAI_BASE_URL", "api.openai.com"),
+        ];
+        for (var, value) in table {
+            let mut vars = MINIMAL.to_vec();
+            vars.push((var, value));
+            let err = config(&vars).unwrap_err();
+            assert!(err.to_string().starts_with(var), "{var}: {err}");
+        }
+        let err = config(&[("CLAWBOX_MODEL", "m")]).unwrap_err();
+        assert_eq!(err.to_string(), "CLAWBOX_MAILBOX_DIR is not set");
+    }
+}

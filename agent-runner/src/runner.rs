@@ -1,0 +1,258 @@
+//! The runner's main loop: opens the mailbox, starts the MCP servers, keeps the heartbeat, waits
+//! for work (inotify on `inbound/`, a slow fallback poll, a timer for the next scheduled row),
+//! runs turns one at a time, and exits after `CLAWBOX_IDLE_TIMEOUT_MS` without work or on
+//! shutdown. Decisions about what to claim are `claim.rs`'s; a turn is `turn.rs`'s.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use mailbox::layout::INBOUND_DB;
+use notify::event::ModifyKind;
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::activity::ActivityLog;
+use crate::claim::{self, Plan};
+use crate::config::Config;
+use crate::mcp::{self, McpError, McpManager};
+use crate::model::{ModelClient, ModelSettings};
+use crate::store::{Store, StoreError};
+use crate::turn::{TurnEnv, TurnError, clear_conversation, run_turn};
+
+/// The safety-net poll for missed file notifications.
+const FALLBACK_POLL: Duration = Duration::from_secs(5);
+/// The poll when file notifications are unavailable (inotify limits).
+const POLL_WITHOUT_WATCHER: Duration = Duration::from_secs(1);
+/// Slack after a row's `process_after`, so the row is due when we look.
+const DUE_SLACK: Duration = Duration::from_millis(5);
+
+/// Why the runner stopped early. `main` logs it and exits with status 1; the host re-queues
+/// any claim and starts a new runner on the next message.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The mailbox could not be opened, read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The built-in MCP server did not start.
+    #[error(transparent)]
+    Mcp(#[from] McpError),
+    /// The HTTP client could not be built (TLS setup).
+    #[error("cannot build the model client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// Runs until idle for `config.idle_timeout`, or until `shutdown` is cancelled (SIGTERM/SIGINT):
+/// then the current step's writes finish, the MCP servers are stopped and it returns `Ok`.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    let config = Arc::new(config);
+    let span = tracing::info_span!(
+        "runner",
+        session_id = %config.session_id,
+        agent_id = %config.agent_id
+    );
+    run_inner(config, shutdown).instrument(span).await
+}
+
+async fn run_inner(config: Arc<Config>, shutdown: CancellationToken) -> Result<(), RunError> {
+    let paths = config.session_paths();
+    tracing::info!(
+        pid = std::process::id(),
+        install = config.install.as_deref().unwrap_or(""),
+        mailbox = %config.mailbox_dir.display(),
+        model = %config.model,
+        "agent-runner starting"
+    );
+
+    // The heartbeat runs from the first moment to the last, also while MCP servers start.
+    let heartbeat_stop = CancellationToken::new();
+    let heartbeat = tokio::spawn(beat(
+        paths.heartbeat(),
+        config.heartbeat,
+        heartbeat_stop.clone(),
+    ));
+
+    let result = serve(&config, &paths, &shutdown).await;
+
+    heartbeat_stop.cancel();
+    if let Err(err) = heartbeat.await {
+        tracing::warn!(error = %err, "heartbeat task failed");
+    }
+    match &result {
+        Ok(()) => tracing::info!("agent-runner stopped"),
+        Err(err) => tracing::error!(error = %err, "agent-runner failed"),
+    }
+    result
+}
+
+async fn serve(
+    config: &Arc<Config>,
+    paths: &mailbox::SessionPaths,
+    shutdown: &CancellationToken,
+) -> Result<(), RunError> {
+    let store = Store::open(paths.clone()).await?;
+    let activity = ActivityLog::new(store.clone());
+    activity.starting().await?;
+
+    let model = ModelClient::new(ModelSettings {
+        base_url: config.base_url.clone(),
+        api_key: config.api_key.clone(),
+        model: config.model.clone(),
+        timeout: config.model_timeout,
+        retries: config.model_retries,
+        backoff: config.model_backoff,
+    })?;
+    let specs: Vec<mcp::ServerSpec> = mcp::builtin_server(config).into_iter().collect();
+    let mcp = tokio::select! {
+        () = shutdown.cancelled() => return Ok(()),
+        started = McpManager::start(specs, config.tool_timeout) => started?,
+    };
+    tracing::info!(tools = mcp.tools().len(), "tools ready");
+
+    let wake = Arc::new(Notify::new());
+    let watcher = watch_inbound(&paths.inbound_dir, Arc::clone(&wake));
+    let poll = if watcher.is_some() {
+        FALLBACK_POLL
+    } else {
+        POLL_WITHOUT_WATCHER
+    };
+
+    let env = TurnEnv {
+        config,
+        store: &store,
+        model: &model,
+        mcp: &mcp,
+        activity: &activity,
+    };
+    let result = work_loop(&env, &wake, poll, shutdown).await;
+    drop(watcher);
+    mcp.shutdown().await;
+    result
+}
+
+/// Claims and runs work until idle or shutdown.
+async fn work_loop(
+    env: &TurnEnv<'_>,
+    wake: &Notify,
+    poll: Duration,
+    shutdown: &CancellationToken,
+) -> Result<(), RunError> {
+    env.activity.idle().await?;
+    let mut last_work = Instant::now();
+    loop {
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        let (plan, next_due) = env.store.run(|dbs| claim::next(dbs, Utc::now())).await?;
+        match plan {
+            Plan::Turn(batch) => {
+                let span = tracing::info_span!(
+                    "turn",
+                    turn = batch.turn,
+                    messages = batch.messages.len(),
+                    resume = batch.resume
+                );
+                // Cancelled with the runner; a child token so a turn-level cancel never stops
+                // the runner.
+                let cancel = shutdown.child_token();
+                match run_turn(env, &batch, &cancel).instrument(span).await {
+                    Ok(_) => {}
+                    Err(TurnError::Cancelled) => {
+                        tracing::info!(turn = batch.turn, "turn interrupted by shutdown");
+                        return Ok(());
+                    }
+                    Err(TurnError::Store(err)) => return Err(err.into()),
+                }
+                env.activity.idle().await?;
+                last_work = Instant::now();
+                continue;
+            }
+            Plan::Clear(messages) => {
+                clear_conversation(env.store, messages).await?;
+                last_work = Instant::now();
+                continue;
+            }
+            Plan::Idle | Plan::WaitForResume => {}
+        }
+
+        let idle_deadline = last_work + env.config.idle_timeout;
+        if Instant::now() >= idle_deadline {
+            tracing::info!(
+                idle_ms = env.config.idle_timeout.as_millis() as u64,
+                "nothing to do; exiting"
+            );
+            return Ok(());
+        }
+        let due_in = next_due.map(|at| (at - Utc::now()).to_std().unwrap_or_default() + DUE_SLACK);
+        let woken_by = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = wake.notified() => "inbound changed",
+            () = tokio::time::sleep(poll) => "poll",
+            () = tokio::time::sleep(due_in.unwrap_or(poll)), if due_in.is_some() => "row due",
+            () = tokio::time::sleep_until(idle_deadline) => "idle check",
+        };
+        tracing::trace!(woken_by, "wake-up");
+    }
+}
+
+/// Touches the heartbeat file every `period` until `stop`.
+async fn beat(path: std::path::PathBuf, period: Duration, stop: CancellationToken) {
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let file = path.clone();
+        match tokio::task::spawn_blocking(move || mailbox::heartbeat::touch(&file)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "heartbeat failed"),
+            Err(err) => tracing::warn!(error = %err, "heartbeat task failed"),
+        }
+    }
+}
+
+/// A write by the host. Our own reads of `inbound.db` cause open events and (atime) metadata
+/// events; reacting to those would wake the loop with every read it makes.
+fn is_change(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Create(_) | EventKind::Remove(_) => true,
+        EventKind::Modify(modify) => !matches!(modify, ModifyKind::Metadata(_)),
+        EventKind::Any | EventKind::Access(_) | EventKind::Other => false,
+    }
+}
+
+/// Wakes the loop on changes of `inbound.db` (or its rollback journal). `None` when inotify is
+/// unavailable; the loop then polls faster.
+fn watch_inbound(dir: &Path, wake: Arc<Notify>) -> Option<RecommendedWatcher> {
+    let journal = format!("{INBOUND_DB}-journal");
+    let handler = move |event: notify::Result<notify::Event>| match event {
+        Ok(event) => {
+            let ours = event.paths.iter().any(|p| {
+                p.file_name()
+                    .is_some_and(|name| name == INBOUND_DB || name == journal.as_str())
+            });
+            if ours && is_change(&event.kind) {
+                wake.notify_one();
+            }
+        }
+        Err(err) => tracing::warn!(error = %err, "file watch error"),
+    };
+    let mut watcher = match notify::recommended_watcher(handler) {
+        Ok(watcher) => watcher,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot watch the inbound directory; polling");
+            return None;
+        }
+    };
+    if let Err(err) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+        tracing::warn!(dir = %dir.display(), error = %err, "cannot watch the inbound directory; polling");
+        return None;
+    }
+    Some(watcher)
+}

@@ -1,0 +1,571 @@
+//! The ReAct loop for one claimed batch: a **turn** is one batch, a **step** one model request,
+//! a **call** one tool call. Owns the conversation as sent to the model, the persistence of each
+//! step, and the turn's verdict (reply + history + acks in one transaction). What to claim is
+//! `claim.rs`'s business; talking HTTP and MCP is `model.rs`'s and `mcp.rs`'s.
+//!
+//! Invariants:
+//! - Every tool call gets exactly one tool result, in call order: also an unknown tool,
+//!   malformed arguments (`invalid arguments: …`), a timeout, a server error, cancellation.
+//! - After every step with tool calls, the turn's user message (first step only), the assistant
+//!   message and all its results are appended to history in one transaction, so a
+//!   tool-call/result pair is never split and a crashed attempt can resume from there.
+//! - The end of a turn is one transaction: the reply row (if the final text is not empty), the
+//!   final assistant message, `completed` acks and the deletion of the kv `turn` record. A model
+//!   failure is one transaction too: the user message (kept so nothing the user said is lost),
+//!   `failed` acks with the readable reason, the record deleted.
+//! - Reaching `CLAWBOX_MAX_STEPS` is not a failure: the work so far is kept and the turn
+//!   completes with a reply saying that the agent stopped and how to let it continue.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::future::join_all;
+use mailbox::{AckStatus, Destination, InboundMessage, NewOutbound, OutboundKind};
+use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::activity::ActivityLog;
+use crate::claim::{Batch, TURN_KEY};
+use crate::config::Config;
+use crate::mcp::{McpManager, ToolOutput};
+use crate::model::{ModelCall, ModelClient, ModelError};
+use crate::prompt::{PromptContext, PromptFiles, format_batch, read_prompt_files, system_prompt};
+use crate::store::{Store, StoreError};
+
+/// The reply to `/clear`.
+pub const CLEARED: &str = "Conversation cleared.";
+
+/// What a turn needs from the runner.
+pub struct TurnEnv<'a> {
+    pub config: &'a Config,
+    pub store: &'a Store,
+    pub model: &'a ModelClient,
+    pub mcp: &'a McpManager,
+    pub activity: &'a ActivityLog,
+}
+
+/// How a turn ended (both are verdicts already written to the mailbox).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TurnEnd {
+    /// Answered; `reply_seq` is the reply row, `None` when the final text was empty.
+    Completed { reply_seq: Option<i64>, steps: u32 },
+    /// The model failed for good; the batch was acked `failed` with this reason.
+    Failed { reason: String },
+}
+
+/// A turn stopped without a verdict.
+#[derive(Debug, thiserror::Error)]
+pub enum TurnError {
+    /// The mailbox could not be read or written. The runner exits; the host re-queues the
+    /// claim and a new runner resumes from the last persisted step.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The runner is shutting down. Finished steps are persisted (a step interrupted during its
+    /// tool calls is persisted with "cancelled" results); the kv record stays, so the host
+    /// re-queues the claim and the next runner resumes.
+    #[error("the turn was cancelled")]
+    Cancelled,
+}
+
+/// Runs one turn to its verdict.
+pub async fn run_turn(
+    env: &TurnEnv<'_>,
+    batch: &Batch,
+    cancel: &CancellationToken,
+) -> Result<TurnEnd, TurnError> {
+    let turn = batch.turn;
+    let Some(origin) = batch.origin().cloned() else {
+        // `claim` never builds an empty batch; nothing to answer if it did.
+        return Ok(TurnEnd::Completed {
+            reply_seq: None,
+            steps: 0,
+        });
+    };
+    let Start {
+        mut conversation,
+        mut pending_user,
+        steps_done,
+        destinations,
+    } = start(env, batch).await?;
+
+    let files = prompt_files(env.config).await;
+    let system = system_prompt(
+        &files,
+        &PromptContext {
+            now: Utc::now(),
+            timezone: env.config.timezone,
+            assistant_name: &env.config.assistant_name,
+            channel: Some(&origin.route.channel_type),
+            destinations: &destinations,
+        },
+    );
+    let system = json!({ "role": "system", "content": system });
+
+    let max_steps = env.config.max_steps;
+    let mut step = steps_done;
+    while step < max_steps {
+        step += 1;
+        if cancel.is_cancelled() {
+            return Err(TurnError::Cancelled);
+        }
+        let span = tracing::info_span!("step", step);
+        env.activity.model(step).await?;
+        let mut request = Vec::with_capacity(conversation.len() + 2);
+        request.push(system.clone());
+        request.extend(conversation.iter().cloned());
+        request.extend(pending_user.iter().cloned());
+        let reply = match env
+            .model
+            .complete(&request, env.mcp.tools(), cancel)
+            .instrument(span.clone())
+            .await
+        {
+            Ok(reply) => reply,
+            Err(ModelError::Cancelled) => return Err(TurnError::Cancelled),
+            Err(err) => {
+                tracing::warn!(parent: &span, error = %err, "model failed; failing the turn");
+                return fail(env, batch, pending_user, err.user_message()).await;
+            }
+        };
+        tracing::info!(
+            parent: &span,
+            finish_reason = reply.finish_reason.as_deref().unwrap_or(""),
+            tool_calls = reply.tool_calls.len(),
+            prompt_tokens = reply.usage.prompt_tokens,
+            completion_tokens = reply.usage.completion_tokens,
+            "model replied"
+        );
+        let mut reply = reply;
+        if reply.tool_calls.is_empty() {
+            let final_message = reply.to_message();
+            let text = reply.content.take().filter(|t| !t.trim().is_empty());
+            return finish(env, batch, &origin, pending_user, text, final_message, step).await;
+        }
+        unique_call_ids(&mut reply.tool_calls);
+        let assistant = reply.to_message();
+        let results = run_calls(env, &reply.tool_calls, step, cancel)
+            .instrument(span)
+            .await?;
+
+        let mut step_messages = Vec::with_capacity(results.len() + 2);
+        step_messages.extend(pending_user.take());
+        step_messages.push(assistant);
+        step_messages.extend(results);
+        let persisted = step_messages.clone();
+        env.store
+            .run(move |dbs| {
+                let mut tx = dbs.outbound.transaction()?;
+                tx.append_history(turn, &persisted)?;
+                tx.commit()
+            })
+            .await?;
+        conversation.extend(step_messages);
+        if cancel.is_cancelled() {
+            return Err(TurnError::Cancelled);
+        }
+    }
+
+    tracing::warn!(turn, max_steps, "step limit reached; ending the turn");
+    let text = format!(
+        "I stopped after {max_steps} steps without finishing. Send me a message if you want me \
+         to continue."
+    );
+    let final_message = json!({ "role": "assistant", "content": text });
+    finish(
+        env,
+        batch,
+        &origin,
+        pending_user,
+        Some(text),
+        final_message,
+        step,
+    )
+    .await
+}
+
+/// Where a turn starts: the conversation so far, the user message still to persist (`None` when
+/// a resumed turn already has it), and the steps a crashed attempt completed.
+struct Start {
+    conversation: Vec<Value>,
+    pending_user: Option<Value>,
+    steps_done: u32,
+    destinations: Vec<Destination>,
+}
+
+/// Loads the conversation. A resumed turn continues from its persisted steps if they are whole;
+/// anything else this turn wrote before is discarded and the turn starts over.
+async fn start(env: &TurnEnv<'_>, batch: &Batch) -> Result<Start, TurnError> {
+    let turn = batch.turn;
+    let (history, destinations) = env
+        .store
+        .run(|dbs| Ok((dbs.outbound.history()?, dbs.inbound.destinations()?)))
+        .await?;
+    let own: Vec<&Value> = history
+        .iter()
+        .filter(|e| e.turn == turn)
+        .map(|e| &e.message)
+        .collect();
+    let continue_own = batch.resume && !own.is_empty() && resumable(&own);
+    let steps_done = if continue_own {
+        own.iter().filter(|m| m["role"] == "assistant").count() as u32
+    } else {
+        0
+    };
+    if continue_own {
+        tracing::info!(
+            turn,
+            steps_done,
+            "resuming the turn from its persisted steps"
+        );
+    } else if !own.is_empty() {
+        tracing::warn!(
+            turn,
+            entries = own.len(),
+            "discarding incomplete steps of this turn"
+        );
+        env.store
+            .run(move |dbs| {
+                let mut tx = dbs.outbound.transaction()?;
+                tx.discard_turn(turn)?;
+                tx.commit()
+            })
+            .await?;
+    }
+    let conversation = history
+        .into_iter()
+        .filter(|e| continue_own || e.turn != turn)
+        .map(|e| e.message)
+        .collect();
+    let pending_user = (!continue_own).then(|| {
+        json!({
+            "role": "user",
+            "content": format_batch(&batch.messages, env.config.timezone),
+        })
+    });
+    Ok(Start {
+        conversation,
+        pending_user,
+        steps_done,
+        destinations,
+    })
+}
+
+/// Whether a crashed attempt's persisted entries can be continued: they start with the user
+/// message and every tool call has its result.
+pub fn resumable(own: &[&Value]) -> bool {
+    let Some(first) = own.first() else {
+        return false;
+    };
+    if first["role"] != "user" {
+        return false;
+    }
+    let mut waiting: Vec<&str> = Vec::new();
+    for message in own {
+        match message["role"].as_str() {
+            Some("tool") => {
+                let id = message["tool_call_id"].as_str().unwrap_or_default();
+                let Some(at) = waiting.iter().position(|w| *w == id) else {
+                    return false;
+                };
+                waiting.remove(at);
+            }
+            _ if !waiting.is_empty() => return false,
+            Some("assistant") => {
+                if let Some(calls) = message["tool_calls"].as_array() {
+                    waiting.extend(calls.iter().filter_map(|c| c["id"].as_str()));
+                }
+            }
+            _ => {}
+        }
+    }
+    waiting.is_empty()
+}
+
+/// Some servers repeat an id across the calls of one message; results must be told apart.
+fn unique_call_ids(calls: &mut [ModelCall]) {
+    let mut seen = HashSet::new();
+    for (i, call) in calls.iter_mut().enumerate() {
+        if !seen.insert(call.id.clone()) {
+            call.id = format!("{}_{i}", call.id);
+            seen.insert(call.id.clone());
+        }
+    }
+}
+
+async fn prompt_files(config: &Config) -> PromptFiles {
+    let agent_dir = config.agent_dir.clone();
+    let global_dir = config.global_dir.clone();
+    match tokio::task::spawn_blocking(move || read_prompt_files(&agent_dir, global_dir.as_deref()))
+        .await
+    {
+        Ok(files) => files,
+        Err(err) => {
+            // Only a panic in the reader gets here; answer without the files rather than not.
+            tracing::error!(error = %err, "reading the prompt files failed");
+            PromptFiles::default()
+        }
+    }
+}
+
+/// How one call will run, decided before any runs.
+enum Prepared {
+    Run {
+        arguments: Map<String, Value>,
+        timeout: Duration,
+    },
+    Answered(ToolOutput),
+}
+
+/// Parses a call's arguments: a JSON object; empty text or `null` mean no arguments; a JSON
+/// string holding an object (double-encoded by some models) is unwrapped.
+pub fn parse_arguments(text: &str) -> Result<Map<String, Value>, String> {
+    if text.trim().is_empty() {
+        return Ok(Map::new());
+    }
+    let value: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    match value {
+        Value::Object(map) => Ok(map),
+        Value::Null => Ok(Map::new()),
+        Value::String(inner) => match serde_json::from_str::<Value>(&inner) {
+            Ok(Value::Object(map)) => Ok(map),
+            _ => Err("expected a JSON object, got a string".to_owned()),
+        },
+        Value::Array(_) => Err("expected a JSON object, got an array".to_owned()),
+        Value::Bool(_) | Value::Number(_) => Err(format!("expected a JSON object, got {value}")),
+    }
+}
+
+/// Runs a step's calls concurrently; returns one `tool` message per call, in call order.
+async fn run_calls(
+    env: &TurnEnv<'_>,
+    calls: &[ModelCall],
+    step: u32,
+    cancel: &CancellationToken,
+) -> Result<Vec<Value>, TurnError> {
+    let prepared: Vec<Prepared> = calls
+        .iter()
+        .map(|call| {
+            if !env.mcp.has_tool(&call.name) {
+                return Prepared::Answered(env.mcp.unknown_tool(&call.name));
+            }
+            match parse_arguments(&call.arguments) {
+                Ok(arguments) => Prepared::Run {
+                    timeout: env.mcp.call_timeout(&arguments),
+                    arguments,
+                },
+                Err(reason) => {
+                    Prepared::Answered(ToolOutput::error(format!("invalid arguments: {reason}")))
+                }
+            }
+        })
+        .collect();
+    let longest = prepared
+        .iter()
+        .filter_map(|p| match p {
+            Prepared::Run { timeout, .. } => Some(*timeout),
+            Prepared::Answered(_) => None,
+        })
+        .max()
+        .unwrap_or_default();
+    let names = calls
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    env.activity.tools(step, names, longest).await?;
+
+    let runs = calls.iter().zip(prepared).map(|(call, prepared)| {
+        let span = tracing::info_span!("call", call_id = %call.id, tool = %call.name);
+        async move {
+            let output = match prepared {
+                Prepared::Answered(output) => output,
+                Prepared::Run { arguments, timeout } => {
+                    env.mcp.call(&call.name, arguments, timeout, cancel).await
+                }
+            };
+            if output.is_error {
+                tracing::info!(result = %output.text, "tool call failed");
+            } else {
+                tracing::debug!(chars = output.text.len(), "tool call done");
+            }
+            json!({ "role": "tool", "tool_call_id": call.id, "content": output.text })
+        }
+        .instrument(span)
+    });
+    Ok(join_all(runs).await)
+}
+
+/// Ends the turn with its answer: one transaction for reply, history, acks and the record.
+async fn finish(
+    env: &TurnEnv<'_>,
+    batch: &Batch,
+    origin: &InboundMessage,
+    pending_user: Option<Value>,
+    text: Option<String>,
+    final_message: Value,
+    steps: u32,
+) -> Result<TurnEnd, TurnError> {
+    let turn = batch.turn;
+    let acks = batch.claims();
+    let mut messages: Vec<Value> = pending_user.into_iter().collect();
+    // An empty final answer is not stored: several OpenAI-compatible servers reject an assistant
+    // message with neither text nor tool calls. (The model often ends empty after replying
+    // with send_message.)
+    let reply = text.map(|text| {
+        messages.push(final_message);
+        NewOutbound {
+            id: format!("reply-{turn}-{:016x}", rand::random::<u64>()),
+            kind: OutboundKind::Chat,
+            in_reply_to: Some(origin.seq),
+            route: origin.route.clone(),
+            content: json!({ "text": text }),
+        }
+    });
+    let reply_seq = env
+        .store
+        .run(move |dbs| {
+            let now = Utc::now();
+            let mut tx = dbs.outbound.transaction()?;
+            tx.append_history(turn, &messages)?;
+            let reply_seq = match &reply {
+                Some(reply) => Some(tx.insert_message(reply, now)?),
+                None => None,
+            };
+            for (seq, attempt) in acks {
+                tx.ack(seq, attempt, AckStatus::Completed, None, now)?;
+            }
+            tx.delete_kv(TURN_KEY)?;
+            tx.commit()?;
+            Ok(reply_seq)
+        })
+        .await?;
+    tracing::info!(turn, steps, reply_seq, "turn completed");
+    Ok(TurnEnd::Completed { reply_seq, steps })
+}
+
+/// Ends the turn with a failure the host reports to the user.
+async fn fail(
+    env: &TurnEnv<'_>,
+    batch: &Batch,
+    pending_user: Option<Value>,
+    reason: String,
+) -> Result<TurnEnd, TurnError> {
+    let turn = batch.turn;
+    let acks = batch.claims();
+    let error = reason.clone();
+    env.store
+        .run(move |dbs| {
+            let now = Utc::now();
+            let mut tx = dbs.outbound.transaction()?;
+            if let Some(user) = pending_user {
+                tx.append_history(turn, &[user])?;
+            }
+            for (seq, attempt) in acks {
+                tx.ack(seq, attempt, AckStatus::Failed, Some(&error), now)?;
+            }
+            tx.delete_kv(TURN_KEY)?;
+            tx.commit()
+        })
+        .await?;
+    tracing::warn!(turn, reason = %reason, "turn failed");
+    Ok(TurnEnd::Failed { reason })
+}
+
+/// `/clear`: starts a new conversation and answers `messages` (the last is the `/clear`; the
+/// ones before it belong to the cleared conversation) in one transaction. Returns the reply's
+/// seq.
+pub async fn clear_conversation(
+    store: &Store,
+    messages: Vec<InboundMessage>,
+) -> Result<Option<i64>, StoreError> {
+    let Some(clear) = messages.last().cloned() else {
+        return Ok(None);
+    };
+    let reply = NewOutbound {
+        id: format!("clear-{}-{:016x}", clear.seq, rand::random::<u64>()),
+        kind: OutboundKind::Chat,
+        in_reply_to: Some(clear.seq),
+        route: clear.route.clone(),
+        content: json!({ "text": CLEARED }),
+    };
+    let seq = store
+        .run(move |dbs| {
+            let now = Utc::now();
+            let mut tx = dbs.outbound.transaction()?;
+            tx.clear_history()?;
+            let seq = tx.insert_message(&reply, now)?;
+            for m in &messages {
+                tx.ack(m.seq, m.attempt(), AckStatus::Completed, None, now)?;
+            }
+            tx.commit()?;
+            Ok(seq)
+        })
+        .await?;
+    tracing::info!(clear = clear.seq, reply_seq = seq, "conversation cleared");
+    Ok(Some(seq))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use pretty_assertions::assert_eq;
+
+    use super::*;
+
+    #[test]
+    fn arguments() {
+        let ok = |text: &str| Value::Object(parse_arguments(text).unwrap());
+        assert_eq!(ok(r#"{"path": "a"}"#), json!({ "path": "a" }));
+        assert_eq!(ok(""), json!({}));
+        assert_eq!(ok("null"), json!({}));
+        assert_eq!(ok(r#""{\"path\": \"a\"}""#), json!({ "path": "a" }));
+        let table = [
+            (r#"{"path": "a""#, "EOF while parsing"),
+            ("[1]", "expected a JSON object, got an array"),
+            ("42", "expected a JSON object, got 42"),
+            (r#""hello""#, "expected a JSON object, got a string"),
+        ];
+        for (text, want) in table {
+            let err = parse_arguments(text).unwrap_err();
+            assert!(err.contains(want), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn resumable_entries() {
+        let user = json!({ "role": "user", "content": "hi" });
+        let asks = json!({ "role": "assistant", "content": null, "tool_calls": [
+            { "id": "a", "type": "function", "function": { "name": "f", "arguments": "{}" } },
+            { "id": "b", "type": "function", "function": { "name": "f", "arguments": "{}" } },
+        ]});
+        let ra = json!({ "role": "tool", "tool_call_id": "a", "content": "ok" });
+        let rb = json!({ "role": "tool", "tool_call_id": "b", "content": "ok" });
+        let table: [(&str, Vec<&Value>, bool); 6] = [
+            ("empty", vec![], false),
+            ("user only", vec![&user], true),
+            ("whole step", vec![&user, &asks, &ra, &rb], true),
+            ("missing result", vec![&user, &asks, &ra], false),
+            ("orphan result", vec![&user, &ra], false),
+            ("no user message", vec![&asks, &ra, &rb], false),
+        ];
+        for (case, own, want) in table {
+            assert_eq!(resumable(&own), want, "{case}");
+        }
+    }
+
+    #[test]
+    fn duplicate_call_ids_are_renamed() {
+        let call = |id: &str| ModelCall {
+            id: id.to_owned(),
+            name: "f".to_owned(),
+            arguments: "{}".to_owned(),
+        };
+        let mut calls = vec![call("x"), call("x"), call("y")];
+        unique_call_ids(&mut calls);
+        let ids: Vec<&str> = calls.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["x", "x_1", "y"]);
+    }
+}

@@ -1,0 +1,6 @@
+//! Test modules of the agent-runner integration binary.
+
+mod harness;
+mod lifecycle;
+mod tools;
+mod turns;
