@@ -156,7 +156,15 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
     };
 
     let channels = Channels::default();
+    let watcher = match crate::watch::OutboundWatcher::new() {
+        Ok(w) => Some(Arc::new(w)),
+        Err(e) => {
+            tracing::warn!("no file notifications ({e}); sessions fall back to polling");
+            None
+        }
+    };
     let supervisor = Supervisor::new(Shared {
+        watcher,
         config: Arc::clone(&config),
         db: db.clone(),
         runtime: Arc::clone(&runtime),

@@ -105,6 +105,18 @@ impl Acl {
     }
 }
 
+/// What the first half of a pump decided.
+#[derive(Default)]
+struct Plan {
+    acks: Vec<Ack>,
+    /// Rows whose attempt has been recorded as started, with the attempt number.
+    started: Vec<(OutboundMessage, u32)>,
+    /// Rows addressed to a chat outside the ACL.
+    refused: Vec<OutboundMessage>,
+    /// Whether some row waits for its channel to become available.
+    waiting: bool,
+}
+
 pub struct Delivery<'a> {
     pub session_id: &'a str,
     pub mailbox: &'a SharedMailbox,
@@ -116,149 +128,134 @@ pub struct Delivery<'a> {
 impl Delivery<'_> {
     /// One full pass: deliver new replies, fold acks, report failures. Returns whether anything
     /// is still waiting for a channel (so the session is not idle yet).
+    ///
+    /// The database work is two transactions however many rows there are: one records what is
+    /// new and starts the attempts, one records what was delivered and folds the acks.
     pub async fn pump(&self) -> mailbox::Result<bool> {
+        let channels = self.channels.clone();
+        let acl = self.acl.clone();
         // Acks are read before messages: a runner writes a reply and its ack in one
         // transaction, so every reply an ack refers to is in the message read that follows,
         // and terminals see the reply before the verdict.
-        let (acks, open) = with_mailbox(self.mailbox, |mb| {
+        let plan = with_mailbox(self.mailbox, move |mb| {
             let cursor = mb.inbound.ack_cursor()?;
             let out_cursor = mb.inbound.out_cursor()?;
+            let older = mb.inbound.open_deliveries()?;
             let Some(out) = mb.outbound()? else {
-                return Ok((Vec::new(), Vec::new()));
+                return Ok(Plan::default());
             };
             let acks = out.acks_after(cursor)?;
-            let fresh = out.messages_after(out_cursor)?;
-            let seqs: Vec<i64> = fresh.iter().map(|m| m.seq).collect();
-            mb.inbound.record_outbound(&seqs, Utc::now())?;
-            let mut open = Vec::new();
-            for d in mb.inbound.open_deliveries()? {
-                let msg = match fresh.iter().find(|m| m.seq == d.out_seq) {
-                    Some(m) => Some(m.clone()),
-                    None => mb
-                        .outbound()?
-                        .map(|o| o.message(d.out_seq))
-                        .transpose()?
-                        .flatten(),
-                };
-                if let Some(msg) = msg {
-                    open.push(msg);
+            let mut open = out.messages_after(out_cursor)?;
+            let seen: Vec<i64> = open.iter().map(|m| m.seq).collect();
+            for d in older {
+                if let Some(m) = out.message(d.out_seq)? {
+                    open.push(m);
                 }
             }
-            Ok((acks, open))
+            open.sort_by_key(|m| m.seq);
+            let mut plan = Plan {
+                acks,
+                ..Plan::default()
+            };
+            let mut start = Vec::new();
+            for m in open {
+                if !acl.allows(&m.route) {
+                    plan.refused.push(m);
+                } else if channels.is_available(&m.route) {
+                    start.push(m);
+                } else {
+                    plan.waiting = true;
+                }
+            }
+            let seqs: Vec<i64> = start.iter().map(|m| m.seq).collect();
+            let attempts = mb.inbound.begin_deliveries(&seen, &seqs, Utc::now())?;
+            plan.started = start
+                .into_iter()
+                .zip(attempts.into_iter().map(|(_, attempt)| attempt))
+                .collect();
+            Ok(plan)
         })
         .await?;
 
-        let mut waiting = false;
-        for msg in open {
-            waiting |= self.deliver_one(msg).await?;
-        }
-        self.fold(acks).await?;
-        self.report_failures().await?;
-        Ok(waiting)
-    }
-
-    /// Returns true when the message waits for its channel to become available.
-    async fn deliver_one(&self, msg: OutboundMessage) -> mailbox::Result<bool> {
-        let seq = msg.seq;
-        if !self.acl.allows(&msg.route) {
+        let mut waiting = plan.waiting;
+        for msg in plan.refused {
             let error = format!(
                 "destination {}:{} is not one this agent may send to",
                 msg.route.channel_type, msg.route.platform_id
             );
-            self.finish(seq, Err((error, true)), &msg).await?;
-            return Ok(false);
+            self.fail(msg, error, true).await?;
         }
-        if !self.channels.is_available(&msg.route) {
-            return Ok(true);
-        }
-        let attempt = with_mailbox(self.mailbox, move |mb| {
-            mb.inbound.begin_delivery(seq, Utc::now())
-        })
-        .await?;
-        let result = match self.channels.deliver(self.session_id, &msg).await {
-            Ok(platform_id) => Ok(platform_id),
-            Err(DeliveryError::Unavailable) => {
-                // Raced with a terminal detaching; leave it for the next attach.
-                with_mailbox(self.mailbox, move |mb| {
-                    mb.inbound
-                        .delivery_failed(seq, "channel unavailable", false, Utc::now())
-                })
-                .await?;
-                return Ok(true);
+        let mut delivered = Vec::new();
+        for (msg, attempt) in plan.started {
+            match self.channels.deliver(self.session_id, &msg).await {
+                Ok(platform_id) => delivered.push((msg.seq, platform_id)),
+                Err(DeliveryError::Unavailable) => {
+                    // Raced with a terminal detaching; sent again when one attaches.
+                    waiting = true;
+                    self.fail(msg, "channel unavailable".into(), false).await?;
+                }
+                Err(DeliveryError::Transient(e)) => {
+                    let give_up = attempt >= self.max_attempts;
+                    self.fail(msg, e, give_up).await?;
+                }
+                Err(DeliveryError::Permanent(e)) => self.fail(msg, e, true).await?,
             }
-            Err(DeliveryError::Transient(e)) => Err((e, attempt >= self.max_attempts)),
-            Err(DeliveryError::Permanent(e)) => Err((e, true)),
-        };
-        self.finish(seq, result, &msg).await?;
-        Ok(false)
-    }
+        }
 
-    async fn finish(
-        &self,
-        seq: i64,
-        result: Result<Option<String>, (String, bool)>,
-        msg: &OutboundMessage,
-    ) -> mailbox::Result<()> {
-        let route = msg.route.clone();
-        with_mailbox(self.mailbox, move |mb| {
-            let now = Utc::now();
-            match result {
-                Ok(platform_id) => mb.inbound.delivered(seq, platform_id.as_deref(), now),
-                Err((error, give_up)) => {
-                    tracing::warn!(out_seq = seq, give_up, "delivery failed: {error}");
-                    mb.inbound.delivery_failed(seq, &error, give_up, now)?;
-                    if give_up {
-                        // Tell the agent on its next turn; the row does not wake it by itself.
-                        mb.inbound.insert(
-                            &NewInbound {
-                                id: format!("delivery-failed:{seq}"),
-                                kind: InboundKind::System,
-                                trigger: false,
-                                route,
-                                sender_id: None,
-                                sender_name: Some("clawbox".into()),
-                                content: json!({
-                                    "text": format!("Your message {seq} could not be delivered: {error}")
-                                }),
-                                process_after: None,
-                            },
-                            now,
-                        )?;
-                    }
-                    Ok(())
+        let acks = plan.acks;
+        let (completed, failed) = with_mailbox(self.mailbox, move |mb| {
+            let verdicts = mb.inbound.settle(&delivered, &acks, Utc::now())?;
+            let mut completed = Vec::new();
+            for v in verdicts {
+                if v.status == InboundStatus::Completed
+                    && let Some(m) = mb.inbound.get(v.seq)?
+                {
+                    completed.push(m);
                 }
             }
+            Ok((completed, mb.inbound.unnotified_failures()?))
+        })
+        .await?;
+        for m in &completed {
+            self.outcome(m);
+        }
+        self.report(failed).await?;
+        Ok(waiting)
+    }
+
+    /// Records a failed attempt; a final failure is also told to the agent on its next turn.
+    async fn fail(&self, msg: OutboundMessage, error: String, give_up: bool) -> mailbox::Result<()> {
+        let seq = msg.seq;
+        tracing::warn!(out_seq = seq, give_up, "delivery failed: {error}");
+        with_mailbox(self.mailbox, move |mb| {
+            let now = Utc::now();
+            mb.inbound.delivery_failed(seq, &error, give_up, now)?;
+            if give_up {
+                // A context row: it does not wake the agent by itself.
+                mb.inbound.insert(
+                    &NewInbound {
+                        id: format!("delivery-failed:{seq}"),
+                        kind: InboundKind::System,
+                        trigger: false,
+                        route: msg.route,
+                        sender_id: None,
+                        sender_name: Some("clawbox".into()),
+                        content: json!({
+                            "text": format!("Your message {seq} could not be delivered: {error}")
+                        }),
+                        process_after: None,
+                    },
+                    now,
+                )?;
+            }
+            Ok(())
         })
         .await
     }
 
-    async fn fold(&self, acks: Vec<Ack>) -> mailbox::Result<()> {
-        if acks.is_empty() {
-            return Ok(());
-        }
-        let verdicts = with_mailbox(self.mailbox, move |mb| {
-            let verdicts = mb.inbound.fold_acks(&acks)?;
-            let mut out = Vec::new();
-            for v in verdicts {
-                if let Some(m) = mb.inbound.get(v.seq)? {
-                    out.push(m);
-                }
-            }
-            Ok(out)
-        })
-        .await?;
-        for m in verdicts {
-            if m.status == InboundStatus::Completed {
-                self.outcome(&m);
-            }
-        }
-        Ok(())
-    }
-
     /// Tells the sender of every failed message not yet reported (failures are host-originated
     /// notices: they go straight to the chat, never through `outbound.db`).
-    pub async fn report_failures(&self) -> mailbox::Result<()> {
-        let failed = with_mailbox(self.mailbox, |mb| mb.inbound.unnotified_failures()).await?;
+    async fn report(&self, failed: Vec<InboundMessage>) -> mailbox::Result<()> {
         for m in failed {
             if m.kind == InboundKind::System {
                 // Host notices to the agent have no human sender to tell.

@@ -16,6 +16,7 @@ pub mod router;
 pub mod runtime;
 pub mod sessions;
 pub mod supervisor;
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use mailbox::{NewInbound, Requeue, heartbeat, inbound::Inserted};
-use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -22,11 +21,13 @@ use crate::delivery::{Acl, Delivery, SessionMailbox, SharedMailbox, with_mailbox
 use crate::liveness::{self, Liveness};
 use crate::runtime::{AgentRuntime, RunnerExit, RunnerHandle, RunnerSpec};
 use crate::sessions::{self, SessionInfo};
+use crate::watch::{OutboundWatcher, Registration};
 
 /// How long a runner gets to exit after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
 pub struct Shared {
+    pub watcher: Option<Arc<OutboundWatcher>>,
     pub config: Arc<Config>,
     pub db: Db,
     pub runtime: Arc<dyn AgentRuntime>,
@@ -251,25 +252,13 @@ impl Actor {
         true
     }
 
-    fn watch_outbound(&self, tx: mpsc::Sender<()>) -> notify::Result<notify::RecommendedWatcher> {
-        let mut watcher =
-            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-                let Ok(event) = res else { return };
-                let relevant = matches!(
-                    event.kind,
-                    EventKind::Modify(_) | EventKind::Create(_) | EventKind::Remove(_)
-                ) && event.paths.iter().any(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with(mailbox::layout::OUTBOUND_DB))
-                });
-                if relevant {
-                    // Full channel: a wake-up is already pending, which covers this change too.
-                    let _ = tx.try_send(());
-                }
-            })?;
-        watcher.watch(&self.info.paths.outbound_dir, RecursiveMode::NonRecursive)?;
-        Ok(watcher)
+    fn watch_outbound(&self, tx: mpsc::Sender<()>) -> Result<Registration, String> {
+        let Some(watcher) = &self.sup.shared.watcher else {
+            return Err("file notifications are unavailable on this host".into());
+        };
+        watcher
+            .register(&self.info.paths.outbound_dir, tx)
+            .map_err(|e| e.to_string())
     }
 
     /// Delivers and folds whatever the runner wrote; returns whether replies wait for a channel.

@@ -134,12 +134,26 @@ impl InboundDb {
     /// transaction. Only a verdict for the row's current attempt counts: an ack from an attempt
     /// the host already gave up on cannot complete or fail the retry.
     pub fn fold_acks(&mut self, acks: &[Ack]) -> Result<Vec<Verdict>> {
-        let Some(last) = acks.iter().map(|a| a.id).max() else {
+        self.settle(&[], acks, Utc::now())
+    }
+
+    /// Marks `delivered` rows delivered (with their platform message ids) and folds `acks`, in
+    /// one transaction: the common end of a delivery pass costs one commit.
+    pub fn settle(
+        &mut self,
+        delivered: &[(i64, Option<String>)],
+        acks: &[Ack],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Verdict>> {
+        if delivered.is_empty() && acks.is_empty() {
             return Ok(Vec::new());
-        };
+        }
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for (seq, platform_message_id) in delivered {
+            mark_delivered(&tx, *seq, platform_message_id.as_deref(), now)?;
+        }
         let mut verdicts = Vec::new();
         for ack in acks {
             let status = match ack.status {
@@ -160,7 +174,9 @@ impl InboundDb {
                 });
             }
         }
-        advance_host_cursor(&tx, "ack_cursor", last)?;
+        if let Some(last) = acks.iter().map(|a| a.id).max() {
+            advance_host_cursor(&tx, "ack_cursor", last)?;
+        }
         tx.commit()?;
         Ok(verdicts)
     }
@@ -259,10 +275,7 @@ impl InboundDb {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         for seq in out_seqs {
-            tx.execute(
-                "INSERT OR IGNORE INTO delivery (out_seq, status, updated_at) VALUES (?1, 'pending', ?2)",
-                params![seq, ts(now)],
-            )?;
+            record(&tx, *seq, now)?;
         }
         tx.commit()?;
         Ok(())
@@ -294,12 +307,32 @@ impl InboundDb {
 
     /// Records that an attempt is starting; returns the attempt number.
     pub fn begin_delivery(&mut self, out_seq: i64, now: DateTime<Utc>) -> Result<u32> {
-        Ok(self.conn.query_row(
-            "UPDATE delivery SET status = 'sending', attempts = attempts + 1, updated_at = ?1
-             WHERE out_seq = ?2 RETURNING attempts",
-            params![ts(now), out_seq],
-            |r| r.get(0),
-        )?)
+        begin(&self.conn, out_seq, now)
+    }
+
+    /// Records newly `seen` outbound rows as pending and starts an attempt for each of `start`,
+    /// in one transaction; returns the attempt number of each started row.
+    pub fn begin_deliveries(
+        &mut self,
+        seen: &[i64],
+        start: &[i64],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(i64, u32)>> {
+        if seen.is_empty() && start.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for seq in seen {
+            record(&tx, *seq, now)?;
+        }
+        let mut attempts = Vec::with_capacity(start.len());
+        for seq in start {
+            attempts.push((*seq, begin(&tx, *seq, now)?));
+        }
+        tx.commit()?;
+        Ok(attempts)
     }
 
     pub fn delivered(
@@ -308,12 +341,7 @@ impl InboundDb {
         platform_message_id: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        self.conn.execute(
-            "UPDATE delivery SET status = 'delivered', platform_message_id = ?1, last_error = NULL,
-                 updated_at = ?2 WHERE out_seq = ?3",
-            params![platform_message_id, ts(now), out_seq],
-        )?;
-        Ok(())
+        mark_delivered(&self.conn, out_seq, platform_message_id, now)
     }
 
     /// Records a failed attempt; `give_up` makes it final.
@@ -403,6 +431,37 @@ impl InboundDb {
 
 /// Moves a cursor forward to `value`, never back: a pass that folded an older batch (read from a
 /// stale cursor) must not make the next pass fold everything after it again.
+fn record(conn: &Connection, out_seq: i64, now: DateTime<Utc>) -> Result<()> {
+    conn.execute(
+        "INSERT OR IGNORE INTO delivery (out_seq, status, updated_at) VALUES (?1, 'pending', ?2)",
+        params![out_seq, ts(now)],
+    )?;
+    Ok(())
+}
+
+fn begin(conn: &Connection, out_seq: i64, now: DateTime<Utc>) -> Result<u32> {
+    Ok(conn.query_row(
+        "UPDATE delivery SET status = 'sending', attempts = attempts + 1, updated_at = ?1
+         WHERE out_seq = ?2 RETURNING attempts",
+        params![ts(now), out_seq],
+        |r| r.get(0),
+    )?)
+}
+
+fn mark_delivered(
+    conn: &Connection,
+    out_seq: i64,
+    platform_message_id: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    conn.execute(
+        "UPDATE delivery SET status = 'delivered', platform_message_id = ?1, last_error = NULL,
+             updated_at = ?2 WHERE out_seq = ?3",
+        params![platform_message_id, ts(now), out_seq],
+    )?;
+    Ok(())
+}
+
 fn advance_host_cursor(conn: &Connection, key: &str, value: i64) -> Result<()> {
     conn.execute(
         "INSERT INTO host_state (key, value) VALUES (?1, ?2)

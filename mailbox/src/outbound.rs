@@ -113,23 +113,7 @@ impl OutboundDb {
     }
 
     pub fn set_runner_state(&mut self, state: &RunnerState) -> Result<()> {
-        self.conn.execute(
-            "INSERT INTO runner_state (id, pid, started_at, activity, step, tool, tool_timeout_ms, updated_at)
-             VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT(id) DO UPDATE SET pid = excluded.pid, started_at = excluded.started_at,
-                 activity = excluded.activity, step = excluded.step, tool = excluded.tool,
-                 tool_timeout_ms = excluded.tool_timeout_ms, updated_at = excluded.updated_at",
-            params![
-                state.pid,
-                ts(state.started_at),
-                state.activity.as_str(),
-                state.step,
-                state.tool,
-                state.tool_timeout_ms.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)),
-                ts(state.updated_at)
-            ],
-        )?;
-        Ok(())
+        write_runner_state(&self.conn, state)
     }
 
     pub fn runner_state(&self) -> Result<Option<RunnerState>> {
@@ -237,6 +221,12 @@ impl OutboundTx<'_> {
         Ok(())
     }
 
+    /// Records the runner's activity as part of this transaction (no commit of its own: on the
+    /// hot path every commit costs several fsyncs).
+    pub fn set_runner_state(&mut self, state: &RunnerState) -> Result<()> {
+        write_runner_state(&self.tx, state)
+    }
+
     pub fn commit(self) -> Result<()> {
         self.tx.commit()?;
         Ok(())
@@ -290,6 +280,26 @@ impl OutboundReader {
 
 /// The current conversation epoch (`kv['epoch']`, 0 before the first clear). A value that does
 /// not parse is reported rather than read as 0, which would silently revive or mix conversations.
+fn write_runner_state(conn: &Connection, state: &RunnerState) -> Result<()> {
+    conn.execute(
+            "INSERT INTO runner_state (id, pid, started_at, activity, step, tool, tool_timeout_ms, updated_at)
+             VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(id) DO UPDATE SET pid = excluded.pid, started_at = excluded.started_at,
+                 activity = excluded.activity, step = excluded.step, tool = excluded.tool,
+                 tool_timeout_ms = excluded.tool_timeout_ms, updated_at = excluded.updated_at",
+            params![
+                state.pid,
+                ts(state.started_at),
+                state.activity.as_str(),
+                state.step,
+                state.tool,
+                state.tool_timeout_ms.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)),
+                ts(state.updated_at)
+            ],
+        )?;
+    Ok(())
+}
+
 fn epoch(conn: &Connection) -> Result<i64> {
     let v: Option<String> = conn
         .query_row("SELECT value FROM kv WHERE key = 'epoch'", [], |r| r.get(0))

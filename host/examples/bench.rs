@@ -1,0 +1,280 @@
+//! `make bench`: latency and memory of the host with the process runtime and a fake model that
+//! answers instantly. Prints figures; asserts nothing (the machine is shared and noisy).
+//!
+//! Usage: `bench [path/to/clawbox]` (default `target/release/clawbox`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use host::channels::cli::ChatEvent;
+use host::protocol::{Event, Request};
+use testkit::{FakeModel, HostFixture};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+
+const WARM_MESSAGES: usize = 300;
+const COLD_SESSIONS: usize = 15;
+const FANOUT_SESSIONS: usize = 100;
+
+struct Client {
+    write: OwnedWriteHalf,
+    lines: tokio::io::Lines<BufReader<OwnedReadHalf>>,
+}
+
+impl Client {
+    async fn attach(socket: &Path) -> Client {
+        let (read, write) = UnixStream::connect(socket).await.unwrap().into_split();
+        let mut c = Client {
+            write,
+            lines: BufReader::new(read).lines(),
+        };
+        c.request(&Request::Attach).await;
+        c.until(|e| matches!(e, Event::Attached { .. })).await;
+        c
+    }
+
+    async fn request(&mut self, r: &Request) {
+        let mut line = serde_json::to_string(r).unwrap();
+        line.push('\n');
+        self.write.write_all(line.as_bytes()).await.unwrap();
+    }
+
+    async fn until(&mut self, pred: impl Fn(&Event) -> bool) -> Event {
+        loop {
+            let line = tokio::time::timeout(Duration::from_secs(60), self.lines.next_line())
+                .await
+                .expect("event within 60 s")
+                .unwrap()
+                .expect("host still connected");
+            let ev: Event = serde_json::from_str(&line).unwrap();
+            if pred(&ev) {
+                return ev;
+            }
+        }
+    }
+
+    /// Sends and waits for the verdict; returns the time to the first reply.
+    async fn round_trip(&mut self, text: &str) -> Duration {
+        let start = Instant::now();
+        self.request(&Request::Send { text: text.into() }).await;
+        self.until(|e| matches!(e, Event::Chat(ChatEvent::Reply { .. })))
+            .await;
+        let elapsed = start.elapsed();
+        self.until(|e| matches!(e, Event::Chat(ChatEvent::Done { .. })))
+            .await;
+        elapsed
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+fn host_pid(fixture: &HostFixture) -> u32 {
+    // The only process whose environment points at this fixture and whose argv is `run`.
+    let root = fixture.root().as_os_str().as_encoded_bytes().to_vec();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let is_run = cmdline.split(|b| *b == 0).nth(1) == Some(b"run".as_slice());
+        if is_run && environ.windows(root.len()).any(|w| w == root.as_slice()) {
+            return pid;
+        }
+    }
+    panic!("host process not found");
+}
+
+fn runner_pids(fixture: &HostFixture) -> Vec<u32> {
+    let sessions = fixture.data_dir().join("sessions");
+    let mut pids = Vec::new();
+    for agent in std::fs::read_dir(&sessions).into_iter().flatten().flatten() {
+        for session in std::fs::read_dir(agent.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let db = session.path().join("outbound/outbound.db");
+            if let Ok(r) = mailbox::OutboundReader::open(&db)
+                && let Ok(Some(state)) = r.runner_state()
+                && Path::new(&format!("/proc/{}", state.pid)).exists()
+            {
+                pids.push(state.pid);
+            }
+        }
+    }
+    pids
+}
+
+#[tokio::main]
+async fn main() {
+    let bin: PathBuf = std::env::args()
+        .nth(1)
+        .map_or_else(|| PathBuf::from("target/release/clawbox"), PathBuf::from);
+    let bin =
+        std::fs::canonicalize(&bin).expect("clawbox binary (build with `make build-release`)");
+    let model = FakeModel::start().await.unwrap();
+    println!(
+        "clawbox bench — process runtime, fake model answering instantly, binary {}",
+        bin.display()
+    );
+
+    // Warm: one session, runner already running.
+    let mut fixture = HostFixture::new(&bin, &model.base_url()).unwrap();
+    fixture.set("RUST_LOG", "warn");
+    fixture.start().await.unwrap();
+    let mut client = Client::attach(&fixture.socket_path()).await;
+    client.round_trip("warm up").await;
+    let idle_host = rss_kib(host_pid(&fixture));
+    let mut samples = Vec::with_capacity(WARM_MESSAGES);
+    for i in 0..WARM_MESSAGES {
+        samples.push(client.round_trip(&format!("message {i}")).await);
+    }
+    samples.sort();
+    println!("\nwarm round trip (message in → reply out), {WARM_MESSAGES} messages:");
+    println!(
+        "  p50 {}   p90 {}   p99 {}   max {}",
+        ms(percentile(&samples, 0.5)),
+        ms(percentile(&samples, 0.9)),
+        ms(percentile(&samples, 0.99)),
+        ms(*samples.last().unwrap())
+    );
+    let runner = runner_pids(&fixture);
+    let runner_rss: Vec<String> = runner
+        .iter()
+        .filter_map(|p| rss_kib(*p))
+        .map(|k| format!("{:.1} MB", k as f64 / 1024.0))
+        .collect();
+    println!(
+        "agent-runner RSS (warm, after {WARM_MESSAGES} turns): {}",
+        runner_rss.join(", ")
+    );
+    let mcp = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let ppid_line = std::fs::read_to_string(e.path().join("status")).ok()?;
+            let ppid: u32 = ppid_line
+                .lines()
+                .find_map(|l| l.strip_prefix("PPid:"))?
+                .trim()
+                .parse()
+                .ok()?;
+            (runner.contains(&ppid) && cmd.windows(9).any(|w| w == b"mcp-tools")).then_some(pid)
+        })
+        .filter_map(rss_kib)
+        .map(|k| format!("{:.1} MB", k as f64 / 1024.0))
+        .collect::<Vec<_>>();
+    println!("mcp-tools RSS: {}", mcp.join(", "));
+    if let Some(k) = idle_host {
+        println!("host RSS, 1 session: {:.1} MB", k as f64 / 1024.0);
+    }
+    drop(client);
+    fixture.stop().await.unwrap();
+    drop(fixture);
+
+    // Cold: a brand-new host data dir each time, so the first message creates the session,
+    // its mailbox and its runner.
+    let mut cold = Vec::with_capacity(COLD_SESSIONS);
+    for _ in 0..COLD_SESSIONS {
+        let mut fixture = HostFixture::new(&bin, &model.base_url()).unwrap();
+        fixture.set("RUST_LOG", "warn");
+        fixture.start().await.unwrap();
+        let mut client = Client::attach(&fixture.socket_path()).await;
+        cold.push(client.round_trip("first message").await);
+        drop(client);
+        fixture.stop().await.unwrap();
+    }
+    cold.sort();
+    println!(
+        "\nfirst message of a new session (session + mailbox created, runner started), {COLD_SESSIONS} sessions:"
+    );
+    println!(
+        "  p50 {}   p90 {}   max {}",
+        ms(percentile(&cold, 0.5)),
+        ms(percentile(&cold, 0.9)),
+        ms(*cold.last().unwrap())
+    );
+
+    // Memory with many sessions: agents fanned out on the terminal chat, one session each.
+    let mut fixture = HostFixture::new(&bin, &model.base_url()).unwrap();
+    fixture
+        .set("RUST_LOG", "warn")
+        .set("IDLE_TIMEOUT_MS", "1000");
+    fixture.start().await.unwrap();
+    let idle = rss_kib(host_pid(&fixture));
+    let conn = rusqlite::Connection::open(fixture.data_dir().join("clawbox.db")).unwrap();
+    for i in 0..FANOUT_SESSIONS - 1 {
+        conn.execute_batch(&format!(
+            "INSERT INTO agent_groups (id, name, folder, created_at) VALUES ('a{i}', 'A{i}', 'a{i}', '2026-01-01T00:00:00.000Z');
+             INSERT INTO user_roles (user_id, agent_group_id, role, granted_at) VALUES ('cli:local', 'a{i}', 'owner', '2026-01-01T00:00:00.000Z');
+             INSERT INTO wirings (id, messaging_group_id, agent_group_id, engage_mode, engage_pattern, created_at)
+                 VALUES ('w{i}', 'cli:local', 'a{i}', 'pattern', '.', '2026-01-01T00:00:00.000Z');"
+        ))
+        .unwrap();
+        std::fs::create_dir_all(fixture.groups_dir().join(format!("a{i}"))).unwrap();
+    }
+    let mut client = Client::attach(&fixture.socket_path()).await;
+    let start = Instant::now();
+    client
+        .request(&Request::Send {
+            text: "hello everyone".into(),
+        })
+        .await;
+    let mut replies = 0;
+    while replies < FANOUT_SESSIONS {
+        client
+            .until(|e| matches!(e, Event::Chat(ChatEvent::Reply { .. })))
+            .await;
+        replies += 1;
+    }
+    let fanout = start.elapsed();
+    let busy = rss_kib(host_pid(&fixture));
+    // Let every runner idle out, then measure the host with 100 idle sessions.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !runner_pids(&fixture).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib(host_pid(&fixture));
+    println!(
+        "\n{FANOUT_SESSIONS} sessions (one message fanned out to {FANOUT_SESSIONS} agents): all replies in {}",
+        ms(fanout)
+    );
+    let mb = |k: Option<u64>| k.map_or("?".into(), |k| format!("{:.1} MB", k as f64 / 1024.0));
+    println!(
+        "host RSS: idle (no sessions) {}   100 runners live {}   100 idle sessions {}",
+        mb(idle),
+        mb(busy),
+        mb(after)
+    );
+    drop(client);
+    fixture.stop().await.unwrap();
+}
