@@ -155,6 +155,9 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
         }
     };
 
+    if config.telegram_bot_token.is_some() {
+        tracing::warn!("TELEGRAM_BOT_TOKEN is set, but this build has no Telegram channel yet");
+    }
     let channels = Channels::default();
     let watcher = match crate::watch::OutboundWatcher::new() {
         Ok(w) => Some(Arc::new(w)),
