@@ -1,4 +1,5 @@
 mod chat;
 mod recovery;
+mod router;
 mod support;
 mod tools;
