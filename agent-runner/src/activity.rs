@@ -1,6 +1,21 @@
 //! Records what the runner is doing (starting, idle, model step n, tool + declared timeout) in
 //! `outbound.runner_state`, for `clawbox status` and for the host's liveness tolerance (a tool
 //! with a long declared timeout may keep a claim longer). The heartbeat file is `runner.rs`'s.
+//!
+//! Every commit to `outbound.db` costs about four fsyncs (rollback journal, `synchronous=FULL`),
+//! and separate activity commits once dominated the per-message latency. So on the per-message
+//! path the row rides along with a transaction the turn commits anyway ([`ActivityRows`] builds
+//! it; the transaction's owner writes it):
+//!
+//! | row | written by |
+//! |---|---|
+//! | Starting, the first Idle | [`ActivityLog`], once per runner |
+//! | Model(first step) | the claim (`claim.rs`) |
+//! | Model(step + 1) | the transaction persisting a step with tool calls (`turn.rs`) |
+//! | Tool(names, longest timeout) | [`ActivityLog::tools`], before the calls run (see there) |
+//! | Idle | the verdict: reply or failure, and `/clear` (`turn.rs`) |
+//!
+//! A plain turn (claim, one model request, final answer) therefore commits exactly twice.
 
 use std::time::Duration;
 
@@ -9,56 +24,50 @@ use mailbox::{Activity, RunnerState};
 
 use crate::store::{Store, StoreError};
 
-/// Writes the runner's state row on every change.
-#[derive(Clone)]
-pub struct ActivityLog {
-    store: Store,
+/// Builds this runner's `runner_state` rows. `Copy`, so a closure sent to the store thread can
+/// take it and put the row into the transaction it commits anyway.
+#[derive(Debug, Clone, Copy)]
+pub struct ActivityRows {
     pid: u32,
     started_at: DateTime<Utc>,
 }
 
-impl ActivityLog {
-    pub fn new(store: Store) -> Self {
-        ActivityLog {
-            store,
+impl ActivityRows {
+    fn new() -> Self {
+        ActivityRows {
             pid: std::process::id(),
             started_at: Utc::now(),
         }
     }
 
-    pub async fn starting(&self) -> Result<(), StoreError> {
-        self.write(Activity::Starting, 0, None, None).await
+    pub fn starting(self) -> RunnerState {
+        self.row(Activity::Starting, 0, None, None)
     }
 
-    pub async fn idle(&self) -> Result<(), StoreError> {
-        self.write(Activity::Idle, 0, None, None).await
+    /// Between turns; `step` is 0.
+    pub fn idle(self) -> RunnerState {
+        self.row(Activity::Idle, 0, None, None)
     }
 
-    /// Waiting for model request number `step` of the current turn.
-    pub async fn model(&self, step: u32) -> Result<(), StoreError> {
-        self.write(Activity::Model, step, None, None).await
+    /// Waiting for (or about to send) model request number `step` of the current turn.
+    pub fn model(self, step: u32) -> RunnerState {
+        self.row(Activity::Model, step, None, None)
     }
 
     /// Running the tool calls of `step`; `tools` names them, `timeout` is the longest.
-    pub async fn tools(
-        &self,
-        step: u32,
-        tools: String,
-        timeout: Duration,
-    ) -> Result<(), StoreError> {
+    pub fn tools(self, step: u32, tools: String, timeout: Duration) -> RunnerState {
         let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        self.write(Activity::Tool, step, Some(tools), Some(ms))
-            .await
+        self.row(Activity::Tool, step, Some(tools), Some(ms))
     }
 
-    async fn write(
-        &self,
+    fn row(
+        self,
         activity: Activity,
         step: u32,
         tool: Option<String>,
         tool_timeout_ms: Option<u64>,
-    ) -> Result<(), StoreError> {
-        let state = RunnerState {
+    ) -> RunnerState {
+        RunnerState {
             pid: self.pid,
             started_at: self.started_at,
             activity,
@@ -66,7 +75,53 @@ impl ActivityLog {
             tool,
             tool_timeout_ms,
             updated_at: Utc::now(),
-        };
+        }
+    }
+}
+
+/// Writes the rows that have no transaction to ride along with, each in its own commit.
+#[derive(Clone)]
+pub struct ActivityLog {
+    store: Store,
+    rows: ActivityRows,
+}
+
+impl ActivityLog {
+    pub fn new(store: Store) -> Self {
+        ActivityLog {
+            store,
+            rows: ActivityRows::new(),
+        }
+    }
+
+    /// The row builder, for transactions that record the activity themselves.
+    pub fn rows(&self) -> ActivityRows {
+        self.rows
+    }
+
+    pub async fn starting(&self) -> Result<(), StoreError> {
+        self.write(self.rows.starting()).await
+    }
+
+    /// Only where no verdict transaction records it (the runner has just started).
+    pub async fn idle(&self) -> Result<(), StoreError> {
+        self.write(self.rows.idle()).await
+    }
+
+    /// Running the tool calls of `step`. Its own commit: the host must see the declared timeout
+    /// before a long call starts, and no transaction precedes the calls (the assistant message
+    /// is persisted only together with its results, so the pair is never split). Not on the
+    /// plain-turn path: only steps that run tool calls pay for it.
+    pub async fn tools(
+        &self,
+        step: u32,
+        tools: String,
+        timeout: Duration,
+    ) -> Result<(), StoreError> {
+        self.write(self.rows.tools(step, tools, timeout)).await
+    }
+
+    async fn write(&self, state: RunnerState) -> Result<(), StoreError> {
         self.store
             .run(move |dbs| dbs.outbound.set_runner_state(&state))
             .await

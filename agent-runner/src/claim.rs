@@ -15,6 +15,8 @@
 //!   previous attempt died: its still-pending rows are resumed as exactly that batch once due
 //!   and claimable again (the host re-queued them), and nothing newer starts before; once none
 //!   of them is pending (the host gave up on them) the record is dropped.
+//! - The claim transaction also records the activity Model(first step of the turn): the turn's
+//!   first model request needs no commit of its own (see `activity.rs`).
 
 use std::collections::HashMap;
 
@@ -23,7 +25,9 @@ use mailbox::outbound::is_claimable;
 use mailbox::{Ack, AckStatus, InboundKind, InboundMessage, InboundStatus, command_of};
 use serde::{Deserialize, Serialize};
 
+use crate::activity::ActivityRows;
 use crate::store::Dbs;
+use crate::turn::resume_point;
 
 /// The most messages one turn takes beyond the context rows that precede its first trigger.
 pub const MAX_BATCH: usize = 20;
@@ -145,10 +149,12 @@ pub fn is_clear(m: &InboundMessage) -> bool {
     m.kind == InboundKind::Chat && m.text().and_then(command_of).as_deref() == Some("/clear")
 }
 
-/// Decides and, for a turn, claims: `processing` acks for the batch and the kv record, in one
-/// transaction. Also returns when the next not-yet-due row becomes due.
+/// Decides and, for a turn, claims: `processing` acks for the batch, the kv record and the
+/// activity of the turn's first step, in one transaction. Also returns when the next
+/// not-yet-due row becomes due.
 pub fn next(
     dbs: &mut Dbs,
+    rows: ActivityRows,
     now: DateTime<Utc>,
 ) -> Result<(Plan, Option<DateTime<Utc>>), mailbox::Error> {
     let next_due = dbs.inbound.next_due_after(now)?;
@@ -197,7 +203,7 @@ pub fn next(
             turn,
             messages,
             resume,
-        } => Plan::Turn(claim(dbs, turn, messages, resume, now)?),
+        } => Plan::Turn(claim(dbs, rows, turn, messages, resume, now)?),
     };
     Ok((plan, next_due))
 }
@@ -210,6 +216,7 @@ fn drop_record(dbs: &mut Dbs) -> Result<(), mailbox::Error> {
 
 fn claim(
     dbs: &mut Dbs,
+    rows: ActivityRows,
     turn: i64,
     messages: Vec<InboundMessage>,
     resume: bool,
@@ -223,11 +230,19 @@ fn claim(
         table: "kv",
         detail: format!("cannot encode the turn record: {e}"),
     })?;
+    // A resumed turn continues after the steps its crashed attempt persisted; reading the
+    // history for that is only paid on resume.
+    let first_step = if resume {
+        resume_point(&dbs.outbound.history()?, turn, resume).unwrap_or(0) + 1
+    } else {
+        1
+    };
     let mut tx = dbs.outbound.transaction()?;
     for m in &messages {
         tx.ack(m.seq, m.attempt(), AckStatus::Processing, None, now)?;
     }
     tx.set_kv(TURN_KEY, &record)?;
+    tx.set_runner_state(&rows.model(first_step))?;
     tx.commit()?;
     Ok(Batch {
         turn,

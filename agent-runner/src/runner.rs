@@ -141,13 +141,18 @@ async fn work_loop(
     poll: Duration,
     shutdown: &CancellationToken,
 ) -> Result<(), RunError> {
+    // Once per runner; after this, each verdict records Idle in its own transaction.
     env.activity.idle().await?;
     let mut last_work = Instant::now();
     loop {
         if shutdown.is_cancelled() {
             return Ok(());
         }
-        let (plan, next_due) = env.store.run(|dbs| claim::next(dbs, Utc::now())).await?;
+        let rows = env.activity.rows();
+        let (plan, next_due) = env
+            .store
+            .run(move |dbs| claim::next(dbs, rows, Utc::now()))
+            .await?;
         match plan {
             Plan::Turn(batch) => {
                 let span = tracing::info_span!(
@@ -167,12 +172,12 @@ async fn work_loop(
                     }
                     Err(TurnError::Store(err)) => return Err(err.into()),
                 }
-                env.activity.idle().await?;
+                // The verdict's transaction recorded Idle.
                 last_work = Instant::now();
                 continue;
             }
             Plan::Clear(messages) => {
-                clear_conversation(env.store, messages).await?;
+                clear_conversation(env.store, env.activity.rows(), messages).await?;
                 last_work = Instant::now();
                 continue;
             }

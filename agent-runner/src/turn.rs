@@ -15,18 +15,23 @@
 //!   `failed` acks with the readable reason, the record deleted.
 //! - Reaching `CLAWBOX_MAX_STEPS` is not a failure: the work so far is kept and the turn
 //!   completes with a reply saying that the agent stopped and how to let it continue.
+//! - The activity row rides along with these transactions (see `activity.rs`): the claim
+//!   recorded Model(first step), a step's transaction records Model(step + 1) when another
+//!   request follows, the verdict and `/clear` record Idle. A plain turn commits twice: the claim
+//!   and the verdict.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::Utc;
 use futures::future::join_all;
+use mailbox::outbound::HistoryEntry;
 use mailbox::{AckStatus, Destination, InboundMessage, NewOutbound, OutboundKind};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::activity::ActivityLog;
+use crate::activity::{ActivityLog, ActivityRows};
 use crate::claim::{Batch, TURN_KEY};
 use crate::config::Config;
 use crate::mcp::{McpManager, ToolOutput};
@@ -69,7 +74,7 @@ pub enum TurnError {
     Cancelled,
 }
 
-/// Runs one turn to its verdict.
+/// Runs one turn to its verdict. The claim already recorded the activity of its first step.
 pub async fn run_turn(
     env: &TurnEnv<'_>,
     batch: &Batch,
@@ -78,6 +83,7 @@ pub async fn run_turn(
     let turn = batch.turn;
     let Some(origin) = batch.origin().cloned() else {
         // `claim` never builds an empty batch; nothing to answer if it did.
+        env.activity.idle().await?;
         return Ok(TurnEnd::Completed {
             reply_seq: None,
             steps: 0,
@@ -111,7 +117,6 @@ pub async fn run_turn(
             return Err(TurnError::Cancelled);
         }
         let span = tracing::info_span!("step", step);
-        env.activity.model(step).await?;
         let mut request = Vec::with_capacity(conversation.len() + 2);
         request.push(system.clone());
         request.extend(conversation.iter().cloned());
@@ -154,10 +159,17 @@ pub async fn run_turn(
         step_messages.push(assistant);
         step_messages.extend(results);
         let persisted = step_messages.clone();
+        // Another model request follows unless this was the last step (then `finish` follows
+        // at once and records Idle).
+        let next_step = (step < max_steps).then_some(step + 1);
+        let rows = env.activity.rows();
         env.store
             .run(move |dbs| {
                 let mut tx = dbs.outbound.transaction()?;
                 tx.append_history(turn, &persisted)?;
+                if let Some(next_step) = next_step {
+                    tx.set_runner_state(&rows.model(next_step))?;
+                }
                 tx.commit()
             })
             .await?;
@@ -202,27 +214,20 @@ async fn start(env: &TurnEnv<'_>, batch: &Batch) -> Result<Start, TurnError> {
         .store
         .run(|dbs| Ok((dbs.outbound.history()?, dbs.inbound.destinations()?)))
         .await?;
-    let own: Vec<&Value> = history
-        .iter()
-        .filter(|e| e.turn == turn)
-        .map(|e| &e.message)
-        .collect();
-    let continue_own = batch.resume && !own.is_empty() && resumable(&own);
-    let steps_done = if continue_own {
-        own.iter().filter(|m| m["role"] == "assistant").count() as u32
-    } else {
-        0
-    };
+    let resumed = resume_point(&history, turn, batch.resume);
+    let continue_own = resumed.is_some();
+    let steps_done = resumed.unwrap_or(0);
+    let own = history.iter().filter(|e| e.turn == turn).count();
     if continue_own {
         tracing::info!(
             turn,
             steps_done,
             "resuming the turn from its persisted steps"
         );
-    } else if !own.is_empty() {
+    } else if own > 0 {
         tracing::warn!(
             turn,
-            entries = own.len(),
+            entries = own,
             "discarding incomplete steps of this turn"
         );
         env.store
@@ -250,6 +255,23 @@ async fn start(env: &TurnEnv<'_>, batch: &Batch) -> Result<Start, TurnError> {
         steps_done,
         destinations,
     })
+}
+
+/// Where `turn` continues, given the history: `Some(steps)` when a resumed batch goes on after
+/// the `steps` whole steps a crashed attempt persisted (0: only its user message), `None` when
+/// the turn starts over (discarding whatever it wrote before). The claim uses this too, to record
+/// the activity of the turn's first step.
+pub fn resume_point(history: &[HistoryEntry], turn: i64, resume: bool) -> Option<u32> {
+    if !resume {
+        return None;
+    }
+    let own: Vec<&Value> = history
+        .iter()
+        .filter(|e| e.turn == turn)
+        .map(|e| &e.message)
+        .collect();
+    (!own.is_empty() && resumable(&own))
+        .then(|| own.iter().filter(|m| m["role"] == "assistant").count() as u32)
 }
 
 /// Whether a crashed attempt's persisted entries can be continued: they start with the user
@@ -367,14 +389,17 @@ async fn run_calls(
             Prepared::Run { timeout, .. } => Some(*timeout),
             Prepared::Answered(_) => None,
         })
-        .max()
-        .unwrap_or_default();
-    let names = calls
-        .iter()
-        .map(|c| c.name.as_str())
-        .collect::<Vec<_>>()
-        .join(", ");
-    env.activity.tools(step, names, longest).await?;
+        .max();
+    // When every call is answered without running (unknown tool, bad arguments) there is
+    // nothing for the host to wait for, and no reason to pay a commit.
+    if let Some(longest) = longest {
+        let names = calls
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        env.activity.tools(step, names, longest).await?;
+    }
 
     let runs = calls.iter().zip(prepared).map(|(call, prepared)| {
         let span = tracing::info_span!("call", call_id = %call.id, tool = %call.name);
@@ -423,6 +448,7 @@ async fn finish(
             content: json!({ "text": text }),
         }
     });
+    let rows = env.activity.rows();
     let reply_seq = env
         .store
         .run(move |dbs| {
@@ -437,6 +463,7 @@ async fn finish(
                 tx.ack(seq, attempt, AckStatus::Completed, None, now)?;
             }
             tx.delete_kv(TURN_KEY)?;
+            tx.set_runner_state(&rows.idle())?;
             tx.commit()?;
             Ok(reply_seq)
         })
@@ -455,6 +482,7 @@ async fn fail(
     let turn = batch.turn;
     let acks = batch.claims();
     let error = reason.clone();
+    let rows = env.activity.rows();
     env.store
         .run(move |dbs| {
             let now = Utc::now();
@@ -466,6 +494,7 @@ async fn fail(
                 tx.ack(seq, attempt, AckStatus::Failed, Some(&error), now)?;
             }
             tx.delete_kv(TURN_KEY)?;
+            tx.set_runner_state(&rows.idle())?;
             tx.commit()
         })
         .await?;
@@ -474,10 +503,11 @@ async fn fail(
 }
 
 /// `/clear`: starts a new conversation and answers `messages` (the last is the `/clear`; the
-/// ones before it belong to the cleared conversation) in one transaction. Returns the reply's
-/// seq.
+/// ones before it belong to the cleared conversation) in one transaction, which also records
+/// Idle. Returns the reply's seq.
 pub async fn clear_conversation(
     store: &Store,
+    rows: ActivityRows,
     messages: Vec<InboundMessage>,
 ) -> Result<Option<i64>, StoreError> {
     let Some(clear) = messages.last().cloned() else {
@@ -499,6 +529,7 @@ pub async fn clear_conversation(
             for m in &messages {
                 tx.ack(m.seq, m.attempt(), AckStatus::Completed, None, now)?;
             }
+            tx.set_runner_state(&rows.idle())?;
             tx.commit()?;
             Ok(seq)
         })

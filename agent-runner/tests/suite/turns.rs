@@ -63,7 +63,15 @@ async fn hello_gets_one_reply_and_a_completed_ack() {
         ]
     );
     let state = session.outbound().runner_state().unwrap().unwrap();
-    assert_eq!(state.activity, mailbox::Activity::Idle);
+    assert_eq!(
+        (
+            state.activity,
+            state.step,
+            state.tool,
+            state.tool_timeout_ms
+        ),
+        (mailbox::Activity::Idle, 0, None, None)
+    );
     assert!(session.paths.heartbeat().exists());
     assert!(fake.violations().is_empty(), "{:?}", fake.violations());
 }
