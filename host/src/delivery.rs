@@ -224,7 +224,12 @@ impl Delivery<'_> {
     }
 
     /// Records a failed attempt; a final failure is also told to the agent on its next turn.
-    async fn fail(&self, msg: OutboundMessage, error: String, give_up: bool) -> mailbox::Result<()> {
+    async fn fail(
+        &self,
+        msg: OutboundMessage,
+        error: String,
+        give_up: bool,
+    ) -> mailbox::Result<()> {
         let seq = msg.seq;
         tracing::warn!(out_seq = seq, give_up, "delivery failed: {error}");
         with_mailbox(self.mailbox, move |mb| {
