@@ -14,6 +14,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
+/// Warm messages per run; `BENCH_WARM` overrides. Each one grows the conversation the fake model
+/// receives, as a real chat does.
 const WARM_MESSAGES: usize = 300;
 const COLD_SESSIONS: usize = 15;
 const FANOUT_SESSIONS: usize = 100;
@@ -151,18 +153,39 @@ async fn main() {
     let mut client = Client::attach(&fixture.socket_path()).await;
     client.round_trip("warm up").await;
     let idle_host = rss_kib(host_pid(&fixture));
-    let mut samples = Vec::with_capacity(WARM_MESSAGES);
-    for i in 0..WARM_MESSAGES {
+    let warm = std::env::var("BENCH_WARM")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(WARM_MESSAGES);
+    let mut samples = Vec::with_capacity(warm);
+    for i in 0..warm {
         samples.push(client.round_trip(&format!("message {i}")).await);
     }
+    let first: Vec<_> = samples
+        .iter()
+        .take(20)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .collect();
+    let last: Vec<_> = samples
+        .iter()
+        .rev()
+        .take(20)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .collect();
+    let avg = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     samples.sort();
-    println!("\nwarm round trip (message in → reply out), {WARM_MESSAGES} messages:");
+    println!("\nwarm round trip (message in → reply out), {warm} messages:");
     println!(
         "  p50 {}   p90 {}   p99 {}   max {}",
         ms(percentile(&samples, 0.5)),
         ms(percentile(&samples, 0.9)),
         ms(percentile(&samples, 0.99)),
         ms(*samples.last().unwrap())
+    );
+    println!(
+        "  mean of first 20: {:.2} ms, of last 20: {:.2} ms",
+        avg(&first),
+        avg(&last)
     );
     let runner = runner_pids(&fixture);
     let runner_rss: Vec<String> = runner
@@ -171,7 +194,7 @@ async fn main() {
         .map(|k| format!("{:.1} MB", k as f64 / 1024.0))
         .collect();
     println!(
-        "agent-runner RSS (warm, after {WARM_MESSAGES} turns): {}",
+        "agent-runner RSS (warm, after {warm} turns): {}",
         runner_rss.join(", ")
     );
     let mcp = std::fs::read_dir("/proc")

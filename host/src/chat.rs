@@ -24,6 +24,19 @@ use crate::channels::cli::ChatEvent;
 use crate::config::Config;
 use crate::protocol::{Event, Request};
 
+/// `println!` that ends the program quietly when stdout's reader has gone away
+/// (`clawbox status | head`), as Unix tools do, instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = writeln!(out, $($arg)*).and_then(|()| out.flush())
+            && e.kind() == std::io::ErrorKind::BrokenPipe
+        {
+            std::process::exit(0);
+        }
+    }};
+}
+
 /// Logs to stderr, or to `file` (appending) when given. `RUST_LOG` filters (default `info`).
 pub fn init_logging(file: Option<&Path>) {
     use tracing_subscriber::EnvFilter;
@@ -252,9 +265,9 @@ impl Session {
                     .map(|n| format!("(edit of #{n}) "))
                     .unwrap_or_default();
                 if self.interactive {
-                    println!("{} › {edit}{text}", self.agent);
+                    say!("{} › {edit}{text}", self.agent);
                 } else {
-                    println!("{edit}{text}");
+                    say!("{edit}{text}");
                 }
             }
             Event::Chat(ChatEvent::Done {
@@ -307,7 +320,7 @@ pub async fn status(config: Config, json: bool) -> Result<ExitCode, HostError> {
     while let Some(ev) = events.recv().await {
         if let Event::Status { status } = ev {
             if json {
-                println!("{status:#}");
+                say!("{status:#}");
             } else {
                 print_status(&status);
             }
@@ -319,7 +332,7 @@ pub async fn status(config: Config, json: bool) -> Result<ExitCode, HostError> {
 
 fn print_status(status: &serde_json::Value) {
     let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
-    println!(
+    say!(
         "runtime: {}{}   live sessions: {}",
         s(&status["runtime"]),
         if status["isolated"].as_bool() == Some(true) {
@@ -329,12 +342,15 @@ fn print_status(status: &serde_json::Value) {
         },
         status["live_sessions"]
     );
-    println!(
+    say!(
         "{:<36} {:<12} {:<16} {:<9} LAST ACTIVITY",
-        "SESSION", "AGENT", "CHAT", "RUNNER"
+        "SESSION",
+        "AGENT",
+        "CHAT",
+        "RUNNER"
     );
     for row in status["sessions"].as_array().into_iter().flatten() {
-        println!(
+        say!(
             "{:<36} {:<12} {:<16} {:<9} {}",
             s(&row["id"]),
             s(&row["agent"]),

@@ -35,10 +35,13 @@ impl SessionMailbox {
         })
     }
 
-    /// The runner's database, once the runner has created it.
+    /// The runner's database, once the runner has created it and its schema.
     pub fn outbound(&mut self) -> mailbox::Result<Option<&OutboundReader>> {
         if self.outbound.is_none() && self.paths.outbound_db().exists() {
-            self.outbound = Some(OutboundReader::open(&self.paths.outbound_db())?);
+            let reader = OutboundReader::open(&self.paths.outbound_db())?;
+            if reader.is_ready()? {
+                self.outbound = Some(reader);
+            }
         }
         Ok(self.outbound.as_ref())
     }

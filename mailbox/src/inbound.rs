@@ -1,7 +1,7 @@
 //! `inbound.db`: written by the host only ([`InboundDb`]), read by the container
 //! ([`InboundReader`], opened read-only and mounted read-only).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -37,7 +37,7 @@ impl Inserted {
 /// The host's read-write handle on one session's `inbound.db`.
 pub struct InboundDb {
     conn: Connection,
-    outbound_db: PathBuf,
+    outbound: sql::OtherSide,
 }
 
 impl InboundDb {
@@ -49,7 +49,7 @@ impl InboundDb {
         schema::migrate(&mut conn, &path, schema::INBOUND)?;
         Ok(InboundDb {
             conn,
-            outbound_db: paths.outbound_db(),
+            outbound: sql::OtherSide::new(paths.outbound_db(), "messages_out"),
         })
     }
 
@@ -57,7 +57,7 @@ impl InboundDb {
     /// already present.
     pub fn insert(&mut self, msg: &NewInbound, now: DateTime<Utc>) -> Result<Inserted> {
         // Read the other side first: holding our write lock while waiting for theirs gains nothing.
-        let max_out = sql::max_seq_of(&self.outbound_db, "messages_out")?;
+        let max_out = self.outbound.max_seq()?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -145,7 +145,10 @@ impl InboundDb {
         acks: &[Ack],
         now: DateTime<Utc>,
     ) -> Result<Vec<Verdict>> {
-        if delivered.is_empty() && acks.is_empty() {
+        // `processing` acks change nothing here; a pass with nothing else commits nothing (the
+        // cursor then stays put and those acks are read again next time, which is cheap).
+        let verdict_acks = acks.iter().any(|a| a.status != AckStatus::Processing);
+        if delivered.is_empty() && !verdict_acks {
             return Ok(Vec::new());
         }
         let tx = self

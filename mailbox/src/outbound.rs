@@ -2,7 +2,7 @@
 //! mcp-tools), read by the host ([`OutboundReader`], opened read-only).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
@@ -30,7 +30,7 @@ pub struct HistoryEntry {
 /// The container's read-write handle on `outbound.db`.
 pub struct OutboundDb {
     conn: Connection,
-    inbound_db: PathBuf,
+    inbound: sql::OtherSide,
 }
 
 impl OutboundDb {
@@ -40,7 +40,7 @@ impl OutboundDb {
         schema::migrate(&mut conn, &path, schema::OUTBOUND)?;
         Ok(OutboundDb {
             conn,
-            inbound_db: paths.inbound_db(),
+            inbound: sql::OtherSide::new(paths.inbound_db(), "messages_in"),
         })
     }
 
@@ -48,7 +48,7 @@ impl OutboundDb {
     /// visible to the host at once on [`OutboundTx::commit`], or not at all.
     pub fn transaction(&mut self) -> Result<OutboundTx<'_>> {
         // The inbound max is read before taking our lock; parity keeps seqs unique regardless.
-        let max_in = sql::max_seq_of(&self.inbound_db, "messages_in")?;
+        let max_in = self.inbound.max_seq()?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -244,6 +244,15 @@ impl OutboundReader {
         Ok(OutboundReader {
             conn: sql::open_ro(path)?,
         })
+    }
+
+    /// Whether the container has finished creating the schema (the file exists from the moment
+    /// the runner opens it, a few milliseconds before its tables do).
+    pub fn is_ready(&self) -> Result<bool> {
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        Ok(version >= 1)
     }
 
     /// Acks written after the ack with id `cursor`, in order.

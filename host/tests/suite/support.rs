@@ -26,6 +26,9 @@ pub struct Client {
     events: mpsc::UnboundedReceiver<Event>,
     /// Every event received so far, in order.
     pub seen: Vec<Event>,
+    /// The session each accepted seq belongs to (seqs are per session: several agents on one
+    /// chat each number their own messages).
+    sessions: std::collections::HashMap<i64, String>,
 }
 
 impl Client {
@@ -47,6 +50,7 @@ impl Client {
             write,
             events,
             seen: Vec::new(),
+            sessions: std::collections::HashMap::new(),
         };
         client.request(&Request::Attach).await?;
         client
@@ -77,7 +81,10 @@ impl Client {
             .wait_for(|e| matches!(e, Event::Accepted { .. } | Event::Rejected { .. }))
             .await?
         {
-            Event::Accepted { session_id, seq } => Ok((session_id, seq)),
+            Event::Accepted { session_id, seq } => {
+                self.sessions.insert(seq, session_id.clone());
+                Ok((session_id, seq))
+            }
             other => bail!("message refused: {other:?}"),
         }
     }
@@ -99,8 +106,11 @@ impl Client {
 
     /// Waits for the verdict on `seq` (already seen or still to come).
     pub async fn done(&mut self, seq: i64) -> anyhow::Result<(InboundStatus, Option<String>)> {
-        let is_done =
-            |e: &Event| matches!(e, Event::Chat(ChatEvent::Done { seq: s, .. }) if *s == seq);
+        let session = self.sessions.get(&seq).cloned();
+        let is_done = move |e: &Event| {
+            matches!(e, Event::Chat(ChatEvent::Done { seq: s, session_id, .. })
+                if *s == seq && session.as_ref().is_none_or(|want| want == session_id))
+        };
         let ev = match self.seen.iter().find(|e| is_done(e)).cloned() {
             Some(ev) => ev,
             None => self.wait_for(is_done).await?,
@@ -120,14 +130,16 @@ impl Client {
 
     /// Texts of the replies to `seq` seen so far.
     pub fn replies_to(&self, seq: i64) -> Vec<String> {
+        let session = self.sessions.get(&seq);
         self.seen
             .iter()
             .filter_map(|e| match e {
                 Event::Chat(ChatEvent::Reply {
                     in_reply_to: Some(r),
+                    session_id,
                     text,
                     ..
-                }) if *r == seq => Some(text.clone()),
+                }) if *r == seq && session.is_none_or(|s| s == session_id) => Some(text.clone()),
                 _ => None,
             })
             .collect()

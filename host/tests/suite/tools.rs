@@ -156,7 +156,16 @@ async fn two_sessions_cannot_see_each_others_workspace() {
     let (session, seq) = client.send("save the secret").await.unwrap();
     assert_eq!(client.done(seq).await.unwrap().0, InboundStatus::Completed);
     let secret = session_dir(&fixture, &session).join("workspace/secret.txt");
-    assert!(secret.is_file());
+    assert!(
+        secret.is_file(),
+        "{:#?}\n{:#?}",
+        client.seen,
+        model
+            .requests()
+            .iter()
+            .map(|r| r.body["model"].clone())
+            .collect::<Vec<_>>()
+    );
 
     let relative = format!("../../../default/{session}/workspace/secret.txt");
     model.push_for(

@@ -151,3 +151,19 @@ fn reading_the_other_side_leaves_no_files_behind() {
     assert_eq!(file_names(&s.paths.inbound_dir), ["inbound.db"]);
     assert_eq!(file_names(&s.paths.outbound_dir), ["outbound.db"]);
 }
+
+#[test]
+fn a_reader_sees_an_unmigrated_outbound_db_as_not_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = mailbox::SessionPaths::from_root(dir.path());
+    paths.create_dirs().unwrap();
+    // The runner has created the file but not yet its tables.
+    rusqlite::Connection::open(paths.outbound_db())
+        .unwrap()
+        .execute_batch("PRAGMA journal_mode=DELETE;")
+        .unwrap();
+    let reader = mailbox::OutboundReader::open(&paths.outbound_db()).unwrap();
+    assert!(!reader.is_ready().unwrap());
+    mailbox::OutboundDb::open(&paths).unwrap();
+    assert!(reader.is_ready().unwrap());
+}
