@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono_tz::Tz;
+use mailbox::env;
 
 /// Variables the runner passes on to the MCP servers it starts, when set (besides the ones it
 /// derives from its own configuration).
@@ -100,57 +101,57 @@ impl Config {
             absolute(var, get(var).unwrap_or_else(|| default.to_owned()))
         };
 
-        let timezone = match get("TIMEZONE") {
+        let timezone = match get(env::TIMEZONE) {
             None => Tz::UTC,
             Some(value) => value
                 .trim()
                 .parse::<Tz>()
                 .map_err(|e| ConfigError::Invalid {
-                    var: "TIMEZONE",
+                    var: env::TIMEZONE,
                     value,
                     reason: format!("not an IANA time zone ({e})"),
                 })?,
         };
-        let mcp_tools_bin = match lookup("CLAWBOX_MCP_TOOLS_BIN") {
+        let mcp_tools_bin = match lookup(env::MCP_TOOLS_BIN) {
             Some(value) if value.trim().is_empty() => None,
             Some(value) => Some(PathBuf::from(value)),
             None => Some(default_mcp_tools_bin()),
         };
-        let base_url = get("OPENAI_BASE_URL")
+        let base_url = get(env::OPENAI_BASE_URL)
             .unwrap_or_else(|| "https://api.openai.com/v1".to_owned())
             .trim()
             .trim_end_matches('/')
             .to_owned();
         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
             return Err(ConfigError::Invalid {
-                var: "OPENAI_BASE_URL",
+                var: env::OPENAI_BASE_URL,
                 value: base_url,
                 reason: "must start with http:// or https://".to_owned(),
             });
         }
 
         Ok(Config {
-            session_id: get("CLAWBOX_SESSION_ID").unwrap_or_else(|| "unknown".to_owned()),
-            agent_id: get("CLAWBOX_AGENT_ID").unwrap_or_else(|| "unknown".to_owned()),
-            install: get("CLAWBOX_INSTALL"),
-            mailbox_dir: absolute("CLAWBOX_MAILBOX_DIR", required("CLAWBOX_MAILBOX_DIR")?)?,
-            workspace: path_or("CLAWBOX_WORKSPACE", "/workspace")?,
-            agent_dir: path_or("CLAWBOX_AGENT_DIR", "/workspace/agent")?,
-            global_dir: get("CLAWBOX_GLOBAL_DIR")
-                .map(|dir| absolute("CLAWBOX_GLOBAL_DIR", dir))
+            session_id: get(env::SESSION_ID).unwrap_or_else(|| "unknown".to_owned()),
+            agent_id: get(env::AGENT_ID).unwrap_or_else(|| "unknown".to_owned()),
+            install: get(env::INSTALL),
+            mailbox_dir: absolute(env::MAILBOX_DIR, required(env::MAILBOX_DIR)?)?,
+            workspace: path_or(env::WORKSPACE, "/workspace")?,
+            agent_dir: path_or(env::AGENT_DIR, "/workspace/agent")?,
+            global_dir: get(env::GLOBAL_DIR)
+                .map(|dir| absolute(env::GLOBAL_DIR, dir))
                 .transpose()?,
-            model: required("CLAWBOX_MODEL")?,
+            model: required(env::MODEL)?,
             base_url,
-            api_key: get("OPENAI_API_KEY").unwrap_or_default(),
+            api_key: get(env::OPENAI_API_KEY).unwrap_or_default(),
             timezone,
-            assistant_name: get("ASSISTANT_NAME").unwrap_or_else(|| "Andy".to_owned()),
-            idle_timeout: millis(&get, "CLAWBOX_IDLE_TIMEOUT_MS", 300_000)?,
-            heartbeat: millis(&get, "CLAWBOX_HEARTBEAT_MS", 2_000)?,
-            max_steps: number(&get, "CLAWBOX_MAX_STEPS", 20, /*min*/ 1)?,
-            model_timeout: millis(&get, "CLAWBOX_MODEL_TIMEOUT_MS", 120_000)?,
-            model_retries: number(&get, "CLAWBOX_MODEL_RETRIES", 3, /*min*/ 0)?,
-            model_backoff: millis(&get, "CLAWBOX_MODEL_BACKOFF_MS", 500)?,
-            tool_timeout: millis(&get, "CLAWBOX_TOOL_TIMEOUT_MS", 600_000)?,
+            assistant_name: get(env::ASSISTANT_NAME).unwrap_or_else(|| "Andy".to_owned()),
+            idle_timeout: millis(&get, env::IDLE_TIMEOUT_MS, 300_000)?,
+            heartbeat: millis(&get, env::HEARTBEAT_MS, 2_000)?,
+            max_steps: number(&get, env::MAX_STEPS, 20, /*min*/ 1)?,
+            model_timeout: millis(&get, env::MODEL_TIMEOUT_MS, 120_000)?,
+            model_retries: number(&get, env::MODEL_RETRIES, 3, /*min*/ 0)?,
+            model_backoff: millis(&get, env::MODEL_BACKOFF_MS, 500)?,
+            tool_timeout: millis(&get, env::TOOL_TIMEOUT_MS, 600_000)?,
             mcp_tools_bin,
             inherited_env: INHERITED
                 .iter()
@@ -232,10 +233,7 @@ mod tests {
         Config::from_lookup(|name| map.get(name).cloned())
     }
 
-    const MINIMAL: &[(&str, &str)] = &[
-        ("CLAWBOX_MAILBOX_DIR", "/mailbox"),
-        ("CLAWBOX_MODEL", "gpt-test"),
-    ];
+    const MINIMAL: &[(&str, &str)] = &[(env::MAILBOX_DIR, "/mailbox"), (env::MODEL, "gpt-test")];
 
     #[test]
     fn defaults() {
@@ -264,11 +262,11 @@ mod tests {
     fn values_are_parsed() {
         let mut vars = MINIMAL.to_vec();
         vars.extend([
-            ("TIMEZONE", "Europe/Berlin"),
-            ("OPENAI_BASE_URL", "http://127.0.0.1:9/v1/"),
-            ("CLAWBOX_MODEL_RETRIES", "0"),
-            ("CLAWBOX_MAX_STEPS", " 5 "),
-            ("CLAWBOX_MCP_TOOLS_BIN", ""),
+            (env::TIMEZONE, "Europe/Berlin"),
+            (env::OPENAI_BASE_URL, "http://127.0.0.1:9/v1/"),
+            (env::MODEL_RETRIES, "0"),
+            (env::MAX_STEPS, " 5 "),
+            (env::MCP_TOOLS_BIN, ""),
         ]);
         let c = config(&vars).unwrap();
         assert_eq!(c.timezone, chrono_tz::Europe::Berlin);
@@ -281,12 +279,12 @@ mod tests {
     #[test]
     fn invalid_values_name_the_variable() {
         let table = [
-            ("TIMEZONE", "Mars/Olympus"),
-            ("CLAWBOX_IDLE_TIMEOUT_MS", "soon"),
-            ("CLAWBOX_HEARTBEAT_MS", "0"),
-            ("CLAWBOX_MAX_STEPS", "0"),
-            ("CLAWBOX_MODEL_RETRIES", "-1"),
-            ("OPENAI_BASE_URL", "api.openai.com"),
+            (env::TIMEZONE, "Mars/Olympus"),
+            (env::IDLE_TIMEOUT_MS, "soon"),
+            (env::HEARTBEAT_MS, "0"),
+            (env::MAX_STEPS, "0"),
+            (env::MODEL_RETRIES, "-1"),
+            (env::OPENAI_BASE_URL, "api.openai.com"),
         ];
         for (var, value) in table {
             let mut vars = MINIMAL.to_vec();
@@ -294,7 +292,7 @@ mod tests {
             let err = config(&vars).unwrap_err();
             assert!(err.to_string().starts_with(var), "{var}: {err}");
         }
-        let err = config(&[("CLAWBOX_MODEL", "m")]).unwrap_err();
+        let err = config(&[(env::MODEL, "m")]).unwrap_err();
         assert_eq!(err.to_string(), "CLAWBOX_MAILBOX_DIR is not set");
     }
 }

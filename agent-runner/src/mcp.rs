@@ -57,17 +57,17 @@ pub fn builtin_server(config: &Config) -> Option<ServerSpec> {
     let tz = config.timezone.name().to_owned();
     env.extend([
         ("TZ".to_owned(), tz.clone()),
-        ("TIMEZONE".to_owned(), tz),
+        (mailbox::env::TIMEZONE.to_owned(), tz),
         (
-            "CLAWBOX_MAILBOX_DIR".to_owned(),
+            mailbox::env::MAILBOX_DIR.to_owned(),
             config.mailbox_dir.display().to_string(),
         ),
         (
-            "CLAWBOX_WORKSPACE".to_owned(),
+            mailbox::env::WORKSPACE.to_owned(),
             config.workspace.display().to_string(),
         ),
         (
-            "CLAWBOX_AGENT_DIR".to_owned(),
+            mailbox::env::AGENT_DIR.to_owned(),
             config.agent_dir.display().to_string(),
         ),
     ]);

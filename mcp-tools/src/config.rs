@@ -52,24 +52,24 @@ impl Config {
 
     /// Builds the config from any variable lookup (tests pass a table).
     pub fn from_lookup(get: impl Fn(&str) -> Option<OsString>) -> Result<Self, ConfigError> {
-        let mailbox_dir = absolute_path(&get, "CLAWBOX_MAILBOX_DIR")?;
-        let workspace = absolute_path(&get, "CLAWBOX_WORKSPACE")?;
+        let mailbox_dir = absolute_path(&get, mailbox::env::MAILBOX_DIR)?;
+        let workspace = absolute_path(&get, mailbox::env::WORKSPACE)?;
         if !workspace.is_dir() {
             return Err(ConfigError::NotADirectory {
-                var: "CLAWBOX_WORKSPACE",
+                var: mailbox::env::WORKSPACE,
                 value: workspace,
             });
         }
-        let agent_dir = absolute_path(&get, "CLAWBOX_AGENT_DIR")?;
-        let timezone = match get("TIMEZONE").filter(|v| !v.is_empty()) {
+        let agent_dir = absolute_path(&get, mailbox::env::AGENT_DIR)?;
+        let timezone = match get(mailbox::env::TIMEZONE).filter(|v| !v.is_empty()) {
             None => None,
             Some(raw) => {
-                let value = raw
-                    .into_string()
-                    .map_err(|_| ConfigError::NotUnicode { var: "TIMEZONE" })?;
+                let value = raw.into_string().map_err(|_| ConfigError::NotUnicode {
+                    var: mailbox::env::TIMEZONE,
+                })?;
                 if chrono_tz::Tz::from_str(&value).is_err() {
                     return Err(ConfigError::UnknownTimezone {
-                        var: "TIMEZONE",
+                        var: mailbox::env::TIMEZONE,
                         value,
                     });
                 }

@@ -11,6 +11,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio::sync::watch;
 
+use mailbox::env;
+
 use crate::config::Config;
 
 /// Everything a runtime needs to start the runner of one session, in host paths.
@@ -142,27 +144,27 @@ impl RunnerSettings {
     pub fn env(&self, spec: &RunnerSpec, paths: &RunnerPaths) -> Vec<(String, String)> {
         let ms = |d: Duration| d.as_millis().to_string();
         let mut env = vec![
-            ("CLAWBOX_SESSION_ID", spec.session_id.clone()),
-            ("CLAWBOX_AGENT_ID", spec.agent_id.clone()),
-            ("CLAWBOX_INSTALL", self.install_id.clone()),
-            ("CLAWBOX_MAILBOX_DIR", paths.mailbox_dir.clone()),
-            ("CLAWBOX_WORKSPACE", paths.workspace.clone()),
-            ("CLAWBOX_AGENT_DIR", paths.agent_dir.clone()),
-            ("CLAWBOX_GLOBAL_DIR", paths.global_dir.clone()),
-            ("CLAWBOX_MODEL", spec.model.clone()),
-            ("OPENAI_BASE_URL", self.openai_base_url.clone()),
-            ("TIMEZONE", self.timezone.clone()),
-            ("ASSISTANT_NAME", spec.assistant_name.clone()),
-            ("CLAWBOX_IDLE_TIMEOUT_MS", ms(self.idle_timeout)),
-            ("CLAWBOX_HEARTBEAT_MS", ms(self.heartbeat)),
-            ("CLAWBOX_MAX_STEPS", self.max_steps.to_string()),
-            ("CLAWBOX_MODEL_TIMEOUT_MS", ms(self.model_timeout)),
-            ("CLAWBOX_MODEL_RETRIES", self.model_retries.to_string()),
-            ("CLAWBOX_MODEL_BACKOFF_MS", ms(self.model_backoff)),
-            ("CLAWBOX_TOOL_TIMEOUT_MS", ms(self.tool_timeout)),
+            (env::SESSION_ID, spec.session_id.clone()),
+            (env::AGENT_ID, spec.agent_id.clone()),
+            (env::INSTALL, self.install_id.clone()),
+            (env::MAILBOX_DIR, paths.mailbox_dir.clone()),
+            (env::WORKSPACE, paths.workspace.clone()),
+            (env::AGENT_DIR, paths.agent_dir.clone()),
+            (env::GLOBAL_DIR, paths.global_dir.clone()),
+            (env::MODEL, spec.model.clone()),
+            (env::OPENAI_BASE_URL, self.openai_base_url.clone()),
+            (env::TIMEZONE, self.timezone.clone()),
+            (env::ASSISTANT_NAME, spec.assistant_name.clone()),
+            (env::IDLE_TIMEOUT_MS, ms(self.idle_timeout)),
+            (env::HEARTBEAT_MS, ms(self.heartbeat)),
+            (env::MAX_STEPS, self.max_steps.to_string()),
+            (env::MODEL_TIMEOUT_MS, ms(self.model_timeout)),
+            (env::MODEL_RETRIES, self.model_retries.to_string()),
+            (env::MODEL_BACKOFF_MS, ms(self.model_backoff)),
+            (env::TOOL_TIMEOUT_MS, ms(self.tool_timeout)),
         ];
         if let Some(key) = &self.openai_api_key {
-            env.push(("OPENAI_API_KEY", key.clone()));
+            env.push((env::OPENAI_API_KEY, key.clone()));
         }
         env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
     }
