@@ -79,10 +79,14 @@ text_enum! {
 text_enum! {
     /// What an outbound row asks the host to do.
     OutboundKind {
-        /// A message to a chat: content `{"text": …}`.
+        /// A message to a chat: content `{"text": …, "files": ["name", …]}` (files optional, each
+        /// stored at `outbound/files/<message id>/<name>`).
         Chat = "chat",
         /// Replace the text of an earlier outbound message: content `{"edit_of": seq, "text": …}`.
         Edit = "edit",
+        /// React to a message (inbound: even seq, outbound: odd seq): content
+        /// `{"reaction_to": seq, "emoji": "👍"}`.
+        Reaction = "reaction",
     }
 }
 

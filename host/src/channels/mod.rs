@@ -51,6 +51,11 @@ impl Channels {
         session_id: &str,
         msg: &OutboundMessage,
     ) -> Result<Option<String>, DeliveryError> {
+        if msg.kind == OutboundKind::Reaction {
+            return Err(DeliveryError::Permanent(
+                "reactions are not supported by this channel yet".into(),
+            ));
+        }
         let text = match msg.text() {
             Some(t) if !t.trim().is_empty() => t,
             _ => {
@@ -60,7 +65,7 @@ impl Channels {
             }
         };
         let edit_of = match msg.kind {
-            OutboundKind::Chat => None,
+            OutboundKind::Chat | OutboundKind::Reaction => None,
             OutboundKind::Edit => Some(
                 msg.content
                     .get("edit_of")
