@@ -2,7 +2,17 @@
 CARGO ?= cargo
 RELEASE_BIN := target/release
 
-.PHONY: all build build-release run serve status test lint fmt bench clean
+.PHONY: all build build-release run serve status test lint fmt bench clean venv
+
+# A Python environment with the official MCP SDK and a third-party MCP server, for the
+# interoperability tests. Rebuilt when tests/requirements.txt changes.
+VENV := .venv
+$(VENV)/.stamp: tests/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	touch $@
+
+venv: $(VENV)/.stamp
 
 all: build
 
@@ -25,9 +35,9 @@ status: build
 	./target/debug/clawbox status
 
 ## Formatting, lints and the whole test suite (what CI runs).
-test: lint
+test: lint venv
 	$(CARGO) build --workspace --bins
-	$(CARGO) test --workspace
+	CLAWBOX_TEST_PYTHON=$(CURDIR)/$(VENV)/bin/python $(CARGO) test --workspace
 
 lint:
 	$(CARGO) fmt --all --check
