@@ -158,7 +158,7 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
     if config.telegram_bot_token.is_some() {
         tracing::warn!("TELEGRAM_BOT_TOKEN is set, but this build has no Telegram channel yet");
     }
-    let channels = Channels::default();
+    let channels = Channels::new(config.data_dir.join("files"));
     let watcher = match crate::watch::OutboundWatcher::new() {
         Ok(w) => Some(Arc::new(w)),
         Err(e) => {

@@ -259,16 +259,32 @@ impl Session {
                 eprintln!("⚠ {reason}");
                 self.prompt();
             }
-            Event::Chat(ChatEvent::Reply { text, edit_of, .. }) => {
+            Event::Chat(ChatEvent::Reply {
+                text,
+                edit_of,
+                files,
+                ..
+            }) => {
                 self.clear_status_line();
                 let edit = edit_of
                     .map(|n| format!("(edit of #{n}) "))
                     .unwrap_or_default();
-                if self.interactive {
-                    say!("{} › {edit}{text}", self.agent);
-                } else {
-                    say!("{edit}{text}");
+                if !text.is_empty() || files.is_empty() {
+                    if self.interactive {
+                        say!("{} › {edit}{text}", self.agent);
+                    } else {
+                        say!("{edit}{text}");
+                    }
                 }
+                for f in files {
+                    say!("📎 {} ({} bytes): {}", f.name, f.bytes, f.path);
+                }
+            }
+            Event::Chat(ChatEvent::Reaction {
+                reaction_to, emoji, ..
+            }) => {
+                self.clear_status_line();
+                eprintln!("({} reacted {emoji} to #{reaction_to})", self.agent);
             }
             Event::Chat(ChatEvent::Done {
                 session_id,

@@ -63,6 +63,9 @@ pub struct Config {
     pub tool_timeout: Duration,
     /// `CLAWBOX_RUNNER_BIN` (default: `agent-runner` next to the `clawbox` binary).
     pub runner_bin: PathBuf,
+    /// `CLAWBOX_SKILLS_DIR` (default `./container/skills` when it exists): built-in skills for
+    /// runners on the host; agents' own `skills/` override them by name.
+    pub skills_dir: Option<PathBuf>,
 }
 
 /// A setting that could not be used; the message names the variable.
@@ -160,6 +163,10 @@ impl Config {
             model_backoff: ms("MODEL_BACKOFF_MS", 500)?,
             tool_timeout: ms("TOOL_TIMEOUT_MS", 600_000)?,
             runner_bin,
+            skills_dir: match var("CLAWBOX_SKILLS_DIR") {
+                Some(p) => Some(cwd.join(p)),
+                None => Some(cwd.join("container/skills")).filter(|p| p.is_dir()),
+            },
         };
         if config.claim_stuck <= config.heartbeat * 2 {
             return Err(ConfigError {

@@ -14,7 +14,8 @@ use mailbox::{
 };
 use serde_json::json;
 
-use crate::channels::{Channels, DeliveryError, Outcome};
+use crate::channels::{Channels, DeliveryError, Outcome, attachment_names};
+use crate::outbox::{Attachment, AttachmentError, read_attachment};
 
 /// The host's handle on one session's two databases.
 pub struct SessionMailbox {
@@ -190,7 +191,18 @@ impl Delivery<'_> {
         }
         let mut delivered = Vec::new();
         for (msg, attempt) in plan.started {
-            match self.channels.deliver(self.session_id, &msg).await {
+            let attachments = match self.attachments(&msg).await {
+                Ok(a) => a,
+                Err(e) => {
+                    self.fail(msg, e.to_string(), true).await?;
+                    continue;
+                }
+            };
+            match self
+                .channels
+                .deliver(self.session_id, &msg, &attachments)
+                .await
+            {
                 Ok(platform_id) => delivered.push((msg.seq, platform_id)),
                 Err(DeliveryError::Unavailable) => {
                     // Raced with a terminal detaching; sent again when one attaches.
@@ -224,6 +236,30 @@ impl Delivery<'_> {
         }
         self.report(failed).await?;
         Ok(waiting)
+    }
+
+    /// Reads the files attached to `msg`, each through the symlink-proof reader of outbox.rs.
+    async fn attachments(&self, msg: &OutboundMessage) -> Result<Vec<Attachment>, AttachmentError> {
+        let names = attachment_names(msg);
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let dir = {
+            let mb = self.mailbox.lock().unwrap_or_else(|e| e.into_inner());
+            mb.paths.outbound_dir.clone()
+        };
+        let id = msg.id.clone();
+        tokio::task::spawn_blocking(move || {
+            names
+                .iter()
+                .map(|name| read_attachment(&dir, &id, name))
+                .collect()
+        })
+        .await
+        .map_err(|e| AttachmentError::Io {
+            name: msg.id.clone(),
+            error: e.to_string(),
+        })?
     }
 
     /// Records a failed attempt; a final failure is also told to the agent on its next turn.

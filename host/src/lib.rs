@@ -11,6 +11,7 @@ pub mod config;
 pub mod db;
 pub mod delivery;
 pub mod liveness;
+pub mod outbox;
 pub mod protocol;
 pub mod router;
 pub mod runtime;

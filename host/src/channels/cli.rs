@@ -3,14 +3,24 @@
 //! unavailable and replies wait in the mailbox until one attaches — nothing is lost because the
 //! user closed the terminal.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use mailbox::InboundStatus;
+use mailbox::{InboundStatus, OutboundMessage};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use super::{DeliveryError, Outcome};
+use super::{Content, DeliveryError, Outcome};
+use crate::outbox::Attachment;
+
+/// A file the agent sent, saved where the terminal's user can open it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedFile {
+    pub name: String,
+    pub bytes: u64,
+    pub path: String,
+}
 
 /// What the host tells attached terminals (also the admin protocol's chat events).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,6 +33,14 @@ pub enum ChatEvent {
         text: String,
         /// Set when this replaces the text of an earlier reply.
         edit_of: Option<i64>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        files: Vec<SavedFile>,
+    },
+    Reaction {
+        session_id: String,
+        seq: i64,
+        reaction_to: i64,
+        emoji: String,
     },
     Done {
         session_id: String,
@@ -39,34 +57,35 @@ pub enum ChatEvent {
 pub struct CliChannel {
     events: broadcast::Sender<ChatEvent>,
     attached: Arc<AtomicUsize>,
-}
-
-impl Default for CliChannel {
-    fn default() -> Self {
-        CliChannel {
-            events: broadcast::channel(/*capacity*/ 1024).0,
-            attached: Arc::default(),
-        }
-    }
+    /// `DATA_DIR/files`: attachments are written to `<session>/<seq>/<name>` below it.
+    files_dir: PathBuf,
 }
 
 /// Keeps the terminal counted as attached while alive.
-pub struct Attachment {
+pub struct Terminal {
     pub events: broadcast::Receiver<ChatEvent>,
     attached: Arc<AtomicUsize>,
 }
 
-impl Drop for Attachment {
+impl Drop for Terminal {
     fn drop(&mut self) {
         self.attached.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 impl CliChannel {
-    pub fn attach(&self) -> Attachment {
+    pub fn new(files_dir: PathBuf) -> Self {
+        CliChannel {
+            events: broadcast::channel(/*capacity*/ 1024).0,
+            attached: Arc::default(),
+            files_dir,
+        }
+    }
+
+    pub fn attach(&self) -> Terminal {
         let events = self.events.subscribe();
         self.attached.fetch_add(1, Ordering::SeqCst);
-        Attachment {
+        Terminal {
             events,
             attached: Arc::clone(&self.attached),
         }
@@ -76,22 +95,68 @@ impl CliChannel {
         self.attached.load(Ordering::SeqCst) > 0
     }
 
-    pub(super) fn reply(
+    pub(super) fn deliver(
+        &self,
+        session_id: &str,
+        msg: &OutboundMessage,
+        content: Content<'_>,
+        attachments: &[Attachment],
+    ) -> Result<Option<String>, DeliveryError> {
+        let event = match content {
+            Content::Text { text, edit_of } => ChatEvent::Reply {
+                session_id: session_id.to_owned(),
+                seq: msg.seq,
+                in_reply_to: msg.in_reply_to,
+                text: text.to_owned(),
+                edit_of,
+                files: self.save(session_id, msg.seq, attachments)?,
+            },
+            Content::Reaction { reaction_to, emoji } => ChatEvent::Reaction {
+                session_id: session_id.to_owned(),
+                seq: msg.seq,
+                reaction_to,
+                emoji: emoji.to_owned(),
+            },
+        };
+        self.send(event)?;
+        Ok(None)
+    }
+
+    /// Writes attachments under `files_dir/<session>/<seq>/` (host-owned, mode 0600), so the
+    /// user opens a copy the agent can no longer change.
+    fn save(
         &self,
         session_id: &str,
         seq: i64,
-        in_reply_to: Option<i64>,
-        text: &str,
-        edit_of: Option<i64>,
-    ) -> Result<Option<String>, DeliveryError> {
-        self.send(ChatEvent::Reply {
-            session_id: session_id.to_owned(),
-            seq,
-            in_reply_to,
-            text: text.to_owned(),
-            edit_of,
-        })?;
-        Ok(None)
+        attachments: &[Attachment],
+    ) -> Result<Vec<SavedFile>, DeliveryError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        if attachments.is_empty() {
+            return Ok(Vec::new());
+        }
+        let dir = self.files_dir.join(session_id).join(seq.to_string());
+        let transient =
+            |e: std::io::Error| DeliveryError::Transient(format!("cannot save file: {e}"));
+        std::fs::create_dir_all(&dir).map_err(transient)?;
+        let mut saved = Vec::new();
+        for a in attachments {
+            let path = dir.join(&a.name);
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(transient)?;
+            file.write_all(&a.bytes).map_err(transient)?;
+            saved.push(SavedFile {
+                name: a.name.clone(),
+                bytes: a.bytes.len() as u64,
+                path: path.display().to_string(),
+            });
+        }
+        Ok(saved)
     }
 
     pub(super) fn notice(&self, text: &str) -> Result<(), DeliveryError> {

@@ -4,8 +4,11 @@
 
 pub mod cli;
 
+use std::path::PathBuf;
+
 use mailbox::{InboundStatus, OutboundKind, OutboundMessage, Route};
 
+use crate::outbox::Attachment;
 use cli::CliChannel;
 
 /// Why a send did not happen.
@@ -23,6 +26,61 @@ pub enum DeliveryError {
     Permanent(String),
 }
 
+/// What an outbound row asks a channel to show, decoded once for every adapter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Content<'a> {
+    Text {
+        text: &'a str,
+        /// Set when this replaces the text of the earlier message with this seq.
+        edit_of: Option<i64>,
+    },
+    Reaction {
+        reaction_to: i64,
+        emoji: &'a str,
+    },
+}
+
+impl<'a> Content<'a> {
+    pub fn of(msg: &'a OutboundMessage) -> Result<Self, DeliveryError> {
+        let malformed = |what: &str| DeliveryError::Permanent(format!("{what} ({} row)", msg.kind));
+        let text = msg.text().unwrap_or_default();
+        let seq_field = |field: &str| msg.content.get(field).and_then(serde_json::Value::as_i64);
+        match msg.kind {
+            OutboundKind::Chat => Ok(Content::Text {
+                text,
+                edit_of: None,
+            }),
+            OutboundKind::Edit => Ok(Content::Text {
+                text,
+                edit_of: Some(seq_field("edit_of").ok_or_else(|| malformed("no edit_of"))?),
+            }),
+            OutboundKind::Reaction => Ok(Content::Reaction {
+                reaction_to: seq_field("reaction_to").ok_or_else(|| malformed("no reaction_to"))?,
+                emoji: msg
+                    .content
+                    .get("emoji")
+                    .and_then(serde_json::Value::as_str)
+                    .filter(|e| !e.is_empty())
+                    .ok_or_else(|| malformed("no emoji"))?,
+            }),
+        }
+    }
+}
+
+/// The names of the files attached to an outbound row (`content.files`).
+pub fn attachment_names(msg: &OutboundMessage) -> Vec<String> {
+    msg.content
+        .get("files")
+        .and_then(serde_json::Value::as_array)
+        .map(|files| {
+            files
+                .iter()
+                .filter_map(|f| f.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A verdict on an inbound message, for channels that show progress (the terminal chat).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome<'a> {
@@ -32,12 +90,19 @@ pub struct Outcome<'a> {
     pub error: Option<&'a str>,
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Channels {
     pub cli: CliChannel,
 }
 
 impl Channels {
+    /// `files_dir`: where channels that hand files to the local user (the terminal) put them.
+    pub fn new(files_dir: PathBuf) -> Self {
+        Channels {
+            cli: CliChannel::new(files_dir),
+        }
+    }
+
     pub fn is_available(&self, route: &Route) -> bool {
         match route.channel_type.as_str() {
             "cli" => self.cli.is_attached(),
@@ -45,38 +110,25 @@ impl Channels {
         }
     }
 
-    /// Sends one outbound row; returns the platform's message id when it has one.
+    /// Sends one outbound row with its (already validated) attachments; returns the platform's
+    /// message id when it has one.
     pub async fn deliver(
         &self,
         session_id: &str,
         msg: &OutboundMessage,
+        attachments: &[Attachment],
     ) -> Result<Option<String>, DeliveryError> {
-        if msg.kind == OutboundKind::Reaction {
+        let content = Content::of(msg)?;
+        if let Content::Text { text, .. } = &content
+            && text.trim().is_empty()
+            && attachments.is_empty()
+        {
             return Err(DeliveryError::Permanent(
-                "reactions are not supported by this channel yet".into(),
+                "message has no text to send".into(),
             ));
         }
-        let text = match msg.text() {
-            Some(t) if !t.trim().is_empty() => t,
-            _ => {
-                return Err(DeliveryError::Permanent(
-                    "message has no text to send".into(),
-                ));
-            }
-        };
-        let edit_of = match msg.kind {
-            OutboundKind::Chat | OutboundKind::Reaction => None,
-            OutboundKind::Edit => Some(
-                msg.content
-                    .get("edit_of")
-                    .and_then(serde_json::Value::as_i64)
-                    .ok_or_else(|| DeliveryError::Permanent("edit without edit_of".into()))?,
-            ),
-        };
         match msg.route.channel_type.as_str() {
-            "cli" => self
-                .cli
-                .reply(session_id, msg.seq, msg.in_reply_to, text, edit_of),
+            "cli" => self.cli.deliver(session_id, msg, content, attachments),
             other => Err(DeliveryError::Permanent(format!(
                 "no channel adapter for {other:?}"
             ))),

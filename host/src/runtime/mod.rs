@@ -120,6 +120,8 @@ pub struct RunnerSettings {
     pub model_retries: u32,
     pub model_backoff: Duration,
     pub tool_timeout: Duration,
+    /// Built-in skills, as a host path (the process runtime passes it through).
+    pub skills_dir: Option<std::path::PathBuf>,
 }
 
 impl RunnerSettings {
@@ -136,6 +138,7 @@ impl RunnerSettings {
             model_retries: config.model_retries,
             model_backoff: config.model_backoff,
             tool_timeout: config.tool_timeout,
+            skills_dir: config.skills_dir.clone(),
         }
     }
 
@@ -163,6 +166,9 @@ impl RunnerSettings {
             (env::MODEL_BACKOFF_MS, ms(self.model_backoff)),
             (env::TOOL_TIMEOUT_MS, ms(self.tool_timeout)),
         ];
+        if let Some(dir) = &paths.skills_dir {
+            env.push((env::SKILLS_DIR, dir.clone()));
+        }
         if let Some(key) = &self.openai_api_key {
             env.push((env::OPENAI_API_KEY, key.clone()));
         }
@@ -177,17 +183,19 @@ pub struct RunnerPaths {
     pub workspace: String,
     pub agent_dir: String,
     pub global_dir: String,
+    pub skills_dir: Option<String>,
 }
 
 impl RunnerPaths {
     /// The runner sees host paths as they are (process runtime).
-    pub fn host(spec: &RunnerSpec) -> Self {
+    pub fn host(spec: &RunnerSpec, settings: &RunnerSettings) -> Self {
         let s = |p: &PathBuf| p.to_string_lossy().into_owned();
         RunnerPaths {
             mailbox_dir: s(&spec.mailbox_dir),
             workspace: s(&spec.workspace),
             agent_dir: s(&spec.agent_dir),
             global_dir: s(&spec.global_dir),
+            skills_dir: settings.skills_dir.as_ref().map(s),
         }
     }
 }

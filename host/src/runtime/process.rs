@@ -44,13 +44,16 @@ impl ProcessRuntime {
                 cmd.env(key, v);
             }
         }
-        cmd.envs(self.settings.env(spec, &RunnerPaths::host(spec)))
-            .current_dir(&spec.workspace)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(false);
+        cmd.envs(
+            self.settings
+                .env(spec, &RunnerPaths::host(spec, &self.settings)),
+        )
+        .current_dir(&spec.workspace)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
         let mut child = cmd
             .spawn()
             .map_err(|e| RuntimeError::Start(format!("{}: {e}", self.runner_bin.display())))?;
