@@ -121,3 +121,51 @@ async fn replies_wait_for_a_terminal() {
     assert_eq!(client.replies_to(seq), vec!["late answer".to_owned()]);
     fixture.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_idle_runner_exits_and_the_next_message_starts_a_new_one() {
+    let (_model, mut fixture) = setup().await;
+    fixture.set("IDLE_TIMEOUT_MS", "300");
+    fixture.start().await.unwrap();
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    let (session, seq) = client.send("first").await.unwrap();
+    assert_eq!(client.done(seq).await.unwrap().0, InboundStatus::Completed);
+    let first = runner_pid(&fixture, &session, None).await;
+
+    // The runner leaves by itself; the host records the session as stopped.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while std::path::Path::new(&format!("/proc/{first}")).exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "runner never exited"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = fixture
+        .command(&["status", "--json"])
+        .output()
+        .await
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut status = status;
+    while status["sessions"][0]["runner"] != "stopped" {
+        assert!(tokio::time::Instant::now() < deadline, "{status:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let out = fixture
+            .command(&["status", "--json"])
+            .output()
+            .await
+            .unwrap();
+        status = serde_json::from_slice(&out.stdout).unwrap();
+    }
+    assert_eq!(status["live_sessions"], 0, "{status:#}");
+
+    // The conversation goes on with a new runner, history intact.
+    let (_, next) = client.send("second").await.unwrap();
+    assert_eq!(client.done(next).await.unwrap().0, InboundStatus::Completed);
+    client.settle(Duration::from_millis(200)).await;
+    assert_eq!(client.replies_to(next), vec!["echo: second".to_owned()]);
+    assert_ne!(runner_pid(&fixture, &session, Some(first)).await, first);
+    fixture.stop().await.unwrap();
+}
