@@ -25,6 +25,8 @@ use crate::watch::{OutboundWatcher, Registration};
 
 /// How long a runner gets to exit after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Pause after a runner could not be started, before looking at the session again.
+const START_FAILURE_PAUSE: Duration = Duration::from_secs(1);
 
 pub struct Shared {
     pub watcher: Option<Arc<OutboundWatcher>>,
@@ -163,6 +165,15 @@ fn release_free_memory() {
     }
 }
 
+/// Which pending messages a re-queue is charged to.
+#[derive(Clone, Copy)]
+enum Requeued {
+    /// Those the runner had claimed for their current attempt.
+    Claimed,
+    /// Every due triggering message (the runner died before claiming any).
+    Due,
+}
+
 struct Running {
     handle: RunnerHandle,
     started_at: DateTime<Utc>,
@@ -209,7 +220,14 @@ impl Actor {
             if self.runner.is_none() {
                 match self.next_due().await {
                     Some(due) if due <= Utc::now() => {
-                        self.start_runner().await;
+                        if !self.start_runner().await {
+                            // The due messages were failed and reported; if even that did not
+                            // work, do not spin on a broken runtime or database.
+                            tokio::select! {
+                                () = self.sup.cancel.cancelled() => return,
+                                () = tokio::time::sleep(START_FAILURE_PAUSE) => {}
+                            }
+                        }
                         continue;
                     }
                     Some(due) => {
@@ -320,7 +338,8 @@ impl Actor {
         }
     }
 
-    async fn start_runner(&mut self) {
+    /// Starts the runner; on failure fails the due messages with the reason and returns false.
+    async fn start_runner(&mut self) -> bool {
         let route = self.info.route.clone();
         let destinations = self.info.destinations.clone();
         let refreshed = with_mailbox(&self.mailbox, move |mb| {
@@ -371,6 +390,7 @@ impl Actor {
                     stop_reason: None,
                 });
                 self.set_state("running").await;
+                true
             }
             Err(e) => {
                 tracing::error!("cannot start the agent runner: {e}");
@@ -388,6 +408,7 @@ impl Actor {
                 if let Err(e) = failed {
                     tracing::error!("cannot fail pending messages: {e}");
                 }
+                false
             }
         }
     }
@@ -402,22 +423,43 @@ impl Actor {
         let reason = running
             .stop_reason
             .unwrap_or_else(|| format!("the agent runner ended unexpectedly ({exit})"));
-        self.requeue_claims(&reason).await;
+        let crashed = exit != RunnerExit::Code(0);
+        if self.requeue_claims(&reason).await == 0 && crashed {
+            // It died without claiming anything (a broken configuration, a crash at start):
+            // charge the attempt to the messages it should have taken, or a runner that cannot
+            // start would be restarted forever.
+            self.requeue(Requeued::Due, &reason).await;
+        }
     }
 
-    async fn requeue_claims(&self, reason: &str) {
+    /// Re-queues the claims a runner left behind; returns how many there were.
+    async fn requeue_claims(&self, reason: &str) -> usize {
+        self.requeue(Requeued::Claimed, reason).await
+    }
+
+    async fn requeue(&self, which: Requeued, reason: &str) -> usize {
         let config = self.config();
         let (max_tries, backoff) = (config.max_tries, config.backoff_base);
         let reason = reason.to_owned();
         let result = with_mailbox(&self.mailbox, move |mb| {
-            let claimed = mb.claimed()?;
-            if claimed.is_empty() {
+            let now = Utc::now();
+            let seqs = match which {
+                Requeued::Claimed => mb.claimed()?,
+                Requeued::Due => mb
+                    .inbound
+                    .pending()?
+                    .into_iter()
+                    .filter(|m| m.trigger && m.process_after.is_none_or(|t| t <= now))
+                    .map(|m| m.seq)
+                    .collect(),
+            };
+            if seqs.is_empty() {
                 return Ok(Vec::new());
             }
-            mb.inbound
-                .requeue(&claimed, max_tries, backoff, &reason, Utc::now())
+            mb.inbound.requeue(&seqs, max_tries, backoff, &reason, now)
         })
         .await;
+        let count = result.as_ref().map_or(0, Vec::len);
         match result {
             Ok(requeued) => {
                 for r in requeued {
@@ -433,6 +475,7 @@ impl Actor {
             }
             Err(e) => tracing::error!("cannot re-queue claims: {e}"),
         }
+        count
     }
 
     async fn check_liveness(&mut self) {

@@ -173,3 +173,28 @@ async fn a_frozen_runner_is_detected_by_its_heartbeat() {
     );
     fixture.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_runner_that_cannot_start_fails_the_message_instead_of_looping() {
+    let (model, mut fixture) = setup().await;
+    let broken = fixture.root().join("broken-runner");
+    std::fs::write(&broken, "#!/bin/sh\necho 'config error' >&2\nexit 3\n").unwrap();
+    std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    fixture
+        .set("CLAWBOX_RUNNER_BIN", broken.display().to_string())
+        .set("MAX_TRIES", "3");
+    fixture.start().await.unwrap();
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    let (_, seq) = client.send("anyone there?").await.unwrap();
+    let (status, error) = client.done(seq).await.unwrap();
+    assert_eq!(status, InboundStatus::Failed);
+    let error = error.unwrap();
+    assert!(error.contains("exit code 3"), "{error}");
+    assert!(error.contains("gave up after 3 attempts"), "{error}");
+    assert_eq!(model.request_count(), 0);
+    assert!(
+        fixture.logs().contains("config error"),
+        "runner stderr reaches the host log"
+    );
+    fixture.stop().await.unwrap();
+}
