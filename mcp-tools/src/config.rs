@@ -21,6 +21,10 @@ pub struct Config {
     pub workspace: PathBuf,
     /// `CLAWBOX_AGENT_DIR` (required, absolute): the agent folder, reached as `agent/…`.
     pub agent_dir: PathBuf,
+    /// `CLAWBOX_SKILLS_DIR` (optional, absolute): the built-in skills (`<name>/SKILL.md`) that
+    /// `load_skill` falls back to when the agent folder has no skill of that name. Unset: none.
+    /// A directory that does not exist holds no skills (the image may ship none).
+    pub skills_dir: Option<PathBuf>,
     /// `TIMEZONE` (optional, an IANA zone such as `Europe/Berlin`): `TZ` of `run_bash`.
     pub timezone: Option<String>,
     /// `PATH` (default `/usr/local/bin:/usr/bin:/bin`): `PATH` of `run_bash`.
@@ -61,6 +65,10 @@ impl Config {
             });
         }
         let agent_dir = absolute_path(&get, mailbox::env::AGENT_DIR)?;
+        let skills_dir = match get(mailbox::env::SKILLS_DIR).filter(|v| !v.is_empty()) {
+            None => None,
+            Some(_) => Some(absolute_path(&get, mailbox::env::SKILLS_DIR)?),
+        };
         let timezone = match get(mailbox::env::TIMEZONE).filter(|v| !v.is_empty()) {
             None => None,
             Some(raw) => {
@@ -80,6 +88,7 @@ impl Config {
             mailbox_dir,
             workspace,
             agent_dir,
+            skills_dir,
             timezone,
             bash_path: get("PATH")
                 .filter(|v| !v.is_empty())
@@ -135,6 +144,7 @@ mod tests {
             ("CLAWBOX_AGENT_DIR", "/workspace/agent"),
             ("TIMEZONE", "Europe/Berlin"),
             ("PATH", "/bin"),
+            ("CLAWBOX_SKILLS_DIR", "/app/skills"),
         ])
         .unwrap();
         pretty_assertions::assert_eq!(
@@ -143,6 +153,7 @@ mod tests {
                 mailbox_dir: "/mailbox".into(),
                 workspace: ws.path().to_path_buf(),
                 agent_dir: "/workspace/agent".into(),
+                skills_dir: Some("/app/skills".into()),
                 timezone: Some("Europe/Berlin".into()),
                 bash_path: "/bin".into(),
                 bash_lang: DEFAULT_LANG.into(),
@@ -162,7 +173,7 @@ mod tests {
             ("CLAWBOX_WORKSPACE", ws_str),
             ("CLAWBOX_AGENT_DIR", "/agent"),
         ];
-        let table: [(&str, Option<&str>, &str); 6] = [
+        let table: [(&str, Option<&str>, &str); 7] = [
             (
                 "CLAWBOX_MAILBOX_DIR",
                 None,
@@ -189,6 +200,11 @@ mod tests {
                 "TIMEZONE is not a known IANA time zone",
             ),
             ("CLAWBOX_AGENT_DIR", None, "CLAWBOX_AGENT_DIR is not set"),
+            (
+                "CLAWBOX_SKILLS_DIR",
+                Some("skills"),
+                "CLAWBOX_SKILLS_DIR must be an absolute path",
+            ),
         ];
         for (var, value, want) in table {
             let mut vars: Vec<(&str, &str)> =

@@ -16,7 +16,7 @@ pub enum ToolError {
     #[error("file not found: {path}")]
     NotFound { path: String },
     /// File tools: the path names a directory.
-    #[error("{path} is a directory, not a file (list it with run_bash, e.g. `ls -la {path}`)")]
+    #[error("{path} is a directory, not a file (see what it holds with list_files)")]
     IsDirectory { path: String },
     /// File tools: a FIFO, socket or device.
     #[error("{path} is not a regular file")]
@@ -68,9 +68,62 @@ pub enum ToolError {
          matches exactly once"
     )]
     Ambiguous { path: String, count: usize },
-    /// `send_message`: empty or whitespace-only text.
+    /// `send_file`: the file is bigger than a chat attachment may be.
+    #[error("{path} is {size} bytes; send_file sends files of at most {} MB ({limit} bytes)", limit / (1024 * 1024))]
+    TooLarge { path: String, size: u64, limit: u64 },
+    /// `send_file`: the attachment name would not be a single plain file name. `own_name`:
+    /// the name came from the file itself, not from the `filename` argument.
+    #[error(
+        "invalid filename {name:?}: {rule}{}",
+        if *.own_name { " (it is the file's own name; pass `filename` to send it under another)" } else { "" }
+    )]
+    BadFilename {
+        name: String,
+        rule: &'static str,
+        own_name: bool,
+    },
+    /// `send_file`: the copy into `outbound/files/` failed; nothing was sent.
+    #[error("cannot store the attachment ({action}): {source}; nothing was sent")]
+    Attachment {
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `send_message`, `edit_message`: empty or whitespace-only text.
     #[error("text is empty")]
     EmptyText,
+    /// `edit_message`: an even id names a message from a user.
+    #[error("message {seq} is a user message; you can only edit your own messages")]
+    NotOwnMessage { seq: i64 },
+    /// `edit_message`, `add_reaction`: no message has this id.
+    #[error("there is no message with id {seq}")]
+    UnknownMessage { seq: i64 },
+    /// `edit_message`, `add_reaction`: the id names a row that is not a chat message (an
+    /// edit, a reaction, a scheduled task, a system notice).
+    #[error("message {seq} is {what}, not a chat message; {hint}")]
+    NotChatMessage {
+        seq: i64,
+        what: &'static str,
+        hint: &'static str,
+    },
+    /// `add_reaction`: the emoji is empty, too long or contains spaces or control characters.
+    #[error("invalid emoji {emoji:?}: {rule}")]
+    BadEmoji { emoji: String, rule: &'static str },
+    /// `grep`: the pattern or the glob does not compile.
+    #[error("invalid {what}: {detail}")]
+    BadPattern { what: &'static str, detail: String },
+    /// `load_skill`: the name could not be a skill's folder name.
+    #[error("invalid skill name {name:?}: use lowercase letters, digits, '-' and '_'")]
+    BadSkillName { name: String },
+    /// `load_skill`: the skill's `SKILL.md` is over the size agent-runner accepts.
+    #[error("skill {name:?} cannot be used: its SKILL.md is larger than {limit_kib} KiB")]
+    SkillTooLarge { name: String, limit_kib: u64 },
+    /// `load_skill`: no skill of that name in the agent folder or the built-in skills.
+    #[error("unknown skill {name:?}; {}", skill_list(.available))]
+    UnknownSkill {
+        name: String,
+        available: Vec<String>,
+    },
     /// `run_bash`: empty or whitespace-only command.
     #[error("command is empty")]
     EmptyCommand,
@@ -96,6 +149,14 @@ fn destination_list(valid: &[String]) -> String {
         "this session has no destinations".to_owned()
     } else {
         format!("valid destinations: {}", valid.join(", "))
+    }
+}
+
+fn skill_list(available: &[String]) -> String {
+    if available.is_empty() {
+        "no skills are installed".to_owned()
+    } else {
+        format!("available skills: {}", available.join(", "))
     }
 }
 

@@ -1,5 +1,6 @@
 //! clawbox's built-in MCP server, run by agent-runner as a stdio child: messaging
-//! (`send_message`) and workspace tools (`read_file`, `write_file`, `edit_file`, `run_bash`).
+//! (`send_message`, `send_file`, `edit_message`, `add_reaction`), workspace tools (`read_file`,
+//! `write_file`, `edit_file`, `list_files`, `grep`, `run_bash`) and `load_skill`.
 //! Owns the tools and their path confinement; the MCP client, tool naming and per-call timeouts
 //! live in agent-runner.
 //!

@@ -36,7 +36,12 @@ impl Tools {
             lingering: Lingering::default(),
         };
         // One router per tool module; a new module adds its router here.
-        let tool_router = Self::message_router() + Self::file_router() + Self::bash_router();
+        let tool_router = Self::message_router()
+            + Self::send_file_router()
+            + Self::file_router()
+            + Self::search_router()
+            + Self::bash_router()
+            + Self::skill_router();
         Tools {
             ctx: Arc::new(ctx),
             tool_router,

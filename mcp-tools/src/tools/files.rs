@@ -26,7 +26,7 @@ const MAX_LINE_BYTES: usize = MAX_LINE_CHARS * 4;
 const MAX_READ_BYTES: usize = 100_000;
 
 /// Flags for every open: never follow a final symlink, never block on a FIFO.
-const OPEN_FLAGS: i32 = libc::O_NOFOLLOW | libc::O_NONBLOCK;
+pub(super) const OPEN_FLAGS: i32 = libc::O_NOFOLLOW | libc::O_NONBLOCK;
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct ReadFileArgs {
@@ -205,7 +205,7 @@ async fn edit_file(ctx: Arc<Context>, args: EditFileArgs) -> Result<String, Tool
 }
 
 /// Opens a confined path without following a final symlink; refuses anything but a regular file.
-fn open_file(
+pub(super) fn open_file(
     resolved: &Resolved,
     shown: &str,
     options: &mut OpenOptions,
@@ -306,7 +306,7 @@ fn number_lines(mut reader: impl BufRead, offset: u64, limit: u64) -> io::Result
     };
     let mut shown = 0u64;
     let mut line = Vec::new();
-    while let Some(len) = next_line(&mut reader, &mut line)? {
+    while let Some(len) = next_line(&mut reader, &mut line, MAX_LINE_BYTES)? {
         listing.total += 1;
         let n = listing.total;
         if n < offset || shown >= limit || listing.size_capped {
@@ -324,9 +324,13 @@ fn number_lines(mut reader: impl BufRead, offset: u64, limit: u64) -> io::Result
     Ok(listing)
 }
 
-/// Reads one line (through `\n` or EOF) keeping at most `MAX_LINE_BYTES` of it in `buf`;
-/// returns its full length in bytes, or `None` at EOF.
-fn next_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<Option<u64>> {
+/// Reads one line (through `\n` or EOF) keeping at most `max_bytes` of it in `buf`; returns
+/// its full length in bytes, or `None` at EOF.
+pub(super) fn next_line(
+    reader: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    max_bytes: usize,
+) -> io::Result<Option<u64>> {
     buf.clear();
     let mut len = 0u64;
     loop {
@@ -342,7 +346,7 @@ fn next_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<Option<
             Some(i) => (&chunk[..=i], true),
             None => (chunk, false),
         };
-        let room = MAX_LINE_BYTES.saturating_sub(buf.len());
+        let room = max_bytes.saturating_sub(buf.len());
         buf.extend_from_slice(&part[..part.len().min(room)]);
         let used = part.len();
         len += used as u64;

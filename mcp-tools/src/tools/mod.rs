@@ -5,5 +5,8 @@
 mod bash;
 mod files;
 mod message;
+mod search;
+mod send_file;
+mod skills;
 
 pub(crate) use bash::Lingering;

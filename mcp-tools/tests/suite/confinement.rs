@@ -41,6 +41,9 @@ async fn lexical_escapes_are_refused() {
                 "edit_file",
                 json!({"path": path, "old_string": "s", "new_string": "pwned"}),
             ),
+            ("send_file", json!({"path": path})),
+            ("list_files", json!({"path": path})),
+            ("grep", json!({"pattern": "s", "path": path})),
         ] {
             let err = s.call(tool, args).await.err();
             assert!(err.starts_with(want), "{tool} {path:?}: {err}");
@@ -86,6 +89,16 @@ async fn symlinks_out_of_the_workspace_are_refused() {
         (
             "edit_file",
             json!({"path": "out/secret", "old_string": "s", "new_string": "x"}),
+            escapes,
+        ),
+        ("send_file", json!({"path": "passwd"}), escapes),
+        ("send_file", json!({"path": "out/secret"}), escapes),
+        ("list_files", json!({"path": "etc"}), escapes),
+        ("list_files", json!({"path": "out"}), escapes),
+        ("grep", json!({"pattern": "s", "path": "out"}), escapes),
+        (
+            "grep",
+            json!({"pattern": "s", "path": "etc/passwd"}),
             escapes,
         ),
         // Dangling links: nothing to canonicalize, so O_NOFOLLOW / mkdir refuse them.

@@ -1,9 +1,10 @@
 //! A session directory with a running `mcp-tools` and a connected rmcp client.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use mailbox::{Destination, InboundDb, Route, SessionPaths};
+use mailbox::{Destination, InboundDb, InboundKind, NewInbound, Route, SessionPaths};
 use rmcp::model::CallToolRequestParams;
 use rmcp::service::RunningService;
 use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
@@ -111,6 +112,22 @@ impl Session {
         &self.paths.workspace
     }
 
+    /// Writes an inbound row as the host would; returns its (even) seq.
+    pub fn receive(&self, kind: InboundKind, route: Route, content: Value) -> i64 {
+        let mut inbound = InboundDb::open(&self.paths).unwrap();
+        let message = NewInbound {
+            id: format!("test-{}", NEXT_INBOUND_ID.fetch_add(1, Ordering::Relaxed)),
+            kind,
+            trigger: true,
+            route,
+            sender_id: Some("telegram:1".into()),
+            sender_name: Some("Alice".into()),
+            content,
+            process_after: None,
+        };
+        inbound.insert(&message, chrono::Utc::now()).unwrap().seq()
+    }
+
     /// Calls a tool with a JSON object of arguments.
     pub async fn call(&self, tool: &str, args: Value) -> Reply {
         let Value::Object(args) = args else {
@@ -132,6 +149,9 @@ impl Session {
         }
     }
 }
+
+/// Idempotency keys of the inbound rows tests write.
+static NEXT_INBOUND_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Whether a process has exited (a zombie waiting for its reaper counts as exited).
 pub fn process_gone(pid: i32) -> bool {

@@ -3,4 +3,8 @@ mod confinement;
 mod files;
 mod harness;
 mod messaging;
+mod python_sdk;
+mod search;
+mod send_file;
 mod server;
+mod skills;

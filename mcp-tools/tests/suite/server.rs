@@ -16,9 +16,15 @@ async fn lists_the_tools_with_schemas() {
     assert_eq!(
         names,
         [
+            "add_reaction",
             "edit_file",
+            "edit_message",
+            "grep",
+            "list_files",
+            "load_skill",
             "read_file",
             "run_bash",
+            "send_file",
             "send_message",
             "write_file"
         ]
@@ -38,8 +44,34 @@ async fn lists_the_tools_with_schemas() {
             );
         }
     }
-    let send = tools.iter().find(|t| t.name == "send_message").unwrap();
-    assert_eq!(send.input_schema["required"], json!(["text"]));
+    let required = |name: &str| {
+        tools
+            .iter()
+            .find(|t| t.name == name)
+            .unwrap()
+            .input_schema
+            .get("required")
+            .cloned()
+            .unwrap_or(json!([]))
+    };
+    let table = [
+        ("send_message", json!(["text"])),
+        ("send_file", json!(["path"])),
+        ("edit_message", json!(["message_id", "text"])),
+        ("add_reaction", json!(["message_id", "emoji"])),
+        ("list_files", json!([])),
+        ("grep", json!(["pattern"])),
+        ("load_skill", json!(["name"])),
+        ("run_bash", json!(["command"])),
+    ];
+    for (name, want) in table {
+        assert_eq!(required(name), want, "{name}");
+    }
+    let edit = tools.iter().find(|t| t.name == "edit_message").unwrap();
+    assert_eq!(
+        edit.input_schema["properties"]["message_id"]["type"],
+        "integer"
+    );
     let info = s.client.peer_info().unwrap();
     assert_eq!(info.server_info.as_ref().unwrap().name, "mcp-tools");
 }

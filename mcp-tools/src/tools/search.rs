@@ -1,0 +1,661 @@
+//! `list_files` and `grep`: read-only views of a folder in the workspace or the agent folder.
+//! Owns the walk (sorted, depth-first, never following a symlink: links are shown, not
+//! entered or read) and the caps on what one answer holds. The start path goes through
+//! [`crate::paths::Confinement`]; files are opened with `O_NOFOLLOW | O_NONBLOCK` like the file
+//! tools'. The walk inherits the check-then-open race of intermediate folders that `paths.rs`
+//! describes.
+
+use std::fs::{FileType, Metadata, OpenOptions};
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use regex::{Regex, RegexBuilder};
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::CallToolResult;
+use rmcp::{tool, tool_router};
+use serde::Deserialize;
+
+use super::files::{OPEN_FLAGS, next_line};
+use crate::error::{ToolError, tool_result};
+use crate::paths::{Area, Resolved};
+use crate::server::{Context, Tools};
+
+/// Entries one `list_files` answer shows.
+const MAX_ENTRIES: usize = 500;
+/// Entries counted past `MAX_ENTRIES` before the walk stops counting ("more than …").
+const MAX_COUNTED: usize = 50_000;
+const DEFAULT_DEPTH: u32 = 2;
+const MAX_DEPTH: u32 = 20;
+/// `grep` descends at most this deep (a guard against pathological trees, not a feature).
+const GREP_DEPTH: u32 = 64;
+const DEFAULT_RESULTS: u32 = 100;
+const MAX_RESULTS: u32 = 1000;
+/// Characters of a matching line shown; the rest is cut around the match.
+const MAX_MATCH_CHARS: usize = 300;
+/// Bytes of one line searched; a longer line is searched in its first part only.
+const MAX_GREP_LINE_BYTES: usize = 64 * 1024;
+/// A NUL byte among a file's first bytes marks it as binary (git and ripgrep do the same).
+const BINARY_PROBE: usize = 8 * 1024;
+/// Wall-clock budget of one search; the answer says when it ran out.
+const SEARCH_BUDGET: Duration = Duration::from_secs(20);
+/// Folders `grep` does not enter: version-control internals are noise.
+const GREP_SKIPPED_DIRS: [&str; 1] = [".git"];
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct ListFilesArgs {
+    /// Folder to list: relative to the workspace, or agent/… for the agent folder. Default: the
+    /// workspace.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// How many levels to show: 1 = only the folder's own entries. Default 2, maximum 20.
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 20))]
+    pub depth: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct GrepArgs {
+    /// Regular expression (Rust regex syntax, like ripgrep's; `(?i)` at the start ignores case).
+    pub pattern: String,
+    /// File or folder to search: relative to the workspace, or agent/… for the agent folder.
+    /// Default: the workspace.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Only search files matching this glob, e.g. `*.rs`, `*.{md,txt}`, or `src/**/*.py`
+    /// (with a `/` the glob matches the path below `path`, without it the file name).
+    #[serde(default)]
+    pub glob: Option<String>,
+    /// Stop after this many matching lines. Default 100, maximum 1000.
+    #[serde(default)]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_results: Option<u32>,
+}
+
+#[tool_router(router = search_router, vis = "pub(crate)")]
+impl Tools {
+    #[tool(
+        description = "List a folder's files and subfolders, recursively up to `depth` levels \
+                       (default 2), sorted by path. Each line is `dir  path/`, `file  path (N \
+                       bytes)`, `link  path -> target` (symbolic links are shown, not \
+                       followed) or `other  path (kind)`. At most 500 entries; a final note \
+                       says how many more there are. Paths are relative to the workspace; \
+                       agent/… is the agent folder.",
+        annotations(read_only_hint = true)
+    )]
+    async fn list_files(&self, Parameters(args): Parameters<ListFilesArgs>) -> CallToolResult {
+        tool_result("list_files", list_files(self.ctx.clone(), args).await)
+    }
+
+    #[tool(
+        description = "Search file contents with a regular expression. Returns matching lines \
+                       as `path:line: text`, long lines cut around the match. Searches every \
+                       text file under `path` (default: the workspace), optionally only those \
+                       matching `glob`; binary files, symbolic links and .git folders are \
+                       skipped. Stops after `max_results` matches (default 100) and says so. \
+                       Paths are relative to the workspace; agent/… is the agent folder.",
+        annotations(read_only_hint = true)
+    )]
+    async fn grep(&self, Parameters(args): Parameters<GrepArgs>) -> CallToolResult {
+        tool_result("grep", grep(self.ctx.clone(), args).await)
+    }
+}
+
+/// What a directory entry is, as `lstat` sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Kind {
+    Dir,
+    File { size: u64 },
+    Link { target: String },
+    Other { what: &'static str },
+}
+
+impl Kind {
+    fn of(path: &Path, file_type: FileType, meta: Option<&Metadata>) -> Kind {
+        if file_type.is_dir() {
+            Kind::Dir
+        } else if file_type.is_file() {
+            Kind::File {
+                size: meta.map_or(0, Metadata::len),
+            }
+        } else if file_type.is_symlink() {
+            Kind::Link {
+                target: std::fs::read_link(path).map_or_else(
+                    |e| format!("(unreadable: {e})"),
+                    |t| t.to_string_lossy().into_owned(),
+                ),
+            }
+        } else {
+            Kind::Other {
+                what: if file_type.is_fifo() {
+                    "fifo"
+                } else if file_type.is_socket() {
+                    "socket"
+                } else if file_type.is_char_device() {
+                    "character device"
+                } else if file_type.is_block_device() {
+                    "block device"
+                } else {
+                    "unknown kind"
+                },
+            }
+        }
+    }
+
+    fn line(&self, shown: &str) -> String {
+        match self {
+            Kind::Dir => format!("dir  {shown}/"),
+            Kind::File { size } => format!("file  {shown} ({size} bytes)"),
+            Kind::Link { target } => format!("link  {shown} -> {target}"),
+            Kind::Other { what } => format!("other  {shown} ({what})"),
+        }
+    }
+}
+
+/// A path as the model writes it in the next call: relative to the workspace, or `agent/…`.
+fn shown_path(area: Area, relative: &Path) -> String {
+    let relative = relative.to_string_lossy();
+    match (area, relative.is_empty()) {
+        (Area::Workspace, true) => ".".to_owned(),
+        (Area::Workspace, false) => relative.into_owned(),
+        (Area::Agent, true) => "agent".to_owned(),
+        (Area::Agent, false) => format!("agent/{relative}"),
+    }
+}
+
+/// One entry met by [`walk`].
+struct Visit<'a> {
+    path: &'a Path,
+    /// Relative to the confinement root (for display and globs).
+    relative: &'a Path,
+    kind: Kind,
+}
+
+/// Whether the walk goes on.
+#[derive(PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
+}
+
+/// Visits the entries below `dir` depth-first, each folder's entries sorted by name, down to
+/// `depth` levels. Symlinks are visited, never entered; `enter` decides for each folder.
+fn walk(
+    dir: &Path,
+    relative: &Path,
+    depth: u32,
+    enter: &impl Fn(&Path) -> bool,
+    visit: &mut impl FnMut(Visit<'_>) -> Flow,
+) -> Flow {
+    if depth == 0 {
+        return Flow::Continue;
+    }
+    // An unreadable folder (permissions, removed meanwhile) is shown as an empty one.
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return Flow::Continue;
+    };
+    let mut entries: Vec<_> = read.filter_map(Result::ok).collect();
+    entries.sort_by_key(std::fs::DirEntry::file_name);
+    for entry in entries {
+        // `DirEntry::file_type` and `metadata` do not follow symlinks.
+        let Ok(file_type) = entry.file_type() else {
+            continue;
+        };
+        let path = entry.path();
+        let child = relative.join(entry.file_name());
+        let meta = file_type.is_file().then(|| entry.metadata().ok()).flatten();
+        let kind = Kind::of(&path, file_type, meta.as_ref());
+        let is_dir = kind == Kind::Dir;
+        if visit(Visit {
+            path: &path,
+            relative: &child,
+            kind,
+        }) == Flow::Stop
+        {
+            return Flow::Stop;
+        }
+        if is_dir && enter(&child) && walk(&path, &child, depth - 1, enter, visit) == Flow::Stop {
+            return Flow::Stop;
+        }
+    }
+    Flow::Continue
+}
+
+/// The start of a listing or search: what the resolved path itself is, without following it.
+fn start_kind(resolved: &Resolved, shown: &str) -> Result<Kind, ToolError> {
+    let meta = std::fs::symlink_metadata(&resolved.path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            ToolError::NotFound {
+                path: shown.to_owned(),
+            }
+        } else {
+            ToolError::Io {
+                action: "inspect",
+                path: shown.to_owned(),
+                source: e,
+            }
+        }
+    })?;
+    Ok(Kind::of(&resolved.path, meta.file_type(), Some(&meta)))
+}
+
+async fn list_files(ctx: Arc<Context>, args: ListFilesArgs) -> Result<String, ToolError> {
+    let depth = args.depth.unwrap_or(DEFAULT_DEPTH);
+    if !(1..=MAX_DEPTH).contains(&depth) {
+        return Err(ToolError::OutOfRange {
+            name: "depth",
+            rule: "between 1 and 20",
+            value: depth.into(),
+        });
+    }
+    let raw = args.path.unwrap_or_else(|| ".".to_owned());
+    let resolved = ctx.confinement.resolve(&raw)?;
+    tokio::task::spawn_blocking(move || {
+        let area = resolved.area;
+        let kind = start_kind(&resolved, &raw)?;
+        if kind != Kind::Dir {
+            return Ok(kind.line(&shown_path(area, &resolved.relative)));
+        }
+        let mut lines = Vec::new();
+        let mut more = 0usize;
+        walk(
+            &resolved.path,
+            &resolved.relative,
+            depth,
+            &|_: &Path| true,
+            &mut |visit| {
+                if lines.len() < MAX_ENTRIES {
+                    lines.push(visit.kind.line(&shown_path(area, visit.relative)));
+                    return Flow::Continue;
+                }
+                more += 1;
+                if more >= MAX_COUNTED {
+                    Flow::Stop
+                } else {
+                    Flow::Continue
+                }
+            },
+        );
+        let shown = shown_path(area, &resolved.relative);
+        if lines.is_empty() {
+            return Ok(format!("[{shown} is empty]"));
+        }
+        let mut text = lines.join("\n");
+        if more > 0 {
+            let count = if more >= MAX_COUNTED {
+                format!("more than {MAX_COUNTED}")
+            } else {
+                more.to_string()
+            };
+            text.push_str(&format!(
+                "\n[showed {MAX_ENTRIES} entries; {count} more not shown: list a subfolder, or \
+                 use a smaller depth]"
+            ));
+        }
+        Ok(text)
+    })
+    .await?
+}
+
+/// Why a search ended before it had looked at everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cutoff {
+    Results,
+    Time,
+}
+
+/// The state of one `grep`.
+struct Search {
+    pattern: Regex,
+    glob: Option<Glob>,
+    max_results: usize,
+    deadline: Instant,
+    area: Area,
+    /// Relative path of the search root, which a glob with `/` is matched below.
+    base: PathBuf,
+    lines: Vec<String>,
+    files: usize,
+    binary: usize,
+    cutoff: Option<Cutoff>,
+}
+
+async fn grep(ctx: Arc<Context>, args: GrepArgs) -> Result<String, ToolError> {
+    let max_results = args.max_results.unwrap_or(DEFAULT_RESULTS);
+    if !(1..=MAX_RESULTS).contains(&max_results) {
+        return Err(ToolError::OutOfRange {
+            name: "max_results",
+            rule: "between 1 and 1000",
+            value: max_results.into(),
+        });
+    }
+    let pattern = RegexBuilder::new(&args.pattern)
+        .build()
+        .map_err(|e| ToolError::BadPattern {
+            what: "pattern",
+            detail: e.to_string(),
+        })?;
+    let glob = args
+        .glob
+        .as_deref()
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .map(Glob::new)
+        .transpose()?;
+    let raw = args.path.unwrap_or_else(|| ".".to_owned());
+    let resolved = ctx.confinement.resolve(&raw)?;
+    tokio::task::spawn_blocking(move || {
+        let mut search = Search {
+            pattern,
+            glob,
+            max_results: max_results as usize,
+            deadline: Instant::now() + SEARCH_BUDGET,
+            area: resolved.area,
+            base: resolved.relative.clone(),
+            lines: Vec::new(),
+            files: 0,
+            binary: 0,
+            cutoff: None,
+        };
+        match start_kind(&resolved, &raw)? {
+            Kind::Dir => {
+                let enter = |relative: &Path| {
+                    relative
+                        .file_name()
+                        .is_none_or(|name| !GREP_SKIPPED_DIRS.iter().any(|s| name == *s))
+                };
+                walk(
+                    &resolved.path,
+                    &resolved.relative,
+                    GREP_DEPTH,
+                    &enter,
+                    &mut |visit| match visit.kind {
+                        Kind::File { .. } => search.file(visit.path, visit.relative),
+                        Kind::Dir | Kind::Link { .. } | Kind::Other { .. } => Flow::Continue,
+                    },
+                );
+            }
+            Kind::File { .. } => {
+                // A file named directly is searched whatever the glob says.
+                search.glob = None;
+                search.file(&resolved.path, &resolved.relative);
+            }
+            Kind::Link { .. } => return Err(ToolError::Symlink { path: raw }),
+            Kind::Other { .. } => return Err(ToolError::NotRegularFile { path: raw }),
+        }
+        Ok(search.render())
+    })
+    .await?
+}
+
+impl Search {
+    /// Searches one file; unreadable and binary files are skipped.
+    fn file(&mut self, path: &Path, relative: &Path) -> Flow {
+        if Instant::now() > self.deadline {
+            self.cutoff = Some(Cutoff::Time);
+            return Flow::Stop;
+        }
+        if let Some(glob) = &self.glob {
+            let below = relative.strip_prefix(&self.base).unwrap_or(relative);
+            if !glob.matches(below) {
+                return Flow::Continue;
+            }
+        }
+        let Ok(file) = OpenOptions::new()
+            .read(true)
+            .custom_flags(OPEN_FLAGS)
+            .open(path)
+        else {
+            return Flow::Continue;
+        };
+        if !file.metadata().is_ok_and(|m| m.is_file()) {
+            return Flow::Continue;
+        }
+        let mut reader = BufReader::with_capacity(64 * 1024, file);
+        match reader.fill_buf() {
+            Ok(head) if head[..head.len().min(BINARY_PROBE)].contains(&0) => {
+                self.binary += 1;
+                return Flow::Continue;
+            }
+            Ok(_) => {}
+            Err(_) => return Flow::Continue,
+        }
+        self.files += 1;
+        let shown = shown_path(self.area, relative);
+        let mut line = Vec::new();
+        let mut number = 0u64;
+        // A read error ends this file's search; what was found so far stays.
+        while let Ok(Some(_)) = next_line(&mut reader, &mut line, MAX_GREP_LINE_BYTES) {
+            number += 1;
+            if number.is_multiple_of(10_000) && Instant::now() > self.deadline {
+                self.cutoff = Some(Cutoff::Time);
+                return Flow::Stop;
+            }
+            let bytes = line.strip_suffix(b"\n").unwrap_or(&line);
+            let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+            let text = String::from_utf8_lossy(bytes);
+            let Some(found) = self.pattern.find(&text) else {
+                continue;
+            };
+            if self.lines.len() == self.max_results {
+                self.cutoff = Some(Cutoff::Results);
+                return Flow::Stop;
+            }
+            self.lines.push(format!(
+                "{shown}:{number}: {}",
+                excerpt(&text, found.start())
+            ));
+        }
+        Flow::Continue
+    }
+
+    fn render(self) -> String {
+        let binary = match self.binary {
+            0 => String::new(),
+            n => format!(", {n} binary skipped"),
+        };
+        let files = match self.files {
+            1 => "1 file".to_owned(),
+            n => format!("{n} files"),
+        };
+        let note = match self.cutoff {
+            None => None,
+            Some(Cutoff::Results) => Some(format!(
+                "[stopped after {} matches; narrow the pattern, path or glob, or raise \
+                 max_results]",
+                self.max_results
+            )),
+            Some(Cutoff::Time) => Some(format!(
+                "[search stopped after {} s, results are incomplete ({files} searched{binary}); \
+                 narrow the path or glob]",
+                SEARCH_BUDGET.as_secs()
+            )),
+        };
+        if self.lines.is_empty() {
+            return note.unwrap_or_else(|| format!("no matches ({files} searched{binary})"));
+        }
+        let mut text = self.lines.join("\n");
+        if let Some(note) = note {
+            text.push('\n');
+            text.push_str(&note);
+        }
+        text
+    }
+}
+
+/// A matching line as shown: whole when short, else `MAX_MATCH_CHARS` characters starting a
+/// little before the match, with `…` where it was cut.
+fn excerpt(line: &str, match_start: usize) -> String {
+    if line.chars().count() <= MAX_MATCH_CHARS {
+        return line.to_owned();
+    }
+    let before = line[..match_start].chars().count();
+    let first = before.saturating_sub(MAX_MATCH_CHARS / 4);
+    let shown: String = line.chars().skip(first).take(MAX_MATCH_CHARS).collect();
+    let cut_end = first + MAX_MATCH_CHARS < line.chars().count();
+    format!(
+        "{}{shown}{}",
+        if first > 0 { "…" } else { "" },
+        if cut_end { "…" } else { "" }
+    )
+}
+
+/// A file-name glob: `*` and `?` within one path component, `**` across folders, `[abc]`,
+/// `[!abc]` and `{a,b}`. Without a `/` it matches the file name, with one the relative path.
+struct Glob {
+    regex: Regex,
+    whole_path: bool,
+}
+
+impl Glob {
+    fn new(glob: &str) -> Result<Glob, ToolError> {
+        let bad = |detail: &str| ToolError::BadPattern {
+            what: "glob",
+            detail: format!("{glob:?}: {detail}"),
+        };
+        let chars: Vec<char> = glob.chars().collect();
+        let mut re = String::from("^");
+        let mut open_braces = 0usize;
+        let mut i = 0;
+        while i < chars.len() {
+            match chars[i] {
+                '*' if chars.get(i + 1) == Some(&'*') => {
+                    if chars.get(i + 2) == Some(&'/') {
+                        // `**/`: any number of folders, none included.
+                        re.push_str("(?:.*/)?");
+                        i += 3;
+                    } else {
+                        re.push_str(".*");
+                        i += 2;
+                    }
+                    continue;
+                }
+                '*' => re.push_str("[^/]*"),
+                '?' => re.push_str("[^/]"),
+                '{' => {
+                    open_braces += 1;
+                    re.push_str("(?:");
+                }
+                '}' if open_braces > 0 => {
+                    open_braces -= 1;
+                    re.push(')');
+                }
+                ',' if open_braces > 0 => re.push('|'),
+                '[' => {
+                    let Some(len) = chars[i + 1..].iter().skip(1).position(|&c| c == ']') else {
+                        return Err(bad("unclosed ["));
+                    };
+                    let class = &chars[i + 1..i + 2 + len];
+                    re.push('[');
+                    let members = match class.first() {
+                        Some('!' | '^') => {
+                            re.push('^');
+                            &class[1..]
+                        }
+                        _ => class,
+                    };
+                    for &c in members {
+                        // `-` keeps its range meaning; other punctuation is literal.
+                        if c.is_ascii_punctuation() && c != '-' {
+                            re.push('\\');
+                        }
+                        re.push(c);
+                    }
+                    re.push(']');
+                    i += len + 3;
+                    continue;
+                }
+                c => re.push_str(&regex::escape(c.encode_utf8(&mut [0; 4]))),
+            }
+            i += 1;
+        }
+        if open_braces > 0 {
+            return Err(bad("unclosed {"));
+        }
+        re.push('$');
+        let regex = Regex::new(&re).map_err(|e| bad(&e.to_string()))?;
+        Ok(Glob {
+            regex,
+            whole_path: glob.contains('/'),
+        })
+    }
+
+    fn matches(&self, relative: &Path) -> bool {
+        let target = if self.whole_path {
+            relative.to_string_lossy()
+        } else {
+            relative
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
+        };
+        self.regex.is_match(&target)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn globs() {
+        let table: [(&str, &str, bool); 18] = [
+            ("*.rs", "src/main.rs", true),
+            ("*.rs", "main.rs", true),
+            ("*.rs", "main.rsx", false),
+            ("*.{md,txt}", "docs/a.txt", true),
+            ("*.{md,txt}", "docs/a.md", true),
+            ("*.{md,txt}", "docs/a.rs", false),
+            ("src/**/*.py", "src/a.py", true),
+            ("src/**/*.py", "src/x/y/a.py", true),
+            ("src/**/*.py", "lib/a.py", false),
+            ("src/*.py", "src/x/a.py", false),
+            ("file?.txt", "file1.txt", true),
+            ("file?.txt", "file10.txt", false),
+            ("[ab].txt", "a.txt", true),
+            ("[!ab].txt", "a.txt", false),
+            ("[!ab].txt", "c.txt", true),
+            ("[a-c].txt", "b.txt", true),
+            ("a+b(1).txt", "a+b(1).txt", true),
+            ("**", "any/thing", true),
+        ];
+        for (glob, path, want) in table {
+            assert_eq!(
+                Glob::new(glob).unwrap().matches(Path::new(path)),
+                want,
+                "{glob} {path}"
+            );
+        }
+        for bad in ["{a,b", "[ab"] {
+            assert!(Glob::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn excerpts() {
+        assert_eq!(excerpt("short line", 0), "short line");
+        let long = format!("{}NEEDLE{}", "a".repeat(500), "b".repeat(500));
+        let shown = excerpt(&long, 500);
+        assert!(shown.starts_with('…') && shown.ends_with('…'), "{shown}");
+        assert!(shown.contains("NEEDLE"));
+        assert_eq!(shown.chars().count(), MAX_MATCH_CHARS + 2);
+        let start = format!("NEEDLE{}", "é".repeat(400));
+        let shown = excerpt(&start, 0);
+        assert!(shown.starts_with("NEEDLE") && shown.ends_with('…'));
+    }
+
+    #[test]
+    fn shown_paths_are_what_the_tools_take() {
+        let table = [
+            (Area::Workspace, "", "."),
+            (Area::Workspace, "a/b.txt", "a/b.txt"),
+            (Area::Agent, "", "agent"),
+            (Area::Agent, "skills/x", "agent/skills/x"),
+        ];
+        for (area, relative, want) in table {
+            assert_eq!(shown_path(area, Path::new(relative)), want);
+        }
+    }
+}
