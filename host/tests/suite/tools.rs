@@ -213,3 +213,75 @@ async fn two_sessions_cannot_see_each_others_workspace() {
     assert!(model.violations().is_empty(), "{:?}", model.violations());
     fixture.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn files_edits_and_reactions_reach_the_terminal() {
+    use host::channels::cli::ChatEvent;
+    use host::protocol::Event;
+
+    let (model, mut fixture) = setup().await;
+    fixture.start().await.unwrap();
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    let (_, first) = client.send("hello").await.unwrap();
+    assert_eq!(
+        client.done(first).await.unwrap().0,
+        InboundStatus::Completed
+    );
+    // The reply to "hello" was the first outbound row.
+    let reply_seq = first + 1;
+
+    model.push(Reply::ToolCalls(vec![ToolCall::new(
+        "write_file",
+        json!({"path": "report.txt", "content": "quarterly numbers"}),
+    )]));
+    model.push(Reply::ToolCalls(vec![
+        ToolCall::new(
+            "send_file",
+            json!({"path": "report.txt", "text": "here it is"}),
+        ),
+        ToolCall::new(
+            "edit_message",
+            json!({"message_id": reply_seq, "text": "hello, edited"}),
+        ),
+        ToolCall::new("add_reaction", json!({"message_id": first, "emoji": "👍"})),
+    ]));
+    model.push(Reply::text("done"));
+    let (session, seq) = client.send("send me the report").await.unwrap();
+    assert_eq!(client.done(seq).await.unwrap().0, InboundStatus::Completed);
+    client.settle(Duration::from_millis(300)).await;
+
+    let file = client.seen.iter().find_map(|e| match e {
+        Event::Chat(ChatEvent::Reply { files, text, .. }) if !files.is_empty() => {
+            Some((text.clone(), files[0].clone()))
+        }
+        _ => None,
+    });
+    let (text, file) = file.expect("a reply with a file");
+    assert_eq!(text, "here it is");
+    assert_eq!(file.name, "report.txt");
+    // The terminal gets a host-owned copy outside the session tree.
+    assert!(
+        file.path
+            .starts_with(&fixture.data_dir().join("files").display().to_string())
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file.path).unwrap(),
+        "quarterly numbers"
+    );
+    assert!(
+        !file
+            .path
+            .contains(&session_dir(&fixture, &session).display().to_string())
+    );
+
+    assert!(client.seen.iter().any(|e| matches!(e,
+        Event::Chat(ChatEvent::Reply { edit_of: Some(s), text, .. }) if *s == reply_seq && text == "hello, edited")));
+    assert!(client.seen.iter().any(|e| matches!(e,
+        Event::Chat(ChatEvent::Reaction { reaction_to, emoji, .. }) if *reaction_to == first && emoji == "👍")));
+    assert_eq!(
+        client.replies_to(seq).last().map(String::as_str),
+        Some("done")
+    );
+    assert!(model.violations().is_empty(), "{:?}", model.violations());
+    fixture.stop().await.unwrap();
+}
