@@ -46,6 +46,9 @@ pub struct Config {
     pub agent_dir: PathBuf,
     /// `CLAWBOX_GLOBAL_DIR` (optional): `groups/global`, read-only, may not exist.
     pub global_dir: Option<PathBuf>,
+    /// `CLAWBOX_SKILLS_DIR` (optional): the built-in skills (`/app/skills` in the image), one
+    /// `<name>/SKILL.md` per skill; the agent's `skills/` override them by name.
+    pub skills_dir: Option<PathBuf>,
     /// `CLAWBOX_MODEL` (required): model name for chat completions.
     pub model: String,
     /// `OPENAI_BASE_URL` (default `https://api.openai.com/v1`), without a trailing slash; it
@@ -139,6 +142,9 @@ impl Config {
             agent_dir: path_or(env::AGENT_DIR, "/workspace/agent")?,
             global_dir: get(env::GLOBAL_DIR)
                 .map(|dir| absolute(env::GLOBAL_DIR, dir))
+                .transpose()?,
+            skills_dir: get(env::SKILLS_DIR)
+                .map(|dir| absolute(env::SKILLS_DIR, dir))
                 .transpose()?,
             model: required(env::MODEL)?,
             base_url,
@@ -251,6 +257,7 @@ mod tests {
         assert_eq!(c.workspace, PathBuf::from("/workspace"));
         assert_eq!(c.agent_dir, PathBuf::from("/workspace/agent"));
         assert_eq!(c.global_dir, None);
+        assert_eq!(c.skills_dir, None);
         assert!(
             c.mcp_tools_bin
                 .as_ref()
@@ -267,6 +274,7 @@ mod tests {
             (env::MODEL_RETRIES, "0"),
             (env::MAX_STEPS, " 5 "),
             (env::MCP_TOOLS_BIN, ""),
+            (env::SKILLS_DIR, "/app/skills"),
         ]);
         let c = config(&vars).unwrap();
         assert_eq!(c.timezone, chrono_tz::Europe::Berlin);
@@ -274,6 +282,7 @@ mod tests {
         assert_eq!(c.model_retries, 0);
         assert_eq!(c.max_steps, 5);
         assert_eq!(c.mcp_tools_bin, None);
+        assert_eq!(c.skills_dir, Some(PathBuf::from("/app/skills")));
     }
 
     #[test]

@@ -10,18 +10,26 @@
 //! - [`turn`]: the ReAct loop of one batch and its verdict;
 //! - [`model`]: the chat-completions client with retries and a tolerant parser;
 //! - [`mcp`]: MCP servers (process lifetime, tool routing, call timeouts);
+//! - [`container_config`]: the user's MCP servers from the agent's `container.json`;
+//! - [`tool_names`]: the names the model sees for tools (`mcp__<server>__<tool>`);
+//! - [`hygiene`]: cleaning and capping tool output;
 //! - [`prompt`]: system prompt and message rendering;
+//! - [`skills`]: `SKILL.md` files, their triggers and the prompt's skills section;
 //! - [`store`]: the SQLite handles on their own thread;
 //! - [`activity`]: the runner-state row.
 
 pub mod activity;
 pub mod claim;
 pub mod config;
+pub mod container_config;
+pub mod hygiene;
 pub mod mcp;
 pub mod model;
 pub mod prompt;
 pub mod runner;
+pub mod skills;
 pub mod store;
+pub mod tool_names;
 pub mod turn;
 
 pub use config::Config;

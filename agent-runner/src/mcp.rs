@@ -1,15 +1,18 @@
 //! Launches and supervises the agent's MCP stdio servers (rmcp client) and routes tool calls to
 //! them. Owns child-process lifetime (own process group, allow-listed environment, stderr into
-//! `tracing`, SIGTERM → grace → SIGKILL of the whole group), the tool-name → server map and the
-//! per-call timeout. It always turns a call into exactly one text result; what the turn does with
-//! it is `turn.rs`'s business.
+//! `tracing`, SIGTERM → grace → SIGKILL of the whole group, also when the manager is dropped),
+//! the tool-name → (server, tool) map and the per-call timeout. It always turns a call into
+//! exactly one text result; cleaning that text for the model is `hygiene.rs`'s business, what
+//! the turn does with it `turn.rs`'s. The names the model sees come from `tool_names.rs`.
 //!
-//! Today the only server is the built-in `mcp-tools`; servers from the agent's `container.json`
-//! are further [`ServerSpec`]s with `required: false` (a failing one is skipped with a log line).
+//! Servers: the built-in `mcp-tools` ([`ServerRole::Builtin`], required) and the user's servers
+//! from `container.json` ([`ServerRole::User`]): all start concurrently, each within its startup
+//! timeout; a user server that fails is skipped and reported in [`McpManager::problems`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -23,10 +26,19 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::container_config::UserServer;
+use crate::hygiene::{cap, strip_controls};
 use crate::model::{ToolSpec, clean_schema};
+use crate::tool_names::ToolNamer;
 
-/// How long a server may take to start and list its tools.
+/// How long a server may take to start and list its tools, unless its config says otherwise.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest tool description sent to the model (a third-party server writes them).
+const MAX_DESCRIPTION_CHARS: usize = 4_000;
+/// Stderr lines kept per server, to explain a failed start.
+const STDERR_TAIL_LINES: usize = 5;
+/// Longest stderr line logged or kept, in bytes; the rest of the line is dropped.
+const MAX_STDERR_LINE: usize = 1_000;
 /// Added to a call's own `timeout_ms` argument, so that the tool reports its timeout before the
 /// client gives up on it.
 const TIMEOUT_MARGIN: Duration = Duration::from_secs(10);
@@ -35,29 +47,61 @@ const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 /// Between SIGTERM to a server's process group and SIGKILL.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
+/// What a server is to the runner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerRole {
+    /// `mcp-tools`: required (if it fails to start the runner stops), its tools keep their
+    /// plain names, and a call's numeric `timeout_ms` argument (`run_bash`) sets the call's
+    /// timeout.
+    Builtin,
+    /// A server from `container.json`: skipped and reported if it fails to start, its tools
+    /// named `mcp__<server>__<tool>`, its calls bounded by its configured timeout only.
+    User,
+}
+
 /// How to start one MCP stdio server.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerSpec {
-    /// For logs and error messages.
+    /// For logs, error messages and (user servers) tool names.
     pub name: String,
+    pub role: ServerRole,
     pub command: PathBuf,
     pub args: Vec<String>,
     /// The child's complete environment (nothing else is inherited).
     pub env: Vec<(String, String)>,
     pub cwd: Option<PathBuf>,
-    /// A required server that fails to start stops the runner; others are skipped.
-    pub required: bool,
+    /// Spawn, handshake and `tools/list` together.
+    pub startup_timeout: Duration,
+    /// One call (`None`: the manager's default, `CLAWBOX_TOOL_TIMEOUT_MS`).
+    pub call_timeout: Option<Duration>,
 }
 
-/// The built-in `mcp-tools` server, unless the config disables it. Its environment is the
-/// allow-list of `docs/architecture.md`: PATH, HOME, LANG, TZ/TIMEZONE and the three paths.
-pub fn builtin_server(config: &Config) -> Option<ServerSpec> {
-    let command = config.mcp_tools_bin.clone()?;
+/// The allow-listed environment every server starts from: PATH, HOME, LANG as the runner got
+/// them, and TZ/TIMEZONE set to the agent's time zone.
+fn base_env(config: &Config) -> Vec<(String, String)> {
     let mut env = config.inherited_env.clone();
     let tz = config.timezone.name().to_owned();
     env.extend([
         ("TZ".to_owned(), tz.clone()),
         (mailbox::env::TIMEZONE.to_owned(), tz),
+    ]);
+    env
+}
+
+/// The built-in `mcp-tools` server, unless the config disables it. Its environment is the
+/// allow-list of `docs/architecture.md`: PATH, HOME, LANG, TZ/TIMEZONE, the three paths, and
+/// `CLAWBOX_SKILLS_DIR` when set (its `load_skill` reads the same skills as the prompt).
+pub fn builtin_server(config: &Config) -> Option<ServerSpec> {
+    let command = config.mcp_tools_bin.clone()?;
+    let mut env = base_env(config);
+    let skills_dir = config.skills_dir.as_ref().map(|dir| {
+        (
+            mailbox::env::SKILLS_DIR.to_owned(),
+            dir.display().to_string(),
+        )
+    });
+    env.extend(skills_dir);
+    env.extend([
         (
             mailbox::env::MAILBOX_DIR.to_owned(),
             config.mailbox_dir.display().to_string(),
@@ -73,16 +117,51 @@ pub fn builtin_server(config: &Config) -> Option<ServerSpec> {
     ]);
     Some(ServerSpec {
         name: "mcp-tools".to_owned(),
+        role: ServerRole::Builtin,
         command,
         args: Vec::new(),
         env,
         cwd: config.workspace.is_dir().then(|| config.workspace.clone()),
-        required: true,
+        startup_timeout: STARTUP_TIMEOUT,
+        call_timeout: None,
     })
 }
 
-/// A server could not be started. For a required server the runner exits with this error
-/// (the host re-queues and eventually tells the user); other servers are skipped.
+/// A server from `container.json`. Its environment is the allow-list of [`base_env`] plus
+/// exactly the variables its `env` names (which may override those); it runs in the session's
+/// workspace, and a relative command path is relative to that too. `call_timeout` is the file's
+/// `mcp_call_timeout_s`.
+pub fn user_server(
+    config: &Config,
+    server: &UserServer,
+    call_timeout: Option<Duration>,
+) -> ServerSpec {
+    let mut env = base_env(config);
+    env.retain(|(key, _)| !server.env.contains_key(key));
+    env.extend(server.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    // A relative path (`./server.py`, `bin/tool`) is resolved here: which directory the OS
+    // resolves it against when the child also changes directory is platform-specific.
+    let command = PathBuf::from(&server.command);
+    let command = if command.is_relative() && server.command.contains('/') {
+        config.workspace.join(command)
+    } else {
+        command
+    };
+    ServerSpec {
+        name: server.name.clone(),
+        role: ServerRole::User,
+        command,
+        args: server.args.clone(),
+        env,
+        cwd: config.workspace.is_dir().then(|| config.workspace.clone()),
+        startup_timeout: server.startup_timeout.unwrap_or(STARTUP_TIMEOUT),
+        call_timeout: server.call_timeout.or(call_timeout),
+    }
+}
+
+/// A server could not be started. For the built-in server the runner exits with this error
+/// (the host re-queues and eventually tells the user); a user server is skipped, and the error
+/// becomes one of [`McpManager::problems`].
 #[derive(Debug, thiserror::Error)]
 pub enum McpError {
     /// The command could not be spawned (missing binary, not executable).
@@ -103,9 +182,26 @@ pub enum McpError {
         #[source]
         source: rmcp::ServiceError,
     },
-    /// Startup took longer than [`STARTUP_TIMEOUT`].
-    #[error("MCP server {server} did not start within {after:?}")]
-    StartupTimeout { server: String, after: Duration },
+    /// Startup took longer than the server's startup timeout. `output` is the server's last
+    /// stderr lines, if any, introduced by `; `.
+    #[error("MCP server {server} did not start within {}{output}", human(*after))]
+    StartupTimeout {
+        server: String,
+        after: Duration,
+        output: String,
+    },
+}
+
+/// `30 s`, `1.5 s`, `250 ms`.
+pub fn human(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    if ms < 1_000 {
+        format!("{ms} ms")
+    } else if ms.is_multiple_of(1_000) {
+        format!("{} s", ms / 1_000)
+    } else {
+        format!("{:.1} s", duration.as_secs_f64())
+    }
 }
 
 /// The result of one tool call, as the model will see it.
@@ -140,57 +236,78 @@ impl ToolOutput {
 
 struct Server {
     name: String,
+    role: ServerRole,
+    call_timeout: Option<Duration>,
     client: RunningService<RoleClient, ()>,
-    /// Process group of the server (= its pid); `None` if the pid was unknown.
+    /// Process group of the server (= its pid); `None` if the pid was unknown, and after the
+    /// group was killed (so that a later signal cannot hit a recycled id).
     pgid: Option<i32>,
     stderr: Option<JoinHandle<()>>,
+}
+
+impl Drop for Server {
+    /// A server dropped without [`McpManager::shutdown`] (an error path, a panic) still takes
+    /// its whole process group with it; `kill_on_drop` alone would reach only the direct child.
+    fn drop(&mut self) {
+        if let Some(pgid) = self.pgid.take() {
+            signal_group(pgid, libc::SIGKILL);
+        }
+    }
+}
+
+/// Where a tool name the model uses leads.
+#[derive(Debug, Clone)]
+struct Route {
+    /// Index into `servers`.
+    server: usize,
+    /// The tool's name on its server.
+    tool: String,
 }
 
 /// The running servers and their tools.
 pub struct McpManager {
     servers: Vec<Server>,
-    /// Tool name → index into `servers`.
-    routes: HashMap<String, usize>,
+    /// Tool name as the model sees it → server and the server's own name for it.
+    routes: HashMap<String, Route>,
     tools: Vec<ToolSpec>,
     default_timeout: Duration,
+    /// User servers that were skipped, one readable line each.
+    problems: Vec<String>,
 }
 
 impl McpManager {
-    /// Starts all servers concurrently, each within [`STARTUP_TIMEOUT`]. A tool name offered by
-    /// two servers goes to the first in `specs` order; the duplicate is dropped with a warning
-    /// (sending both would make the model's choice ambiguous).
+    /// Starts all servers concurrently, each within its startup timeout. Tools are named in
+    /// server order: built-in servers' first, then the others in `specs` order (which decides
+    /// who keeps a name when two want the same). A built-in tool name offered twice goes to the
+    /// first server; the duplicate is dropped with a warning (sending both would make the
+    /// model's choice ambiguous).
     pub async fn start(
         specs: Vec<ServerSpec>,
         default_timeout: Duration,
     ) -> Result<Self, McpError> {
         let started = join_all(specs.iter().map(start_server)).await;
-        let mut manager = McpManager {
-            servers: Vec::new(),
-            routes: HashMap::new(),
-            tools: Vec::new(),
-            default_timeout,
-        };
+        let mut manager = McpManager::empty(default_timeout);
+        let mut namer = ToolNamer::new();
         let mut first_error = None;
-        for (spec, result) in specs.iter().zip(started) {
-            match result {
-                Ok((server, tools)) => {
-                    let index = manager.servers.len();
-                    for tool in tools {
-                        if manager.routes.contains_key(&tool.name) {
-                            tracing::warn!(server = %server.name, tool = %tool.name,
-                                "duplicate tool name; keeping the earlier server's");
-                            continue;
-                        }
-                        manager.routes.insert(tool.name.clone(), index);
-                        manager.tools.push(tool);
-                    }
-                    tracing::info!(server = %server.name, "MCP server started");
-                    manager.servers.push(server);
-                }
-                Err(err) if spec.required => {
+        let mut results: Vec<(&ServerSpec, _)> = specs.iter().zip(started).collect();
+        // Stable: user servers keep their relative order.
+        results.sort_by_key(|(spec, _)| match spec.role {
+            ServerRole::Builtin => 0,
+            ServerRole::User => 1,
+        });
+        for (spec, result) in results {
+            match (result, spec.role) {
+                (Ok((server, tools)), _) => manager.add(server, tools, &mut namer),
+                (Err(err), ServerRole::Builtin) => {
                     first_error.get_or_insert(err);
                 }
-                Err(err) => tracing::warn!(error = %err, "skipping MCP server"),
+                (Err(err), ServerRole::User) => {
+                    tracing::warn!(server = %spec.name, error = %err, "skipping MCP server");
+                    manager.problems.push(format!(
+                        "MCP server \"{}\" from container.json is not available: {err}",
+                        spec.name
+                    ));
+                }
             }
         }
         if let Some(err) = first_error {
@@ -200,6 +317,37 @@ impl McpManager {
         Ok(manager)
     }
 
+    fn add(&mut self, server: Server, tools: Vec<ToolSpec>, namer: &mut ToolNamer) {
+        let index = self.servers.len();
+        for tool in tools {
+            let exposed = match server.role {
+                ServerRole::Builtin => {
+                    let Some(name) = namer.plain(&tool.name) else {
+                        tracing::warn!(server = %server.name, tool = %tool.name,
+                            "duplicate tool name; keeping the earlier server's");
+                        continue;
+                    };
+                    name
+                }
+                ServerRole::User => namer.prefixed(&server.name, &tool.name),
+            };
+            self.routes.insert(
+                exposed.clone(),
+                Route {
+                    server: index,
+                    tool: tool.name,
+                },
+            );
+            self.tools.push(ToolSpec {
+                name: exposed,
+                description: cap(&strip_controls(&tool.description), MAX_DESCRIPTION_CHARS),
+                parameters: tool.parameters,
+            });
+        }
+        tracing::info!(server = %server.name, "MCP server started");
+        self.servers.push(server);
+    }
+
     /// A manager without servers (no tools).
     pub fn empty(default_timeout: Duration) -> Self {
         McpManager {
@@ -207,7 +355,13 @@ impl McpManager {
             routes: HashMap::new(),
             tools: Vec::new(),
             default_timeout,
+            problems: Vec::new(),
         }
+    }
+
+    /// User servers that failed to start, one readable line each (for the agent's context).
+    pub fn problems(&self) -> &[String] {
+        &self.problems
     }
 
     /// Every tool, in server order.
@@ -233,12 +387,23 @@ impl McpManager {
         ))
     }
 
-    /// The timeout of one call: the call's own numeric `timeout_ms` argument (`run_bash`) plus
-    /// a margin, else `CLAWBOX_TOOL_TIMEOUT_MS`.
-    pub fn call_timeout(&self, arguments: &Map<String, Value>) -> Duration {
-        match arguments.get("timeout_ms").and_then(Value::as_u64) {
-            Some(ms) => (Duration::from_millis(ms) + TIMEOUT_MARGIN).min(MAX_CALL_TIMEOUT),
-            None => self.default_timeout,
+    /// The timeout of one call to the tool the model calls `name`: for a built-in tool, the
+    /// call's own numeric `timeout_ms` argument (`run_bash`) plus a margin; else the server's
+    /// configured timeout; else `CLAWBOX_TOOL_TIMEOUT_MS`.
+    pub fn call_timeout(&self, name: &str, arguments: &Map<String, Value>) -> Duration {
+        let server = self
+            .routes
+            .get(name)
+            .and_then(|r| self.servers.get(r.server));
+        let role = server.map_or(ServerRole::Builtin, |s| s.role);
+        let configured = server
+            .and_then(|s| s.call_timeout)
+            .unwrap_or(self.default_timeout);
+        match (role, arguments.get("timeout_ms").and_then(Value::as_u64)) {
+            (ServerRole::Builtin, Some(ms)) => {
+                (Duration::from_millis(ms) + TIMEOUT_MARGIN).min(MAX_CALL_TIMEOUT)
+            }
+            (ServerRole::Builtin, None) | (ServerRole::User, _) => configured,
         }
     }
 
@@ -251,10 +416,14 @@ impl McpManager {
         timeout: Duration,
         cancel: &CancellationToken,
     ) -> ToolOutput {
-        let Some(server) = self.routes.get(name).and_then(|&i| self.servers.get(i)) else {
+        let Some((route, server)) = self
+            .routes
+            .get(name)
+            .and_then(|r| Some((r, self.servers.get(r.server)?)))
+        else {
             return self.unknown_tool(name);
         };
-        let params = CallToolRequestParams::new(name.to_owned()).with_arguments(arguments);
+        let params = CallToolRequestParams::new(route.tool.clone()).with_arguments(arguments);
         // Dropping the request future (timeout, cancellation) sends `notifications/cancelled`
         // to the server.
         tokio::select! {
@@ -263,7 +432,8 @@ impl McpManager {
             ),
             result = tokio::time::timeout(timeout, server.client.call_tool(params)) => match result {
                 Err(_elapsed) => ToolOutput::error(format!(
-                    "tool '{name}' timed out after {} s", timeout.as_secs_f64().round()
+                    "tool '{name}' timed out after {} (MCP server {} did not answer)",
+                    human(timeout), server.name
                 )),
                 Ok(Err(err)) => ToolOutput::error(format!(
                     "tool '{name}' failed (MCP server {}): {err}", server.name
@@ -288,7 +458,7 @@ async fn stop_server(mut server: Server) {
         Ok(_) => {}
         Err(err) => tracing::warn!(server = %server.name, error = %err, "MCP client task failed"),
     }
-    if let Some(pgid) = server.pgid {
+    if let Some(pgid) = server.pgid.take() {
         signal_group(pgid, libc::SIGKILL);
     }
     if let Some(stderr) = server.stderr.take() {
@@ -322,42 +492,130 @@ fn signal_group(pgid: i32, signal: i32) {
 }
 
 async fn start_server(spec: &ServerSpec) -> Result<(Server, Vec<ToolSpec>), McpError> {
-    let mut pgid = None;
-    let mut stderr_task = None;
-    let started =
-        tokio::time::timeout(STARTUP_TIMEOUT, connect(spec, &mut pgid, &mut stderr_task)).await;
+    let mut child = Spawned::default();
+    let started = tokio::time::timeout(spec.startup_timeout, connect(spec, &mut child)).await;
     let result = match started {
         Ok(result) => result,
         Err(_elapsed) => Err(McpError::StartupTimeout {
             server: spec.name.clone(),
-            after: STARTUP_TIMEOUT,
+            after: spec.startup_timeout,
+            output: String::new(),
         }),
     };
     match result {
         Ok((client, tools)) => Ok((
             Server {
                 name: spec.name.clone(),
+                role: spec.role,
+                call_timeout: spec.call_timeout,
                 client,
-                pgid,
-                stderr: stderr_task,
+                pgid: child.pgid,
+                stderr: child.stderr_task,
             },
             tools,
         )),
         Err(err) => {
             // The transport (and with it the direct child) is already dropped; take down
             // anything else the server started.
-            if let Some(pgid) = pgid {
+            if let Some(pgid) = child.pgid {
                 signal_group(pgid, libc::SIGKILL);
             }
-            Err(err)
+            // What the server printed on its way out is usually the explanation ("No module
+            // named …"); give the reader a moment to collect it.
+            if let Some(task) = child.stderr_task {
+                // Timing out only means a grandchild still holds the pipe; the tail so far
+                // is what we report.
+                let _ = tokio::time::timeout(Duration::from_millis(300), task).await;
+            }
+            Err(with_stderr(err, &child.stderr_tail))
         }
     }
 }
 
+/// Logs a server's stderr line by line and keeps the last lines in `tail`. Reads to the end
+/// whatever comes: lines are cut at [`MAX_STDERR_LINE`] bytes and invalid UTF-8 is replaced, so
+/// that the pipe is always drained (a server blocked on a full stderr pipe would hang).
+async fn log_stderr(
+    stderr: tokio::process::ChildStderr,
+    server: String,
+    tail: Arc<Mutex<VecDeque<String>>>,
+) {
+    let mut reader = BufReader::new(stderr);
+    let mut line: Vec<u8> = Vec::new();
+    let emit = |line: &[u8]| {
+        let text = strip_controls(&String::from_utf8_lossy(line));
+        tracing::info!(target: "mcp_server", server = %server, "{text}");
+        let mut tail = match tail.lock() {
+            Ok(tail) => tail,
+            // A panic while pushing leaves a usable queue of strings.
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if tail.len() == STDERR_TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(text);
+    };
+    loop {
+        let buf = match reader.fill_buf().await {
+            Ok([]) | Err(_) => break,
+            Ok(buf) => buf,
+        };
+        let (chunk, newline) = match buf.iter().position(|&b| b == b'\n') {
+            Some(at) => (&buf[..at], true),
+            None => (buf, false),
+        };
+        let room = MAX_STDERR_LINE.saturating_sub(line.len());
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let used = chunk.len() + usize::from(newline);
+        reader.consume(used);
+        if newline {
+            emit(&line);
+            line.clear();
+        }
+    }
+    if !line.is_empty() {
+        emit(&line);
+    }
+}
+
+/// Appends the server's last stderr lines to a startup error.
+fn with_stderr(err: McpError, tail: &Mutex<VecDeque<String>>) -> McpError {
+    let lines: Vec<String> = match tail.lock() {
+        Ok(tail) => tail.iter().cloned().collect(),
+        // A reader that panicked mid-push; the lines are only an explanation.
+        Err(poisoned) => poisoned.into_inner().iter().cloned().collect(),
+    };
+    if lines.is_empty() {
+        return err;
+    }
+    let stderr = format!("; its last output: {}", lines.join(" | "));
+    match err {
+        McpError::Handshake { server, detail } => McpError::Handshake {
+            server,
+            detail: detail + &stderr,
+        },
+        McpError::StartupTimeout { server, after, .. } => McpError::StartupTimeout {
+            server,
+            after,
+            output: stderr,
+        },
+        other @ (McpError::Spawn { .. } | McpError::ListTools { .. }) => other,
+    }
+}
+
+/// What is known about a server's process while it starts.
+#[derive(Default)]
+struct Spawned {
+    pgid: Option<i32>,
+    stderr_task: Option<JoinHandle<()>>,
+    /// The last [`STDERR_TAIL_LINES`] lines of its stderr. A std mutex: held only to push or
+    /// copy, never across an await.
+    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+}
+
 async fn connect(
     spec: &ServerSpec,
-    pgid: &mut Option<i32>,
-    stderr_task: &mut Option<JoinHandle<()>>,
+    child: &mut Spawned,
 ) -> Result<(RunningService<RoleClient, ()>, Vec<ToolSpec>), McpError> {
     let mut command = tokio::process::Command::new(&spec.command);
     command
@@ -379,15 +637,13 @@ async fn connect(
             command: spec.command.clone(),
             source,
         })?;
-    *pgid = transport.id().and_then(|pid| i32::try_from(pid).ok());
+    child.pgid = transport.id().and_then(|pid| i32::try_from(pid).ok());
     if let Some(stderr) = stderr {
-        let name = spec.name.clone();
-        *stderr_task = Some(tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                tracing::info!(target: "mcp_server", server = %name, "{line}");
-            }
-        }));
+        child.stderr_task = Some(tokio::spawn(log_stderr(
+            stderr,
+            spec.name.clone(),
+            Arc::clone(&child.stderr_tail),
+        )));
     }
     let client =
         ().serve(transport)
@@ -451,6 +707,7 @@ mod tests {
     use pretty_assertions::assert_eq;
     use rmcp::model::ContentBlock;
     use serde_json::json;
+    use std::collections::HashMap;
 
     use super::*;
 
@@ -485,63 +742,193 @@ mod tests {
     }
 
     #[test]
-    fn call_timeouts() {
+    fn builtin_call_timeouts() {
         let manager = McpManager::empty(Duration::from_secs(600));
         let args = |v: Value| v.as_object().cloned().unwrap();
         assert_eq!(
-            manager.call_timeout(&args(json!({}))),
+            manager.call_timeout("run_bash", &args(json!({}))),
             Duration::from_secs(600)
         );
         assert_eq!(
-            manager.call_timeout(&args(json!({ "timeout_ms": 5000 }))),
+            manager.call_timeout("run_bash", &args(json!({ "timeout_ms": 5000 }))),
             Duration::from_secs(15)
         );
         assert_eq!(
-            manager.call_timeout(&args(json!({ "timeout_ms": u64::MAX }))),
+            manager.call_timeout("run_bash", &args(json!({ "timeout_ms": u64::MAX }))),
             MAX_CALL_TIMEOUT
         );
     }
 
+    #[test]
+    fn user_servers_get_the_allow_list_and_what_they_name() {
+        let vars: HashMap<&str, &str> = HashMap::from([
+            ("CLAWBOX_MAILBOX_DIR", "/mailbox"),
+            ("CLAWBOX_MODEL", "m"),
+            ("CLAWBOX_WORKSPACE", "/ws"),
+            ("TIMEZONE", "Europe/Berlin"),
+            ("PATH", "/usr/bin"),
+            ("HOME", "/home/agent"),
+            ("OPENAI_API_KEY", "sk-secret"),
+        ]);
+        let config = Config::from_lookup(|name| vars.get(name).map(|v| (*v).to_owned())).unwrap();
+        let server = UserServer {
+            name: "weather".to_owned(),
+            command: "./bin/weather".to_owned(),
+            args: vec!["--fast".to_owned()],
+            env: [("API_TOKEN", "t"), ("PATH", "/opt/bin")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            startup_timeout: None,
+            call_timeout: Some(Duration::from_secs(5)),
+        };
+        let spec = user_server(&config, &server, Some(Duration::from_secs(60)));
+        let mut env = spec.env.clone();
+        env.sort();
+        assert_eq!(
+            env,
+            [
+                ("API_TOKEN", "t"),
+                ("HOME", "/home/agent"),
+                ("PATH", "/opt/bin"),
+                ("TIMEZONE", "Europe/Berlin"),
+                ("TZ", "Europe/Berlin"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        assert_eq!(spec.command, PathBuf::from("/ws/./bin/weather"));
+        assert_eq!(spec.role, ServerRole::User);
+        assert_eq!(spec.startup_timeout, STARTUP_TIMEOUT);
+        assert_eq!(spec.call_timeout, Some(Duration::from_secs(5)));
+        let plain = UserServer {
+            command: "uvx".to_owned(),
+            call_timeout: None,
+            ..server
+        };
+        let spec = user_server(&config, &plain, Some(Duration::from_secs(60)));
+        assert_eq!(spec.command, PathBuf::from("uvx"));
+        assert_eq!(spec.call_timeout, Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn durations_for_people() {
+        let table = [
+            (Duration::from_millis(250), "250 ms"),
+            (Duration::from_secs(30), "30 s"),
+            (Duration::from_millis(1_500), "1.5 s"),
+        ];
+        for (duration, want) in table {
+            assert_eq!(human(duration), want);
+        }
+    }
+
+    fn spec(name: &str, role: ServerRole, command: &str, args: &[&str]) -> ServerSpec {
+        ServerSpec {
+            name: name.to_owned(),
+            role,
+            command: PathBuf::from(command),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            env: vec![("PATH".to_owned(), "/usr/bin:/bin".to_owned())],
+            cwd: None,
+            startup_timeout: Duration::from_secs(5),
+            call_timeout: None,
+        }
+    }
+
     #[tokio::test]
     async fn a_missing_binary_is_a_spawn_error() {
-        let spec = ServerSpec {
-            name: "ghost".to_owned(),
-            command: PathBuf::from("/nonexistent/mcp-ghost"),
-            args: Vec::new(),
-            env: Vec::new(),
-            cwd: None,
-            required: true,
-        };
-        let err = McpManager::start(vec![spec.clone()], Duration::from_secs(1))
+        let builtin = spec("ghost", ServerRole::Builtin, "/nonexistent/mcp-ghost", &[]);
+        let err = McpManager::start(vec![builtin.clone()], Duration::from_secs(1))
             .await
             .err()
             .unwrap();
         assert!(matches!(err, McpError::Spawn { .. }), "{err}");
-        let optional = ServerSpec {
-            required: false,
-            ..spec
+        let user = ServerSpec {
+            role: ServerRole::User,
+            ..builtin
         };
-        let manager = McpManager::start(vec![optional], Duration::from_secs(1))
+        let manager = McpManager::start(vec![user], Duration::from_secs(1))
             .await
             .unwrap();
         assert!(manager.tools().is_empty());
+        assert_eq!(manager.problems().len(), 1);
+        assert!(
+            manager.problems()[0].starts_with(
+                "MCP server \"ghost\" from container.json is not available: cannot start MCP \
+                 server ghost (/nonexistent/mcp-ghost): "
+            ),
+            "{:?}",
+            manager.problems()
+        );
     }
 
     #[tokio::test]
-    async fn a_server_that_is_not_mcp_fails_the_handshake() {
-        let spec = ServerSpec {
-            name: "liar".to_owned(),
-            command: PathBuf::from("/bin/sh"),
-            args: vec!["-c".to_owned(), "echo not-json; exit 0".to_owned()],
-            env: Vec::new(),
-            cwd: None,
-            required: true,
-        };
-        let err = McpManager::start(vec![spec], Duration::from_secs(1))
+    async fn a_server_that_is_not_mcp_fails_the_handshake_with_its_stderr() {
+        let liar = spec(
+            "liar",
+            ServerRole::Builtin,
+            "/bin/sh",
+            &[
+                "-c",
+                "echo not-json; echo 'No module named liar' >&2; exit 0",
+            ],
+        );
+        let err = McpManager::start(vec![liar], Duration::from_secs(1))
             .await
             .err()
             .unwrap();
         assert!(matches!(err, McpError::Handshake { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .ends_with("; its last output: No module named liar"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn stderr_is_drained_whatever_it_holds() {
+        // Not UTF-8, then a 200 kB line: a reader that stopped at either would leave the
+        // server blocked on a full pipe until the startup timeout.
+        let noisy = spec(
+            "noisy",
+            ServerRole::Builtin,
+            "/bin/sh",
+            &[
+                "-c",
+                "{ printf '\\377bad\\n'; head -c 200000 /dev/zero | tr '\\0' x; echo; echo last; } >&2",
+            ],
+        );
+        let started = std::time::Instant::now();
+        let err = McpManager::start(vec![noisy], Duration::from_secs(1))
+            .await
+            .err()
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(4), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("its last output: \u{FFFD}bad | xxx"),
+            "{text}"
+        );
+        assert!(text.ends_with("x | last"), "{text}");
+        assert!(text.len() < 2 * MAX_STDERR_LINE + 500, "{}", text.len());
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_times_out() {
+        let mut silent = spec("silent", ServerRole::User, "/bin/sleep", &["100"]);
+        silent.startup_timeout = Duration::from_millis(200);
+        let started = std::time::Instant::now();
+        let manager = McpManager::start(vec![silent], Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(
+            manager.problems(),
+            [
+                "MCP server \"silent\" from container.json is not available: MCP server silent did \
+              not start within 200 ms"
+            ]
+        );
     }
 
     /// A minimal MCP server in sh: answers `initialize` and `tools/list` (echoing the request
@@ -560,14 +947,9 @@ cat >/dev/null
 "#,
             pidfile = pidfile.display()
         );
-        ServerSpec {
-            name: "fake".to_owned(),
-            command: PathBuf::from("/bin/sh"),
-            args: vec!["-c".to_owned(), script],
-            env: vec![("PATH".to_owned(), "/usr/bin:/bin".to_owned())],
-            cwd: None,
-            required: true,
-        }
+        let mut fake = spec("fake", ServerRole::Builtin, "/bin/sh", &["-c"]);
+        fake.args.push(script);
+        fake
     }
 
     /// Running and not a zombie waiting for its reaper.
@@ -614,6 +996,45 @@ cat >/dev/null
         assert!(
             !running(pid),
             "the background sleep ({pid}) survived the shutdown"
+        );
+    }
+
+    #[tokio::test]
+    async fn dropping_the_manager_kills_what_a_user_server_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("sleep.pid");
+        let mut user = fake_server(&pidfile);
+        user.role = ServerRole::User;
+        user.call_timeout = Some(Duration::from_millis(1_500));
+        let manager = McpManager::start(vec![user], Duration::from_secs(600))
+            .await
+            .unwrap();
+        let names: Vec<&str> = manager.tools().iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["mcp__fake__noop"]);
+        let args = json!({ "timeout_ms": 100_000 })
+            .as_object()
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            manager.call_timeout("mcp__fake__noop", &args),
+            Duration::from_millis(1_500),
+            "a user tool's timeout_ms argument is its own business"
+        );
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(running(pid));
+
+        drop(manager);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while running(pid) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            !running(pid),
+            "the background sleep ({pid}) survived the drop"
         );
     }
 }

@@ -1,8 +1,8 @@
 //! What the model reads: the system prompt (the agent's `CLAUDE.md`, its memory
-//! `CLAUDE.local.md`, the shared `groups/global/CLAUDE.md`, and a context section with the date,
-//! name, channel and destinations) and the rendering of a batch of inbound messages as XML-ish
-//! text. Pure functions apart from [`read_prompt_files`]; the files are re-read for every turn so
-//! that edits take effect at once.
+//! `CLAUDE.local.md`, the shared `groups/global/CLAUDE.md`, the skills section of `skills.rs`, and
+//! a context section with the date, name, channel, destinations and setup problems) and the
+//! rendering of a batch of inbound messages as XML-ish text. Pure functions apart from
+//! [`read_prompt_files`]; the files are re-read for every turn so that edits take effect at once.
 
 use std::path::Path;
 
@@ -10,6 +10,8 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use mailbox::{Destination, InboundKind, InboundMessage};
 use serde_json::Value;
+
+use crate::skills::{SkillSet, TriggerContext, load_skills};
 
 /// The agent's instruction files; `None` when a file is missing, empty or unreadable.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -20,14 +22,21 @@ pub struct PromptFiles {
     pub memory: Option<String>,
     /// `<global dir>/CLAUDE.md`, shared by all agents.
     pub global: Option<String>,
+    /// The built-in skills and the agent's `skills/`.
+    pub skills: SkillSet,
 }
 
-/// Reads the three files (blocking; call it off the async threads).
-pub fn read_prompt_files(agent_dir: &Path, global_dir: Option<&Path>) -> PromptFiles {
+/// Reads the three files and the skills (blocking; call it off the async threads).
+pub fn read_prompt_files(
+    agent_dir: &Path,
+    global_dir: Option<&Path>,
+    skills_dir: Option<&Path>,
+) -> PromptFiles {
     PromptFiles {
         instructions: read_optional(&agent_dir.join("CLAUDE.md")),
         memory: read_optional(&agent_dir.join("CLAUDE.local.md")),
         global: global_dir.and_then(|dir| read_optional(&dir.join("CLAUDE.md"))),
+        skills: load_skills(skills_dir, agent_dir),
     }
 }
 
@@ -56,9 +65,14 @@ pub struct PromptContext<'a> {
     /// Channel type of the conversation the batch came from (`telegram`, `cli`…).
     pub channel: Option<&'a str>,
     pub destinations: &'a [Destination],
+    /// No assistant message in the conversation before this turn (for skill triggers).
+    pub first_message_in_session: bool,
+    /// Parts of the agent's setup that failed to load (`container.json`, MCP servers), one
+    /// readable line each, so the agent can tell the user.
+    pub setup_problems: &'a [String],
 }
 
-/// The system prompt: the files in order, then the context section.
+/// The system prompt: the files in order, the skills, then the context section.
 pub fn system_prompt(files: &PromptFiles, ctx: &PromptContext<'_>) -> String {
     let mut parts: Vec<String> = Vec::new();
     if let Some(instructions) = &files.instructions {
@@ -71,6 +85,13 @@ pub fn system_prompt(files: &PromptFiles, ctx: &PromptContext<'_>) -> String {
     }
     if let Some(global) = &files.global {
         parts.push(format!("## Instructions for all agents\n\n{global}"));
+    }
+    let triggers = TriggerContext {
+        channel_type: ctx.channel,
+        first_message_in_session: ctx.first_message_in_session,
+    };
+    if let Some(skills) = crate::skills::render(&files.skills, &triggers) {
+        parts.push(skills);
     }
     parts.push(context_section(ctx));
     parts.join("\n\n")
@@ -104,6 +125,15 @@ fn context_section(ctx: &PromptContext<'_>) -> String {
                 "\n- {}: {display} ({})",
                 d.name, d.route.channel_type
             ));
+        }
+    }
+    if !ctx.setup_problems.is_empty() {
+        out.push_str(
+            "\nProblems with your setup (tell the user when it matters; most are fixed in \
+             container.json in your agent folder):",
+        );
+        for problem in ctx.setup_problems {
+            out.push_str(&format!("\n- {problem}"));
         }
     }
     out
@@ -309,10 +339,22 @@ mod tests {
 
     #[test]
     fn system_prompt_joins_the_parts_in_order() {
+        let mut skills = SkillSet::default();
+        skills.skills.insert(
+            "greet".to_owned(),
+            crate::skills::parse_skill(
+                "greet",
+                "---\ntriggers: [{on: first_message_in_session}]\n---\nSay hello.",
+                crate::skills::Origin::Builtin,
+            )
+            .unwrap()
+            .0,
+        );
         let files = PromptFiles {
             instructions: Some("# Agent\nBe kind.".to_owned()),
             memory: Some("User likes tea.".to_owned()),
             global: Some("No secrets.".to_owned()),
+            skills,
         };
         let destinations = [Destination {
             name: "family".to_owned(),
@@ -325,14 +367,18 @@ mod tests {
             assistant_name: "Andy",
             channel: Some("telegram"),
             destinations: &destinations,
+            first_message_in_session: true,
+            setup_problems: &["container.json is not valid: oops".to_owned()],
         };
         let prompt = system_prompt(&files, &ctx);
         let order = [
             "# Agent\nBe kind.",
             "## Your memory (CLAUDE.local.md in your agent folder)\n\nUser likes tea.",
             "## Instructions for all agents\n\nNo secrets.",
+            "## Skills\n\n### Skill: greet\n\nSay hello.",
             "## Context\n\nYou are Andy.\nCurrent date and time: 2026-11-23 16:04 (Europe/Berlin, Monday).\nThis conversation is on: telegram.\n",
             "Destinations (names for send_message):\n- family: Family chat (telegram)",
+            "\nProblems with your setup (tell the user when it matters; most are fixed in container.json in your agent folder):\n- container.json is not valid: oops",
         ];
         let mut from = 0;
         for part in order {
@@ -347,6 +393,7 @@ mod tests {
             &PromptContext {
                 channel: None,
                 destinations: &[],
+                setup_problems: &[],
                 ..ctx
             },
         );
@@ -357,17 +404,21 @@ mod tests {
     #[test]
     fn prompt_files_are_optional() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(read_prompt_files(dir.path(), None), PromptFiles::default());
+        assert_eq!(
+            read_prompt_files(dir.path(), None, None),
+            PromptFiles::default()
+        );
         std::fs::write(dir.path().join("CLAUDE.md"), "  be brief \n").unwrap();
         std::fs::write(dir.path().join("CLAUDE.local.md"), "\n").unwrap();
         let global = tempfile::tempdir().unwrap();
         std::fs::write(global.path().join("CLAUDE.md"), "shared").unwrap();
         assert_eq!(
-            read_prompt_files(dir.path(), Some(global.path())),
+            read_prompt_files(dir.path(), Some(global.path()), None),
             PromptFiles {
                 instructions: Some("be brief".to_owned()),
                 memory: None,
                 global: Some("shared".to_owned()),
+                skills: SkillSet::default(),
             }
         );
     }

@@ -19,6 +19,7 @@ use tracing::Instrument;
 use crate::activity::ActivityLog;
 use crate::claim::{self, Plan};
 use crate::config::Config;
+use crate::container_config;
 use crate::mcp::{self, McpError, McpManager};
 use crate::model::{ModelClient, ModelSettings};
 use crate::store::{Store, StoreError};
@@ -106,11 +107,24 @@ async fn serve(
         retries: config.model_retries,
         backoff: config.model_backoff,
     })?;
-    let specs: Vec<mcp::ServerSpec> = mcp::builtin_server(config).into_iter().collect();
+    // The user's servers are read once per runner: a changed container.json applies when the
+    // next runner starts (after the idle timeout, or `clawbox` restarting the session).
+    let user = container_config::read(&config.agent_dir).await;
+    for problem in &user.problems {
+        tracing::warn!(problem = %problem, "container.json");
+    }
+    let mut specs: Vec<mcp::ServerSpec> = mcp::builtin_server(config).into_iter().collect();
+    specs.extend(
+        user.servers
+            .iter()
+            .map(|server| mcp::user_server(config, server, user.call_timeout)),
+    );
     let mcp = tokio::select! {
         () = shutdown.cancelled() => return Ok(()),
         started = McpManager::start(specs, config.tool_timeout) => started?,
     };
+    let mut setup_problems = user.problems;
+    setup_problems.extend(mcp.problems().iter().cloned());
     tracing::info!(tools = mcp.tools().len(), "tools ready");
 
     let wake = Arc::new(Notify::new());
@@ -127,6 +141,7 @@ async fn serve(
         model: &model,
         mcp: &mcp,
         activity: &activity,
+        setup_problems: &setup_problems,
     };
     let result = work_loop(&env, &wake, poll, shutdown).await;
     drop(watcher);

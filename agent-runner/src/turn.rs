@@ -6,6 +6,8 @@
 //! Invariants:
 //! - Every tool call gets exactly one tool result, in call order: also an unknown tool,
 //!   malformed arguments (`invalid arguments: …`), a timeout, a server error, cancellation.
+//!   Each result passes through `hygiene::clean_tool_output` before the model or the history
+//!   sees it.
 //! - After every step with tool calls, the turn's user message (first step only), the assistant
 //!   message and all its results are appended to history in one transaction, so a
 //!   tool-call/result pair is never split and a crashed attempt can resume from there.
@@ -34,6 +36,7 @@ use tracing::Instrument;
 use crate::activity::{ActivityLog, ActivityRows};
 use crate::claim::{Batch, TURN_KEY};
 use crate::config::Config;
+use crate::hygiene::clean_tool_output;
 use crate::mcp::{McpManager, ToolOutput};
 use crate::model::{ModelCall, ModelClient, ModelError};
 use crate::prompt::{PromptContext, PromptFiles, format_batch, read_prompt_files, system_prompt};
@@ -49,6 +52,9 @@ pub struct TurnEnv<'a> {
     pub model: &'a ModelClient,
     pub mcp: &'a McpManager,
     pub activity: &'a ActivityLog,
+    /// What failed to load at startup (`container.json`, user MCP servers), one line each; shown
+    /// to the agent in every turn's context.
+    pub setup_problems: &'a [String],
 }
 
 /// How a turn ended (both are verdicts already written to the mailbox).
@@ -94,6 +100,7 @@ pub async fn run_turn(
         mut pending_user,
         steps_done,
         destinations,
+        first_message_in_session,
     } = start(env, batch).await?;
 
     let files = prompt_files(env.config).await;
@@ -105,6 +112,8 @@ pub async fn run_turn(
             assistant_name: &env.config.assistant_name,
             channel: Some(&origin.route.channel_type),
             destinations: &destinations,
+            first_message_in_session,
+            setup_problems: env.setup_problems,
         },
     );
     let system = json!({ "role": "system", "content": system });
@@ -204,6 +213,9 @@ struct Start {
     pending_user: Option<Value>,
     steps_done: u32,
     destinations: Vec<Destination>,
+    /// No assistant message in the conversation before this turn (a resumed turn's own steps
+    /// do not count, so its prompt is the one its first attempt had).
+    first_message_in_session: bool,
 }
 
 /// Loads the conversation. A resumed turn continues from its persisted steps if they are whole;
@@ -217,6 +229,9 @@ async fn start(env: &TurnEnv<'_>, batch: &Batch) -> Result<Start, TurnError> {
     let resumed = resume_point(&history, turn, batch.resume);
     let continue_own = resumed.is_some();
     let steps_done = resumed.unwrap_or(0);
+    let first_message_in_session = !history
+        .iter()
+        .any(|e| e.turn != turn && e.message["role"] == "assistant");
     let own = history.iter().filter(|e| e.turn == turn).count();
     if continue_own {
         tracing::info!(
@@ -254,6 +269,7 @@ async fn start(env: &TurnEnv<'_>, batch: &Batch) -> Result<Start, TurnError> {
         pending_user,
         steps_done,
         destinations,
+        first_message_in_session,
     })
 }
 
@@ -319,8 +335,11 @@ fn unique_call_ids(calls: &mut [ModelCall]) {
 async fn prompt_files(config: &Config) -> PromptFiles {
     let agent_dir = config.agent_dir.clone();
     let global_dir = config.global_dir.clone();
-    match tokio::task::spawn_blocking(move || read_prompt_files(&agent_dir, global_dir.as_deref()))
-        .await
+    let skills_dir = config.skills_dir.clone();
+    match tokio::task::spawn_blocking(move || {
+        read_prompt_files(&agent_dir, global_dir.as_deref(), skills_dir.as_deref())
+    })
+    .await
     {
         Ok(files) => files,
         Err(err) => {
@@ -374,7 +393,7 @@ async fn run_calls(
             }
             match parse_arguments(&call.arguments) {
                 Ok(arguments) => Prepared::Run {
-                    timeout: env.mcp.call_timeout(&arguments),
+                    timeout: env.mcp.call_timeout(&call.name, &arguments),
                     arguments,
                 },
                 Err(reason) => {
@@ -410,12 +429,13 @@ async fn run_calls(
                     env.mcp.call(&call.name, arguments, timeout, cancel).await
                 }
             };
+            let text = clean_tool_output(&output.text);
             if output.is_error {
-                tracing::info!(result = %output.text, "tool call failed");
+                tracing::info!(result = %text, "tool call failed");
             } else {
-                tracing::debug!(chars = output.text.len(), "tool call done");
+                tracing::debug!(chars = text.len(), "tool call done");
             }
-            json!({ "role": "tool", "tool_call_id": call.id, "content": output.text })
+            json!({ "role": "tool", "tool_call_id": call.id, "content": text })
         }
         .instrument(span)
     });

@@ -32,6 +32,52 @@ pub fn mcp_tools_bin() -> PathBuf {
     bin
 }
 
+/// The Python interpreter of the test venv, which has the official MCP SDK and
+/// `mcp-server-time` from PyPI: `CLAWBOX_TEST_PYTHON`, else `<workspace>/.venv/bin/python`.
+pub fn python() -> PathBuf {
+    let path = std::env::var_os("CLAWBOX_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+            workspace.join(".venv/bin/python")
+        });
+    assert!(
+        path.exists(),
+        "{} is missing: run `make venv` (or set CLAWBOX_TEST_PYTHON) for the MCP \
+         interoperability tests",
+        path.display()
+    );
+    path
+}
+
+/// A fixture file of this crate's tests.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// The function names of a request's `tools`.
+pub fn tool_names(request: &testkit::RecordedRequest) -> Vec<String> {
+    request.body["tools"]
+        .as_array()
+        .map(|tools| {
+            tools
+                .iter()
+                .filter_map(|t| t["function"]["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The system prompt of a request.
+pub fn system_prompt(request: &testkit::RecordedRequest) -> String {
+    request.messages()[0]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 pub struct Session {
     pub dir: TempDir,
     pub paths: SessionPaths,
@@ -84,6 +130,20 @@ impl Session {
 
     pub fn set_env(&mut self, key: &str, value: &str) {
         self.env.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// Turns on the built-in tools (`mcp-tools`).
+    pub fn with_builtin_tools(&mut self) {
+        self.set_env("CLAWBOX_MCP_TOOLS_BIN", mcp_tools_bin().to_str().unwrap());
+    }
+
+    /// Writes the agent's `container.json`.
+    pub fn container_json(&self, value: &Value) {
+        std::fs::write(
+            self.agent_dir.join("container.json"),
+            serde_json::to_vec_pretty(value).unwrap(),
+        )
+        .unwrap();
     }
 
     fn log_path(&self) -> PathBuf {

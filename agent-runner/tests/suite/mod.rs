@@ -3,5 +3,7 @@
 mod activity;
 mod harness;
 mod lifecycle;
+mod skills;
 mod tools;
 mod turns;
+mod user_servers;
