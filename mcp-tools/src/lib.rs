@@ -6,6 +6,7 @@
 //!
 //! stdout is the JSON-RPC channel: nothing else may write to it (logs go to stderr).
 
+mod beneath;
 pub mod config;
 pub mod error;
 pub mod paths;

@@ -1,6 +1,7 @@
 //! Confines the file tools' paths to two areas: the session workspace, and the agent folder
-//! (reached as `agent/…`). Owns the lexical rules and the symlink check; opening the final
-//! component with `O_NOFOLLOW` is done by the callers in `tools/files.rs`.
+//! (reached as `agent/…`). Owns the lexical rules and the symlink check, which exist to tell the
+//! model clearly what is wrong with a path; the enforcement is `beneath.rs`'s descriptor-based
+//! open, which the tools use for every file and folder.
 //!
 //! The agent folder is mounted at `/workspace/agent` in a container, so `agent/notes.md` names
 //! the same file in both runtimes. `run_bash` is not confined by this module: a shell can reach
@@ -13,9 +14,9 @@
 //! - paths whose deepest existing ancestor canonicalizes outside its root, i.e. that leave
 //!   through a symlink (`ln -s /etc etc; read etc/passwd`).
 //!
-//! A check-then-open race remains for intermediate directories (a concurrent `run_bash` could
-//! swap one for a symlink between the check and the open); `openat2(RESOLVE_BENEATH)` would
-//! close it. Inside a container nothing outside is reachable through it anyway.
+//! This check works on names, so a folder swapped for a link after it (a concurrent `run_bash`)
+//! would pass; the open in `beneath.rs` refuses that link, and the tools report it with the
+//! same [`PathError::SymlinkEscape`].
 
 use std::path::{Component, Path, PathBuf};
 
@@ -59,10 +60,12 @@ pub enum PathError {
 }
 
 /// A path that passed the checks: `path` is the root as configured joined with the relative
-/// part (not canonicalized, so messages and `O_NOFOLLOW` see the name the model gave).
+/// part (not canonicalized, so messages see the name the model gave).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolved {
     pub area: Area,
+    /// The root as configured; the tools open it, then `relative` below it.
+    pub root: PathBuf,
     pub path: PathBuf,
     /// The path relative to its root; empty for the root itself.
     pub relative: PathBuf,
@@ -159,8 +162,7 @@ impl Confinement {
         let parts: Vec<Component<'_>> = relative.components().collect();
         // From the full path up to the root: the first that canonicalizes is the deepest
         // existing ancestor. Missing components below it are created by us later, as plain
-        // directories, or refused by `O_NOFOLLOW` / `create_dir_all` when they are dangling
-        // symlinks.
+        // directories, or refused by the open (`beneath.rs`) when they are dangling symlinks.
         for depth in (0..=parts.len()).rev() {
             let candidate = root.join(parts[..depth].iter().collect::<PathBuf>());
             let Ok(real) = std::fs::canonicalize(&candidate) else {
@@ -174,6 +176,7 @@ impl Confinement {
             }
             return Ok(Resolved {
                 area,
+                root: root.to_owned(),
                 path: root.join(&relative),
                 relative,
             });
@@ -328,9 +331,9 @@ mod tests {
             ("sub/new/deeper.txt", Ok(())),
             ("new.txt", Ok(())),
             ("in_dir/file", Ok(())),
-            // Inside, so it passes here; the final-component O_NOFOLLOW refuses it later.
+            // Inside, so it passes here; the open's final-component O_NOFOLLOW refuses it.
             ("in_file", Ok(())),
-            // Dangling: nothing to canonicalize; O_NOFOLLOW / create_dir_all refuse it later.
+            // Dangling: nothing to canonicalize; the open refuses it later.
             ("dangling_out", Ok(())),
             ("agent/new.md", Ok(())),
             (

@@ -1,10 +1,13 @@
-//! `read_file`, `write_file`, `edit_file`. Paths go through [`crate::paths::Confinement`];
-//! files are then opened with `O_NOFOLLOW` (a symlink swapped in after the check is refused)
-//! and `O_NONBLOCK` (a FIFO cannot hang the call). All file I/O runs on the blocking pool.
+//! `read_file`, `write_file`, `edit_file`, and the confined open every tool that reads or
+//! writes a workspace file shares. Paths go through [`crate::paths::Confinement`] for clear
+//! messages, then are opened below their root by descriptor ([`crate::beneath`]: no link, even
+//! one swapped in after the check, leads out; the final component is never followed), with
+//! `O_NONBLOCK` (a FIFO cannot hang the call). All file I/O runs on the blocking pool.
 
-use std::fs::{File, OpenOptions};
+use std::ffi::CStr;
+use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 
 use rmcp::handler::server::wrapper::Parameters;
@@ -12,8 +15,9 @@ use rmcp::model::CallToolResult;
 use rmcp::{tool, tool_router};
 use serde::Deserialize;
 
+use crate::beneath::{Lookup, Refusal, Root, open_at};
 use crate::error::{ToolError, tool_result};
-use crate::paths::Resolved;
+use crate::paths::{Area, PathError, Resolved};
 use crate::server::{Context, Tools};
 
 /// Lines returned when `limit` is not given.
@@ -25,8 +29,17 @@ const MAX_LINE_BYTES: usize = MAX_LINE_CHARS * 4;
 /// Size budget of one `read_file` answer; the footer says where to continue.
 const MAX_READ_BYTES: usize = 100_000;
 
-/// Flags for every open: never follow a final symlink, never block on a FIFO.
-pub(super) const OPEN_FLAGS: i32 = libc::O_NOFOLLOW | libc::O_NONBLOCK;
+/// Flags for every open of a file: never follow a final symlink, never block on a FIFO.
+pub(super) const OPEN_FLAGS: libc::c_int = libc::O_NOFOLLOW | libc::O_NONBLOCK;
+
+/// What a tool does with the file it opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Access {
+    Read,
+    ReadWrite,
+    /// Create or truncate for writing, making missing folders.
+    Replace,
+}
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct ReadFileArgs {
@@ -109,47 +122,52 @@ async fn read_file(ctx: Arc<Context>, args: ReadFileArgs) -> Result<String, Tool
     }
     let resolved = ctx.confinement.resolve(&args.path)?;
     tokio::task::spawn_blocking(move || {
-        let file = open_file(&resolved, &args.path, OpenOptions::new().read(true))?;
-        let listing =
-            number_lines(BufReader::new(file), offset, limit).map_err(|source| ToolError::Io {
-                action: "read",
-                path: args.path.clone(),
-                source,
-            })?;
-        listing.render(&args.path, offset)
+        read_resolved(&resolved, &args.path, offset, limit, Lookup::Kernel)
     })
     .await?
 }
 
+/// `read_file` once the path passed the checks.
+pub(super) fn read_resolved(
+    resolved: &Resolved,
+    shown: &str,
+    offset: u64,
+    limit: u64,
+    lookup: Lookup,
+) -> Result<String, ToolError> {
+    let file = open_file(resolved, shown, Access::Read, lookup)?;
+    let listing =
+        number_lines(BufReader::new(file), offset, limit).map_err(|source| ToolError::Io {
+            action: "read",
+            path: shown.to_owned(),
+            source,
+        })?;
+    listing.render(shown, offset)
+}
+
 async fn write_file(ctx: Arc<Context>, args: WriteFileArgs) -> Result<String, ToolError> {
     let resolved = ctx.confinement.resolve(&args.path)?;
-    tokio::task::spawn_blocking(move || {
-        let io_error = |action, source| ToolError::Io {
-            action,
+    tokio::task::spawn_blocking(move || write_resolved(&resolved, &args, Lookup::Kernel)).await?
+}
+
+/// `write_file` once the path passed the checks.
+pub(super) fn write_resolved(
+    resolved: &Resolved,
+    args: &WriteFileArgs,
+    lookup: Lookup,
+) -> Result<String, ToolError> {
+    let mut file = open_file(resolved, &args.path, Access::Replace, lookup)?;
+    file.write_all(args.content.as_bytes())
+        .map_err(|source| ToolError::Io {
+            action: "write",
             path: args.path.clone(),
             source,
-        };
-        if let Some(parent) = resolved.path.parent()
-            && !resolved.relative.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(parent).map_err(|e| io_error("create the folders of", e))?;
-            // Check again now that the folders exist: what was missing before is real now.
-            ctx.confinement.resolve(&args.path)?;
-        }
-        let mut file = open_file(
-            &resolved,
-            &args.path,
-            OpenOptions::new().write(true).create(true).truncate(true),
-        )?;
-        file.write_all(args.content.as_bytes())
-            .map_err(|e| io_error("write", e))?;
-        Ok(format!(
-            "wrote {} bytes to {}",
-            args.content.len(),
-            args.path
-        ))
-    })
-    .await?
+        })?;
+    Ok(format!(
+        "wrote {} bytes to {}",
+        args.content.len(),
+        args.path
+    ))
 }
 
 async fn edit_file(ctx: Arc<Context>, args: EditFileArgs) -> Result<String, ToolError> {
@@ -160,73 +178,91 @@ async fn edit_file(ctx: Arc<Context>, args: EditFileArgs) -> Result<String, Tool
         return Err(ToolError::NoChange);
     }
     let resolved = ctx.confinement.resolve(&args.path)?;
-    tokio::task::spawn_blocking(move || {
-        let io_error = |action, source| ToolError::Io {
-            action,
-            path: args.path.clone(),
-            source,
-        };
-        let mut file = open_file(
-            &resolved,
-            &args.path,
-            OpenOptions::new().read(true).write(true),
-        )?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .map_err(|e| io_error("read", e))?;
-        let Ok(text) = String::from_utf8(bytes) else {
-            return Err(ToolError::NotUtf8 { path: args.path });
-        };
-        let Some(at) = text.find(&args.old_string) else {
-            return Err(ToolError::NoMatch { path: args.path });
-        };
-        let count = occurrences(&text, &args.old_string);
-        if count > 1 {
-            return Err(ToolError::Ambiguous {
-                path: args.path,
-                count,
-            });
-        }
-        let line = text[..at].matches('\n').count() + 1;
-        let edited = [
-            &text[..at],
-            &args.new_string,
-            &text[at + args.old_string.len()..],
-        ]
-        .concat();
-        // In place (truncate and rewrite), so the file keeps its inode, mode and hard links.
-        file.seek(SeekFrom::Start(0))
-            .and_then(|_| file.set_len(0))
-            .and_then(|()| file.write_all(edited.as_bytes()))
-            .map_err(|e| io_error("write", e))?;
-        Ok(format!("edited {} (at line {line})", args.path))
-    })
-    .await?
+    tokio::task::spawn_blocking(move || edit_resolved(&resolved, args, Lookup::Kernel)).await?
 }
 
-/// Opens a confined path without following a final symlink; refuses anything but a regular file.
+/// `edit_file` once the arguments and the path passed the checks.
+pub(super) fn edit_resolved(
+    resolved: &Resolved,
+    args: EditFileArgs,
+    lookup: Lookup,
+) -> Result<String, ToolError> {
+    let io_error = |action, source| ToolError::Io {
+        action,
+        path: args.path.clone(),
+        source,
+    };
+    let mut file = open_file(resolved, &args.path, Access::ReadWrite, lookup)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|e| io_error("read", e))?;
+    let Ok(text) = String::from_utf8(bytes) else {
+        return Err(ToolError::NotUtf8 { path: args.path });
+    };
+    let Some(at) = text.find(&args.old_string) else {
+        return Err(ToolError::NoMatch { path: args.path });
+    };
+    let count = occurrences(&text, &args.old_string);
+    if count > 1 {
+        return Err(ToolError::Ambiguous {
+            path: args.path,
+            count,
+        });
+    }
+    let line = text[..at].matches('\n').count() + 1;
+    let edited = [
+        &text[..at],
+        &args.new_string,
+        &text[at + args.old_string.len()..],
+    ]
+    .concat();
+    // In place (truncate and rewrite), so the file keeps its inode, mode and hard links.
+    file.seek(SeekFrom::Start(0))
+        .and_then(|_| file.set_len(0))
+        .and_then(|()| file.write_all(edited.as_bytes()))
+        .map_err(|e| io_error("write", e))?;
+    Ok(format!("edited {} (at line {line})", args.path))
+}
+
+/// Opens a confined path below its root without following any link out of it, nor a final
+/// link at all; refuses anything but a regular file. `shown` is the path as the model gave it.
 pub(super) fn open_file(
     resolved: &Resolved,
     shown: &str,
-    options: &mut OpenOptions,
+    access: Access,
+    lookup: Lookup,
+) -> Result<File, ToolError> {
+    let root = open_root(resolved, shown)?;
+    let (flags, create) = match access {
+        Access::Read => (libc::O_RDONLY, false),
+        Access::ReadWrite => (libc::O_RDWR, false),
+        Access::Replace => (libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC, true),
+    };
+    let (dir, name) = root
+        .parent(&resolved.relative, create, lookup)
+        .map_err(|e| match e {
+            Refusal::Io(source) if create => ToolError::Io {
+                action: "create the folders of",
+                path: shown.to_owned(),
+                source,
+            },
+            e => refused(e, resolved.area, shown),
+        })?;
+    open_in(dir.as_fd(), &name, flags, resolved.area, shown)
+}
+
+/// Opens `name` in the folder `dir` without following it; refuses anything but a regular file.
+pub(super) fn open_in(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    flags: libc::c_int,
+    area: Area,
+    shown: &str,
 ) -> Result<File, ToolError> {
     let path = || shown.to_owned();
-    let file = options
-        .custom_flags(OPEN_FLAGS)
-        .open(&resolved.path)
-        .map_err(|e| match e.raw_os_error() {
-            // ELOOP is Linux's answer to O_NOFOLLOW on a symlink; EMLINK is the BSDs'.
-            Some(libc::ELOOP | libc::EMLINK) => ToolError::Symlink { path: path() },
-            Some(libc::EISDIR) => ToolError::IsDirectory { path: path() },
-            // A FIFO without a reader, opened for writing with O_NONBLOCK.
-            Some(libc::ENXIO) => ToolError::NotRegularFile { path: path() },
-            _ if e.kind() == io::ErrorKind::NotFound => ToolError::NotFound { path: path() },
-            _ => ToolError::Io {
-                action: "open",
-                path: path(),
-                source: e,
-            },
-        })?;
+    let file = open_at(dir, name, flags | OPEN_FLAGS, /*mode*/ 0o666)
+        .map_err(|e| refused(e.into(), area, shown))?;
+    let file = File::from(file);
     let meta = file.metadata().map_err(|source| ToolError::Io {
         action: "inspect",
         path: path(),
@@ -239,6 +275,51 @@ pub(super) fn open_file(
         return Err(ToolError::NotRegularFile { path: path() });
     }
     Ok(file)
+}
+
+/// Opens the root a resolved path lies in.
+pub(super) fn open_root(resolved: &Resolved, shown: &str) -> Result<Root, ToolError> {
+    Root::open(&resolved.root).map_err(|source| {
+        if source.kind() == io::ErrorKind::NotFound {
+            PathError::RootMissing {
+                area: resolved.area,
+                path: shown.to_owned(),
+            }
+            .into()
+        } else {
+            ToolError::Io {
+                action: "open",
+                path: shown.to_owned(),
+                source,
+            }
+        }
+    })
+}
+
+/// What the model reads when an open below a root fails: the one place these errors are
+/// mapped for every tool.
+pub(super) fn refused(err: Refusal, area: Area, shown: &str) -> ToolError {
+    let path = shown.to_owned();
+    let source = match err {
+        Refusal::Escape => return PathError::SymlinkEscape { area, path }.into(),
+        Refusal::Io(source) => source,
+    };
+    match source.raw_os_error() {
+        // ELOOP is Linux's answer to O_NOFOLLOW on a symlink (and to a loop of links); EMLINK
+        // is the BSDs'.
+        Some(libc::ELOOP | libc::EMLINK) => ToolError::Symlink { path },
+        // RESOLVE_BENEATH's answer; the lookup walks instead, so this is only a backstop.
+        Some(libc::EXDEV) => PathError::SymlinkEscape { area, path }.into(),
+        Some(libc::EISDIR) => ToolError::IsDirectory { path },
+        // A FIFO without a reader, opened for writing with O_NONBLOCK.
+        Some(libc::ENXIO) => ToolError::NotRegularFile { path },
+        _ if source.kind() == io::ErrorKind::NotFound => ToolError::NotFound { path },
+        _ => ToolError::Io {
+            action: "open",
+            path,
+            source,
+        },
+    }
 }
 
 /// Occurrences of `needle`, overlapping ones included: "aa" in "aaa" is ambiguous.

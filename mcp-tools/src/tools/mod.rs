@@ -10,3 +10,5 @@ mod send_file;
 mod skills;
 
 pub(crate) use bash::Lingering;
+#[cfg(test)]
+mod races;

@@ -1,13 +1,17 @@
 //! `list_files` and `grep`: read-only views of a folder in the workspace or the agent folder.
 //! Owns the walk (sorted, depth-first, never following a symlink: links are shown, not
 //! entered or read) and the caps on what one answer holds. The start path goes through
-//! [`crate::paths::Confinement`]; files are opened with `O_NOFOLLOW | O_NONBLOCK` like the file
-//! tools'. The walk inherits the check-then-open race of intermediate folders that `paths.rs`
-//! describes.
+//! [`crate::paths::Confinement`] and is opened below its root like the file tools' paths
+//! ([`crate::beneath`]); from there the walk goes by descriptor only: each folder is read with
+//! `readdir` on its descriptor, each entry inspected with `fstatat(AT_SYMLINK_NOFOLLOW)` and
+//! opened with `openat(O_NOFOLLOW)` in the folder that lists it, so a folder swapped for a
+//! link mid-walk is skipped, never followed.
 
-use std::fs::{FileType, Metadata, OpenOptions};
-use std::io::{BufRead, BufReader};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::ffi::{CStr, CString, OsStr};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +22,8 @@ use rmcp::model::CallToolResult;
 use rmcp::{tool, tool_router};
 use serde::Deserialize;
 
-use super::files::{OPEN_FLAGS, next_line};
+use super::files::{OPEN_FLAGS, next_line, open_root, refused};
+use crate::beneath::{Lookup, open_at, read_dir_at, read_link_at, stat_at};
 use crate::error::{ToolError, tool_result};
 use crate::paths::{Area, Resolved};
 use crate::server::{Context, Tools};
@@ -43,6 +48,8 @@ const BINARY_PROBE: usize = 8 * 1024;
 const SEARCH_BUDGET: Duration = Duration::from_secs(20);
 /// Folders `grep` does not enter: version-control internals are noise.
 const GREP_SKIPPED_DIRS: [&str; 1] = [".git"];
+/// How the walk opens a folder to list it: never through a link.
+const FOLDER_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct ListFilesArgs {
@@ -113,35 +120,32 @@ enum Kind {
 }
 
 impl Kind {
-    fn of(path: &Path, file_type: FileType, meta: Option<&Metadata>) -> Kind {
-        if file_type.is_dir() {
-            Kind::Dir
-        } else if file_type.is_file() {
-            Kind::File {
-                size: meta.map_or(0, Metadata::len),
-            }
-        } else if file_type.is_symlink() {
-            Kind::Link {
-                target: std::fs::read_link(path).map_or_else(
+    /// The entry `name` of the folder `dir`, not followed.
+    fn at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Kind> {
+        let stat = stat_at(dir, name)?;
+        Ok(match stat.st_mode & libc::S_IFMT {
+            libc::S_IFDIR => Kind::Dir,
+            libc::S_IFREG => Kind::File {
+                size: u64::try_from(stat.st_size).unwrap_or_default(),
+            },
+            libc::S_IFLNK => Kind::Link {
+                target: read_link_at(dir, name).map_or_else(
                     |e| format!("(unreadable: {e})"),
                     |t| t.to_string_lossy().into_owned(),
                 ),
-            }
-        } else {
-            Kind::Other {
-                what: if file_type.is_fifo() {
-                    "fifo"
-                } else if file_type.is_socket() {
-                    "socket"
-                } else if file_type.is_char_device() {
-                    "character device"
-                } else if file_type.is_block_device() {
-                    "block device"
-                } else {
-                    "unknown kind"
-                },
-            }
-        }
+            },
+            libc::S_IFIFO => Kind::Other { what: "fifo" },
+            libc::S_IFSOCK => Kind::Other { what: "socket" },
+            libc::S_IFCHR => Kind::Other {
+                what: "character device",
+            },
+            libc::S_IFBLK => Kind::Other {
+                what: "block device",
+            },
+            _ => Kind::Other {
+                what: "unknown kind",
+            },
+        })
     }
 
     fn line(&self, shown: &str) -> String {
@@ -165,9 +169,10 @@ fn shown_path(area: Area, relative: &Path) -> String {
     }
 }
 
-/// One entry met by [`walk`].
+/// One entry met by [`walk`]: `name` in the folder `dir`.
 struct Visit<'a> {
-    path: &'a Path,
+    dir: BorrowedFd<'a>,
+    name: &'a CStr,
     /// Relative to the confinement root (for display and globs).
     relative: &'a Path,
     kind: Kind,
@@ -180,10 +185,10 @@ enum Flow {
     Stop,
 }
 
-/// Visits the entries below `dir` depth-first, each folder's entries sorted by name, down to
-/// `depth` levels. Symlinks are visited, never entered; `enter` decides for each folder.
+/// Visits the entries of the folder `dir` depth-first, each folder's entries sorted by name,
+/// down to `depth` levels. Symlinks are visited, never entered; `enter` decides for each folder.
 fn walk(
-    dir: &Path,
+    dir: BorrowedFd<'_>,
     relative: &Path,
     depth: u32,
     enter: &impl Fn(&Path) -> bool,
@@ -193,52 +198,80 @@ fn walk(
         return Flow::Continue;
     }
     // An unreadable folder (permissions, removed meanwhile) is shown as an empty one.
-    let Ok(read) = std::fs::read_dir(dir) else {
+    let Ok(mut names) = read_dir_at(dir) else {
         return Flow::Continue;
     };
-    let mut entries: Vec<_> = read.filter_map(Result::ok).collect();
-    entries.sort_by_key(std::fs::DirEntry::file_name);
-    for entry in entries {
-        // `DirEntry::file_type` and `metadata` do not follow symlinks.
-        let Ok(file_type) = entry.file_type() else {
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    for name in names {
+        // Removed meanwhile: skipped.
+        let Ok(kind) = Kind::at(dir, &name) else {
             continue;
         };
-        let path = entry.path();
-        let child = relative.join(entry.file_name());
-        let meta = file_type.is_file().then(|| entry.metadata().ok()).flatten();
-        let kind = Kind::of(&path, file_type, meta.as_ref());
+        let child = relative.join(OsStr::from_bytes(name.as_bytes()));
         let is_dir = kind == Kind::Dir;
         if visit(Visit {
-            path: &path,
+            dir,
+            name: &name,
             relative: &child,
             kind,
         }) == Flow::Stop
         {
             return Flow::Stop;
         }
-        if is_dir && enter(&child) && walk(&path, &child, depth - 1, enter, visit) == Flow::Stop {
+        if !is_dir || !enter(&child) {
+            continue;
+        }
+        // A folder replaced by a link since `Kind::at` fails here (O_NOFOLLOW): skipped.
+        let Ok(folder) = open_at(dir, &name, FOLDER_FLAGS, /*mode*/ 0) else {
+            continue;
+        };
+        if walk(folder.as_fd(), &child, depth - 1, enter, visit) == Flow::Stop {
             return Flow::Stop;
         }
     }
     Flow::Continue
 }
 
-/// The start of a listing or search: what the resolved path itself is, without following it.
-fn start_kind(resolved: &Resolved, shown: &str) -> Result<Kind, ToolError> {
-    let meta = std::fs::symlink_metadata(&resolved.path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            ToolError::NotFound {
-                path: shown.to_owned(),
+/// The start of a listing or search: the folder that holds it, its name there, and what it is
+/// (not followed).
+struct Start {
+    parent: OwnedFd,
+    name: CString,
+    kind: Kind,
+}
+
+impl Start {
+    fn open(resolved: &Resolved, shown: &str, lookup: Lookup) -> Result<Start, ToolError> {
+        let root = open_root(resolved, shown)?;
+        let (parent, name) = root
+            .parent(&resolved.relative, false, lookup)
+            .map_err(|e| refused(e, resolved.area, shown))?;
+        let kind = Kind::at(parent.as_fd(), &name).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                ToolError::NotFound {
+                    path: shown.to_owned(),
+                }
+            } else {
+                ToolError::Io {
+                    action: "inspect",
+                    path: shown.to_owned(),
+                    source: e,
+                }
             }
-        } else {
-            ToolError::Io {
-                action: "inspect",
-                path: shown.to_owned(),
-                source: e,
-            }
-        }
-    })?;
-    Ok(Kind::of(&resolved.path, meta.file_type(), Some(&meta)))
+        })?;
+        Ok(Start { parent, name, kind })
+    }
+
+    /// The start folder itself, to walk.
+    fn folder(&self, resolved: &Resolved, shown: &str) -> Result<OwnedFd, ToolError> {
+        open_at(
+            self.parent.as_fd(),
+            &self.name,
+            FOLDER_FLAGS,
+            /*mode*/ 0,
+        )
+        .map_err(|e| refused(e.into(), resolved.area, shown))
+    }
 }
 
 async fn list_files(ctx: Arc<Context>, args: ListFilesArgs) -> Result<String, ToolError> {
@@ -252,51 +285,60 @@ async fn list_files(ctx: Arc<Context>, args: ListFilesArgs) -> Result<String, To
     }
     let raw = args.path.unwrap_or_else(|| ".".to_owned());
     let resolved = ctx.confinement.resolve(&raw)?;
-    tokio::task::spawn_blocking(move || {
-        let area = resolved.area;
-        let kind = start_kind(&resolved, &raw)?;
-        if kind != Kind::Dir {
-            return Ok(kind.line(&shown_path(area, &resolved.relative)));
-        }
-        let mut lines = Vec::new();
-        let mut more = 0usize;
-        walk(
-            &resolved.path,
-            &resolved.relative,
-            depth,
-            &|_: &Path| true,
-            &mut |visit| {
-                if lines.len() < MAX_ENTRIES {
-                    lines.push(visit.kind.line(&shown_path(area, visit.relative)));
-                    return Flow::Continue;
-                }
-                more += 1;
-                if more >= MAX_COUNTED {
-                    Flow::Stop
-                } else {
-                    Flow::Continue
-                }
-            },
-        );
-        let shown = shown_path(area, &resolved.relative);
-        if lines.is_empty() {
-            return Ok(format!("[{shown} is empty]"));
-        }
-        let mut text = lines.join("\n");
-        if more > 0 {
-            let count = if more >= MAX_COUNTED {
-                format!("more than {MAX_COUNTED}")
+    tokio::task::spawn_blocking(move || list_resolved(&resolved, &raw, depth, Lookup::Kernel))
+        .await?
+}
+
+/// `list_files` once the path passed the checks.
+pub(super) fn list_resolved(
+    resolved: &Resolved,
+    raw: &str,
+    depth: u32,
+    lookup: Lookup,
+) -> Result<String, ToolError> {
+    let area = resolved.area;
+    let start = Start::open(resolved, raw, lookup)?;
+    if start.kind != Kind::Dir {
+        return Ok(start.kind.line(&shown_path(area, &resolved.relative)));
+    }
+    let folder = start.folder(resolved, raw)?;
+    let mut lines = Vec::new();
+    let mut more = 0usize;
+    walk(
+        folder.as_fd(),
+        &resolved.relative,
+        depth,
+        &|_: &Path| true,
+        &mut |visit| {
+            if lines.len() < MAX_ENTRIES {
+                lines.push(visit.kind.line(&shown_path(area, visit.relative)));
+                return Flow::Continue;
+            }
+            more += 1;
+            if more >= MAX_COUNTED {
+                Flow::Stop
             } else {
-                more.to_string()
-            };
-            text.push_str(&format!(
-                "\n[showed {MAX_ENTRIES} entries; {count} more not shown: list a subfolder, or \
-                 use a smaller depth]"
-            ));
-        }
-        Ok(text)
-    })
-    .await?
+                Flow::Continue
+            }
+        },
+    );
+    let shown = shown_path(area, &resolved.relative);
+    if lines.is_empty() {
+        return Ok(format!("[{shown} is empty]"));
+    }
+    let mut text = lines.join("\n");
+    if more > 0 {
+        let count = if more >= MAX_COUNTED {
+            format!("more than {MAX_COUNTED}")
+        } else {
+            more.to_string()
+        };
+        text.push_str(&format!(
+            "\n[showed {MAX_ENTRIES} entries; {count} more not shown: list a subfolder, or \
+             use a smaller depth]"
+        ));
+    }
+    Ok(text)
 }
 
 /// Why a search ended before it had looked at everything.
@@ -307,7 +349,7 @@ enum Cutoff {
 }
 
 /// The state of one `grep`.
-struct Search {
+pub(super) struct Search {
     pattern: Regex,
     glob: Option<Glob>,
     max_results: usize,
@@ -346,10 +388,62 @@ async fn grep(ctx: Arc<Context>, args: GrepArgs) -> Result<String, ToolError> {
     let raw = args.path.unwrap_or_else(|| ".".to_owned());
     let resolved = ctx.confinement.resolve(&raw)?;
     tokio::task::spawn_blocking(move || {
-        let mut search = Search {
+        let search = Search::new(pattern, glob, max_results as usize, &resolved);
+        grep_resolved(&resolved, raw, search, Lookup::Kernel)
+    })
+    .await?
+}
+
+/// `grep` once the arguments and the path passed the checks.
+pub(super) fn grep_resolved(
+    resolved: &Resolved,
+    raw: String,
+    mut search: Search,
+    lookup: Lookup,
+) -> Result<String, ToolError> {
+    let start = Start::open(resolved, &raw, lookup)?;
+    match start.kind {
+        Kind::Dir => {
+            let folder = start.folder(resolved, &raw)?;
+            let enter = |relative: &Path| {
+                relative
+                    .file_name()
+                    .is_none_or(|name| !GREP_SKIPPED_DIRS.iter().any(|s| name == *s))
+            };
+            walk(
+                folder.as_fd(),
+                &resolved.relative,
+                GREP_DEPTH,
+                &enter,
+                &mut |visit| match visit.kind {
+                    Kind::File { .. } => search.file(visit.dir, visit.name, visit.relative),
+                    Kind::Dir | Kind::Link { .. } | Kind::Other { .. } => Flow::Continue,
+                },
+            );
+        }
+        Kind::File { .. } => {
+            // A file named directly is searched whatever the glob says.
+            search.glob = None;
+            search.file(start.parent.as_fd(), &start.name, &resolved.relative);
+        }
+        Kind::Link { .. } => return Err(ToolError::Symlink { path: raw }),
+        Kind::Other { .. } => return Err(ToolError::NotRegularFile { path: raw }),
+    }
+    Ok(search.render())
+}
+
+impl Search {
+    /// A search below `resolved`, its time budget starting now.
+    pub(super) fn new(
+        pattern: Regex,
+        glob: Option<Glob>,
+        max_results: usize,
+        resolved: &Resolved,
+    ) -> Search {
+        Search {
             pattern,
             glob,
-            max_results: max_results as usize,
+            max_results,
             deadline: Instant::now() + SEARCH_BUDGET,
             area: resolved.area,
             base: resolved.relative.clone(),
@@ -357,41 +451,11 @@ async fn grep(ctx: Arc<Context>, args: GrepArgs) -> Result<String, ToolError> {
             files: 0,
             binary: 0,
             cutoff: None,
-        };
-        match start_kind(&resolved, &raw)? {
-            Kind::Dir => {
-                let enter = |relative: &Path| {
-                    relative
-                        .file_name()
-                        .is_none_or(|name| !GREP_SKIPPED_DIRS.iter().any(|s| name == *s))
-                };
-                walk(
-                    &resolved.path,
-                    &resolved.relative,
-                    GREP_DEPTH,
-                    &enter,
-                    &mut |visit| match visit.kind {
-                        Kind::File { .. } => search.file(visit.path, visit.relative),
-                        Kind::Dir | Kind::Link { .. } | Kind::Other { .. } => Flow::Continue,
-                    },
-                );
-            }
-            Kind::File { .. } => {
-                // A file named directly is searched whatever the glob says.
-                search.glob = None;
-                search.file(&resolved.path, &resolved.relative);
-            }
-            Kind::Link { .. } => return Err(ToolError::Symlink { path: raw }),
-            Kind::Other { .. } => return Err(ToolError::NotRegularFile { path: raw }),
         }
-        Ok(search.render())
-    })
-    .await?
-}
+    }
 
-impl Search {
-    /// Searches one file; unreadable and binary files are skipped.
-    fn file(&mut self, path: &Path, relative: &Path) -> Flow {
+    /// Searches `name` in the folder `dir`; unreadable and binary files are skipped.
+    fn file(&mut self, dir: BorrowedFd<'_>, name: &CStr, relative: &Path) -> Flow {
         if Instant::now() > self.deadline {
             self.cutoff = Some(Cutoff::Time);
             return Flow::Stop;
@@ -402,10 +466,7 @@ impl Search {
                 return Flow::Continue;
             }
         }
-        let Ok(file) = OpenOptions::new()
-            .read(true)
-            .custom_flags(OPEN_FLAGS)
-            .open(path)
+        let Ok(file) = open_at(dir, name, libc::O_RDONLY | OPEN_FLAGS, /*mode*/ 0).map(File::from)
         else {
             return Flow::Continue;
         };
@@ -503,7 +564,7 @@ fn excerpt(line: &str, match_start: usize) -> String {
 
 /// A file-name glob: `*` and `?` within one path component, `**` across folders, `[abc]`,
 /// `[!abc]` and `{a,b}`. Without a `/` it matches the file name, with one the relative path.
-struct Glob {
+pub(super) struct Glob {
     regex: Regex,
     whole_path: bool,
 }

@@ -2,8 +2,9 @@
 //! chat row that carries it. Owns the attachment's name and the copy; the route is chosen as
 //! for `send_message`, delivery is the host's.
 //!
-//! The source is confined like every file tool's path and opened with `O_NOFOLLOW`; the copy
-//! reads from that open file, so a link swapped in after the checks changes nothing. The
+//! The source is confined and opened like every file tool's path (below its root by
+//! descriptor, the final component with `O_NOFOLLOW`, see `crate::beneath`); the copy reads
+//! from that open file, so a link swapped in after the checks changes nothing. The
 //! destination is built with `mkdirat`/`openat` relative to `outbound/`, never following a
 //! symlink, and the file is created with `O_EXCL`: whatever the agent placed under
 //! `outbound/files/` (e.g. `files -> /`, clawside's §15.1 attack), the copy cannot land
@@ -12,10 +13,10 @@
 //! Consistency: copy first, row second. A row is never written without its file; when the
 //! row cannot be written, the copy is removed again.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -27,11 +28,15 @@ use rmcp::model::CallToolResult;
 use rmcp::{tool, tool_router};
 use serde::Deserialize;
 
-use super::files::open_file;
+use super::files::{Access, open_file};
 use super::message::{choose_route, new_message_id};
+use crate::beneath::{Lookup, mkdir_at, open_at, unlink_at};
 use crate::error::{ToolError, tool_result};
+use crate::paths::Resolved;
 use crate::server::{Context, Tools};
 
+/// How the folders below `outbound/` are opened: never through a link.
+const DIR_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
 /// Largest file `send_file` copies: Telegram's limit for a bot's uploads.
 const MAX_FILE_BYTES: u64 = 50 * 1024 * 1024;
 /// Longest attachment name, in bytes: what common file systems allow for one component.
@@ -76,81 +81,89 @@ async fn send_file(ctx: Arc<Context>, args: SendFileArgs) -> Result<String, Tool
             own_name: false,
         })?;
     }
+    let resolved = ctx.confinement.resolve(&args.path)?;
+    tokio::task::spawn_blocking(move || send_resolved(&ctx, &resolved, args, Lookup::Kernel))
+        .await?
+}
+
+/// `send_file` once the filename and the path passed the checks.
+pub(super) fn send_resolved(
+    ctx: &Context,
+    resolved: &Resolved,
+    args: SendFileArgs,
+    lookup: Lookup,
+) -> Result<String, ToolError> {
     let to = args
         .to
         .map(|to| to.trim().to_owned())
         .filter(|to| !to.is_empty());
-    let resolved = ctx.confinement.resolve(&args.path)?;
-    tokio::task::spawn_blocking(move || {
-        let session = &ctx.session;
-        // The route first: an unknown destination costs no copy.
-        let inbound = InboundReader::open(&session.inbound_db())?;
-        let route = choose_route(to.as_deref(), inbound.routing()?, &inbound.destinations()?)?;
-        drop(inbound);
+    let session = &ctx.session;
+    // The route first: an unknown destination costs no copy.
+    let inbound = InboundReader::open(&session.inbound_db())?;
+    let route = choose_route(to.as_deref(), inbound.routing()?, &inbound.destinations()?)?;
+    drop(inbound);
 
-        let source = open_file(&resolved, &args.path, OpenOptions::new().read(true))?;
-        let size = source
-            .metadata()
-            .map_err(|source| ToolError::Io {
-                action: "inspect",
-                path: args.path.clone(),
-                source,
-            })?
-            .len();
-        let too_large = |size| ToolError::TooLarge {
+    let source = open_file(resolved, &args.path, Access::Read, lookup)?;
+    let size = source
+        .metadata()
+        .map_err(|source| ToolError::Io {
+            action: "inspect",
             path: args.path.clone(),
-            size,
-            limit: MAX_FILE_BYTES,
-        };
-        if size > MAX_FILE_BYTES {
-            return Err(too_large(size));
+            source,
+        })?
+        .len();
+    let too_large = |size| ToolError::TooLarge {
+        path: args.path.clone(),
+        size,
+        limit: MAX_FILE_BYTES,
+    };
+    if size > MAX_FILE_BYTES {
+        return Err(too_large(size));
+    }
+    let name = match args.filename {
+        Some(name) => name,
+        None => {
+            let own = resolved
+                .path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_owned();
+            check_filename(&own).map_err(|rule| ToolError::BadFilename {
+                name: own.clone(),
+                rule,
+                own_name: true,
+            })?;
+            own
         }
-        let name = match args.filename {
-            Some(name) => name,
-            None => {
-                let own = resolved
-                    .path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or_default()
-                    .to_owned();
-                check_filename(&own).map_err(|rule| ToolError::BadFilename {
-                    name: own.clone(),
-                    rule,
-                    own_name: true,
-                })?;
-                own
-            }
-        };
+    };
 
-        let id = new_message_id();
-        let stored = store(&session.outbound_dir, &id, &name, source, too_large)?;
-        let message = NewOutbound {
-            id,
-            kind: OutboundKind::Chat,
-            in_reply_to: None,
-            route,
-            content: serde_json::json!({
-                "text": args.text.unwrap_or_default(),
-                "files": [name],
-            }),
-        };
-        let written = OutboundDb::open(session)
-            .and_then(|mut db| db.insert_message(&message, Utc::now()));
-        let seq = match written {
-            Ok(seq) => seq,
-            Err(err) => {
-                stored.remove();
-                return Err(err.into());
-            }
-        };
-        tracing::info!(seq, id = %message.id, file = %name, bytes = stored.bytes, to = ?to, "file written");
-        Ok(match to {
-            Some(to) => format!("sent {name} to {to} (id {seq})"),
-            None => format!("sent {name} (id {seq})"),
-        })
+    let id = new_message_id();
+    let stored = store(&session.outbound_dir, &id, &name, source, too_large)?;
+    let message = NewOutbound {
+        id,
+        kind: OutboundKind::Chat,
+        in_reply_to: None,
+        route,
+        content: serde_json::json!({
+            "text": args.text.unwrap_or_default(),
+            "files": [name],
+        }),
+    };
+    let written =
+        OutboundDb::open(session).and_then(|mut db| db.insert_message(&message, Utc::now()));
+    let seq = match written {
+        Ok(seq) => seq,
+        Err(err) => {
+            stored.remove();
+            return Err(err.into());
+        }
+    };
+    tracing::info!(seq, id = %message.id, file = %name, bytes = stored.bytes, to = ?to, "file written");
+    Ok(match to {
+        Some(to) => format!("sent {name} to {to} (id {seq})"),
+        None => format!("sent {name} (id {seq})"),
     })
-    .await?
 }
 
 /// An attachment name is one plain path component the host and the recipient can use as is;
@@ -216,17 +229,18 @@ fn store(
         .open(outbound)
         .map_err(fail("open the outbound folder"))?
         .into();
-    match mkdir_at(outbound_dir.as_fd(), c"files") {
+    match mkdir_at(outbound_dir.as_fd(), c"files", /*mode*/ 0o755) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(fail("create outbound/files")(e)),
     }
     // ELOOP or ENOTDIR when `files` is a symlink or a file: refused, never followed.
-    let files_dir =
-        open_dir_at(outbound_dir.as_fd(), c"files").map_err(fail("open outbound/files"))?;
+    let files_dir = open_at(outbound_dir.as_fd(), c"files", DIR_FLAGS, /*mode*/ 0)
+        .map_err(fail("open outbound/files"))?;
     // A fresh id: an existing entry of that name is refused rather than reused.
-    mkdir_at(files_dir.as_fd(), &c_id).map_err(fail("create the message folder"))?;
-    let message_dir = match open_dir_at(files_dir.as_fd(), &c_id) {
+    mkdir_at(files_dir.as_fd(), &c_id, /*mode*/ 0o755)
+        .map_err(fail("create the message folder"))?;
+    let message_dir = match open_at(files_dir.as_fd(), &c_id, DIR_FLAGS, /*mode*/ 0) {
         Ok(fd) => fd,
         Err(e) => {
             // Only an empty directory of ours can be removed here; a swapped-in link is not.
@@ -261,8 +275,15 @@ fn copy_into(
     too_large: &impl Fn(u64) -> ToolError,
 ) -> Result<u64, ToolError> {
     let fail = |action| move |source| ToolError::Attachment { action, source };
-    let mut dest = create_file_at(stored.message_dir.as_fd(), &stored.name)
-        .map_err(fail("create the copy"))?;
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+    let mut dest = open_at(
+        stored.message_dir.as_fd(),
+        &stored.name,
+        flags,
+        /*mode*/ 0o644,
+    )
+    .map(File::from)
+    .map_err(fail("create the copy"))?;
     // One byte over the limit tells a file that grew since it was measured.
     let copied =
         io::copy(&mut source.take(MAX_FILE_BYTES + 1), &mut dest).map_err(fail("copy the file"))?;
@@ -280,50 +301,6 @@ fn copy_into(
     .sync_all()
     .map_err(fail("flush the copy"))?;
     Ok(copied)
-}
-
-fn mkdir_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
-    // SAFETY: `dir` is an open descriptor and `name` a NUL-terminated string, both valid for
-    // the duration of the call.
-    let rc = unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o755) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-fn open_dir_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
-    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    // SAFETY: as in `mkdir_at`.
-    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `openat` returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn create_file_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<File> {
-    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    let mode: libc::c_uint = 0o644;
-    // SAFETY: as in `mkdir_at`; the mode is passed as the variadic argument O_CREAT requires.
-    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags, mode) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: as in `open_dir_at`.
-    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
-}
-
-fn unlink_at(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> io::Result<()> {
-    // SAFETY: as in `mkdir_at`.
-    let rc = unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flags) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }
 
 #[cfg(test)]

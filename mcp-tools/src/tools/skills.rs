@@ -5,11 +5,14 @@
 //! agent-runner's.
 //!
 //! The agent folder is writable by the agent, so its skills are read under the file tools'
-//! rules (confined, final component not followed). The built-in folder comes with the image
-//! or the install and is trusted like the binary.
+//! rules (confined, opened below the agent folder by descriptor, the skill folder and its
+//! `SKILL.md` never followed). The built-in folder comes with the image or the install and is
+//! trusted like the binary.
 
-use std::fs::{File, OpenOptions};
+use std::ffi::CStr;
+use std::fs::File;
 use std::io::Read;
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -18,12 +21,15 @@ use rmcp::model::CallToolResult;
 use rmcp::{tool, tool_router};
 use serde::Deserialize;
 
-use super::files::open_file;
+use super::files::{open_in, open_root, refused};
+use crate::beneath::{Lookup, Refusal, open_at, stat_at};
 use crate::error::{ToolError, tool_result};
-use crate::paths::PathError;
+use crate::paths::{PathError, Resolved};
 use crate::server::{Context, Tools};
 
 const SKILL_FILE: &str = "SKILL.md";
+/// [`SKILL_FILE`], for `openat`.
+const SKILL_FILE_C: &CStr = c"SKILL.md";
 /// Skill names are folder names: short, lowercase, no path syntax.
 const MAX_NAME_CHARS: usize = 64;
 /// A bigger `SKILL.md` is refused: agent-runner leaves such a skill out of the prompt and its
@@ -55,7 +61,7 @@ async fn load_skill(ctx: Arc<Context>, args: LoadSkillArgs) -> Result<String, To
         return Err(ToolError::BadSkillName { name: args.name });
     }
     tokio::task::spawn_blocking(move || {
-        if let Some(file) = open_agent_skill(&ctx, &name)? {
+        if let Some(file) = open_agent_skill(&ctx, &name, Lookup::Kernel)? {
             tracing::debug!(skill = %name, "loading the agent's skill");
             return read_skill(file, &name);
         }
@@ -84,22 +90,60 @@ fn valid_name(name: &str) -> bool {
 
 /// The agent's `skills/<name>/SKILL.md`, read like `read_file` reads `agent/…`; `None` when
 /// the agent has no such skill (or no agent folder).
-fn open_agent_skill(ctx: &Context, name: &str) -> Result<Option<File>, ToolError> {
+fn open_agent_skill(ctx: &Context, name: &str, lookup: Lookup) -> Result<Option<File>, ToolError> {
     let shown = format!("agent/skills/{name}/{SKILL_FILE}");
     let resolved = match ctx.confinement.resolve(&shown) {
         Ok(resolved) => resolved,
         Err(PathError::RootMissing { .. }) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
+    open_agent_skill_at(&resolved, name, &shown, lookup)
+}
+
+/// [`open_agent_skill`] once `agent/skills/<name>/SKILL.md` (`shown`) passed the checks.
+pub(super) fn open_agent_skill_at(
+    resolved: &Resolved,
+    name: &str,
+    shown: &str,
+    lookup: Lookup,
+) -> Result<Option<File>, ToolError> {
+    let root = match open_root(resolved, shown) {
+        Ok(root) => root,
+        Err(ToolError::Path(PathError::RootMissing { .. })) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let absent = |e: &std::io::Error| {
+        e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
+    };
+    let folder = resolved.relative.parent().unwrap_or(Path::new(""));
+    let (skills, c_name) = match root.parent(folder, false, lookup) {
+        Ok(found) => found,
+        Err(Refusal::Io(e)) if absent(&e) => return Ok(None),
+        Err(e) => return Err(refused(e, resolved.area, shown)),
+    };
     // A linked skill folder is refused, as agent-runner refuses it for the prompt.
-    if let Some(folder) = resolved.path.parent()
-        && std::fs::symlink_metadata(folder).is_ok_and(|m| m.file_type().is_symlink())
-    {
-        return Err(ToolError::Symlink {
-            path: format!("agent/skills/{name}"),
-        });
-    }
-    match open_file(&resolved, &shown, OpenOptions::new().read(true)) {
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+    let dir = match open_at(skills.as_fd(), &c_name, flags, /*mode*/ 0) {
+        Ok(dir) => dir,
+        // With O_DIRECTORY, Linux answers ENOTDIR rather than ELOOP for a link: ask.
+        Err(_)
+            if stat_at(skills.as_fd(), &c_name)
+                .is_ok_and(|stat| stat.st_mode & libc::S_IFMT == libc::S_IFLNK) =>
+        {
+            return Err(ToolError::Symlink {
+                path: format!("agent/skills/{name}"),
+            });
+        }
+        Err(e) if absent(&e) => return Ok(None),
+        Err(e) => return Err(refused(e.into(), resolved.area, shown)),
+    };
+    match open_in(
+        dir.as_fd(),
+        SKILL_FILE_C,
+        libc::O_RDONLY,
+        resolved.area,
+        shown,
+    ) {
         Ok(file) => Ok(Some(file)),
         Err(ToolError::NotFound { .. }) => Ok(None),
         Err(ToolError::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOTDIR) => {
