@@ -2,7 +2,7 @@
 CARGO ?= cargo
 RELEASE_BIN := target/release
 
-.PHONY: all build build-release run serve status test lint fmt bench clean venv
+.PHONY: all build build-release run serve status test lint fmt bench clean venv image busybox
 
 # A Python environment with the official MCP SDK and a third-party MCP server, for the
 # interoperability tests. Rebuilt when tests/requirements.txt changes.
@@ -14,6 +14,20 @@ $(VENV)/.stamp: tests/requirements.txt
 
 venv: $(VENV)/.stamp
 
+# The agent image's shell and core utilities come from Debian's busybox-static (a static
+# binary, so it runs in an image without libc's loader path). Installed when missing.
+busybox:
+	@test -x /bin/busybox || test -x /usr/bin/busybox || { \
+		echo "installing busybox-static (the agent image's shell)"; \
+		apt-get install -y -qq busybox-static || \
+		{ apt-get update -qq && apt-get install -y -qq busybox-static; }; }
+
+## The agent image for CONTAINER_RUNTIME=docker (CONTAINER_IMAGE, default clawbox-agent:latest),
+## built from the release binaries without any registry. `clawbox run`/`chat` also build it
+## when it is missing or older than the binaries next to them.
+image: build-release busybox
+	$(RELEASE_BIN)/clawbox image build
+
 all: build
 
 ## Build every binary (clawbox, agent-runner, mcp-tools) in debug mode.
@@ -24,18 +38,18 @@ build-release:
 	$(CARGO) build --release --workspace --bins
 
 ## Chat with the default agent in this terminal (starts a host in-process if none is running).
-run: build
+run: build busybox
 	./target/debug/clawbox chat
 
 ## Run the host in the foreground, as a service would.
-serve: build
+serve: build busybox
 	./target/debug/clawbox run
 
 status: build
 	./target/debug/clawbox status
 
 ## Formatting, lints and the whole test suite (what CI runs).
-test: lint venv
+test: lint venv busybox
 	$(CARGO) build --workspace --bins
 	CLAWBOX_TEST_PYTHON=$(CURDIR)/$(VENV)/bin/python $(CARGO) test --workspace
 
@@ -46,8 +60,8 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## Latency and memory figures (release build, fake model, process runtime).
-bench: build-release
+## Latency and memory figures (release build, fake model; process runtime, then docker).
+bench: build-release busybox
 	$(CARGO) build --release -p host --example bench
 	$(RELEASE_BIN)/examples/bench $(RELEASE_BIN)/clawbox
 

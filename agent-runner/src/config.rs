@@ -54,8 +54,12 @@ pub struct Config {
     /// `OPENAI_BASE_URL` (default `https://api.openai.com/v1`), without a trailing slash; it
     /// includes `/v1`.
     pub base_url: String,
-    /// `OPENAI_API_KEY` (default empty: no `Authorization` header).
+    /// `OPENAI_API_KEY` (default empty: no `Authorization` header). From the host, this is the
+    /// runner's session token for the host's model proxy, never the real key.
     pub api_key: String,
+    /// `CLAWBOX_MODEL_SOCKET` (optional): the host's model proxy as a Unix socket (containers
+    /// without network). When set, model requests go over it; `OPENAI_BASE_URL` gives the path.
+    pub model_socket: Option<PathBuf>,
     /// `TIMEZONE` (default `UTC`): IANA zone for dates shown to the model.
     pub timezone: Tz,
     /// `ASSISTANT_NAME` (default `Andy`).
@@ -149,6 +153,9 @@ impl Config {
             model: required(env::MODEL)?,
             base_url,
             api_key: get(env::OPENAI_API_KEY).unwrap_or_default(),
+            model_socket: get(env::MODEL_SOCKET)
+                .map(|socket| absolute(env::MODEL_SOCKET, socket))
+                .transpose()?,
             timezone,
             assistant_name: get(env::ASSISTANT_NAME).unwrap_or_else(|| "Andy".to_owned()),
             idle_timeout: millis(&get, env::IDLE_TIMEOUT_MS, 300_000)?,
@@ -258,6 +265,7 @@ mod tests {
         assert_eq!(c.agent_dir, PathBuf::from("/workspace/agent"));
         assert_eq!(c.global_dir, None);
         assert_eq!(c.skills_dir, None);
+        assert_eq!(c.model_socket, None);
         assert!(
             c.mcp_tools_bin
                 .as_ref()
@@ -275,6 +283,7 @@ mod tests {
             (env::MAX_STEPS, " 5 "),
             (env::MCP_TOOLS_BIN, ""),
             (env::SKILLS_DIR, "/app/skills"),
+            (env::MODEL_SOCKET, "/run/clawbox/model.sock"),
         ]);
         let c = config(&vars).unwrap();
         assert_eq!(c.timezone, chrono_tz::Europe::Berlin);
@@ -283,6 +292,10 @@ mod tests {
         assert_eq!(c.max_steps, 5);
         assert_eq!(c.mcp_tools_bin, None);
         assert_eq!(c.skills_dir, Some(PathBuf::from("/app/skills")));
+        assert_eq!(
+            c.model_socket,
+            Some(PathBuf::from("/run/clawbox/model.sock"))
+        );
     }
 
     #[test]

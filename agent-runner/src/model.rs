@@ -2,16 +2,26 @@
 //! {base}/chat/completions` per step, with retries and a tolerant response parser. Owns the wire
 //! format of requests and responses; what goes into the conversation is `turn.rs`'s business.
 //!
+//! Two transports, one retry policy and one parser: reqwest over TCP (the process runtime, or a
+//! model service reached directly), and plain HTTP/1.1 over a Unix socket when
+//! `CLAWBOX_MODEL_SOCKET` is set (a container reaches the host's model proxy through a mounted
+//! socket with networking off; reqwest cannot dial one). The socket transport opens one
+//! connection per request: on a local socket that costs microseconds, and it needs no pool.
+//!
 //! Why not async-openai's typed structs: real OpenAI-compatible servers (Ollama, vLLM, llama.cpp,
 //! LiteLLM) omit `id`/`index`/`type`/`role`, send `arguments` as an object, invent finish
 //! reasons, send `null` usage counters and float timestamps; the typed structs reject 7 of those
 //! 9 quirks (`reference/rust-stack.md` §4). Here every field the loop does not need is ignored,
 //! and every field it needs has a fallback.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
 use reqwest::StatusCode;
-use reqwest::header::HeaderMap;
+use reqwest::header::{self, HeaderMap};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -192,6 +202,9 @@ pub struct ModelSettings {
     pub base_url: String,
     /// Empty: no `Authorization` header.
     pub api_key: String,
+    /// Send requests over this Unix socket instead of dialling `base_url`'s host (whose path
+    /// still applies).
+    pub socket: Option<PathBuf>,
     pub model: String,
     pub timeout: Duration,
     pub retries: u32,
@@ -201,9 +214,22 @@ pub struct ModelSettings {
 /// Chat-completions client for one model.
 #[derive(Debug, Clone)]
 pub struct ModelClient {
-    http: reqwest::Client,
+    transport: Transport,
     url: String,
     settings: ModelSettings,
+}
+
+#[derive(Debug, Clone)]
+enum Transport {
+    Tcp(reqwest::Client),
+    Unix(PathBuf),
+}
+
+/// What came back from the server, whatever the transport.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
 }
 
 /// One failed attempt and whether another may help.
@@ -222,12 +248,17 @@ enum AttemptKind {
 
 impl ModelClient {
     pub fn new(settings: ModelSettings) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout.min(Duration::from_secs(30)))
-            .build()?;
+        let transport = match &settings.socket {
+            Some(socket) => Transport::Unix(socket.clone()),
+            None => Transport::Tcp(
+                reqwest::Client::builder()
+                    .timeout(settings.timeout)
+                    .connect_timeout(settings.timeout.min(Duration::from_secs(30)))
+                    .build()?,
+            ),
+        };
         Ok(ModelClient {
-            http,
+            transport,
             url: format!("{}/chat/completions", settings.base_url),
             settings,
         })
@@ -303,14 +334,15 @@ impl ModelClient {
     }
 
     async fn attempt(&self, body: &Value) -> Result<ModelReply, AttemptError> {
-        let mut request = self.http.post(&self.url).json(body);
-        if !self.settings.api_key.is_empty() {
-            request = request.bearer_auth(&self.settings.api_key);
-        }
-        let response = request.send().await.map_err(transport_error)?;
-        let status = response.status();
-        let retry_after = retry_after(response.headers());
-        let bytes = response.bytes().await.map_err(transport_error)?;
+        let Answer {
+            status,
+            headers,
+            body: bytes,
+        } = match &self.transport {
+            Transport::Tcp(http) => self.send_tcp(http, body).await?,
+            Transport::Unix(socket) => self.send_unix(socket, body).await?,
+        };
+        let retry_after = retry_after(&headers);
         if !status.is_success() {
             let retryable = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
             return Err(AttemptError {
@@ -324,6 +356,96 @@ impl ModelClient {
             retry_after: None,
             kind: AttemptKind::Malformed(detail),
         })
+    }
+
+    async fn send_tcp(&self, http: &reqwest::Client, body: &Value) -> Result<Answer, AttemptError> {
+        let mut request = http.post(&self.url).json(body);
+        if !self.settings.api_key.is_empty() {
+            request = request.bearer_auth(&self.settings.api_key);
+        }
+        let response = request.send().await.map_err(transport_error)?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(transport_error)?;
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// The same request over the Unix socket, within the same per-attempt timeout.
+    async fn send_unix(&self, socket: &Path, body: &Value) -> Result<Answer, AttemptError> {
+        let failed = |kind| AttemptError {
+            retryable: true,
+            retry_after: None,
+            kind,
+        };
+        let body = serde_json::to_vec(body)
+            .map_err(|e| failed(AttemptKind::Unreachable(format!("cannot encode: {e}"))))?;
+        let exchange = unix_exchange(socket, &self.url, &self.settings.api_key, body);
+        match tokio::time::timeout(self.settings.timeout, exchange).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(detail)) => Err(failed(AttemptKind::Unreachable(detail))),
+            Err(_elapsed) => Err(failed(AttemptKind::Timeout)),
+        }
+    }
+}
+
+/// One `POST` over a fresh connection to `socket`; the error is readable text.
+async fn unix_exchange(
+    socket: &Path,
+    url: &str,
+    api_key: &str,
+    body: Vec<u8>,
+) -> Result<Answer, String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let host = uri.authority().map_or("localhost", |a| a.as_str());
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .map_err(|e| format!("{}: {e}", socket.display()))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| error_chain(&e))?;
+    // Drives the connection; aborted with this guard when the exchange ends or is dropped
+    // (timeout, cancellation), so no task outlives its request.
+    let _driver = AbortOnDrop(tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("model socket connection ended: {e}");
+        }
+    }));
+    let mut request = hyper::Request::post(path)
+        .header(header::HOST, host)
+        .header(header::CONTENT_TYPE, "application/json");
+    if !api_key.is_empty() {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {api_key}"));
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| error_chain(&e))?;
+    let (parts, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| error_chain(&e))?
+        .to_bytes();
+    Ok(Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -690,6 +812,7 @@ mod tests {
         ModelClient::new(ModelSettings {
             base_url: fake.base_url(),
             api_key: "sk-test".to_owned(),
+            socket: None,
             model: "test-model".to_owned(),
             timeout: Duration::from_secs(5),
             retries,
@@ -818,10 +941,12 @@ mod tests {
         let fake = FakeModel::start().await.unwrap();
         fake.set_default(Reply::Hang);
         let mut c = client(&fake, 1);
-        c.http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(200))
-            .build()
-            .unwrap();
+        c.transport = Transport::Tcp(
+            reqwest::Client::builder()
+                .timeout(Duration::from_millis(200))
+                .build()
+                .unwrap(),
+        );
         c.settings.timeout = Duration::from_millis(200);
         let err = c
             .complete(&user("hi"), &[], &CancellationToken::new())
@@ -843,6 +968,106 @@ mod tests {
         assert!(matches!(err, ModelError::Cancelled), "{err:?}");
     }
 
+    /// Relays connections on a Unix socket in `dir` to `to` (the fake model's TCP port), as the
+    /// host's proxy socket would; returns the socket path and a connection counter.
+    fn unix_relay(
+        dir: &Path,
+        to: std::net::SocketAddr,
+    ) -> (PathBuf, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        let path = dir.join("model.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = std::sync::Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((mut unix, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut tcp = tokio::net::TcpStream::connect(to).await.unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut unix, &mut tcp).await;
+                });
+            }
+        });
+        (path, accepted)
+    }
+
+    fn socket_client(socket: &Path, retries: u32, timeout: Duration) -> ModelClient {
+        ModelClient::new(ModelSettings {
+            // The host name is never resolved: the socket is the connection.
+            base_url: "http://clawbox-proxy/v1".to_owned(),
+            api_key: "cbx-session".to_owned(),
+            socket: Some(socket.to_path_buf()),
+            model: "test-model".to_owned(),
+            timeout,
+            retries,
+            backoff: Duration::from_millis(5),
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_socket_transport_shares_parsing_and_retries() {
+        let fake = FakeModel::start().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (socket, accepted) = unix_relay(dir.path(), fake.addr());
+        fake.push(Reply::Status(500, "boom".to_owned()));
+        fake.push(Reply::Json(quirks::untyped_tool_call(&ToolCall::with_id(
+            "call_u",
+            "f",
+            json!({ "a": 1 }),
+        ))));
+        let c = socket_client(&socket, 2, Duration::from_secs(5));
+        let reply = c
+            .complete(&user("hi"), &[], &CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(reply.tool_calls[0].arguments, r#"{"a":1}"#);
+        assert_eq!(fake.request_count(), 2);
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+        let request = fake.last_request().unwrap();
+        assert_eq!(request.path, "/v1/chat/completions");
+        assert_eq!(request.header("authorization"), Some("Bearer cbx-session"));
+        assert_eq!(request.header("host"), Some("clawbox-proxy"));
+        assert_eq!(request.body["model"], "test-model");
+
+        fake.set_default(Reply::Status(400, "bad request".to_owned()));
+        let err = c
+            .complete(&user("hi"), &[], &CancellationToken::new())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.user_message(),
+            "The model service refused the request: HTTP 400 bad request"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_socket_transport_times_out_and_reports_a_missing_socket() {
+        let fake = FakeModel::start().await.unwrap();
+        fake.set_default(Reply::Hang);
+        let dir = tempfile::tempdir().unwrap();
+        let (socket, _) = unix_relay(dir.path(), fake.addr());
+        let err = socket_client(&socket, 1, Duration::from_millis(200))
+            .complete(&user("hi"), &[], &CancellationToken::new())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ModelError::Timeout { attempts: 2, .. }),
+            "{err:?}"
+        );
+
+        let missing = dir.path().join("absent.sock");
+        let err = socket_client(&missing, 0, Duration::from_secs(1))
+            .complete(&user("hi"), &[], &CancellationToken::new())
+            .await
+            .unwrap_err();
+        let message = err.user_message();
+        assert!(
+            message.starts_with("The model service could not be reached:")
+                && message.contains("absent.sock"),
+            "{message}"
+        );
+    }
+
     #[tokio::test]
     async fn connection_refused_is_unreachable() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -851,6 +1076,7 @@ mod tests {
         let c = ModelClient::new(ModelSettings {
             base_url: format!("http://{addr}/v1"),
             api_key: String::new(),
+            socket: None,
             model: "m".to_owned(),
             timeout: Duration::from_secs(2),
             retries: 1,

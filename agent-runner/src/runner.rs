@@ -102,6 +102,7 @@ async fn serve(
     let model = ModelClient::new(ModelSettings {
         base_url: config.base_url.clone(),
         api_key: config.api_key.clone(),
+        socket: config.model_socket.clone(),
         model: config.model.clone(),
         timeout: config.model_timeout,
         retries: config.model_retries,

@@ -1,5 +1,7 @@
 //! `make bench`: latency and memory of the host with the process runtime and a fake model that
-//! answers instantly. Prints figures; asserts nothing (the machine is shared and noisy).
+//! answers instantly, then the same for the docker runtime (image size, cold start, added warm
+//! latency, runner memory inside a container; skipped with `BENCH_DOCKER=0`). Prints figures;
+//! asserts nothing (the machine is shared and noisy).
 //!
 //! Usage: `bench [path/to/clawbox]` (default `target/release/clawbox`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -300,4 +302,125 @@ async fn main() {
     );
     drop(client);
     fixture.stop().await.unwrap();
+
+    if std::env::var("BENCH_DOCKER").as_deref() != Ok("0") {
+        docker_figures(&bin, &model, percentile(&samples, 0.5)).await;
+    }
+}
+
+/// Warm messages through a container.
+const DOCKER_WARM_MESSAGES: usize = 100;
+const DOCKER_COLD_SESSIONS: usize = 10;
+/// Built from the release binaries next to `bin`; not the user's `clawbox-agent:latest`.
+const BENCH_IMAGE: &str = "clawbox-agent:bench";
+
+async fn docker_figures(bin: &Path, model: &FakeModel, process_warm_p50: Duration) {
+    println!("\n--- docker runtime (image {BENCH_IMAGE}) ---");
+    let docker_fixture = || {
+        let mut f = HostFixture::new(bin, &model.base_url()).unwrap();
+        f.set("RUST_LOG", "warn")
+            .set("CONTAINER_RUNTIME", "docker")
+            .set("CONTAINER_IMAGE", BENCH_IMAGE);
+        f
+    };
+
+    // Cold: message in → the model's first request, in a fresh host each time (new session,
+    // new container). The first start also builds the image when needed.
+    let mut cold = Vec::with_capacity(DOCKER_COLD_SESSIONS);
+    let mut cold_reply = Vec::with_capacity(DOCKER_COLD_SESSIONS);
+    for _ in 0..DOCKER_COLD_SESSIONS {
+        let mut fixture = docker_fixture();
+        fixture.start().await.unwrap();
+        let mut client = Client::attach(&fixture.socket_path()).await;
+        let before = model.request_count();
+        let start = Instant::now();
+        client
+            .request(&Request::Send {
+                text: "first message".into(),
+            })
+            .await;
+        while model.request_count() == before {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        cold.push(start.elapsed());
+        client
+            .until(|e| matches!(e, Event::Chat(ChatEvent::Reply { .. })))
+            .await;
+        cold_reply.push(start.elapsed());
+        drop(client);
+        fixture.stop().await.unwrap();
+    }
+    cold.sort();
+    cold_reply.sort();
+    println!(
+        "cold start (message in → first model request, container started), {DOCKER_COLD_SESSIONS} sessions:"
+    );
+    println!(
+        "  p50 {}   p90 {}   max {}   (to the first reply: p50 {})",
+        ms(percentile(&cold, 0.5)),
+        ms(percentile(&cold, 0.9)),
+        ms(*cold.last().unwrap()),
+        ms(percentile(&cold_reply, 0.5))
+    );
+
+    // Warm: one container, already running.
+    let mut fixture = docker_fixture();
+    fixture.start().await.unwrap();
+    let mut client = Client::attach(&fixture.socket_path()).await;
+    client.round_trip("warm up").await;
+    let mut samples = Vec::with_capacity(DOCKER_WARM_MESSAGES);
+    for i in 0..DOCKER_WARM_MESSAGES {
+        samples.push(client.round_trip(&format!("message {i}")).await);
+    }
+    samples.sort();
+    let p50 = percentile(&samples, 0.5);
+    println!("warm round trip through a container, {DOCKER_WARM_MESSAGES} messages:");
+    println!(
+        "  p50 {}   p90 {}   max {}   (added over the process runtime's p50: {})",
+        ms(p50),
+        ms(percentile(&samples, 0.9)),
+        ms(*samples.last().unwrap()),
+        ms(p50.saturating_sub(process_warm_p50))
+    );
+    // The runner is in the host's PID namespace: find it by its path in the image and its
+    // environment.
+    let install = rusqlite::Connection::open(fixture.data_dir().join("clawbox.db"))
+        .unwrap()
+        .query_row("SELECT value FROM meta WHERE key = 'install_id'", [], |r| {
+            r.get::<_, String>(0)
+        })
+        .unwrap();
+    let needle = format!("CLAWBOX_INSTALL={install}");
+    let mut rss = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let first = cmd.split(|b| *b == 0).next().unwrap_or_default();
+        let ours = env.split(|b| *b == 0).any(|v| v == needle.as_bytes());
+        if ours && (first == b"/app/agent-runner" || first == b"/app/mcp-tools") {
+            rss.push(format!(
+                "{} {:.1} MB",
+                String::from_utf8_lossy(first),
+                rss_kib(pid).unwrap_or(0) as f64 / 1024.0
+            ));
+        }
+    }
+    println!("RSS inside the container: {}", rss.join(", "));
+    drop(client);
+    fixture.stop().await.unwrap();
+
+    let docker = host::runtime::docker::connect_engine(None).await.unwrap();
+    let image = docker.inspect_image(BENCH_IMAGE).await.unwrap();
+    println!("image size: {:.1} MB", image.size.unwrap_or(0) as f64 / 1e6);
 }

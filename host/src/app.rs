@@ -13,7 +13,9 @@ use crate::bootstrap::{self, CLI_CHAT, DEFAULT_AGENT};
 use crate::channels::Channels;
 use crate::config::{Config, RuntimeKind};
 use crate::db::{self, Db};
+use crate::proxy::Proxy;
 use crate::router::Router;
+use crate::runtime::docker::DockerRuntime;
 use crate::runtime::process::ProcessRuntime;
 use crate::runtime::{AgentRuntime, RunnerSettings};
 use crate::supervisor::{Shared, Supervisor};
@@ -28,6 +30,7 @@ pub struct HostCtx {
     pub channels: Channels,
     pub runtime: Arc<dyn AgentRuntime>,
     pub install_id: String,
+    pub proxy: Proxy,
 }
 
 impl HostCtx {
@@ -88,6 +91,12 @@ impl HostCtx {
             "isolated": self.runtime.isolated(),
             "data_dir": self.config.data_dir,
             "live_sessions": self.supervisor.active_count(),
+            "model_proxy": {
+                "loopback": self.proxy.loopback().to_string(),
+                "socket": self.proxy.socket_path(),
+                "live_tokens": self.proxy.live_tokens(),
+                "token_budget_per_session_day": self.proxy.budget(),
+            },
             "sessions": list,
         }))
     }
@@ -98,6 +107,8 @@ pub struct RunningHost {
     pub ctx: HostCtx,
     cancel: CancellationToken,
     admin: tokio::task::JoinHandle<()>,
+    /// Stops the model proxy, after the runners are gone.
+    proxy_cancel: CancellationToken,
     _lock: std::fs::File,
 }
 
@@ -107,6 +118,8 @@ impl RunningHost {
         self.cancel.cancel();
         let _ = self.admin.await;
         self.ctx.supervisor.shutdown().await;
+        self.proxy_cancel.cancel();
+        self.ctx.proxy.remove_files(&self.ctx.config);
         let _ = std::fs::remove_file(self.ctx.config.socket_path());
         tracing::info!("host stopped");
     }
@@ -131,6 +144,9 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
         .await?;
     bootstrap::ensure_group_folder(&config.groups_dir, DEFAULT_AGENT)
         .map_err(|e| HostError::io("create agent folder", &config.groups_dir, e))?;
+    // Before any runner can start: runners get the proxy's address and a token, never the key.
+    let proxy_cancel = CancellationToken::new();
+    let proxy = Proxy::start(&config, db.clone(), proxy_cancel.clone()).await?;
 
     let runtime: Arc<dyn AgentRuntime> = match config.runtime {
         RuntimeKind::Process => {
@@ -148,11 +164,10 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
                 RunnerSettings::from_config(&config, &install_id),
             ))
         }
-        RuntimeKind::Docker => {
-            return Err(HostError::Config(
-                "CONTAINER_RUNTIME=docker is not available in this build yet; use CONTAINER_RUNTIME=process".into(),
-            ));
-        }
+        RuntimeKind::Docker => Arc::new(
+            DockerRuntime::connect(&config, RunnerSettings::from_config(&config, &install_id))
+                .await?,
+        ),
     };
 
     if config.telegram_bot_token.is_some() {
@@ -172,6 +187,7 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
         db: db.clone(),
         runtime: Arc::clone(&runtime),
         channels: channels.clone(),
+        proxy: proxy.clone(),
     });
     let ctx = HostCtx {
         router: Router::new(supervisor.clone()),
@@ -181,6 +197,7 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
         channels,
         runtime,
         install_id,
+        proxy,
     };
     reconcile(&ctx).await?;
 
@@ -196,6 +213,7 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
         ctx,
         cancel,
         admin,
+        proxy_cancel,
         _lock: lock,
     })
 }

@@ -32,10 +32,20 @@ pub struct Config {
     pub openai_api_key: Option<String>,
     /// `TIMEZONE` (default `UTC`): IANA zone the agent sees dates in.
     pub timezone: Tz,
-    /// `CONTAINER_RUNTIME` (`process` | `docker`, default `process`).
+    /// `CONTAINER_RUNTIME` (`docker` | `process`, default `docker`).
     pub runtime: RuntimeKind,
     /// `CONTAINER_IMAGE` (default `clawbox-agent:latest`).
     pub container_image: String,
+    /// `CONTAINER_MEMORY_MB` (default 1024), `CONTAINER_CPUS` (default 1.0), `CONTAINER_PIDS`
+    /// (default 256): the limits of every agent container; an agent's `container.json` may
+    /// override them (`memory_mb`, `cpus`, `pids_limit`).
+    pub container_limits: ContainerLimits,
+    /// `MAX_CONCURRENT_CONTAINERS` (default 8): containers alive at once (docker runtime; the
+    /// process runtime is not capped); further sessions wait for a slot in the order they
+    /// asked for one.
+    pub max_concurrent_runners: usize,
+    /// `DOCKER_HOST` (default: the local engine's socket, `/var/run/docker.sock`).
+    pub docker_host: Option<String>,
     /// `TELEGRAM_BOT_TOKEN`: enables the Telegram channel.
     pub telegram_bot_token: Option<String>,
     /// `MAX_TRIES` (default 5): attempts per message before it is failed.
@@ -66,6 +76,61 @@ pub struct Config {
     /// `CLAWBOX_SKILLS_DIR` (default `./container/skills` when it exists): built-in skills for
     /// runners on the host; agents' own `skills/` override them by name.
     pub skills_dir: Option<PathBuf>,
+    /// `TOKEN_BUDGET_PER_SESSION_DAY` (default 0 = unlimited): prompt plus completion tokens one
+    /// session may use per calendar day in `TIMEZONE`; the model proxy answers 429 beyond it.
+    pub token_budget: Option<u64>,
+}
+
+/// Resource limits of one agent container. Defaults live in [`Config`]; [`ContainerLimits`]
+/// checks are shared with the per-agent overrides in `container.json`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ContainerLimits {
+    /// Memory limit; swap is limited to the same value (no swap on top of it).
+    pub memory_mb: u64,
+    /// CPU share, in CPUs (0.5 = half a core).
+    pub cpus: f64,
+    /// Maximum number of processes and threads.
+    pub pids: i64,
+}
+
+impl ContainerLimits {
+    /// Below this the runner and one tool do not fit.
+    pub const MIN_MEMORY_MB: u64 = 32;
+    /// A few MCP servers and a shell need this many tasks at least.
+    pub const MIN_PIDS: i64 = 16;
+
+    pub fn check_memory_mb(mb: u64) -> Result<u64, String> {
+        if mb < Self::MIN_MEMORY_MB {
+            return Err(format!("must be at least {} (MB)", Self::MIN_MEMORY_MB));
+        }
+        if mb > 1 << 30 {
+            return Err("is larger than any machine (the unit is MB)".into());
+        }
+        Ok(mb)
+    }
+
+    pub fn check_cpus(cpus: f64) -> Result<f64, String> {
+        if !cpus.is_finite() || !(0.01..=1024.0).contains(&cpus) {
+            return Err("must be a number of CPUs between 0.01 and 1024 (e.g. 1.5)".into());
+        }
+        Ok(cpus)
+    }
+
+    pub fn check_pids(pids: i64) -> Result<i64, String> {
+        if pids < Self::MIN_PIDS {
+            return Err(format!("must be at least {}", Self::MIN_PIDS));
+        }
+        Ok(pids)
+    }
+
+    pub fn memory_bytes(&self) -> i64 {
+        i64::try_from(self.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX)
+    }
+
+    pub fn nano_cpus(&self) -> i64 {
+        // Within 0.01..=1024 CPUs, so the product fits easily.
+        (self.cpus * 1e9).round() as i64
+    }
 }
 
 /// A setting that could not be used; the message names the variable.
@@ -103,8 +168,8 @@ impl Config {
             parse_num(k, var(k), default).map(Duration::from_millis)
         };
         let runtime = match var("CONTAINER_RUNTIME").as_deref() {
-            None | Some("process") => RuntimeKind::Process,
-            Some("docker") => RuntimeKind::Docker,
+            Some("process") => RuntimeKind::Process,
+            None | Some("docker") => RuntimeKind::Docker,
             Some(other) => {
                 return Err(ConfigError {
                     var: "CONTAINER_RUNTIME",
@@ -136,6 +201,29 @@ impl Config {
             Some(p) => PathBuf::from(p),
             None => sibling_binary("agent-runner"),
         };
+        let container_limits = ContainerLimits {
+            memory_mb: limit(
+                "CONTAINER_MEMORY_MB",
+                var("CONTAINER_MEMORY_MB"),
+                1024,
+                "expected a whole number of MB",
+                ContainerLimits::check_memory_mb,
+            )?,
+            cpus: limit(
+                "CONTAINER_CPUS",
+                var("CONTAINER_CPUS"),
+                1.0,
+                "expected a number of CPUs (e.g. 1.5)",
+                ContainerLimits::check_cpus,
+            )?,
+            pids: limit(
+                "CONTAINER_PIDS",
+                var("CONTAINER_PIDS"),
+                256,
+                "expected a whole number",
+                ContainerLimits::check_pids,
+            )?,
+        };
         let config = Config {
             data_dir: path("DATA_DIR", "data"),
             groups_dir: path("GROUPS_DIR", "groups"),
@@ -147,6 +235,16 @@ impl Config {
             runtime,
             container_image: var("CONTAINER_IMAGE")
                 .unwrap_or_else(|| "clawbox-agent:latest".into()),
+            container_limits,
+            max_concurrent_runners: positive(
+                "MAX_CONCURRENT_CONTAINERS",
+                parse_num(
+                    "MAX_CONCURRENT_CONTAINERS",
+                    var("MAX_CONCURRENT_CONTAINERS"),
+                    8,
+                )?,
+            )? as usize,
+            docker_host: var("DOCKER_HOST"),
             telegram_bot_token: var("TELEGRAM_BOT_TOKEN"),
             max_tries: positive("MAX_TRIES", parse_num("MAX_TRIES", var("MAX_TRIES"), 5)?)?,
             backoff_base: ms("BACKOFF_BASE_MS", 5000)?,
@@ -167,6 +265,12 @@ impl Config {
                 Some(p) => Some(cwd.join(p)),
                 None => Some(cwd.join("container/skills")).filter(|p| p.is_dir()),
             },
+            token_budget: Some(parse_num(
+                "TOKEN_BUDGET_PER_SESSION_DAY",
+                var("TOKEN_BUDGET_PER_SESSION_DAY"),
+                0u64,
+            )?)
+            .filter(|n| *n > 0),
         };
         if config.claim_stuck <= config.heartbeat * 2 {
             return Err(ConfigError {
@@ -195,6 +299,17 @@ impl Config {
         self.data_dir.join("clawbox.sock")
     }
 
+    /// The model proxy's Unix socket (proxy.rs). The docker runtime mounts it into every
+    /// container at `proxy::CONTAINER_MODEL_SOCKET`.
+    pub fn model_socket_path(&self) -> PathBuf {
+        self.data_dir.join("model.sock")
+    }
+
+    /// Where the host writes the model proxy's loopback address (`127.0.0.1:<port>`).
+    pub fn proxy_addr_path(&self) -> PathBuf {
+        self.data_dir.join("proxy.addr")
+    }
+
     pub fn log_dir(&self) -> PathBuf {
         self.data_dir.join("logs")
     }
@@ -213,6 +328,26 @@ fn parse_num<T: std::str::FromStr>(
             problem: "expected a non-negative whole number".into(),
         }),
     }
+}
+
+/// A container limit: parsed, then checked with the rule shared with `container.json`.
+fn limit<T: std::str::FromStr>(
+    var: &'static str,
+    value: Option<String>,
+    default: T,
+    expected: &str,
+    check: fn(T) -> Result<T, String>,
+) -> Result<T, ConfigError> {
+    let Some(v) = value else {
+        return Ok(default);
+    };
+    let problem = |problem: String| ConfigError {
+        var,
+        value: v.clone(),
+        problem,
+    };
+    let parsed = v.trim().parse().map_err(|_| problem(expected.to_owned()))?;
+    check(parsed).map_err(problem)
 }
 
 fn positive(var: &'static str, n: u32) -> Result<u32, ConfigError> {
@@ -255,11 +390,41 @@ mod tests {
         assert_eq!(c.data_dir, Path::new("/srv/clawbox/data"));
         assert_eq!(c.groups_dir, Path::new("/srv/clawbox/groups"));
         assert_eq!(c.assistant_name, "Andy");
-        assert_eq!(c.runtime, RuntimeKind::Process);
+        assert_eq!(c.runtime, RuntimeKind::Docker);
         assert_eq!(c.max_tries, 5);
         assert_eq!(c.backoff_base, Duration::from_secs(5));
         assert_eq!(c.timezone, Tz::UTC);
         assert_eq!(c.openai_base_url, "https://api.openai.com/v1");
+        assert_eq!(c.token_budget, None);
+        let c = config(&[("TOKEN_BUDGET_PER_SESSION_DAY", "0")]).unwrap();
+        assert_eq!(c.token_budget, None);
+        let c = config(&[("TOKEN_BUDGET_PER_SESSION_DAY", "5000")]).unwrap();
+        assert_eq!(c.token_budget, Some(5000));
+    }
+
+    #[test]
+    fn container_limits_default_and_are_read() {
+        let c = config(&[]).unwrap();
+        assert_eq!(
+            c.container_limits,
+            ContainerLimits {
+                memory_mb: 1024,
+                cpus: 1.0,
+                pids: 256
+            }
+        );
+        assert_eq!(c.max_concurrent_runners, 8);
+        let c = config(&[
+            ("CONTAINER_MEMORY_MB", "512"),
+            ("CONTAINER_CPUS", " 1.5 "),
+            ("CONTAINER_PIDS", "100"),
+            ("MAX_CONCURRENT_CONTAINERS", "2"),
+        ])
+        .unwrap();
+        assert_eq!(c.container_limits.memory_bytes(), 512 * 1024 * 1024);
+        assert_eq!(c.container_limits.nano_cpus(), 1_500_000_000);
+        assert_eq!(c.container_limits.pids, 100);
+        assert_eq!(c.max_concurrent_runners, 2);
     }
 
     #[test]
@@ -279,6 +444,13 @@ mod tests {
             ("BACKOFF_BASE_MS", "-1"),
             ("OPENAI_BASE_URL", "localhost:8080"),
             ("CLAIM_STUCK_MS", "1000"),
+            ("TOKEN_BUDGET_PER_SESSION_DAY", "lots"),
+            ("CONTAINER_MEMORY_MB", "1g"),
+            ("CONTAINER_MEMORY_MB", "8"),
+            ("CONTAINER_CPUS", "0"),
+            ("CONTAINER_CPUS", "NaN"),
+            ("CONTAINER_PIDS", "4"),
+            ("MAX_CONCURRENT_CONTAINERS", "0"),
         ];
         for (var, value) in table {
             let err = config(&[(var, value)]).unwrap_err();

@@ -116,6 +116,15 @@ const MIGRATIONS: &[&str] = &[
         reason         TEXT NOT NULL,
         at             TEXT NOT NULL
     );",
+    // 2: tokens the model proxy forwarded, per session and calendar day (proxy.rs).
+    "CREATE TABLE token_usage (
+        session_id        TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        day               TEXT NOT NULL,
+        prompt_tokens     INTEGER NOT NULL DEFAULT 0,
+        completion_tokens INTEGER NOT NULL DEFAULT 0,
+        requests          INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (session_id, day)
+    );",
 ];
 
 #[derive(Clone)]
@@ -488,4 +497,108 @@ pub fn record_dropped(conn: &Connection, d: &Dropped<'_>, now: DateTime<Utc>) ->
         ],
     )?;
     Ok(())
+}
+
+/// Tokens of one session on one day, as the model proxy counted them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenUsage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub requests: u64,
+}
+
+impl TokenUsage {
+    pub fn total(&self) -> u64 {
+        self.prompt_tokens.saturating_add(self.completion_tokens)
+    }
+}
+
+/// Adds one forwarded request and its tokens to the session's count for `day` (`YYYY-MM-DD`).
+pub fn add_token_usage(
+    conn: &Connection,
+    session_id: &str,
+    day: &str,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+) -> DbResult<()> {
+    let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    conn.execute(
+        "INSERT INTO token_usage (session_id, day, prompt_tokens, completion_tokens, requests)
+         VALUES (?1, ?2, ?3, ?4, 1)
+         ON CONFLICT (session_id, day) DO UPDATE SET
+             prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+             completion_tokens = completion_tokens + excluded.completion_tokens,
+             requests = requests + 1",
+        params![
+            session_id,
+            day,
+            clamp(prompt_tokens),
+            clamp(completion_tokens)
+        ],
+    )?;
+    Ok(())
+}
+
+/// The session's count for `day`; zero when it made no request that day.
+pub fn token_usage(conn: &Connection, session_id: &str, day: &str) -> DbResult<TokenUsage> {
+    let row = conn
+        .query_row(
+            "SELECT prompt_tokens, completion_tokens, requests FROM token_usage
+             WHERE session_id = ?1 AND day = ?2",
+            params![session_id, day],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            },
+        )
+        .optional()?;
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    Ok(
+        row.map_or_else(TokenUsage::default, |(p, c, n)| TokenUsage {
+            prompt_tokens: count(p),
+            completion_tokens: count(c),
+            requests: count(n),
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn token_usage_accumulates_per_session_and_day() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("c.db")).unwrap();
+        let conn = db.conn.lock().unwrap();
+        conn.execute_batch(
+            "INSERT INTO agent_groups (id, name, folder, created_at) VALUES ('a', 'A', 'a', 'x');
+             INSERT INTO messaging_groups (id, channel_type, platform_id, created_at) VALUES ('m', 'cli', 'local', 'x');
+             INSERT INTO sessions (id, agent_group_id, messaging_group_id, last_activity, created_at)
+                 VALUES ('s', 'a', 'm', 'x', 'x');",
+        )
+        .unwrap();
+        assert_eq!(
+            token_usage(&conn, "s", "2025-01-01").unwrap(),
+            TokenUsage::default()
+        );
+        add_token_usage(&conn, "s", "2025-01-01", 10, 2).unwrap();
+        add_token_usage(&conn, "s", "2025-01-01", 5, 1).unwrap();
+        add_token_usage(&conn, "s", "2025-01-02", 1, 1).unwrap();
+        let day1 = token_usage(&conn, "s", "2025-01-01").unwrap();
+        assert_eq!(
+            day1,
+            TokenUsage {
+                prompt_tokens: 15,
+                completion_tokens: 3,
+                requests: 2
+            }
+        );
+        assert_eq!(day1.total(), 18);
+        assert_eq!(token_usage(&conn, "s", "2025-01-02").unwrap().requests, 1);
+    }
 }

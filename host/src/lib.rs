@@ -10,9 +10,11 @@ pub mod chat;
 pub mod config;
 pub mod db;
 pub mod delivery;
+pub mod image;
 pub mod liveness;
 pub mod outbox;
 pub mod protocol;
+pub mod proxy;
 pub mod router;
 pub mod runtime;
 pub mod sessions;
@@ -35,6 +37,13 @@ pub enum HostError {
     Mailbox(#[from] mailbox::Error),
     #[error(transparent)]
     Runtime(#[from] runtime::RuntimeError),
+    /// The Docker engine is unreachable or refuses what agent containers need; the message
+    /// says what and how to fix it. The host does not start.
+    #[error("docker: {0}")]
+    Docker(String),
+    /// The agent image could not be checked or built; the host does not start.
+    #[error("agent image: {0}")]
+    Image(#[from] image::ImageError),
     #[error("{action} {}: {source}", path.display())]
     Io {
         action: &'static str,

@@ -25,6 +25,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The agent image of the docker runtime.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Build the image (no registry needed) from the `agent-runner` and `mcp-tools` next to
+    /// this binary, or `CLAWBOX_RUNNER_BIN`; `make image` runs it with the release builds.
+    Build {
+        /// Image tag (default: `CONTAINER_IMAGE`, else `clawbox-agent:latest`).
+        #[arg(long)]
+        tag: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -65,6 +81,13 @@ fn main() -> ExitCode {
             }
             Command::Chat => Ok(host::chat::run(config).await?),
             Command::Status { json } => Ok(host::chat::status(config, json).await?),
+            Command::Image {
+                command: ImageCommand::Build { tag },
+            } => {
+                let built = host::image::build_command(&config, tag.as_deref()).await?;
+                println!("{} ({:.1} MB)", built.tag, built.size_bytes as f64 / 1e6);
+                Ok(ExitCode::SUCCESS)
+            }
         }
     });
     match result {

@@ -4,21 +4,23 @@
 //! terminal attaching wakes it again through [`Supervisor::wake`].
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use mailbox::{NewInbound, Requeue, heartbeat, inbound::Inserted};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::HostError;
 use crate::channels::Channels;
-use crate::config::Config;
+use crate::config::{Config, RuntimeKind};
 use crate::db::{self, Db};
 use crate::delivery::{Acl, Delivery, SessionMailbox, SharedMailbox, with_mailbox};
 use crate::liveness::{self, Liveness};
+use crate::proxy::{Grant, Proxy};
 use crate::runtime::{AgentRuntime, RunnerExit, RunnerHandle, RunnerSpec};
 use crate::sessions::{self, SessionInfo};
 use crate::watch::{OutboundWatcher, Registration};
@@ -34,6 +36,8 @@ pub struct Shared {
     pub db: Db,
     pub runtime: Arc<dyn AgentRuntime>,
     pub channels: Channels,
+    /// Issues each runner its model-proxy token.
+    pub proxy: Proxy,
 }
 
 #[derive(Clone)]
@@ -42,6 +46,12 @@ pub struct Supervisor {
     /// Live session tasks. std Mutex, never held across an await: senders send while holding
     /// it, and a retiring task removes itself while holding it, so no wake-up is ever lost.
     actors: Arc<Mutex<HashMap<String, Entry>>>,
+    /// `MAX_CONCURRENT_CONTAINERS`: one permit per live container. tokio's semaphore is fair,
+    /// so sessions waiting for a slot start in the order they asked. `None` for the process
+    /// runtime (a development mode; its runners are not capped).
+    slots: Option<Arc<Semaphore>>,
+    /// Sessions waiting for a slot; while there are any, idle runners give theirs up.
+    waiting: Arc<AtomicUsize>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
@@ -54,7 +64,15 @@ struct Entry {
 
 impl Supervisor {
     pub fn new(shared: Shared) -> Self {
+        let slots = match shared.config.runtime {
+            RuntimeKind::Docker => Some(Arc::new(Semaphore::new(
+                shared.config.max_concurrent_runners,
+            ))),
+            RuntimeKind::Process => None,
+        };
         Supervisor {
+            slots,
+            waiting: Arc::default(),
             shared: Arc::new(shared),
             actors: Arc::default(),
             cancel: CancellationToken::new(),
@@ -179,6 +197,10 @@ struct Running {
     started_at: DateTime<Utc>,
     /// Set when the host stops the runner on purpose, to explain the re-queue.
     stop_reason: Option<String>,
+    /// The runner's model-proxy token; dropping the `Running` revokes it.
+    _model_grant: Grant,
+    /// Its container slot, given back when the `Running` is dropped.
+    _slot: Option<OwnedSemaphorePermit>,
 }
 
 struct Actor {
@@ -220,7 +242,10 @@ impl Actor {
             if self.runner.is_none() {
                 match self.next_due().await {
                     Some(due) if due <= Utc::now() => {
-                        if !self.start_runner().await {
+                        let Some(slot) = self.wait_for_slot().await else {
+                            return; // the host is shutting down
+                        };
+                        if !self.start_runner(slot).await {
                             // The due messages were failed and reported; if even that did not
                             // work, do not spin on a broken runtime or database.
                             tokio::select! {
@@ -265,6 +290,7 @@ impl Actor {
                 () = tokio::time::sleep(sleep_for) => {
                     if self.runner.is_some() {
                         self.check_liveness().await;
+                        self.yield_slot_if_idle().await;
                     }
                 }
             }
@@ -338,8 +364,45 @@ impl Actor {
         }
     }
 
+    /// A container slot (`Some(None)` when runners are not capped); `None` if the host shuts
+    /// down while waiting.
+    async fn wait_for_slot(&mut self) -> Option<Option<OwnedSemaphorePermit>> {
+        let Some(slots) = self.sup.slots.clone() else {
+            return Some(None);
+        };
+        if let Ok(permit) = Arc::clone(&slots).try_acquire_owned() {
+            return Some(Some(permit));
+        }
+        tracing::info!(
+            max = self.config().max_concurrent_runners,
+            "every container slot is taken; waiting for one (MAX_CONCURRENT_CONTAINERS)"
+        );
+        self.set_state("waiting").await;
+        self.sup.waiting.fetch_add(1, Ordering::SeqCst);
+        let permit = tokio::select! {
+            () = self.sup.cancel.cancelled() => None,
+            // The semaphore is never closed.
+            permit = slots.acquire_owned() => permit.ok().map(Some),
+        };
+        self.sup.waiting.fetch_sub(1, Ordering::SeqCst);
+        permit
+    }
+
+    /// Stops a runner with nothing to do while other sessions wait for a container slot:
+    /// otherwise an idle runner would hold its slot until `IDLE_TIMEOUT_MS`.
+    async fn yield_slot_if_idle(&mut self) {
+        if self.sup.waiting.load(Ordering::SeqCst) == 0 || self.runner.is_none() {
+            return;
+        }
+        if self.next_due().await.is_none() {
+            tracing::info!("stopping the idle runner to make room for a waiting session");
+            self.stop_runner("the runner made room for another session")
+                .await;
+        }
+    }
+
     /// Starts the runner; on failure fails the due messages with the reason and returns false.
-    async fn start_runner(&mut self) -> bool {
+    async fn start_runner(&mut self, slot: Option<OwnedSemaphorePermit>) -> bool {
         let route = self.info.route.clone();
         let destinations = self.info.destinations.clone();
         let refreshed = with_mailbox(&self.mailbox, move |mb| {
@@ -347,6 +410,12 @@ impl Actor {
             mb.inbound.set_destinations(&destinations)
         })
         .await;
+        // Revoked when dropped: with the `Running` when the runner ends, here if it cannot start.
+        let grant = self
+            .sup
+            .shared
+            .proxy
+            .issue(self.session_id(), &self.info.agent.id);
         let started = match refreshed {
             Ok(()) => {
                 let config = self.config();
@@ -371,6 +440,7 @@ impl Actor {
                         .clone()
                         .unwrap_or_else(|| config.default_model.clone()),
                     assistant_name: self.info.agent.name.clone(),
+                    model_access: grant.access().clone(),
                 };
                 self.sup
                     .shared
@@ -388,6 +458,8 @@ impl Actor {
                     handle,
                     started_at: Utc::now(),
                     stop_reason: None,
+                    _model_grant: grant,
+                    _slot: slot,
                 });
                 self.set_state("running").await;
                 true
@@ -420,6 +492,13 @@ impl Actor {
         tracing::info!(runner = %running.handle.id, "runner ended: {exit}");
         // Fold what it wrote last before judging what it left unfinished.
         self.pump().await;
+        if let RunnerExit::OutOfMemory { limit_mb } = exit {
+            // Not retried: the same work in the same limit would most likely run out again.
+            // The sender is told why, and can raise `memory_mb` in the agent's container.json.
+            let reason = format!("the agent ran out of memory (limit {limit_mb} MB)");
+            self.fail_unfinished(&reason).await;
+            return;
+        }
         let reason = running
             .stop_reason
             .unwrap_or_else(|| format!("the agent runner ended unexpectedly ({exit})"));
@@ -429,6 +508,38 @@ impl Actor {
             // charge the attempt to the messages it should have taken, or a runner that cannot
             // start would be restarted forever.
             self.requeue(Requeued::Due, &reason).await;
+        }
+    }
+
+    /// Fails, with `reason`, the messages the runner had claimed — or, if it claimed none, the
+    /// due messages it should have taken.
+    async fn fail_unfinished(&self, reason: &str) {
+        let reason = reason.to_owned();
+        let failed = with_mailbox(&self.mailbox, move |mb| {
+            let mut seqs = mb.claimed()?;
+            if seqs.is_empty() {
+                let now = Utc::now();
+                seqs = mb
+                    .inbound
+                    .pending()?
+                    .into_iter()
+                    .filter(|m| m.trigger && m.process_after.is_none_or(|t| t <= now))
+                    .map(|m| m.seq)
+                    .collect();
+            }
+            for &seq in &seqs {
+                mb.inbound.fail(seq, &reason)?;
+            }
+            Ok(seqs)
+        })
+        .await;
+        match failed {
+            Ok(seqs) => {
+                for seq in seqs {
+                    tracing::error!(seq, "message failed: out of memory");
+                }
+            }
+            Err(e) => tracing::error!("cannot fail pending messages: {e}"),
         }
     }
 

@@ -14,6 +14,9 @@ pub const GLOBAL_DIR: &str = "CLAWBOX_GLOBAL_DIR";
 pub const MODEL: &str = "CLAWBOX_MODEL";
 pub const OPENAI_BASE_URL: &str = "OPENAI_BASE_URL";
 pub const OPENAI_API_KEY: &str = "OPENAI_API_KEY";
+/// The model proxy's Unix socket inside a container: when set, the runner sends its model
+/// requests over it, whatever host `OPENAI_BASE_URL` names.
+pub const MODEL_SOCKET: &str = "CLAWBOX_MODEL_SOCKET";
 pub const TIMEZONE: &str = "TIMEZONE";
 pub const ASSISTANT_NAME: &str = "ASSISTANT_NAME";
 pub const IDLE_TIMEOUT_MS: &str = "CLAWBOX_IDLE_TIMEOUT_MS";

@@ -3,6 +3,7 @@
 mod activity;
 mod harness;
 mod lifecycle;
+mod model_socket;
 mod skills;
 mod tools;
 mod turns;

@@ -1,8 +1,12 @@
 //! Where agent runners run. [`AgentRuntime`] is the seam between the supervisor and an
-//! execution environment: `process` (a child process, unisolated) today, Docker and others
-//! behind the same trait. Owns the runner's environment contract (docs/architecture.md); the
+//! execution environment: `docker` (one hardened container per session, `docker.rs`, the
+//! default) and `process` (a child process, unisolated), others behind the same trait. Owns the runner's environment contract (docs/architecture.md); the
 //! decision *when* to start or stop a runner lives in `supervisor.rs`.
 
+pub mod container_json;
+pub mod docker;
+pub mod ownership;
+pub mod probe;
 pub mod process;
 
 use std::path::PathBuf;
@@ -14,6 +18,7 @@ use tokio::sync::watch;
 use mailbox::env;
 
 use crate::config::Config;
+use crate::proxy::{self, ModelAccess};
 
 /// Everything a runtime needs to start the runner of one session, in host paths.
 #[derive(Debug, Clone)]
@@ -29,6 +34,9 @@ pub struct RunnerSpec {
     pub global_dir: PathBuf,
     pub model: String,
     pub assistant_name: String,
+    /// The model proxy and this runner's session token. The real API key never reaches a
+    /// runtime: it stays in the proxy.
+    pub model_access: ModelAccess,
 }
 
 /// How a runner ended.
@@ -40,6 +48,10 @@ pub enum RunnerExit {
     Signal(i32),
     /// The runtime lost track of it (its wait failed).
     Lost(String),
+    /// Killed for using more memory than its limit (the docker runtime reads the engine's
+    /// OOM flag). The supervisor fails the claimed messages with this reason instead of
+    /// retrying: the same work in the same limit would run out again.
+    OutOfMemory { limit_mb: u64 },
 }
 
 impl std::fmt::Display for RunnerExit {
@@ -48,6 +60,9 @@ impl std::fmt::Display for RunnerExit {
             RunnerExit::Code(c) => write!(f, "exit code {c}"),
             RunnerExit::Signal(s) => write!(f, "killed by signal {s}"),
             RunnerExit::Lost(why) => write!(f, "lost: {why}"),
+            RunnerExit::OutOfMemory { limit_mb } => {
+                write!(f, "out of memory (limit {limit_mb} MB)")
+            }
         }
     }
 }
@@ -110,8 +125,6 @@ pub trait AgentRuntime: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct RunnerSettings {
     pub install_id: String,
-    pub openai_base_url: String,
-    pub openai_api_key: Option<String>,
     pub timezone: String,
     pub idle_timeout: Duration,
     pub heartbeat: Duration,
@@ -128,8 +141,6 @@ impl RunnerSettings {
     pub fn from_config(config: &Config, install_id: &str) -> Self {
         RunnerSettings {
             install_id: install_id.to_owned(),
-            openai_base_url: config.openai_base_url.clone(),
-            openai_api_key: config.openai_api_key.clone(),
             timezone: config.timezone.name().to_owned(),
             idle_timeout: config.idle_timeout,
             heartbeat: config.heartbeat,
@@ -143,9 +154,14 @@ impl RunnerSettings {
     }
 
     /// The runner's environment (docs/architecture.md, "The runner's environment"), with the
-    /// paths as the runner will see them.
+    /// paths as the runner will see them. The model endpoint is always the host's proxy, with
+    /// the session token as `OPENAI_API_KEY`.
     pub fn env(&self, spec: &RunnerSpec, paths: &RunnerPaths) -> Vec<(String, String)> {
         let ms = |d: Duration| d.as_millis().to_string();
+        let base_url = match &paths.model_socket {
+            Some(_) => proxy::SOCKET_BASE_URL.to_owned(),
+            None => spec.model_access.loopback_url.clone(),
+        };
         let mut env = vec![
             (env::SESSION_ID, spec.session_id.clone()),
             (env::AGENT_ID, spec.agent_id.clone()),
@@ -155,7 +171,11 @@ impl RunnerSettings {
             (env::AGENT_DIR, paths.agent_dir.clone()),
             (env::GLOBAL_DIR, paths.global_dir.clone()),
             (env::MODEL, spec.model.clone()),
-            (env::OPENAI_BASE_URL, self.openai_base_url.clone()),
+            (env::OPENAI_BASE_URL, base_url),
+            (
+                env::OPENAI_API_KEY,
+                spec.model_access.token.expose().to_owned(),
+            ),
             (env::TIMEZONE, self.timezone.clone()),
             (env::ASSISTANT_NAME, spec.assistant_name.clone()),
             (env::IDLE_TIMEOUT_MS, ms(self.idle_timeout)),
@@ -169,8 +189,8 @@ impl RunnerSettings {
         if let Some(dir) = &paths.skills_dir {
             env.push((env::SKILLS_DIR, dir.clone()));
         }
-        if let Some(key) = &self.openai_api_key {
-            env.push((env::OPENAI_API_KEY, key.clone()));
+        if let Some(socket) = &paths.model_socket {
+            env.push((env::MODEL_SOCKET, socket.clone()));
         }
         env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
     }
@@ -184,6 +204,9 @@ pub struct RunnerPaths {
     pub agent_dir: String,
     pub global_dir: String,
     pub skills_dir: Option<String>,
+    /// The model proxy's Unix socket, when the runner reaches the proxy through one
+    /// (containers: `proxy::CONTAINER_MODEL_SOCKET`); `None` uses the loopback URL.
+    pub model_socket: Option<String>,
 }
 
 impl RunnerPaths {
@@ -196,6 +219,71 @@ impl RunnerPaths {
             agent_dir: s(&spec.agent_dir),
             global_dir: s(&spec.global_dir),
             skills_dir: settings.skills_dir.as_ref().map(s),
+            model_socket: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::proxy::Token;
+
+    #[test]
+    fn runners_get_the_proxy_and_a_token_never_the_key() {
+        let config = Config::from_lookup(
+            |k| match k {
+                "OPENAI_API_KEY" => Some("sk-real".to_owned()),
+                "OPENAI_BASE_URL" => Some("http://upstream.example/v1".to_owned()),
+                _ => None,
+            },
+            std::path::Path::new("/srv"),
+        )
+        .unwrap();
+        let settings = RunnerSettings::from_config(&config, "inst");
+        let token = Token::generate();
+        let spec = RunnerSpec {
+            session_id: "s".into(),
+            agent_id: "a".into(),
+            mailbox_dir: "/m".into(),
+            workspace: "/w".into(),
+            agent_dir: "/g".into(),
+            global_dir: "/gl".into(),
+            model: "m".into(),
+            assistant_name: "Andy".into(),
+            model_access: ModelAccess {
+                loopback_url: "http://127.0.0.1:4242/v1".into(),
+                token: token.clone(),
+            },
+        };
+        let get = |env: &[(String, String)], k: &str| {
+            env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        };
+        let mut paths = RunnerPaths::host(&spec, &settings);
+        let process = settings.env(&spec, &paths);
+        assert_eq!(
+            get(&process, env::OPENAI_BASE_URL).as_deref(),
+            Some("http://127.0.0.1:4242/v1")
+        );
+        assert_eq!(get(&process, env::MODEL_SOCKET), None);
+
+        paths.model_socket = Some(proxy::CONTAINER_MODEL_SOCKET.to_owned());
+        let container = settings.env(&spec, &paths);
+        assert_eq!(
+            get(&container, env::OPENAI_BASE_URL).as_deref(),
+            Some(proxy::SOCKET_BASE_URL)
+        );
+        assert_eq!(
+            get(&container, env::MODEL_SOCKET).as_deref(),
+            Some(proxy::CONTAINER_MODEL_SOCKET)
+        );
+        for env in [process, container] {
+            assert_eq!(
+                get(&env, env::OPENAI_API_KEY).as_deref(),
+                Some(token.expose())
+            );
+            assert!(!env.iter().any(|(_, v)| v.contains("sk-real")), "{env:?}");
         }
     }
 }

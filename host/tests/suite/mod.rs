@@ -1,4 +1,6 @@
 mod chat;
+mod docker;
+mod proxy;
 mod recovery;
 mod router;
 mod support;

@@ -1,0 +1,792 @@
+//! The agent image, built from this machine's files with no registry: a root filesystem
+//! assembled here as a tarball and imported by the engine (`docker import`, with the image
+//! config — user, environment, entry point, labels — given as changes). Owns the image's
+//! layout, its freshness labels and the build; running containers from it is
+//! `runtime/docker.rs`'s business.
+//!
+//! Why an import rather than `docker build` of a `FROM scratch` context: the same single layer
+//! and config, but the classic builder commits one container per metadata instruction, which
+//! took 18 s here (fuse-overlayfs) against 0.5 s for the import. No base image, no registry,
+//! no `RUN` step either way.
+//!
+//! Layout (the same as `container/Dockerfile`, which builds from public images instead):
+//!
+//! ```text
+//! /app/agent-runner, /app/mcp-tools      the runner and the built-in MCP server (stripped)
+//! /app/skills/                           built-in skills (CLAWBOX_SKILLS_DIR, container/skills)
+//! /lib…, /lib64/ld-linux-…               the shared libraries they link (found with `ldd`)
+//! /bin/busybox + applet symlinks         a shell and core utilities (Debian's busybox-static)
+//! /bin/bash                              `exec /bin/sh "$@"`: the shell tool runs `bash -c`
+//! /etc/passwd, /etc/group                root and the runner user `clawbox` (10001:10001)
+//! /etc/ssl/certs/ca-certificates.crt     CA certificates (servers an agent reaches itself)
+//! /tmp, /workspace, /mailbox, /run/clawbox   mount points
+//! ```
+//!
+//! The binaries are the ones next to the running `clawbox` (`CLAWBOX_RUNNER_BIN` and its
+//! sibling `mcp-tools`): `make image` uses the release builds, tests the debug builds.
+//!
+//! Freshness: the image carries `clawbox.binaries`, a SHA-256 of both binaries, the skills and
+//! the layout version, and `clawbox.stamp`, their sizes and modification times. A start whose
+//! stamp matches skips hashing (the common case costs one `inspect`); otherwise the hash
+//! decides whether to rebuild.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use bollard::Docker;
+use bollard::query_parameters::CreateImageOptionsBuilder;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
+use crate::runtime::ownership::{FALLBACK_GID, FALLBACK_UID};
+
+/// Label: content hash of what went into the image.
+pub const LABEL_BINARIES: &str = "clawbox.binaries";
+/// Label: sizes and mtimes of what went into the image (a cheap first check).
+pub const LABEL_STAMP: &str = "clawbox.stamp";
+/// Label of images built with `container/Dockerfile`: the user manages them, the host never
+/// rebuilds them.
+pub const LABEL_BUILDER: &str = "clawbox.builder";
+/// Bump when the layout changes, so older images are rebuilt.
+const LAYOUT_VERSION: u32 = 1;
+/// Where Debian's `busybox-static` installs busybox.
+const BUSYBOX_CANDIDATES: &[&str] = &["/bin/busybox", "/usr/bin/busybox"];
+const CA_CERTIFICATES: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// What goes into the image, in host paths.
+#[derive(Debug, Clone)]
+pub struct ImageSources {
+    pub runner_bin: PathBuf,
+    pub mcp_tools_bin: PathBuf,
+    pub skills_dir: Option<PathBuf>,
+}
+
+impl ImageSources {
+    pub fn from_config(config: &Config) -> Self {
+        ImageSources {
+            runner_bin: config.runner_bin.clone(),
+            mcp_tools_bin: config.runner_bin.with_file_name("mcp-tools"),
+            skills_dir: config.skills_dir.clone(),
+        }
+    }
+}
+
+/// Why the image could not be checked or built; the host does not start the docker runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// A file that goes into the image is missing; the message says how to get it.
+    #[error("{what} not found at {}: {hint}", path.display())]
+    Missing {
+        what: &'static str,
+        path: PathBuf,
+        hint: &'static str,
+    },
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `ldd` could not say which libraries a binary needs.
+    #[error("cannot list the shared libraries of {}: {reason}", path.display())]
+    Libraries { path: PathBuf, reason: String },
+    /// The engine refused or failed the build.
+    #[error("building image {tag} failed: {reason}")]
+    Build { tag: String, reason: String },
+    #[error("Docker engine: {0}")]
+    Engine(#[from] bollard::errors::Error),
+}
+
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ImageError + 'a {
+    move |source| ImageError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// How the image compares to the current binaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    Current,
+    /// Built with `container/Dockerfile`, or the binaries to compare with are not on this
+    /// machine: used as it is.
+    Unmanaged,
+    Missing,
+    /// Built from other binaries (or an older layout).
+    Stale,
+}
+
+/// The image's built state, without building.
+pub async fn check(
+    docker: &Docker,
+    tag: &str,
+    sources: &ImageSources,
+) -> Result<Freshness, ImageError> {
+    let labels = match docker.inspect_image(tag).await {
+        Ok(image) => image.config.and_then(|c| c.labels).unwrap_or_default(),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => return Ok(Freshness::Missing),
+        Err(e) => return Err(e.into()),
+    };
+    if labels.get(LABEL_BUILDER).is_some_and(|b| b == "dockerfile") {
+        return Ok(Freshness::Unmanaged);
+    }
+    let sources = sources.clone();
+    let (stamp, labels) = match blocking(move || Ok((stamp(&sources)?, labels))).await {
+        Ok(found) => found,
+        // An installed image and no binaries to build another from: use the image.
+        Err(ImageError::Missing { .. }) => return Ok(Freshness::Unmanaged),
+        Err(e) => return Err(e),
+    };
+    if labels.get(LABEL_STAMP) == Some(&stamp.text) {
+        return Ok(Freshness::Current);
+    }
+    let Some(built_from) = labels.get(LABEL_BINARIES).cloned() else {
+        return Ok(Freshness::Stale);
+    };
+    let hash = blocking(move || content_hash(&stamp.files)).await?;
+    Ok(if hash == built_from {
+        Freshness::Current
+    } else {
+        Freshness::Stale
+    })
+}
+
+/// Builds the image when it is missing or stale; `progress` gets one line per step.
+pub async fn ensure(
+    docker: &Docker,
+    tag: &str,
+    sources: &ImageSources,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<(), ImageError> {
+    match check(docker, tag, sources).await? {
+        Freshness::Current => Ok(()),
+        Freshness::Unmanaged => {
+            tracing::info!(
+                image = tag,
+                "using the agent image as it is (built with container/Dockerfile, or no agent-runner next to clawbox to compare with)"
+            );
+            Ok(())
+        }
+        Freshness::Missing => {
+            progress(&format!("agent image {tag} not found; building it"));
+            build(docker, tag, sources, progress).await.map(|_| ())
+        }
+        Freshness::Stale => {
+            progress(&format!(
+                "agent image {tag} was built from other binaries; rebuilding it"
+            ));
+            build(docker, tag, sources, progress).await.map(|_| ())
+        }
+    }
+}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub tag: String,
+    /// Uncompressed size as the engine reports it.
+    pub size_bytes: u64,
+    pub context_bytes: usize,
+}
+
+/// Builds (or rebuilds) the image under `tag`.
+pub async fn build(
+    docker: &Docker,
+    tag: &str,
+    sources: &ImageSources,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<Built, ImageError> {
+    let started = std::time::Instant::now();
+    // The image this build replaces: removed afterwards, or every rebuild leaves an untagged
+    // 25–50 MB image behind.
+    let previous = docker.inspect_image(tag).await.ok().and_then(|i| i.id);
+    progress(&format!(
+        "assembling the image from {} and {}",
+        sources.runner_bin.display(),
+        sources.mcp_tools_bin.display()
+    ));
+    let for_context = sources.clone();
+    let context = blocking(move || build_context(&for_context)).await?;
+    let context_bytes = context.tar.len();
+    progress(&format!(
+        "importing a {:.1} MB root filesystem into the Docker engine",
+        context_bytes as f64 / 1e6
+    ));
+    let (repo, version) = split_tag(tag);
+    let options = CreateImageOptionsBuilder::default()
+        .from_src("-")
+        .repo(repo)
+        .tag(version)
+        .changes(context.changes)
+        .message("built by clawbox (host/src/image.rs)")
+        .build();
+    let failed = |reason: String| ImageError::Build {
+        tag: tag.to_owned(),
+        reason,
+    };
+    let mut stream = docker.create_image(
+        Some(options),
+        Some(bollard::body_full(context.tar.into())),
+        None,
+    );
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(|e| failed(e.to_string()))?;
+        if let Some(detail) = info.error_detail {
+            return Err(failed(
+                detail.message.unwrap_or_else(|| "unknown error".into()),
+            ));
+        }
+    }
+    let image = docker.inspect_image(tag).await?;
+    if let Some(old) = previous.filter(|old| Some(old) != image.id.as_ref()) {
+        let options = bollard::query_parameters::RemoveImageOptionsBuilder::default().build();
+        // A container still running from the old image keeps it (409); that is fine.
+        if let Err(e) = docker.remove_image(&old, Some(options), None).await {
+            tracing::debug!(image = %old, "previous image not removed: {e}");
+        }
+    }
+    let size_bytes = image.size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0);
+    progress(&format!(
+        "built {tag} ({:.1} MB) in {:.1} s",
+        size_bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(Built {
+        tag: tag.to_owned(),
+        size_bytes,
+        context_bytes,
+    })
+}
+
+async fn blocking<R: Send + 'static>(
+    f: impl FnOnce() -> Result<R, ImageError> + Send + 'static,
+) -> Result<R, ImageError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ImageError::Build {
+            tag: String::new(),
+            reason: format!("internal task failed: {e}"),
+        })?
+}
+
+/// The files the image is made of, with their sizes and mtimes.
+struct Stamp {
+    text: String,
+    files: Vec<PathBuf>,
+}
+
+fn stamp(sources: &ImageSources) -> Result<Stamp, ImageError> {
+    let mut files = vec![
+        require_file("agent-runner", &sources.runner_bin, BINARY_HINT)?,
+        require_file("mcp-tools", &sources.mcp_tools_bin, BINARY_HINT)?,
+    ];
+    if let Some(dir) = &sources.skills_dir {
+        files.extend(skill_files(dir)?.into_values());
+    }
+    let mut text = format!("v{LAYOUT_VERSION}");
+    for f in &files {
+        let meta = std::fs::metadata(f).map_err(io("read", f))?;
+        text.push_str(&format!(
+            ";{}:{}:{}.{}",
+            f.display(),
+            meta.len(),
+            meta.mtime(),
+            meta.mtime_nsec()
+        ));
+    }
+    // A label is no place for a long text: hash the stamp too.
+    Ok(Stamp {
+        text: hex(&Sha256::digest(text.as_bytes())),
+        files,
+    })
+}
+
+const BINARY_HINT: &str = "build it first (`make image` builds the release binaries and the image), set \
+     CLAWBOX_RUNNER_BIN, or build the image with container/Dockerfile";
+
+fn require_file(
+    what: &'static str,
+    path: &Path,
+    hint: &'static str,
+) -> Result<PathBuf, ImageError> {
+    if path.is_file() {
+        Ok(path.to_path_buf())
+    } else {
+        Err(ImageError::Missing {
+            what,
+            path: path.to_path_buf(),
+            hint,
+        })
+    }
+}
+
+fn content_hash(files: &[PathBuf]) -> Result<String, ImageError> {
+    let mut hasher = Sha256::new();
+    hasher.update(format!("clawbox image layout v{LAYOUT_VERSION}\n").as_bytes());
+    for f in files {
+        let mut file = std::fs::File::open(f).map_err(io("open", f))?;
+        hasher.update(f.to_string_lossy().as_bytes());
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = std::io::Read::read(&mut file, &mut buf).map_err(io("read", f))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Regular files below the skills directory, by their path relative to it (sorted, so the
+/// hash does not depend on directory order). Symlinks are not followed.
+fn skill_files(dir: &Path) -> Result<BTreeMap<PathBuf, PathBuf>, ImageError> {
+    let mut files = BTreeMap::new();
+    if !dir.is_dir() {
+        return Ok(files);
+    }
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).map_err(io("list", &d))? {
+            let entry = entry.map_err(io("list", &d))?;
+            let path = entry.path();
+            let kind = entry.file_type().map_err(io("read", &path))?;
+            if kind.is_dir() {
+                stack.push(path);
+            } else if kind.is_file()
+                && let Ok(rel) = path.strip_prefix(dir)
+            {
+                files.insert(rel.to_path_buf(), path.clone());
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// The image's root filesystem and its config, as `docker import` changes.
+struct Context {
+    tar: Vec<u8>,
+    changes: Vec<String>,
+}
+
+/// `name:tag` → (`name`, `tag`); the tag defaults to `latest`. A colon before the last `/`
+/// belongs to a registry host (`host:5000/name`).
+fn split_tag(tag: &str) -> (&str, &str) {
+    match tag.rsplit_once(':') {
+        Some((name, version)) if !version.contains('/') => (name, version),
+        _ => (tag, "latest"),
+    }
+}
+
+fn build_context(sources: &ImageSources) -> Result<Context, ImageError> {
+    let stamp = stamp(sources)?;
+    let hash = content_hash(&stamp.files)?;
+    let busybox = BUSYBOX_CANDIDATES
+        .iter()
+        .map(Path::new)
+        .find(|p| p.is_file())
+        .ok_or_else(|| ImageError::Missing {
+            what: "busybox",
+            path: PathBuf::from(BUSYBOX_CANDIDATES[0]),
+            hint: "install Debian's busybox-static (`apt-get install busybox-static`)",
+        })?;
+    let ca = require_file(
+        "CA certificates",
+        Path::new(CA_CERTIFICATES),
+        "install the ca-certificates package",
+    )?;
+
+    let mut tar = Tar::new();
+    for dir in [
+        "bin",
+        "etc",
+        "etc/ssl",
+        "etc/ssl/certs",
+        "app",
+        "workspace",
+        "mailbox",
+        "run",
+        "run/clawbox",
+    ] {
+        tar.dir(dir, 0o755)?;
+    }
+    tar.dir("tmp", 0o1777)?;
+
+    let stripped_runner = stripped(&sources.runner_bin)?;
+    let stripped_tools = stripped(&sources.mcp_tools_bin)?;
+    tar.file("app/agent-runner", &stripped_runner, 0o755)?;
+    tar.file("app/mcp-tools", &stripped_tools, 0o755)?;
+    tar.file(
+        "bin/busybox",
+        &std::fs::read(busybox).map_err(io("read", busybox))?,
+        0o755,
+    )?;
+
+    let mut libraries = std::collections::BTreeSet::new();
+    for bin in [
+        &sources.runner_bin,
+        &sources.mcp_tools_bin,
+        &busybox.to_path_buf(),
+    ] {
+        libraries.extend(shared_libraries(bin)?);
+    }
+    for lib in &libraries {
+        let Some(rel) = lib.strip_prefix("/").ok().and_then(Path::to_str) else {
+            continue;
+        };
+        let bytes = std::fs::read(lib).map_err(io("read", lib))?;
+        let parent = Path::new(rel).parent().and_then(Path::to_str).unwrap_or("");
+        tar.dirs_for(parent)?;
+        tar.file(rel, &bytes, 0o755)?;
+    }
+
+    for applet in busybox_applets(busybox)? {
+        if applet == "busybox" || applet.contains('/') {
+            continue;
+        }
+        tar.symlink(&format!("bin/{applet}"), "busybox")?;
+    }
+    tar.file(
+        "bin/bash",
+        b"#!/bin/sh\n# clawbox image: busybox has no bash; its ash runs the agent's shell commands.\nexec /bin/sh \"$@\"\n",
+        0o755,
+    )?;
+
+    let passwd = format!(
+        "root:x:0:0:root:/root:/bin/sh\nclawbox:x:{FALLBACK_UID}:{FALLBACK_GID}:clawbox agent:/workspace:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+    );
+    let group = format!("root:x:0:\nclawbox:x:{FALLBACK_GID}:\nnogroup:x:65534:\n");
+    tar.file("etc/passwd", passwd.as_bytes(), 0o644)?;
+    tar.file("etc/group", group.as_bytes(), 0o644)?;
+    tar.file(
+        "etc/ssl/certs/ca-certificates.crt",
+        &std::fs::read(&ca).map_err(io("read", &ca))?,
+        0o644,
+    )?;
+
+    tar.dir("app/skills", 0o755)?;
+    if let Some(dir) = &sources.skills_dir {
+        for (rel, path) in skill_files(dir)? {
+            let Some(rel) = rel.to_str() else { continue };
+            let target = format!("app/skills/{rel}");
+            if let Some(parent) = Path::new(&target).parent().and_then(Path::to_str) {
+                tar.dirs_for(parent)?;
+            }
+            tar.file(
+                &target,
+                &std::fs::read(&path).map_err(io("read", &path))?,
+                0o644,
+            )?;
+        }
+    }
+
+    let changes = vec![
+        "ENV PATH=/usr/local/bin:/usr/bin:/bin HOME=/workspace LANG=C.UTF-8 \
+         SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"
+            .to_owned(),
+        format!("USER {FALLBACK_UID}:{FALLBACK_GID}"),
+        "WORKDIR /workspace".to_owned(),
+        format!(
+            "LABEL {LABEL_BINARIES}=\"{hash}\" {LABEL_STAMP}=\"{}\" org.opencontainers.image.title=\"clawbox agent\"",
+            stamp.text
+        ),
+        r#"ENTRYPOINT ["/app/agent-runner"]"#.to_owned(),
+    ];
+    Ok(Context {
+        tar: tar.finish()?,
+        changes,
+    })
+}
+
+/// `strip`ped copy of a binary (debug builds shrink six-fold); the original when `strip` is
+/// unavailable or fails.
+fn stripped(bin: &Path) -> Result<Vec<u8>, ImageError> {
+    let out = tempfile::Builder::new()
+        .prefix("clawbox-strip-")
+        .tempfile()
+        .map_err(io("create a temporary file for", bin))?;
+    let status = std::process::Command::new("strip")
+        .arg("--strip-all")
+        .arg("-o")
+        .arg(out.path())
+        .arg(bin)
+        .status();
+    match status {
+        Ok(s) if s.success() => std::fs::read(out.path()).map_err(io("read", out.path())),
+        other => {
+            tracing::warn!(binary = %bin.display(), "strip unavailable or failed ({other:?}); copying unstripped");
+            std::fs::read(bin).map_err(io("read", bin))
+        }
+    }
+}
+
+/// Absolute paths of the shared libraries (and the dynamic loader) `bin` needs, per `ldd`.
+fn shared_libraries(bin: &Path) -> Result<Vec<PathBuf>, ImageError> {
+    let out = std::process::Command::new("ldd")
+        .arg(bin)
+        .output()
+        .map_err(|e| ImageError::Libraries {
+            path: bin.to_path_buf(),
+            reason: format!("cannot run ldd: {e}"),
+        })?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        // glibc's ldd says so (and fails) for static binaries.
+        if stdout.contains("not a dynamic executable")
+            || stderr.contains("not a dynamic executable")
+        {
+            return Ok(Vec::new());
+        }
+        return Err(ImageError::Libraries {
+            path: bin.to_path_buf(),
+            reason: stderr.trim().to_owned(),
+        });
+    }
+    parse_ldd(&stdout).map_err(|reason| ImageError::Libraries {
+        path: bin.to_path_buf(),
+        reason,
+    })
+}
+
+fn parse_ldd(text: &str) -> Result<Vec<PathBuf>, String> {
+    let mut libs = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.contains("statically linked") {
+            continue;
+        }
+        let target = match line.split_once("=>") {
+            Some((name, rest)) => {
+                let rest = rest.trim();
+                if rest.starts_with("not found") {
+                    return Err(format!("{} not found", name.trim()));
+                }
+                rest
+            }
+            None => line,
+        };
+        let path = target.split_whitespace().next().unwrap_or("");
+        // `linux-vdso.so.1 (0x…)` lives in the kernel, not in a file.
+        if path.starts_with('/') {
+            libs.push(PathBuf::from(path));
+        }
+    }
+    Ok(libs)
+}
+
+fn busybox_applets(busybox: &Path) -> Result<Vec<String>, ImageError> {
+    let out = std::process::Command::new(busybox)
+        .arg("--list")
+        .output()
+        .map_err(io("run", busybox))?;
+    if !out.status.success() {
+        return Err(ImageError::Build {
+            tag: String::new(),
+            reason: format!("`{} --list` failed", busybox.display()),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// A tar archive in memory: root-owned entries with a fixed mtime, so the same inputs give
+/// the same context.
+struct Tar {
+    builder: tar::Builder<Vec<u8>>,
+    dirs: std::collections::BTreeSet<String>,
+}
+
+impl Tar {
+    fn new() -> Self {
+        Tar {
+            builder: tar::Builder::new(Vec::new()),
+            dirs: Default::default(),
+        }
+    }
+
+    fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(size);
+        h
+    }
+
+    fn err(path: &str) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
+        move |source| ImageError::Io {
+            action: "add to the build context",
+            path: PathBuf::from(path),
+            source,
+        }
+    }
+
+    fn dir(&mut self, rel: &str, mode: u32) -> Result<(), ImageError> {
+        if !self.dirs.insert(rel.to_owned()) {
+            return Ok(());
+        }
+        let path = format!("{rel}/");
+        let mut h = Self::header(tar::EntryType::Directory, mode, 0);
+        self.builder
+            .append_data(&mut h, &path, std::io::empty())
+            .map_err(Self::err(rel))
+    }
+
+    /// Creates every directory leading to `rel` (inclusive).
+    fn dirs_for(&mut self, rel: &str) -> Result<(), ImageError> {
+        let mut so_far = String::new();
+        for part in rel.split('/').filter(|p| !p.is_empty()) {
+            if !so_far.is_empty() {
+                so_far.push('/');
+            }
+            so_far.push_str(part);
+            self.dir(&so_far.clone(), 0o755)?;
+        }
+        Ok(())
+    }
+
+    fn file(&mut self, rel: &str, bytes: &[u8], mode: u32) -> Result<(), ImageError> {
+        let mut h = Self::header(tar::EntryType::Regular, mode, bytes.len() as u64);
+        self.builder
+            .append_data(&mut h, rel, bytes)
+            .map_err(Self::err(rel))
+    }
+
+    fn symlink(&mut self, rel: &str, target: &str) -> Result<(), ImageError> {
+        let mut h = Self::header(tar::EntryType::Symlink, 0o777, 0);
+        self.builder
+            .append_link(&mut h, rel, target)
+            .map_err(Self::err(rel))
+    }
+
+    fn finish(self) -> Result<Vec<u8>, ImageError> {
+        self.builder.into_inner().map_err(Self::err("archive"))
+    }
+}
+
+/// `clawbox image build`: connects to the engine and (re)builds the image, progress on stderr.
+pub async fn build_command(config: &Config, tag: Option<&str>) -> Result<Built, crate::HostError> {
+    let docker = crate::runtime::docker::connect_engine(config.docker_host.as_deref()).await?;
+    let tag = tag.unwrap_or(&config.container_image);
+    Ok(build(
+        &docker,
+        tag,
+        &ImageSources::from_config(config),
+        &mut stderr_progress,
+    )
+    .await?)
+}
+
+/// Removes the image (tests, `clawbox image rm` later); a missing image is fine.
+pub async fn remove(docker: &Docker, tag: &str) -> Result<(), ImageError> {
+    let options = bollard::query_parameters::RemoveImageOptionsBuilder::default()
+        .force(true)
+        .build();
+    match docker.remove_image(tag, Some(options), None).await {
+        Ok(_) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes a progress line to stderr (the CLI's progress sink).
+pub fn stderr_progress(line: &str) {
+    let mut err = std::io::stderr().lock();
+    // Progress is best effort: a closed stderr must not fail the build.
+    let _ = writeln!(err, "clawbox: {line}");
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    #[test]
+    fn tags_split_at_the_last_colon_after_the_last_slash() {
+        assert_eq!(
+            split_tag("clawbox-agent:latest"),
+            ("clawbox-agent", "latest")
+        );
+        assert_eq!(split_tag("clawbox-agent"), ("clawbox-agent", "latest"));
+        assert_eq!(split_tag("host:5000/agent"), ("host:5000/agent", "latest"));
+        assert_eq!(split_tag("host:5000/agent:t1"), ("host:5000/agent", "t1"));
+    }
+
+    #[test]
+    fn ldd_output_is_parsed() {
+        let text = "\tlinux-vdso.so.1 (0x00007ffc)\n\
+                    \tlibgcc_s.so.1 => /lib/x86_64-linux-gnu/libgcc_s.so.1 (0x00007fa5)\n\
+                    \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007fa5)\n\
+                    \t/lib64/ld-linux-x86-64.so.2 (0x00007fa5)\n";
+        assert_eq!(
+            parse_ldd(text).unwrap(),
+            vec![
+                PathBuf::from("/lib/x86_64-linux-gnu/libgcc_s.so.1"),
+                PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"),
+                PathBuf::from("/lib64/ld-linux-x86-64.so.2"),
+            ]
+        );
+        assert!(
+            parse_ldd("\tlibfoo.so.1 => not found\n")
+                .unwrap_err()
+                .contains("libfoo")
+        );
+        assert_eq!(
+            parse_ldd("\tstatically linked\n").unwrap(),
+            Vec::<PathBuf>::new()
+        );
+    }
+
+    #[test]
+    fn the_stamp_changes_when_a_binary_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let runner = dir.path().join("agent-runner");
+        let tools = dir.path().join("mcp-tools");
+        std::fs::write(&runner, "one").unwrap();
+        std::fs::write(&tools, "two").unwrap();
+        let sources = ImageSources {
+            runner_bin: runner.clone(),
+            mcp_tools_bin: tools,
+            skills_dir: None,
+        };
+        let before = stamp(&sources).unwrap();
+        let hash_before = content_hash(&before.files).unwrap();
+        assert_eq!(stamp(&sources).unwrap().text, before.text);
+        std::fs::write(&runner, "one, rebuilt").unwrap();
+        let after = stamp(&sources).unwrap();
+        assert_ne!(after.text, before.text);
+        assert_ne!(content_hash(&after.files).unwrap(), hash_before);
+    }
+
+    #[test]
+    fn missing_binaries_say_how_to_get_them() {
+        let sources = ImageSources {
+            runner_bin: PathBuf::from("/nonexistent/agent-runner"),
+            mcp_tools_bin: PathBuf::from("/nonexistent/mcp-tools"),
+            skills_dir: None,
+        };
+        let err = stamp(&sources).err().unwrap().to_string();
+        assert!(err.contains("agent-runner not found"), "{err}");
+        assert!(err.contains("make image"), "{err}");
+    }
+}

@@ -1,0 +1,680 @@
+//! The docker runtime against the real engine: a chat turn through a container, the sandbox
+//! seen from inside and from `docker inspect`, kills, host restarts, OOM, the container cap and
+//! the image build. These tests need a reachable Docker engine (CI has one) and fail, never
+//! skip, without it.
+//!
+//! The image is built once per test run under [`TEST_IMAGE`] (not the user's
+//! `clawbox-agent:latest`) with `clawbox image build`, from the debug binaries next to the
+//! test's `clawbox` — a stripped debug build is ~47 MB and takes about a second to import.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::models::ContainerInspectResponse;
+use bollard::query_parameters::{
+    InspectContainerOptions, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
+};
+use futures::StreamExt;
+use host::channels::cli::ChatEvent;
+use host::protocol::{Event, Request};
+use mailbox::InboundStatus;
+use serde_json::json;
+use testkit::{FakeModel, HostFixture, Reply, ToolCall};
+
+use super::support::*;
+
+const TEST_IMAGE: &str = "clawbox-agent:test";
+/// The model key; it must never appear in a container.
+const REAL_KEY: &str = "sk-real-key-that-never-enters-a-container";
+
+fn docker_host() -> Option<String> {
+    std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty())
+}
+
+/// The engine, or a failure that says what is missing.
+async fn engine() -> Docker {
+    match host::runtime::docker::connect_engine(docker_host().as_deref()).await {
+        Ok(docker) => docker,
+        Err(e) => panic!(
+            "the docker runtime tests need a reachable Docker engine (CI provides one); \
+             start dockerd or set DOCKER_HOST: {e}"
+        ),
+    }
+}
+
+/// Builds [`TEST_IMAGE`] once for the whole test binary.
+fn build_test_image() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_clawbox"));
+        cmd.args(["image", "build", "--tag", TEST_IMAGE])
+            .env("CLAWBOX_SKILLS_DIR", concat!(env!("CARGO_MANIFEST_DIR"), "/../container/skills"));
+        let out = cmd.output().expect("run clawbox image build");
+        assert!(
+            out.status.success(),
+            "clawbox image build failed (is the Docker engine reachable? is busybox-static installed?):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+/// The fake model and a host fixture configured for the docker runtime.
+async fn docker_setup() -> (FakeModel, HostFixture, Docker) {
+    let docker = engine().await;
+    tokio::task::spawn_blocking(build_test_image).await.unwrap();
+    let (model, mut fixture) = setup().await;
+    fixture
+        .set("CONTAINER_RUNTIME", "docker")
+        .set("CONTAINER_IMAGE", TEST_IMAGE)
+        .set("OPENAI_API_KEY", REAL_KEY)
+        .set(
+            "CLAWBOX_SKILLS_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../container/skills"),
+        );
+    if let Some(h) = docker_host() {
+        fixture.set("DOCKER_HOST", h);
+    }
+    (model, fixture, docker)
+}
+
+/// Removes the containers of a fixture's install when the test ends, passed or failed.
+struct Cleanup {
+    data_dir: std::path::PathBuf,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let Some(install) = install_id(&self.data_dir) else {
+            return;
+        };
+        // Drop cannot await: a small runtime of its own, on its own thread.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let Ok(docker) =
+                    host::runtime::docker::connect_engine(docker_host().as_deref()).await
+                else {
+                    return;
+                };
+                for c in containers(&docker, &install, true).await {
+                    let options =
+                        bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+                            .force(true)
+                            .build();
+                    let _ = docker.remove_container(&c, Some(options)).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn install_id(data_dir: &std::path::Path) -> Option<String> {
+    let conn = rusqlite::Connection::open_with_flags(
+        data_dir.join("clawbox.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .ok()?;
+    conn.query_row("SELECT value FROM meta WHERE key = 'install_id'", [], |r| {
+        r.get(0)
+    })
+    .ok()
+}
+
+/// Container ids of an install (running only, unless `all`).
+async fn containers(docker: &Docker, install: &str, all: bool) -> Vec<String> {
+    let filters = HashMap::from([(
+        "label".to_owned(),
+        vec![format!("clawbox.install={install}")],
+    )]);
+    let options = ListContainersOptionsBuilder::default()
+        .all(all)
+        .filters(&filters)
+        .build();
+    docker
+        .list_containers(Some(options))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|c| c.id)
+        .collect()
+}
+
+/// The running container of a session, once there is one (and not `not`).
+async fn container_of(
+    docker: &Docker,
+    session: &str,
+    not: Option<&str>,
+) -> ContainerInspectResponse {
+    let filters = HashMap::from([(
+        "label".to_owned(),
+        vec![format!("clawbox.session={session}")],
+    )]);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let options = ListContainersOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let found = docker.list_containers(Some(options)).await.unwrap();
+        if let Some(id) = found
+            .into_iter()
+            .filter_map(|c| c.id)
+            .find(|id| Some(id.as_str()) != not)
+        {
+            return docker
+                .inspect_container(&id, None::<InspectContainerOptions>)
+                .await
+                .unwrap();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no container for session {session}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs `cmd` in the container (as its user); returns the exit code and the output.
+async fn exec(docker: &Docker, id: &str, cmd: &str) -> (i64, String) {
+    let created = docker
+        .create_exec(
+            id,
+            CreateExecOptions {
+                cmd: Some(vec!["/bin/sh", "-c", cmd]),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut text = String::new();
+    if let StartExecResults::Attached { mut output, .. } =
+        docker.start_exec(&created.id, None).await.unwrap()
+    {
+        while let Some(Ok(chunk)) = output.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        }
+    }
+    let code = docker
+        .inspect_exec(&created.id)
+        .await
+        .unwrap()
+        .exit_code
+        .unwrap_or(-1);
+    (code, text)
+}
+
+fn tries(fixture: &HostFixture, session: &str, seq: i64) -> u32 {
+    let db = session_dir(fixture, session).join("inbound/inbound.db");
+    let reader = mailbox::InboundReader::open(&db).unwrap();
+    reader.get(seq).unwrap().unwrap().tries
+}
+
+fn tool_results(request: &testkit::RecordedRequest) -> Vec<String> {
+    request
+        .messages()
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| {
+            m["content"]
+                .as_str()
+                .map_or_else(|| m["content"].to_string(), str::to_owned)
+        })
+        .collect()
+}
+
+fn expected_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    match unsafe { libc::geteuid() } {
+        0 => host::runtime::ownership::FALLBACK_UID,
+        uid => uid,
+    }
+}
+
+#[tokio::test]
+async fn a_chat_turn_runs_in_a_hardened_container() {
+    let (model, mut fixture, docker) = docker_setup().await;
+    let agent = fixture.groups_dir().join("default");
+    std::fs::create_dir_all(&agent).unwrap();
+    std::fs::write(
+        agent.join("container.json"),
+        r#"{"mcp_servers": [], "memory_mb": 256, "cpus": 0.5, "pids_limit": 64}"#,
+    )
+    .unwrap();
+    fixture.start().await.unwrap();
+    let _cleanup = Cleanup {
+        data_dir: fixture.data_dir(),
+    };
+    // The agent looks around with its own shell tool.
+    model.push(Reply::ToolCalls(vec![ToolCall::new(
+        "run_bash",
+        json!({"command": "id -u; echo made > made-here.txt; touch /mailbox/inbound/x; touch /not-here; ls /sys/class/net"}),
+    )]));
+    model.push(Reply::text("looked around"));
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    let (session, seq) = client.send("look around").await.unwrap();
+    assert_eq!(
+        client.done(seq).await.unwrap(),
+        (InboundStatus::Completed, None),
+        "{}",
+        fixture.logs()
+    );
+    client.settle(Duration::from_millis(200)).await;
+    assert_eq!(client.replies_to(seq), vec!["looked around".to_owned()]);
+
+    let requests = model.requests();
+    assert_eq!(requests.len(), 2);
+    let shell = &tool_results(&requests[1])[0];
+    assert!(shell.contains(&expected_uid().to_string()), "{shell}");
+    assert!(
+        shell.contains("/mailbox/inbound/x: Read-only file system"),
+        "{shell}"
+    );
+    assert!(
+        shell.contains("/not-here: Read-only file system"),
+        "{shell}"
+    );
+    assert!(!shell.contains("eth0"), "network is off: {shell}");
+    // The real key went to the model service only.
+    assert_eq!(
+        requests[0].header("authorization"),
+        Some(format!("Bearer {REAL_KEY}").as_str())
+    );
+    let made = session_dir(&fixture, &session).join("workspace/made-here.txt");
+    assert_eq!(std::fs::read_to_string(&made).unwrap(), "made\n");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&made).unwrap().uid(), expected_uid());
+
+    // The runner idles (IDLE_TIMEOUT_MS is a minute): look at its container.
+    let c = container_of(&docker, &session, None).await;
+    let id = c.id.clone().unwrap();
+    let hc = c.host_config.clone().unwrap();
+    assert_eq!(hc.memory, Some(256 << 20));
+    assert_eq!(hc.memory_swap, Some(256 << 20));
+    assert_eq!(hc.nano_cpus, Some(500_000_000));
+    assert_eq!(hc.pids_limit, Some(64));
+    assert_eq!(hc.cap_drop, Some(vec!["ALL".to_owned()]));
+    assert_eq!(hc.security_opt, Some(vec!["no-new-privileges".to_owned()]));
+    assert_eq!(hc.readonly_rootfs, Some(true));
+    assert_eq!(hc.network_mode.as_deref(), Some("none"));
+    assert_eq!(hc.init, Some(true));
+    assert_eq!(hc.privileged, Some(false));
+    assert!(hc.tmpfs.unwrap().contains_key("/tmp"));
+    let config = c.config.clone().unwrap();
+    assert_eq!(
+        config.user,
+        Some(format!("{0}:{0}", expected_uid())),
+        "not root"
+    );
+    let labels = config.labels.clone().unwrap();
+    assert_eq!(labels["clawbox.session"], session);
+    assert_eq!(labels["clawbox.agent"], "default");
+    assert_eq!(
+        Some(labels["clawbox.install"].clone()),
+        install_id(&fixture.data_dir())
+    );
+    assert_eq!(
+        c.name.as_deref(),
+        Some(format!("/clawbox-default-{session}").as_str())
+    );
+    let env = config.env.clone().unwrap();
+    assert!(
+        env.iter().all(|v| !v.contains(REAL_KEY)),
+        "the model key is in the container's environment: {env:?}"
+    );
+    let mounts: std::collections::BTreeMap<String, &str> = c
+        .mounts
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|m| {
+            (
+                m.destination.unwrap(),
+                if m.rw.unwrap() { "rw" } else { "ro" },
+            )
+        })
+        .collect();
+    let want: std::collections::BTreeMap<String, &str> = [
+        ("/mailbox/inbound", "ro"),
+        ("/mailbox/outbound", "rw"),
+        ("/workspace", "rw"),
+        ("/workspace/agent", "rw"),
+        ("/workspace/agent/container.json", "ro"),
+        ("/run/clawbox/model.sock", "rw"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    // No /workspace/global: groups/global does not exist here.
+    pretty_assertions::assert_eq!(mounts, want);
+
+    // And from inside, with busybox's shell.
+    // (The file is also the host's, so the permission check may answer before the mount's.)
+    let (code, out) = exec(&docker, &id, "echo forged >> /mailbox/inbound/inbound.db").await;
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("Read-only file system") || out.contains("Permission denied"),
+        "{out}"
+    );
+    let (code, out) = exec(&docker, &id, "rm -f /mailbox/inbound/inbound.db").await;
+    assert_ne!(code, 0, "{out}");
+    let (code, out) = exec(
+        &docker,
+        &id,
+        "echo '{\"network\":\"bridge\"}' > /workspace/agent/container.json",
+    )
+    .await;
+    assert_ne!(code, 0, "the agent cannot widen its own sandbox: {out}");
+    let (_, out) = exec(
+        &docker,
+        &id,
+        "id -u; env; grep -E 'CapEff|NoNewPrivs' /proc/self/status",
+    )
+    .await;
+    assert!(out.starts_with(&format!("{}\n", expected_uid())), "{out}");
+    assert!(!out.contains(REAL_KEY), "{out}");
+    assert!(
+        out.contains("OPENAI_API_KEY=cbx-"),
+        "the session token, not the key: {out}"
+    );
+    assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    let (code, out) = exec(&docker, &id, "echo ok > /tmp/scratch && cat /tmp/scratch").await;
+    assert_eq!((code, out.as_str()), (0, "ok\n"), "/tmp is writable");
+
+    // A second turn in the same container.
+    let (_, next) = client.send("still there?").await.unwrap();
+    assert_eq!(client.done(next).await.unwrap().0, InboundStatus::Completed);
+    assert_eq!(container_of(&docker, &session, None).await.id.unwrap(), id);
+
+    // Host shutdown stops the container, and nothing is left behind.
+    fixture.stop().await.unwrap();
+    let install = install_id(&fixture.data_dir()).unwrap();
+    assert!(containers(&docker, &install, true).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_container_killed_mid_turn_is_retried_and_answered_once() {
+    let (model, mut fixture, docker) = docker_setup().await;
+    fixture.start().await.unwrap();
+    let _cleanup = Cleanup {
+        data_dir: fixture.data_dir(),
+    };
+    model.push(Reply::Hang);
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    let (session, seq) = client.send("work hard").await.unwrap();
+    model.wait_for_requests(1, WAIT).await.unwrap();
+    let first = container_of(&docker, &session, None).await.id.unwrap();
+    let options = KillContainerOptionsBuilder::default()
+        .signal("SIGKILL")
+        .build();
+    docker.kill_container(&first, Some(options)).await.unwrap();
+
+    assert_eq!(
+        client.done(seq).await.unwrap(),
+        (InboundStatus::Completed, None),
+        "{}",
+        fixture.logs()
+    );
+    client.settle(Duration::from_millis(300)).await;
+    assert_eq!(client.replies_to(seq), vec!["echo: work hard".to_owned()]);
+    assert_eq!(tries(&fixture, &session, seq), 1);
+    let second = container_of(&docker, &session, Some(&first))
+        .await
+        .id
+        .unwrap();
+    assert_ne!(first, second);
+    // The killed container was removed after its exit status was read.
+    let install = install_id(&fixture.data_dir()).unwrap();
+    assert_eq!(containers(&docker, &install, true).await, vec![second]);
+    assert!(model.violations().is_empty(), "{:?}", model.violations());
+    fixture.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_host_restart_stops_the_orphan_and_the_conversation_continues() {
+    let (model, mut fixture, docker) = docker_setup().await;
+    // The runner keeps retrying the model (the proxy dies with the host) long enough for the
+    // next host to find it alive.
+    fixture
+        .set("MODEL_RETRIES", "10")
+        .set("MODEL_BACKOFF_MS", "2000");
+    fixture.start().await.unwrap();
+    let _cleanup = Cleanup {
+        data_dir: fixture.data_dir(),
+    };
+    model.push(Reply::Hang);
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    let (session, seq) = client.send("long job").await.unwrap();
+    model.wait_for_requests(1, WAIT).await.unwrap();
+    let orphan = container_of(&docker, &session, None).await.id.unwrap();
+    fixture.kill().await.unwrap();
+    drop(client);
+    let install = install_id(&fixture.data_dir()).unwrap();
+    assert_eq!(
+        containers(&docker, &install, false).await,
+        vec![orphan.clone()],
+        "the container outlives a killed host"
+    );
+
+    fixture.start().await.unwrap();
+    let replacement = container_of(&docker, &session, Some(&orphan))
+        .await
+        .id
+        .unwrap();
+    let gone = docker
+        .inspect_container(&orphan, None::<InspectContainerOptions>)
+        .await;
+    assert!(gone.is_err(), "the orphan is stopped and removed: {gone:?}");
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    client
+        .wait_for(|e| matches!(e, Event::Chat(ChatEvent::Reply { .. })))
+        .await
+        .unwrap();
+    client.settle(Duration::from_millis(300)).await;
+    assert_eq!(client.replies_to(seq), vec!["echo: long job".to_owned()]);
+    assert_eq!(tries(&fixture, &session, seq), 1);
+    assert!(
+        fixture
+            .logs()
+            .contains("stopping runner left by a previous host"),
+        "{}",
+        fixture.logs()
+    );
+    let (_, next) = client.send("and now?").await.unwrap();
+    assert_eq!(client.done(next).await.unwrap().0, InboundStatus::Completed);
+    assert_eq!(containers(&docker, &install, true).await, vec![replacement]);
+    fixture.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_image_is_built_when_missing() {
+    let (model, mut fixture, docker) = docker_setup().await;
+    let tag = format!("clawbox-agent:test-auto-{}", std::process::id());
+    host::image::remove(&docker, &tag).await.unwrap();
+    fixture.set("CONTAINER_IMAGE", tag.clone());
+    fixture.start().await.unwrap();
+    let _cleanup = Cleanup {
+        data_dir: fixture.data_dir(),
+    };
+    let image = docker.inspect_image(&tag).await.unwrap();
+    let labels = image.config.unwrap().labels.unwrap();
+    assert_eq!(labels[host::image::LABEL_BINARIES].len(), 64);
+    let logs = fixture.logs();
+    assert!(
+        logs.contains(&format!("agent image {tag} not found; building it")),
+        "{logs}"
+    );
+    assert!(logs.contains(&format!("built {tag}")), "{logs}");
+
+    // It works, and a second start finds it current.
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    let (_, seq) = client.send("hi").await.unwrap();
+    assert_eq!(client.done(seq).await.unwrap().0, InboundStatus::Completed);
+    fixture.stop().await.unwrap();
+    fixture.start().await.unwrap();
+    assert_eq!(fixture.logs().matches("building it").count(), 1);
+    fixture.stop().await.unwrap();
+    assert!(model.violations().is_empty());
+    host::image::remove(&docker, &tag).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unsafe_extra_mount_fails_the_message_with_the_reason() {
+    let (model, mut fixture, _docker) = docker_setup().await;
+    let agent = fixture.groups_dir().join("default");
+    std::fs::create_dir_all(&agent).unwrap();
+    let home = fixture.root().join("home");
+    std::fs::create_dir_all(home.join(".ssh")).unwrap();
+    std::fs::write(
+        agent.join("container.json"),
+        json!({"additional_mounts": [{"host_path": home}]}).to_string(),
+    )
+    .unwrap();
+    fixture.start().await.unwrap();
+    let _cleanup = Cleanup {
+        data_dir: fixture.data_dir(),
+    };
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    let (_, seq) = client.send("mount it").await.unwrap();
+    let (status, error) = client.done(seq).await.unwrap();
+    assert_eq!(status, InboundStatus::Failed);
+    let error = error.unwrap();
+    assert!(error.contains("additional_mounts[0]"), "{error}");
+    assert!(error.contains("contains .ssh"), "{error}");
+    assert_eq!(model.request_count(), 0);
+
+    // Fixed, the agent works.
+    std::fs::remove_dir_all(home.join(".ssh")).unwrap();
+    std::fs::write(home.join("notes.txt"), "from the host").unwrap();
+    model.push(Reply::ToolCalls(vec![ToolCall::new(
+        "run_bash",
+        json!({"command": "cat /workspace/extra/home/notes.txt; touch /workspace/extra/home/new"}),
+    )]));
+    model.push(Reply::text("read it"));
+    let (_, seq) = client.send("mount it now").await.unwrap();
+    assert_eq!(client.done(seq).await.unwrap().0, InboundStatus::Completed);
+    let shell = &tool_results(&model.requests()[1])[0];
+    assert!(shell.contains("from the host"), "{shell}");
+    assert!(
+        shell.contains("Read-only file system"),
+        "read-only by default: {shell}"
+    );
+    fixture.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn running_out_of_memory_is_reported_to_the_user() {
+    let (model, mut fixture, docker) = docker_setup().await;
+    let agent = fixture.groups_dir().join("default");
+    std::fs::create_dir_all(&agent).unwrap();
+    std::fs::write(agent.join("container.json"), r#"{"memory_mb": 64}"#).unwrap();
+    fixture.start().await.unwrap();
+    let _cleanup = Cleanup {
+        data_dir: fixture.data_dir(),
+    };
+    model.push(Reply::Hang);
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    let (session, seq) = client.send("big job").await.unwrap();
+    model.wait_for_requests(1, WAIT).await.unwrap();
+    let id = container_of(&docker, &session, None).await.id.unwrap();
+    // Fill the container's memory with shared memory (charged to its cgroup, owned by no
+    // process; Docker's /dev/shm holds 64 MB), with the runner first in line for the OOM
+    // killer, as the biggest process in a container usually is.
+    let (_, out) = exec(
+        &docker,
+        &id,
+        "echo 1000 > /proc/$(pidof agent-runner)/oom_score_adj; dd if=/dev/zero of=/dev/shm/fill bs=1M count=64",
+    )
+    .await;
+    let (status, error) = client.done(seq).await.unwrap();
+    assert_eq!(status, InboundStatus::Failed, "{out}\n{}", fixture.logs());
+    assert_eq!(
+        error.as_deref(),
+        Some("the agent ran out of memory (limit 64 MB)")
+    );
+    client.settle(Duration::from_millis(300)).await;
+    let notices = client.notices();
+    assert_eq!(
+        notices,
+        vec![
+            "⚠ Your message could not be processed: the agent ran out of memory (limit 64 MB)"
+                .to_owned()
+        ]
+    );
+    // Not retried, and the session still works.
+    assert_eq!(model.request_count(), 1);
+    let (_, next) = client.send("small job").await.unwrap();
+    assert_eq!(client.done(next).await.unwrap().0, InboundStatus::Completed);
+    fixture.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn sessions_beyond_the_container_cap_wait_their_turn() {
+    let (model, mut fixture, docker) = docker_setup().await;
+    fixture.set("MAX_CONCURRENT_CONTAINERS", "1");
+    fixture.start().await.unwrap();
+    let _cleanup = Cleanup {
+        data_dir: fixture.data_dir(),
+    };
+    // A second agent on the terminal chat: each message starts two sessions.
+    let conn = rusqlite::Connection::open(fixture.data_dir().join("clawbox.db")).unwrap();
+    conn.execute_batch(
+        "INSERT INTO agent_groups (id, name, folder, created_at) VALUES ('second', 'Second', 'second', '2026-01-01T00:00:00.000Z');
+         INSERT INTO user_roles (user_id, agent_group_id, role, granted_at) VALUES ('cli:local', 'second', 'owner', '2026-01-01T00:00:00.000Z');
+         INSERT INTO wirings (id, messaging_group_id, agent_group_id, engage_mode, engage_pattern, created_at)
+             VALUES ('w-second', 'cli:local', 'second', 'pattern', '.', '2026-01-01T00:00:00.000Z');",
+    )
+    .unwrap();
+    std::fs::create_dir_all(fixture.groups_dir().join("second")).unwrap();
+    drop(conn);
+
+    model.push(Reply::Hang);
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    client
+        .request(&Request::Send {
+            text: "hello both".into(),
+        })
+        .await
+        .unwrap();
+    model.wait_for_requests(1, WAIT).await.unwrap();
+    let install = install_id(&fixture.data_dir()).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let running = containers(&docker, &install, false).await;
+    assert_eq!(running.len(), 1, "one slot: the other session waits");
+    assert_eq!(model.request_count(), 1);
+
+    // The first container dies; the waiting session gets the slot before the first one's retry.
+    let options = KillContainerOptionsBuilder::default()
+        .signal("SIGKILL")
+        .build();
+    docker
+        .kill_container(&running[0], Some(options))
+        .await
+        .unwrap();
+    let mut replies = 0;
+    while replies < 2 {
+        client
+            .wait_for(|e| matches!(e, Event::Chat(ChatEvent::Reply { .. })))
+            .await
+            .unwrap();
+        replies += 1;
+        assert!(containers(&docker, &install, false).await.len() <= 1);
+    }
+    assert_eq!(model.request_count(), 3);
+    assert!(
+        fixture.logs().contains("every container slot is taken"),
+        "{}",
+        fixture.logs()
+    );
+    fixture.stop().await.unwrap();
+}
