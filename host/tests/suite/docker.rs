@@ -219,19 +219,6 @@ fn tries(fixture: &HostFixture, session: &str, seq: i64) -> u32 {
     reader.get(seq).unwrap().unwrap().tries
 }
 
-fn tool_results(request: &testkit::RecordedRequest) -> Vec<String> {
-    request
-        .messages()
-        .iter()
-        .filter(|m| m["role"] == "tool")
-        .map(|m| {
-            m["content"]
-                .as_str()
-                .map_or_else(|| m["content"].to_string(), str::to_owned)
-        })
-        .collect()
-}
-
 fn expected_uid() -> u32 {
     // SAFETY: geteuid has no preconditions.
     match unsafe { libc::geteuid() } {

@@ -9,20 +9,6 @@ use testkit::{Reply, ToolCall};
 
 use super::support::*;
 
-/// The `tool` messages of a recorded request, by tool call id order.
-fn tool_results(request: &testkit::RecordedRequest) -> Vec<String> {
-    request
-        .messages()
-        .iter()
-        .filter(|m| m["role"] == "tool")
-        .map(|m| {
-            m["content"]
-                .as_str()
-                .map_or_else(|| m["content"].to_string(), str::to_owned)
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn write_then_read_round_trip() {
     let (model, mut fixture) = setup().await;
