@@ -54,8 +54,9 @@ pub struct Config {
     /// `OPENAI_BASE_URL` (default `https://api.openai.com/v1`), without a trailing slash; it
     /// includes `/v1`.
     pub base_url: String,
-    /// `OPENAI_API_KEY` (default empty: no `Authorization` header). From the host, this is the
-    /// runner's session token for the host's model proxy, never the real key.
+    /// `CLAWBOX_MODEL_TOKEN` — the session token for the host's model proxy, which is what the
+    /// host sets — else `OPENAI_API_KEY` (a runner used on its own); empty: no `Authorization`
+    /// header.
     pub api_key: String,
     /// `CLAWBOX_MODEL_SOCKET` (optional): the host's model proxy as a Unix socket (containers
     /// without network). When set, model requests go over it; `OPENAI_BASE_URL` gives the path.
@@ -152,7 +153,9 @@ impl Config {
                 .transpose()?,
             model: required(env::MODEL)?,
             base_url,
-            api_key: get(env::OPENAI_API_KEY).unwrap_or_default(),
+            api_key: get(env::MODEL_TOKEN)
+                .or_else(|| get(env::OPENAI_API_KEY))
+                .unwrap_or_default(),
             model_socket: get(env::MODEL_SOCKET)
                 .map(|socket| absolute(env::MODEL_SOCKET, socket))
                 .transpose()?,

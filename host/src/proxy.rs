@@ -68,7 +68,7 @@ impl Token {
         Token(format!("cbx-{hex}"))
     }
 
-    /// The token text, for the runner's `OPENAI_API_KEY`.
+    /// The token text, for the runner's `CLAWBOX_MODEL_TOKEN`.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -85,7 +85,7 @@ impl std::fmt::Debug for Token {
 pub struct ModelAccess {
     /// `http://127.0.0.1:<port>/v1`: the proxy over loopback (process runtime).
     pub loopback_url: String,
-    /// The runner's `OPENAI_API_KEY`.
+    /// The runner's `CLAWBOX_MODEL_TOKEN`.
     pub token: Token,
 }
 

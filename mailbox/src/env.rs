@@ -14,6 +14,9 @@ pub const GLOBAL_DIR: &str = "CLAWBOX_GLOBAL_DIR";
 pub const MODEL: &str = "CLAWBOX_MODEL";
 pub const OPENAI_BASE_URL: &str = "OPENAI_BASE_URL";
 pub const OPENAI_API_KEY: &str = "OPENAI_API_KEY";
+/// The runner's credential for the host's model proxy (a per-session token). The runner never
+/// gets `OPENAI_API_KEY`: nothing named like the real key exists in its environment.
+pub const MODEL_TOKEN: &str = "CLAWBOX_MODEL_TOKEN";
 /// The model proxy's Unix socket inside a container: when set, the runner sends its model
 /// requests over it, whatever host `OPENAI_BASE_URL` names.
 pub const MODEL_SOCKET: &str = "CLAWBOX_MODEL_SOCKET";

@@ -155,7 +155,7 @@ impl RunnerSettings {
 
     /// The runner's environment (docs/architecture.md, "The runner's environment"), with the
     /// paths as the runner will see them. The model endpoint is always the host's proxy, with
-    /// the session token as `OPENAI_API_KEY`.
+    /// the session token as `CLAWBOX_MODEL_TOKEN` (no `OPENAI_API_KEY` at all).
     pub fn env(&self, spec: &RunnerSpec, paths: &RunnerPaths) -> Vec<(String, String)> {
         let ms = |d: Duration| d.as_millis().to_string();
         let base_url = match &paths.model_socket {
@@ -173,7 +173,7 @@ impl RunnerSettings {
             (env::MODEL, spec.model.clone()),
             (env::OPENAI_BASE_URL, base_url),
             (
-                env::OPENAI_API_KEY,
+                env::MODEL_TOKEN,
                 spec.model_access.token.expose().to_owned(),
             ),
             (env::TIMEZONE, self.timezone.clone()),
@@ -279,10 +279,8 @@ mod tests {
             Some(proxy::CONTAINER_MODEL_SOCKET)
         );
         for env in [process, container] {
-            assert_eq!(
-                get(&env, env::OPENAI_API_KEY).as_deref(),
-                Some(token.expose())
-            );
+            assert_eq!(get(&env, env::MODEL_TOKEN).as_deref(), Some(token.expose()));
+            assert_eq!(get(&env, env::OPENAI_API_KEY), None);
             assert!(!env.iter().any(|(_, v)| v.contains("sk-real")), "{env:?}");
         }
     }

@@ -369,8 +369,9 @@ async fn a_chat_turn_runs_in_a_hardened_container() {
     .await;
     assert!(out.starts_with(&format!("{}\n", expected_uid())), "{out}");
     assert!(!out.contains(REAL_KEY), "{out}");
+    assert!(!out.contains("OPENAI_API_KEY"), "{out}");
     assert!(
-        out.contains("OPENAI_API_KEY=cbx-"),
+        out.contains("CLAWBOX_MODEL_TOKEN=cbx-"),
         "the session token, not the key: {out}"
     );
     assert!(out.contains("CapEff:\t0000000000000000"), "{out}");

@@ -49,7 +49,9 @@ async fn one_turn(fixture: &mut HostFixture) -> (Client, String, String, u32) {
         fixture.logs()
     );
     let pid = runner_pid(fixture, &session, None).await;
-    let token = environ(pid)["OPENAI_API_KEY"].clone();
+    let env = environ(pid);
+    assert!(!env.contains_key("OPENAI_API_KEY"), "{env:?}");
+    let token = env["CLAWBOX_MODEL_TOKEN"].clone();
     (client, session, token, pid)
 }
 
