@@ -243,9 +243,10 @@ impl Session {
     fn on_event(&mut self, event: Event) {
         match event {
             Event::Accepted { session_id, seq } => {
-                self.unanswered = self.unanswered.saturating_sub(1);
                 let key = (session_id, seq);
-                match self.early.remove(&key) {
+                let early = self.early.remove(&key);
+                self.answered();
+                match early {
                     Some(status) => self.verdict(status),
                     None => {
                         self.outstanding.insert(key);
@@ -253,7 +254,7 @@ impl Session {
                 }
             }
             Event::Rejected { reason } => {
-                self.unanswered = self.unanswered.saturating_sub(1);
+                self.answered();
                 self.failed = true;
                 self.clear_status_line();
                 eprintln!("⚠ {reason}");
@@ -308,6 +309,16 @@ impl Session {
                 eprintln!("clawbox: {message}");
             }
             Event::Attached { .. } | Event::Status { .. } => {}
+        }
+    }
+
+    /// The host answered one sent message (accepted or refused).
+    fn answered(&mut self) {
+        self.unanswered = self.unanswered.saturating_sub(1);
+        if self.unanswered == 0 {
+            // Verdicts parked for an acceptance that will not come (other agents on the same
+            // chat) are of no further use.
+            self.early.clear();
         }
     }
 

@@ -14,6 +14,7 @@ pub mod image;
 pub mod liveness;
 pub mod outbox;
 pub mod protocol;
+pub mod provision;
 pub mod proxy;
 pub mod router;
 pub mod runtime;

@@ -1,4 +1,5 @@
 mod chat;
+mod create_agent;
 mod docker;
 mod proxy;
 mod recovery;
