@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use host::channels::cli::ChatEvent;
 use host::protocol::{Event, Request};
+use testkit::procs::{processes, rss_kib};
 use testkit::{FakeModel, HostFixture};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
@@ -81,37 +82,17 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-}
-
 fn host_pid(fixture: &HostFixture) -> u32 {
     // The only process whose environment points at this fixture and whose argv is `run`.
     let root = fixture.root().as_os_str().as_encoded_bytes().to_vec();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
-            continue;
-        };
-        let is_run = cmdline.split(|b| *b == 0).nth(1) == Some(b"run".as_slice());
-        if is_run && environ.windows(root.len()).any(|w| w == root.as_slice()) {
-            return pid;
-        }
-    }
-    panic!("host process not found");
+    processes()
+        .into_iter()
+        .find(|p| {
+            p.args().nth(1) == Some(b"run".as_slice())
+                && p.environ.windows(root.len()).any(|w| w == root.as_slice())
+        })
+        .map(|p| p.pid)
+        .expect("host process not found")
 }
 
 fn runner_pids(fixture: &HostFixture) -> Vec<u32> {
@@ -199,22 +180,13 @@ async fn main() {
         "agent-runner RSS (warm, after {warm} turns): {}",
         runner_rss.join(", ")
     );
-    let mcp = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-            let ppid_line = std::fs::read_to_string(e.path().join("status")).ok()?;
-            let ppid: u32 = ppid_line
-                .lines()
-                .find_map(|l| l.strip_prefix("PPid:"))?
-                .trim()
-                .parse()
-                .ok()?;
-            (runner.contains(&ppid) && cmd.windows(9).any(|w| w == b"mcp-tools")).then_some(pid)
+    let mcp = processes()
+        .into_iter()
+        .filter(|p| {
+            p.ppid().is_some_and(|ppid| runner.contains(&ppid))
+                && p.cmdline.windows(9).any(|w| w == b"mcp-tools")
         })
-        .filter_map(rss_kib)
+        .filter_map(|p| p.rss_kib())
         .map(|k| format!("{:.1} MB", k as f64 / 1024.0))
         .collect::<Vec<_>>();
     println!("mcp-tools RSS: {}", mcp.join(", "));
@@ -392,27 +364,14 @@ async fn docker_figures(bin: &Path, model: &FakeModel, process_warm_p50: Duratio
         .unwrap();
     let needle = format!("CLAWBOX_INSTALL={install}");
     let mut rss = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let Ok(env) = std::fs::read(entry.path().join("environ")) else {
-            continue;
-        };
-        let first = cmd.split(|b| *b == 0).next().unwrap_or_default();
-        let ours = env.split(|b| *b == 0).any(|v| v == needle.as_bytes());
+    for p in processes() {
+        let first = p.args().next().unwrap_or_default();
+        let ours = p.env().any(|v| v == needle.as_bytes());
         if ours && (first == b"/app/agent-runner" || first == b"/app/mcp-tools") {
             rss.push(format!(
                 "{} {:.1} MB",
                 String::from_utf8_lossy(first),
-                rss_kib(pid).unwrap_or(0) as f64 / 1024.0
+                p.rss_kib().unwrap_or(0) as f64 / 1024.0
             ));
         }
     }

@@ -207,25 +207,15 @@ impl Drop for HostFixture {
 /// (runners and their tools left behind by a killed host), so tests leave nothing running.
 pub fn kill_processes_under(root: &Path) {
     let needle = root.as_os_str().as_encoded_bytes();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
-            continue;
-        };
-        let mentions = environ
-            .split(|b| *b == 0)
+    for p in crate::procs::processes() {
+        let mentions = p
+            .env()
             .filter_map(|var| var.splitn(2, |b| *b == b'=').nth(1))
             .any(|value| value.starts_with(needle));
         if mentions {
+            let Ok(pid) = i32::try_from(p.pid) else {
+                continue;
+            };
             // SAFETY: signals to processes this test started (they carry its temp dir).
             unsafe {
                 let pgid = libc::getpgid(pid);

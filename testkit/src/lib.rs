@@ -6,4 +6,5 @@ pub mod fake_model;
 pub use fake_model::*;
 
 pub mod host;
+pub mod procs;
 pub use host::HostFixture;
