@@ -130,15 +130,11 @@ impl InboundDb {
         self.host_state("ack_cursor")
     }
 
-    /// Folds the container's acks into `messages_in.status` and advances the ack cursor, in one
-    /// transaction. Only a verdict for the row's current attempt counts: an ack from an attempt
-    /// the host already gave up on cannot complete or fail the retry.
-    pub fn fold_acks(&mut self, acks: &[Ack]) -> Result<Vec<Verdict>> {
-        self.settle(&[], acks, Utc::now())
-    }
-
     /// Marks `delivered` rows delivered (with their platform message ids) and folds `acks`, in
     /// one transaction: the common end of a delivery pass costs one commit.
+    /// Folding advances the ack cursor, and only a verdict for the row's current attempt
+    /// counts: an ack from an attempt the host already gave up on cannot complete or fail the
+    /// retry.
     pub fn settle(
         &mut self,
         delivered: &[(i64, Option<String>)],
@@ -272,18 +268,6 @@ impl InboundDb {
             })?)
     }
 
-    /// Records newly seen outbound rows as pending deliveries (idempotent).
-    pub fn record_outbound(&mut self, out_seqs: &[i64], now: DateTime<Utc>) -> Result<()> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for seq in out_seqs {
-            record(&tx, *seq, now)?;
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
     /// Deliveries not yet finished, oldest first.
     pub fn open_deliveries(&self) -> Result<Vec<Delivery>> {
         query_delivery(
@@ -306,11 +290,6 @@ impl InboundDb {
             "WHERE status = 'failed' ORDER BY out_seq DESC LIMIT ?1",
             [limit],
         )
-    }
-
-    /// Records that an attempt is starting; returns the attempt number.
-    pub fn begin_delivery(&mut self, out_seq: i64, now: DateTime<Utc>) -> Result<u32> {
-        begin(&self.conn, out_seq, now)
     }
 
     /// Records newly `seen` outbound rows as pending and starts an attempt for each of `start`,
@@ -336,15 +315,6 @@ impl InboundDb {
         }
         tx.commit()?;
         Ok(attempts)
-    }
-
-    pub fn delivered(
-        &mut self,
-        out_seq: i64,
-        platform_message_id: Option<&str>,
-        now: DateTime<Utc>,
-    ) -> Result<()> {
-        mark_delivered(&self.conn, out_seq, platform_message_id, now)
     }
 
     /// Records a failed attempt; `give_up` makes it final.

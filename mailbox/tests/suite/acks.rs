@@ -47,7 +47,7 @@ fn verdicts_fold_into_status_and_the_cursor_only_moves_forward() {
     );
     assert_eq!(acks.len(), 3);
     // `processing` is not a verdict.
-    assert_eq!(host.fold_acks(&acks).unwrap(), []);
+    assert_eq!(host.settle(&[], &acks, t(9)).unwrap(), []);
     // Nothing changed, so nothing was committed: the cursor stays and they are read again.
     assert_eq!(host.ack_cursor().unwrap(), 0);
     assert!(
@@ -73,7 +73,7 @@ fn verdicts_fold_into_status_and_the_cursor_only_moves_forward() {
         [1, 2, 3, 4, 5, 6]
     );
     assert_eq!(
-        host.fold_acks(&acks).unwrap(),
+        host.settle(&[], &acks, t(9)).unwrap(),
         [
             Verdict {
                 seq: 2,
@@ -101,13 +101,13 @@ fn verdicts_fold_into_status_and_the_cursor_only_moves_forward() {
 
     // Nothing new past the cursor; folding nothing changes nothing.
     assert_eq!(outbound.acks_after(6).unwrap(), []);
-    assert_eq!(host.fold_acks(&[]).unwrap(), []);
+    assert_eq!(host.settle(&[], &[], t(9)).unwrap(), []);
     assert_eq!(host.ack_cursor().unwrap(), 6);
 
     // Folding an old batch again (a second pass that read from a stale cursor) neither
     // re-applies verdicts nor moves the cursor back.
     let old = outbound.acks_after(0).unwrap();
-    assert_eq!(host.fold_acks(&old[..3]).unwrap(), []);
+    assert_eq!(host.settle(&[], &old[..3], t(9)).unwrap(), []);
     assert_eq!(host.ack_cursor().unwrap(), 6);
 
     // The cursor is durable.
@@ -148,7 +148,7 @@ fn acks_of_other_attempts_are_ignored() {
     let cursor = host.ack_cursor().unwrap();
     let acks = outbound.acks_after(cursor).unwrap();
     assert_eq!(acks.len(), 3);
-    assert_eq!(host.fold_acks(&acks).unwrap(), []);
+    assert_eq!(host.settle(&[], &acks, t(9)).unwrap(), []);
     assert_eq!(
         host.get(seq).unwrap().unwrap().status,
         InboundStatus::Pending
@@ -165,7 +165,7 @@ fn acks_of_other_attempts_are_ignored() {
         .unwrap();
     let acks = outbound.acks_after(host.ack_cursor().unwrap()).unwrap();
     assert_eq!(
-        host.fold_acks(&acks).unwrap(),
+        host.settle(&[], &acks, t(9)).unwrap(),
         [Verdict {
             seq,
             status: InboundStatus::Completed,

@@ -24,9 +24,9 @@ fn delivery_states_survive_a_restart() {
         .map(|m| m.seq)
         .collect();
     assert_eq!(new, [1, 3, 5, 7]);
-    host.record_outbound(&new, t(1)).unwrap();
+    host.begin_deliveries(&new, &[], t(1)).unwrap();
     // Recording is idempotent: a pass that saw the same rows again changes nothing.
-    host.record_outbound(&new, t(2)).unwrap();
+    host.begin_deliveries(&new, &[], t(2)).unwrap();
     assert_eq!(host.out_cursor().unwrap(), 7);
     assert_eq!(
         host.delivery(1).unwrap(),
@@ -41,21 +41,23 @@ fn delivery_states_survive_a_restart() {
     );
 
     // 1: delivered. 3: one transient failure, then delivered. 5: given up. 7: interrupted.
-    assert_eq!(host.begin_delivery(1, t(3)).unwrap(), 1);
-    host.delivered(1, Some("tg-100"), t(3)).unwrap();
-    assert_eq!(host.begin_delivery(3, t(3)).unwrap(), 1);
+    assert_eq!(host.begin_deliveries(&[], &[1], t(3)).unwrap()[0].1, 1);
+    host.settle(&[(1, Some("tg-100".to_owned()))], &[], t(3))
+        .unwrap();
+    assert_eq!(host.begin_deliveries(&[], &[3], t(3)).unwrap()[0].1, 1);
     host.delivery_failed(3, "timeout", false, t(3)).unwrap();
     assert_eq!(
         host.delivery(3).unwrap().unwrap().status,
         DeliveryStatus::Sending,
         "a transient failure keeps the row open"
     );
-    assert_eq!(host.begin_delivery(3, t(4)).unwrap(), 2);
-    host.delivered(3, Some("tg-101"), t(4)).unwrap();
-    assert_eq!(host.begin_delivery(5, t(5)).unwrap(), 1);
+    assert_eq!(host.begin_deliveries(&[], &[3], t(4)).unwrap()[0].1, 2);
+    host.settle(&[(3, Some("tg-101".to_owned()))], &[], t(4))
+        .unwrap();
+    assert_eq!(host.begin_deliveries(&[], &[5], t(5)).unwrap()[0].1, 1);
     host.delivery_failed(5, "chat not found", true, t(5))
         .unwrap();
-    assert_eq!(host.begin_delivery(7, t(6)).unwrap(), 1);
+    assert_eq!(host.begin_deliveries(&[], &[7], t(6)).unwrap()[0].1, 1);
     // The host crashes here, mid-send of 7.
     drop(host);
 
@@ -107,7 +109,7 @@ fn delivery_states_survive_a_restart() {
     assert_eq!(new.len(), 1);
     assert_eq!(new[0].seq, 9);
     assert_eq!(new[0].text(), Some("late"));
-    host.record_outbound(&[new[0].seq], t(7)).unwrap();
+    host.begin_deliveries(&[new[0].seq], &[], t(7)).unwrap();
     assert_eq!(
         host.open_deliveries()
             .unwrap()
@@ -122,9 +124,9 @@ fn delivery_states_survive_a_restart() {
 fn failed_deliveries_are_newest_first_and_limited() {
     let s = Session::new();
     let mut host = InboundDb::open(&s.paths).unwrap();
-    host.record_outbound(&[1, 3, 5], t(0)).unwrap();
+    host.begin_deliveries(&[1, 3, 5], &[], t(0)).unwrap();
     for seq in [1, 3, 5] {
-        host.begin_delivery(seq, t(1)).unwrap();
+        host.begin_deliveries(&[], &[seq], t(1)).unwrap();
         host.delivery_failed(seq, "blocked by user", true, t(1))
             .unwrap();
     }
