@@ -110,7 +110,9 @@ fn context_section(ctx: &PromptContext<'_>) -> String {
     out.push_str(
         "Messages arrive as <message id=\"…\" sender=\"…\" time=\"…\">…</message> (<task> for \
          scheduled tasks, <system> for notices from the host); the id is the message's number. \
-         Times are in the time zone above.\n\
+         Times are in the time zone above. Files people send are listed in their message as \
+         <file path=\"inbound/…\"/>: read them with the file tools (read-only; $INBOUND_FILES in \
+         run_bash) or send them on.\n\
          Your final answer (your text once you call no more tools) is sent to this conversation \
          as your reply. Use send_message to write to another destination or to say something \
          before you finish.\n",
@@ -170,10 +172,11 @@ fn format_message(m: &InboundMessage, tz: Tz) -> String {
                 .or(m.sender_id.as_deref())
                 .unwrap_or("unknown");
             format!(
-                "<message id=\"{}\" sender=\"{}\" time=\"{time}\">{}</message>",
+                "<message id=\"{}\" sender=\"{}\" time=\"{time}\">{}{}</message>",
                 m.seq,
                 escape(sender),
-                escape(m.text().unwrap_or_default())
+                escape(m.text().unwrap_or_default()),
+                files_of(&m.content)
             )
         }
         InboundKind::Task => {
@@ -200,6 +203,32 @@ fn format_message(m: &InboundMessage, tz: Tz) -> String {
             )
         }
     }
+}
+
+/// The files a chat message carries (`content.files`), one `<file …/>` each: where to read it
+/// (`inbound/…`, read-only for the file tools), or why it was not stored.
+fn files_of(content: &Value) -> String {
+    let Some(files) = content.get("files").and_then(Value::as_array) else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for f in files {
+        let attr = |k: &str| f.get(k).and_then(Value::as_str).map(escape);
+        out.push_str("\n<file");
+        for key in ["kind", "name", "mime", "path"] {
+            if let Some(v) = attr(key) {
+                out.push_str(&format!(" {key}=\"{v}\""));
+            }
+        }
+        if let Some(bytes) = f.get("bytes").and_then(Value::as_u64) {
+            out.push_str(&format!(" bytes=\"{bytes}\""));
+        }
+        if let Some(why) = attr("skipped") {
+            out.push_str(&format!(" skipped=\"{why}\""));
+        }
+        out.push_str("/>");
+    }
+    out
 }
 
 /// XML escaping for text and attribute values.
@@ -271,6 +300,18 @@ mod tests {
                     json!({ "text": "a < b && c > d" }),
                 ),
                 r#"<message id="14" sender="Bob &quot;B&quot; &lt;b&gt;" time="2026-11-23 16:04">a &lt; b &amp;&amp; c &gt; d</message>"#,
+            ),
+            (
+                msg(
+                    24,
+                    InboundKind::Chat,
+                    Some("Ann"),
+                    json!({ "text": "look", "files": [
+                        { "kind": "photo", "name": "photo.jpg", "mime": "image/jpeg", "path": "inbound/msg-1-7/photo.jpg", "bytes": 1234 },
+                        { "kind": "document", "name": "big.zip", "skipped": "larger than the 20 MB limit" },
+                    ] }),
+                ),
+                "<message id=\"24\" sender=\"Ann\" time=\"2026-11-23 16:04\">look\n<file kind=\"photo\" name=\"photo.jpg\" mime=\"image/jpeg\" path=\"inbound/msg-1-7/photo.jpg\" bytes=\"1234\"/>\n<file kind=\"document\" name=\"big.zip\" skipped=\"larger than the 20 MB limit\"/></message>",
             ),
             (
                 msg(16, InboundKind::Chat, None, json!({})),

@@ -25,6 +25,12 @@ pub enum ToolError {
     /// link swapped in after the check cannot redirect the call.
     #[error("{path} is a symbolic link; refusing to follow it (use the path it points to)")]
     Symlink { path: String },
+    /// `write_file`, `edit_file`: the path is in `inbound/`, which the host writes.
+    #[error(
+        "{path} is one of the files people sent, which are read-only; copy it into the \
+         workspace (read it, then write_file) to change it"
+    )]
+    ReadOnly { path: String },
     /// File tools: any other I/O failure (permissions, disk full).
     #[error("cannot {action} {path}: {source}")]
     Io {

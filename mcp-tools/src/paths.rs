@@ -1,5 +1,6 @@
-//! Confines the file tools' paths to two areas: the session workspace, and the agent folder
-//! (reached as `agent/…`). Owns the lexical rules and the symlink check, which exist to tell the
+//! Confines the file tools' paths to three areas: the session workspace, the agent folder
+//! (reached as `agent/…`), and, read-only, the files people sent with their messages (reached
+//! as `inbound/…`; the host writes them, the tools never do). Owns the lexical rules and the symlink check, which exist to tell the
 //! model clearly what is wrong with a path; the enforcement is `beneath.rs`'s descriptor-based
 //! open, which the tools use for every file and folder.
 //!
@@ -25,6 +26,8 @@ use std::path::{Component, Path, PathBuf};
 pub enum Area {
     Workspace,
     Agent,
+    /// Files that arrived with messages: `<mailbox>/inbound/files`, read-only.
+    Inbound,
 }
 
 impl Area {
@@ -32,12 +35,24 @@ impl Area {
         match self {
             Area::Workspace => "the workspace",
             Area::Agent => "the agent folder",
+            Area::Inbound => "the files people sent",
+        }
+    }
+
+    /// The prefix of relative paths into this area (`""` for the workspace).
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Area::Workspace => "",
+            Area::Agent => AGENT_PREFIX,
+            Area::Inbound => INBOUND_PREFIX,
         }
     }
 }
 
 /// Relative paths whose first component is this name go to the agent folder.
 const AGENT_PREFIX: &str = "agent";
+/// … and these to the files people sent.
+const INBOUND_PREFIX: &str = "inbound";
 
 /// A refused path. The text is shown to the model, so it says what and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,7 +65,7 @@ pub enum PathError {
     ParentDir { area: Area, path: String },
     #[error(
         "path is outside the workspace and the agent folder: {path} (use a path relative to \
-         the workspace, or agent/… for the agent folder)"
+         the workspace, agent/… for the agent folder, or inbound/… for files people sent)"
     )]
     Outside { path: String },
     #[error("path escapes {} through a symbolic link: {path}", area.describe())]
@@ -75,15 +90,17 @@ pub struct Resolved {
 pub struct Confinement {
     workspace: PathBuf,
     agent: PathBuf,
+    inbound: PathBuf,
 }
 
 impl Confinement {
-    /// Both roots must be absolute (the config guarantees it).
-    pub fn new(workspace: &Path, agent: &Path) -> Self {
+    /// All roots must be absolute (the config guarantees it).
+    pub fn new(workspace: &Path, agent: &Path, inbound: &Path) -> Self {
         // `components()` drops `.`, doubled and trailing slashes, so prefix tests are exact.
         Confinement {
             workspace: workspace.components().collect(),
             agent: agent.components().collect(),
+            inbound: inbound.components().collect(),
         }
     }
 
@@ -91,6 +108,7 @@ impl Confinement {
         match area {
             Area::Workspace => &self.workspace,
             Area::Agent => &self.agent,
+            Area::Inbound => &self.inbound,
         }
     }
 
@@ -108,6 +126,7 @@ impl Confinement {
             // The longer root first: in a container the agent folder lies inside the workspace.
             let mut roots = [
                 (Area::Agent, &self.agent),
+                (Area::Inbound, &self.inbound),
                 (Area::Workspace, &self.workspace),
             ];
             roots.sort_by_key(|(_, root)| std::cmp::Reverse(root.components().count()));
@@ -123,6 +142,9 @@ impl Confinement {
             match first {
                 Some(Component::Normal(first)) if first == AGENT_PREFIX => {
                     (Area::Agent, parts.as_path())
+                }
+                Some(Component::Normal(first)) if first == INBOUND_PREFIX => {
+                    (Area::Inbound, parts.as_path())
                 }
                 _ => (Area::Workspace, path),
             }
@@ -197,7 +219,11 @@ mod tests {
 
     /// The container layout: the agent folder inside the workspace.
     fn container() -> Confinement {
-        Confinement::new(Path::new("/workspace"), Path::new("/workspace/agent"))
+        Confinement::new(
+            Path::new("/workspace"),
+            Path::new("/workspace/agent"),
+            Path::new("/mailbox/inbound/files"),
+        )
     }
 
     /// The process runtime: the agent folder elsewhere.
@@ -205,6 +231,7 @@ mod tests {
         Confinement::new(
             Path::new("/data/sessions/a/s1/workspace/"),
             Path::new("/data/groups/a"),
+            Path::new("/data/sessions/a/s1/inbound/files"),
         )
     }
 
@@ -212,7 +239,7 @@ mod tests {
     fn lexical_rules() {
         use Area::*;
         type Want = Result<(Area, &'static str), &'static str>;
-        let table: [(&Confinement, &str, Want); 24] = [
+        let table: [(&Confinement, &str, Want); 29] = [
             (&container(), "notes.txt", Ok((Workspace, "notes.txt"))),
             (&container(), "./a/./b.txt", Ok((Workspace, "a/b.txt"))),
             (&container(), "a//b/", Ok((Workspace, "a/b"))),
@@ -221,6 +248,22 @@ mod tests {
             (&container(), "./agent/x", Ok((Agent, "x"))),
             (&container(), "agent", Ok((Agent, ""))),
             (&container(), "agents/x", Ok((Workspace, "agents/x"))),
+            (
+                &container(),
+                "inbound/msg-1-2/photo.jpg",
+                Ok((Inbound, "msg-1-2/photo.jpg")),
+            ),
+            (
+                &container(),
+                "/mailbox/inbound/files/m/x",
+                Ok((Inbound, "m/x")),
+            ),
+            (&container(), "/mailbox/inbound/inbound.db", Err("outside")),
+            (
+                &container(),
+                "inbound/../x",
+                Err("escapes the files people sent"),
+            ),
             (
                 &container(),
                 "/workspace/notes.txt",
@@ -256,6 +299,11 @@ mod tests {
                 &process(),
                 "/data/sessions/a/s1/outbound/outbound.db",
                 Err("outside"),
+            ),
+            (
+                &process(),
+                "/data/sessions/a/s1/inbound/files/m/a.pdf",
+                Ok((Inbound, "m/a.pdf")),
             ),
         ];
         for (confinement, raw, want) in table {
@@ -317,7 +365,7 @@ mod tests {
         symlink(&agent, ws.join("to_agent")).unwrap();
         symlink(&outside, agent.join("out")).unwrap();
         Tree {
-            confinement: Confinement::new(&ws, &agent),
+            confinement: Confinement::new(&ws, &agent, &dir.path().join("inbound")),
             outside,
             _dir: dir,
         }
@@ -391,7 +439,11 @@ mod tests {
     #[test]
     fn a_missing_root_is_reported() {
         let dir = tempfile::tempdir().unwrap();
-        let c = Confinement::new(dir.path(), &dir.path().join("no-agent"));
+        let c = Confinement::new(
+            dir.path(),
+            &dir.path().join("no-agent"),
+            &dir.path().join("no-inbound"),
+        );
         assert_eq!(
             c.resolve("agent/x").unwrap_err().to_string(),
             "the agent folder does not exist, so agent/x cannot be used"

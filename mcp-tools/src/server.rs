@@ -31,7 +31,11 @@ impl Tools {
     pub fn new(config: Arc<Config>) -> Self {
         let ctx = Context {
             session: config.session_paths(),
-            confinement: Confinement::new(&config.workspace, &config.agent_dir),
+            confinement: Confinement::new(
+                &config.workspace,
+                &config.agent_dir,
+                &config.session_paths().inbound_files(),
+            ),
             config,
             lingering: Lingering::default(),
         };

@@ -60,7 +60,8 @@ impl Tools {
                        `timeout_ms` (default 30 s, at most 10 min). Output beyond about 30 000 \
                        characters is cut in the middle. No input can be given (stdin is empty). \
                        Background jobs (`cmd &`) keep running after the command returns; \
-                       redirect their output to a file."
+                       redirect their output to a file. The files people sent (inbound/… for the \
+                       file tools) are under $INBOUND_FILES."
     )]
     async fn run_bash(&self, Parameters(args): Parameters<RunBashArgs>) -> CallToolResult {
         match run_bash(self.ctx.clone(), args).await {
@@ -149,6 +150,8 @@ async fn run_bash(ctx: Arc<Context>, args: RunBashArgs) -> Result<Outcome, ToolE
         .env("PATH", &config.bash_path)
         .env("HOME", &config.workspace)
         .env("LANG", &config.bash_lang)
+        // Where the files people sent are, for commands (the file tools call it `inbound/`).
+        .env("INBOUND_FILES", config.session_paths().inbound_files())
         .stdin(Stdio::null())
         .stdout(writer)
         .stderr(writer_for_stderr)

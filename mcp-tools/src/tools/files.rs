@@ -43,7 +43,8 @@ pub(super) enum Access {
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct ReadFileArgs {
-    /// File path: relative to the workspace, or agent/… for the agent folder.
+    /// File path: relative to the workspace, agent/… for the agent folder, or inbound/… for
+    /// the files people sent with their messages.
     pub path: String,
     /// Line number to start at (1 = first line). Default 1.
     #[serde(default)]
@@ -232,6 +233,11 @@ pub(super) fn open_file(
     access: Access,
     lookup: Lookup,
 ) -> Result<File, ToolError> {
+    if resolved.area == Area::Inbound && !matches!(access, Access::Read) {
+        return Err(ToolError::ReadOnly {
+            path: shown.to_owned(),
+        });
+    }
     let root = open_root(resolved, shown)?;
     let (flags, create) = match access {
         Access::Read => (libc::O_RDONLY, false),

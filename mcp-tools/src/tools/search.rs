@@ -53,8 +53,8 @@ const FOLDER_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_N
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct ListFilesArgs {
-    /// Folder to list: relative to the workspace, or agent/… for the agent folder. Default: the
-    /// workspace.
+    /// Folder to list: relative to the workspace, agent/… for the agent folder, or inbound for
+    /// the files people sent. Default: the workspace.
     #[serde(default)]
     pub path: Option<String>,
     /// How many levels to show: 1 = only the folder's own entries. Default 2, maximum 20.
@@ -67,8 +67,8 @@ pub struct ListFilesArgs {
 pub struct GrepArgs {
     /// Regular expression (Rust regex syntax, like ripgrep's; `(?i)` at the start ignores case).
     pub pattern: String,
-    /// File or folder to search: relative to the workspace, or agent/… for the agent folder.
-    /// Default: the workspace.
+    /// File or folder to search: relative to the workspace, agent/… for the agent folder, or
+    /// inbound/… for the files people sent. Default: the workspace.
     #[serde(default)]
     pub path: Option<String>,
     /// Only search files matching this glob, e.g. `*.rs`, `*.{md,txt}`, or `src/**/*.py`
@@ -158,14 +158,15 @@ impl Kind {
     }
 }
 
-/// A path as the model writes it in the next call: relative to the workspace, or `agent/…`.
+/// A path as the model writes it in the next call: relative to the workspace, `agent/…` or
+/// `inbound/…`.
 fn shown_path(area: Area, relative: &Path) -> String {
     let relative = relative.to_string_lossy();
     match (area, relative.is_empty()) {
         (Area::Workspace, true) => ".".to_owned(),
         (Area::Workspace, false) => relative.into_owned(),
-        (Area::Agent, true) => "agent".to_owned(),
-        (Area::Agent, false) => format!("agent/{relative}"),
+        (Area::Agent | Area::Inbound, true) => area.prefix().to_owned(),
+        (Area::Agent | Area::Inbound, false) => format!("{}/{relative}", area.prefix()),
     }
 }
 
@@ -714,6 +715,7 @@ mod tests {
             (Area::Workspace, "a/b.txt", "a/b.txt"),
             (Area::Agent, "", "agent"),
             (Area::Agent, "skills/x", "agent/skills/x"),
+            (Area::Inbound, "msg-1-2/a.pdf", "inbound/msg-1-2/a.pdf"),
         ];
         for (area, relative, want) in table {
             assert_eq!(shown_path(area, Path::new(relative)), want);
