@@ -132,12 +132,11 @@ async fn connection(
                 let event = InboundEvent {
                     channel_type: "cli".into(),
                     platform_id: "local".into(),
-                    thread_id: None,
                     message_id: format!("{nonce}-{counter}"),
                     sender_id: CLI_USER.into(),
                     sender_name: Some("you".into()),
                     text,
-                    is_mention: false,
+                    ..InboundEvent::default()
                 };
                 let reply = match ctx.router.route(event).await {
                     Ok(routed) => accepted_for_default(routed),
@@ -177,7 +176,12 @@ fn accepted_for_default(routed: Vec<Routed>) -> Event {
                 seq,
                 ..
             } if agent_id == DEFAULT_AGENT => return Event::Accepted { session_id, seq },
-            Routed::Accepted { .. } => {}
+            Routed::Answered { agent_id, text } if agent_id == DEFAULT_AGENT => {
+                return Event::Answered { text };
+            }
+            Routed::Accepted { .. } | Routed::Answered { .. } => {}
+            // The terminal's user owns every agent: nothing waits for an approval there.
+            Routed::AwaitingApproval { .. } => {}
             Routed::Refused { reason, notice, .. } => refusal = Some(notice.unwrap_or(reason)),
         }
     }

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::HostError;
 use crate::bootstrap::{self, CLI_CHAT, DEFAULT_AGENT};
 use crate::channels::Channels;
+use crate::channels::telegram::TelegramChannel;
 use crate::config::{Config, RuntimeKind};
 use crate::db::{self, Db};
 use crate::proxy::Proxy;
@@ -107,6 +108,8 @@ pub struct RunningHost {
     pub ctx: HostCtx,
     cancel: CancellationToken,
     admin: tokio::task::JoinHandle<()>,
+    /// The Telegram poller, when the channel is on.
+    telegram: Option<tokio::task::JoinHandle<()>>,
     /// Stops the model proxy, after the runners are gone.
     proxy_cancel: CancellationToken,
     _lock: std::fs::File,
@@ -117,6 +120,9 @@ impl RunningHost {
     pub async fn shutdown(self) {
         self.cancel.cancel();
         let _ = self.admin.await;
+        if let Some(poller) = self.telegram {
+            let _ = poller.await;
+        }
         self.ctx.supervisor.shutdown().await;
         self.proxy_cancel.cancel();
         self.ctx.proxy.remove_files(&self.ctx.config);
@@ -170,10 +176,11 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
         ),
     };
 
-    if config.telegram_bot_token.is_some() {
-        tracing::warn!("TELEGRAM_BOT_TOKEN is set, but this build has no Telegram channel yet");
-    }
-    let channels = Channels::new(config.data_dir.join("files"));
+    let telegram = match &config.telegram_bot_token {
+        Some(token) => Some(TelegramChannel::new(&config, token)?),
+        None => None,
+    };
+    let channels = Channels::new(config.data_dir.join("files"), telegram);
     let watcher = match crate::watch::OutboundWatcher::new() {
         Ok(w) => Some(Arc::new(w)),
         Err(e) => {
@@ -204,6 +211,11 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
     let listener = crate::admin::bind(&config.socket_path())?;
     let cancel = CancellationToken::new();
     let admin = tokio::spawn(crate::admin::serve(listener, ctx.clone(), cancel.clone()));
+    let telegram = ctx
+        .channels
+        .telegram
+        .as_ref()
+        .map(|tg| tg.start(ctx.clone(), cancel.clone()));
     tracing::info!(
         data_dir = %config.data_dir.display(),
         runtime = ctx.runtime.name(),
@@ -213,6 +225,7 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
         ctx,
         cancel,
         admin,
+        telegram,
         proxy_cancel,
         _lock: lock,
     })

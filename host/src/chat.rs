@@ -253,6 +253,16 @@ impl Session {
                     }
                 }
             }
+            Event::Answered { text } => {
+                self.answered();
+                self.clear_status_line();
+                if self.interactive {
+                    say!("{} › {text}", self.agent);
+                } else {
+                    say!("{text}");
+                }
+                self.prompt();
+            }
             Event::Rejected { reason } => {
                 self.answered();
                 self.failed = true;

@@ -48,6 +48,13 @@ pub struct Config {
     pub docker_host: Option<String>,
     /// `TELEGRAM_BOT_TOKEN`: enables the Telegram channel.
     pub telegram_bot_token: Option<String>,
+    /// `TELEGRAM_API_URL` (default `https://api.telegram.org`): the Bot API server; tests point it at a fake.
+    pub telegram_api_url: String,
+    /// `TELEGRAM_POLL_TIMEOUT_S` (default 30): how long one `getUpdates` long poll waits.
+    pub telegram_poll_timeout: Duration,
+    /// `TELEGRAM_MAX_FILE_MB` (default 20, the Bot API's download limit): photos, documents and
+    /// voice notes larger than this are not downloaded; the agent is told they were skipped.
+    pub telegram_max_file_bytes: u64,
     /// `MAX_TRIES` (default 5): attempts per message before it is failed.
     pub max_tries: u32,
     /// `BACKOFF_BASE_MS` (default 5000): wait before retry n is `base * 2^(n-1)`.
@@ -197,6 +204,40 @@ impl Config {
                 problem: "expected an http:// or https:// URL".into(),
             });
         }
+        let telegram_api_url = var("TELEGRAM_API_URL")
+            .unwrap_or_else(|| "https://api.telegram.org".into())
+            .trim_end_matches('/')
+            .to_owned();
+        if url::Url::parse(&telegram_api_url).map_or(true, |u| {
+            !matches!(u.scheme(), "http" | "https") || u.cannot_be_a_base()
+        }) {
+            return Err(ConfigError {
+                var: "TELEGRAM_API_URL",
+                value: telegram_api_url,
+                problem: "expected an http:// or https:// URL".into(),
+            });
+        }
+        let telegram_poll_timeout = Duration::from_secs(parse_num(
+            "TELEGRAM_POLL_TIMEOUT_S",
+            var("TELEGRAM_POLL_TIMEOUT_S"),
+            30u64,
+        )?);
+        if telegram_poll_timeout > Duration::from_secs(300) {
+            return Err(ConfigError {
+                var: "TELEGRAM_POLL_TIMEOUT_S",
+                value: telegram_poll_timeout.as_secs().to_string(),
+                problem: "must be at most 300 (seconds)".into(),
+            });
+        }
+        let telegram_max_file_mb =
+            parse_num("TELEGRAM_MAX_FILE_MB", var("TELEGRAM_MAX_FILE_MB"), 20u64)?;
+        if !(1..=2000).contains(&telegram_max_file_mb) {
+            return Err(ConfigError {
+                var: "TELEGRAM_MAX_FILE_MB",
+                value: telegram_max_file_mb.to_string(),
+                problem: "must be between 1 and 2000 (MB)".into(),
+            });
+        }
         let runner_bin = match var("CLAWBOX_RUNNER_BIN") {
             Some(p) => PathBuf::from(p),
             None => sibling_binary("agent-runner"),
@@ -246,6 +287,9 @@ impl Config {
             )? as usize,
             docker_host: var("DOCKER_HOST"),
             telegram_bot_token: var("TELEGRAM_BOT_TOKEN"),
+            telegram_api_url,
+            telegram_poll_timeout,
+            telegram_max_file_bytes: telegram_max_file_mb * 1024 * 1024,
             max_tries: positive("MAX_TRIES", parse_num("MAX_TRIES", var("MAX_TRIES"), 5)?)?,
             backoff_base: ms("BACKOFF_BASE_MS", 5000)?,
             max_delivery_attempts: positive(
@@ -396,6 +440,9 @@ mod tests {
         assert_eq!(c.timezone, Tz::UTC);
         assert_eq!(c.openai_base_url, "https://api.openai.com/v1");
         assert_eq!(c.token_budget, None);
+        assert_eq!(c.telegram_api_url, "https://api.telegram.org");
+        assert_eq!(c.telegram_poll_timeout, Duration::from_secs(30));
+        assert_eq!(c.telegram_max_file_bytes, 20 * 1024 * 1024);
         let c = config(&[("TOKEN_BUDGET_PER_SESSION_DAY", "0")]).unwrap();
         assert_eq!(c.token_budget, None);
         let c = config(&[("TOKEN_BUDGET_PER_SESSION_DAY", "5000")]).unwrap();
@@ -451,6 +498,10 @@ mod tests {
             ("CONTAINER_CPUS", "NaN"),
             ("CONTAINER_PIDS", "4"),
             ("MAX_CONCURRENT_CONTAINERS", "0"),
+            ("TELEGRAM_API_URL", "api.telegram.org"),
+            ("TELEGRAM_API_URL", "ftp://x"),
+            ("TELEGRAM_POLL_TIMEOUT_S", "1000"),
+            ("TELEGRAM_MAX_FILE_MB", "0"),
         ];
         for (var, value) in table {
             let err = config(&[(var, value)]).unwrap_err();

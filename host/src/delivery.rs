@@ -14,7 +14,7 @@ use mailbox::{
 };
 use serde_json::json;
 
-use crate::channels::{Channels, DeliveryError, Outcome, attachment_names};
+use crate::channels::{Channels, DeliveryError, Outcome, PlatformRefs, attachment_names};
 use crate::outbox::{Attachment, AttachmentError, read_attachment};
 
 /// The host's handle on one session's two databases.
@@ -113,12 +113,51 @@ impl Acl {
 #[derive(Default)]
 struct Plan {
     acks: Vec<Ack>,
-    /// Rows whose attempt has been recorded as started, with the attempt number.
-    started: Vec<(OutboundMessage, u32)>,
+    /// Rows whose attempt has been recorded as started, with the attempt number and the
+    /// platform ids of the messages they refer to.
+    started: Vec<(OutboundMessage, u32, PlatformRefs)>,
     /// Rows addressed to a chat outside the ACL.
     refused: Vec<OutboundMessage>,
     /// Whether some row waits for its channel to become available.
     waiting: bool,
+}
+
+/// What a pump left to do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pumped {
+    /// Some row waits for its channel to become available (no terminal attached).
+    pub waiting_for_channel: bool,
+    /// Some row failed in a way worth another attempt soon (network, rate limit).
+    pub retry_soon: bool,
+}
+
+/// The platform ids of the messages `msg` refers to: inbound rows carry theirs in the content
+/// (`platform_message_id`), outbound rows in their delivery record.
+fn platform_refs(mb: &SessionMailbox, msg: &OutboundMessage) -> mailbox::Result<PlatformRefs> {
+    let of_seq = |seq: i64| -> mailbox::Result<Option<String>> {
+        if seq % 2 == 0 {
+            Ok(mb.inbound.get(seq)?.and_then(|m| {
+                m.content
+                    .get("platform_message_id")
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_owned)
+            }))
+        } else {
+            Ok(mb
+                .inbound
+                .delivery(seq)?
+                .and_then(|d| d.platform_message_id))
+        }
+    };
+    let field = |name: &str| msg.content.get(name).and_then(serde_json::Value::as_i64);
+    let target = match field("edit_of").or_else(|| field("reaction_to")) {
+        Some(seq) => of_seq(seq)?,
+        None => None,
+    };
+    Ok(PlatformRefs {
+        reply_to: msg.in_reply_to.map(of_seq).transpose()?.flatten(),
+        target,
+    })
 }
 
 pub struct Delivery<'a> {
@@ -130,12 +169,12 @@ pub struct Delivery<'a> {
 }
 
 impl Delivery<'_> {
-    /// One full pass: deliver new replies, fold acks, report failures. Returns whether anything
-    /// is still waiting for a channel (so the session is not idle yet).
+    /// One full pass: deliver new replies, fold acks, report failures. Returns what is left
+    /// (rows waiting for a channel, or to be retried), so the session is not idle yet.
     ///
     /// The database work is two transactions however many rows there are: one records what is
     /// new and starts the attempts, one records what was delivered and folds the acks.
-    pub async fn pump(&self) -> mailbox::Result<bool> {
+    pub async fn pump(&self) -> mailbox::Result<Pumped> {
         let channels = self.channels.clone();
         let acl = self.acl.clone();
         // Acks are read before messages: a runner writes a reply and its ack in one
@@ -173,15 +212,16 @@ impl Delivery<'_> {
             }
             let seqs: Vec<i64> = start.iter().map(|m| m.seq).collect();
             let attempts = mb.inbound.begin_deliveries(&seen, &seqs, Utc::now())?;
-            plan.started = start
-                .into_iter()
-                .zip(attempts.into_iter().map(|(_, attempt)| attempt))
-                .collect();
+            for (m, (_, attempt)) in start.into_iter().zip(attempts) {
+                let refs = platform_refs(mb, &m)?;
+                plan.started.push((m, attempt, refs));
+            }
             Ok(plan)
         })
         .await?;
 
         let mut waiting = plan.waiting;
+        let mut retry_soon = false;
         for msg in plan.refused {
             let error = format!(
                 "destination {}:{} is not one this agent may send to",
@@ -190,7 +230,7 @@ impl Delivery<'_> {
             self.fail(msg, error, true).await?;
         }
         let mut delivered = Vec::new();
-        for (msg, attempt) in plan.started {
+        for (msg, attempt, refs) in plan.started {
             let attachments = match self.attachments(&msg).await {
                 Ok(a) => a,
                 Err(e) => {
@@ -200,7 +240,7 @@ impl Delivery<'_> {
             };
             match self
                 .channels
-                .deliver(self.session_id, &msg, &attachments)
+                .deliver(self.session_id, &msg, &attachments, &refs)
                 .await
             {
                 Ok(platform_id) => delivered.push((msg.seq, platform_id)),
@@ -211,6 +251,7 @@ impl Delivery<'_> {
                 }
                 Err(DeliveryError::Transient(e)) => {
                     let give_up = attempt >= self.max_attempts;
+                    retry_soon |= !give_up;
                     self.fail(msg, e, give_up).await?;
                 }
                 Err(DeliveryError::Permanent(e)) => self.fail(msg, e, true).await?,
@@ -235,7 +276,10 @@ impl Delivery<'_> {
             self.outcome(m);
         }
         self.report(failed).await?;
-        Ok(waiting)
+        Ok(Pumped {
+            waiting_for_channel: waiting,
+            retry_soon,
+        })
     }
 
     /// Reads the files attached to `msg`, each through the symlink-proof reader of outbox.rs.

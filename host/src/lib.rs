@@ -2,6 +2,7 @@
 //! active session, and delivers the replies. `main.rs` is a thin CLI over [`app::start`] and
 //! [`chat::run`].
 
+pub mod activity;
 pub mod admin;
 pub mod app;
 pub mod bootstrap;
@@ -11,6 +12,7 @@ pub mod config;
 pub mod db;
 pub mod delivery;
 pub mod image;
+pub mod inbound_files;
 pub mod liveness;
 pub mod outbox;
 pub mod protocol;

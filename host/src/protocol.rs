@@ -31,6 +31,10 @@ pub enum Event {
     Rejected {
         reason: String,
     },
+    /// The host answered the message itself (`/status`); no verdict follows.
+    Answered {
+        text: String,
+    },
     Status {
         status: serde_json::Value,
     },

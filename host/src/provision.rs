@@ -23,6 +23,9 @@ use crate::bootstrap::{self, CLI_CHAT, CLI_USER, DEFAULT_AGENT};
 use crate::config::Config;
 use crate::db::{self, Db, DbError, ts};
 
+/// mention-sticky: how long a chat (or topic) may be quiet before a new mention is needed.
+pub const DEFAULT_STICKY_WINDOW_S: i64 = 30 * 60;
+
 /// Create or update an agent and wire it to chats; list or remove agents.
 #[derive(Debug, Parser)]
 #[command(name = "create-agent", version)]
@@ -42,7 +45,8 @@ pub struct Args {
     /// Telegram chat to wire: an integer, negative for groups.
     #[arg(long, value_parser = parse_chat_id, allow_hyphen_values = true, conflicts_with_all = ["list", "remove"])]
     pub telegram_chat_id: Option<i64>,
-    /// User who gets the `owner` role: `telegram:<numeric user id>` (or `cli:local`).
+    /// User who gets the `owner` role: `telegram:<numeric user id>`, `telegram:@username`
+    /// (bound to the numeric id when that user first writes), or `cli:local`.
     #[arg(long, value_parser = parse_user_id, conflicts_with_all = ["list", "remove"])]
     pub owner_user_id: Option<String>,
     /// When the agent answers in the Telegram chat (new wirings: mention-sticky).
@@ -52,7 +56,7 @@ pub struct Args {
     #[arg(long, value_parser = parse_pattern, requires = "telegram_chat_id")]
     pub engage_pattern: Option<String>,
     /// How long the agent keeps answering without a mention (mention-sticky): `600`, `90s`,
-    /// `30m`, `2h`, `1d` (new wirings: 600 s).
+    /// `30m`, `2h`, `1d` (new wirings: 30 minutes).
     #[arg(long, value_parser = parse_duration_s, allow_hyphen_values = true, requires = "telegram_chat_id")]
     pub sticky_window: Option<i64>,
     /// Which messages share a session (new wirings: shared).
@@ -61,6 +65,10 @@ pub struct Args {
     /// Messages from senders without a role on the agent (new chats: strict).
     #[arg(long, value_parser = parse_policy, requires = "telegram_chat_id")]
     pub unknown_sender_policy: Option<SenderPolicy>,
+    /// Messages that do not engage the agent: dropped, or kept as context for its next turn
+    /// (new wirings: drop).
+    #[arg(long, value_enum, requires = "telegram_chat_id")]
+    pub ignored_messages: Option<IgnoredMessages>,
     /// Also answer in the terminal chat (`clawbox chat`), next to the agents already there.
     #[arg(long, conflicts_with_all = ["list", "remove"])]
     pub cli: bool,
@@ -122,6 +130,8 @@ pub enum SenderPolicy {
     Strict,
     /// Everyone in the chat is answered.
     Public,
+    /// The agent's owners are asked (Allow / Deny) the first time an unknown sender writes.
+    RequestApproval,
 }
 
 impl SenderPolicy {
@@ -129,6 +139,24 @@ impl SenderPolicy {
         match self {
             SenderPolicy::Strict => "strict",
             SenderPolicy::Public => "public",
+            SenderPolicy::RequestApproval => "request_approval",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IgnoredMessages {
+    /// Not kept.
+    Drop,
+    /// Kept as context: the agent sees them with the next message that engages it.
+    Accumulate,
+}
+
+impl IgnoredMessages {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IgnoredMessages::Drop => "drop",
+            IgnoredMessages::Accumulate => "accumulate",
         }
     }
 }
@@ -220,12 +248,17 @@ fn parse_user_id(s: &str) -> Result<String, String> {
     let Some(rest) = s.strip_prefix("telegram:") else {
         return Err("expected `telegram:<numeric user id>` (or `cli:local`)".into());
     };
-    if rest.starts_with('@') {
-        return Err(format!(
-            "usernames cannot be matched to senders (messages carry the numeric id); use \
-             `telegram:<numeric id>` (ask @userinfobot, or send the bot a message and read \
-             its sender_id in the dropped_messages audit) (got {s:?})"
-        ));
+    if let Some(name) = rest.strip_prefix('@') {
+        // Telegram usernames: 5-32 of [A-Za-z0-9_], case-insensitive.
+        let valid = (5..=32).contains(&name.len())
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        return if valid {
+            Ok(format!("telegram:@{}", name.to_lowercase()))
+        } else {
+            Err(format!(
+                "a Telegram username has 5-32 letters, digits or `_` (got {s:?})"
+            ))
+        };
     }
     match rest.parse::<u64>() {
         Ok(n) if n > 0 && rest.bytes().all(|b| b.is_ascii_digit()) => Ok(format!("telegram:{n}")),
@@ -269,12 +302,8 @@ fn parse_policy(s: &str) -> Result<SenderPolicy, String> {
     match s {
         "strict" => Ok(SenderPolicy::Strict),
         "public" => Ok(SenderPolicy::Public),
-        "request_approval" | "request-approval" => Err(
-            "request_approval is not supported yet (the approval flow does not exist in this \
-             build); use strict and grant roles, or public"
-                .into(),
-        ),
-        _ => Err("expected strict or public".into()),
+        "request_approval" | "request-approval" => Ok(SenderPolicy::RequestApproval),
+        _ => Err("expected strict, public or request_approval".into()),
     }
 }
 
@@ -466,6 +495,12 @@ fn provision(
         }
     }
     if let Some(owner) = &args.owner_user_id {
+        // A username already seen is its numeric id; otherwise the grant waits under the
+        // username until that user first writes (db::note_user binds it then).
+        let owner = match owner.strip_prefix("telegram:@") {
+            Some(_) => db::alias_target(&tx, owner)?.unwrap_or_else(|| owner.clone()),
+            None => owner.clone(),
+        };
         let kind = owner.split(':').next().unwrap_or("telegram");
         tx.execute(
             "INSERT OR IGNORE INTO users (id, kind, created_at) VALUES (?1, ?2, ?3)",
@@ -527,6 +562,7 @@ struct TelegramPlan {
     engage_mode: &'static str,
     engage_pattern: Option<String>,
     sticky_window_s: i64,
+    ignored: &'static str,
     session_mode: &'static str,
     policy: Option<SenderPolicy>,
     destination: String,
@@ -588,7 +624,18 @@ fn plan_telegram(
         sticky_window_s: args
             .sticky_window
             .or(wiring.as_ref().map(|w| w.sticky_window_s))
-            .unwrap_or(600),
+            .unwrap_or(DEFAULT_STICKY_WINDOW_S),
+        ignored: args
+            .ignored_messages
+            .map(IgnoredMessages::as_str)
+            .or(wiring.as_ref().map(|w| {
+                if w.ignored_message_policy == "accumulate" {
+                    "accumulate"
+                } else {
+                    "drop"
+                }
+            }))
+            .unwrap_or("drop"),
         session_mode: match (
             args.session_mode,
             wiring.as_ref().map(|w| w.session_mode.as_str()),
@@ -640,13 +687,15 @@ fn write_telegram(
     }
     if t.wiring_exists {
         tx.execute(
-            "UPDATE wirings SET engage_mode = ?1, engage_pattern = ?2, sticky_window_s = ?3, session_mode = ?4
-             WHERE messaging_group_id = ?5 AND agent_group_id = ?6",
+            "UPDATE wirings SET engage_mode = ?1, engage_pattern = ?2, sticky_window_s = ?3, session_mode = ?4,
+                 ignored_message_policy = ?5
+             WHERE messaging_group_id = ?6 AND agent_group_id = ?7",
             params![
                 t.engage_mode,
                 t.engage_pattern,
                 t.sticky_window_s,
                 t.session_mode,
+                t.ignored,
                 chat_row,
                 agent_id
             ],
@@ -654,8 +703,8 @@ fn write_telegram(
     } else {
         tx.execute(
             "INSERT INTO wirings (id, messaging_group_id, agent_group_id, engage_mode, engage_pattern,
-                                  sticky_window_s, session_mode, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                                  sticky_window_s, session_mode, ignored_message_policy, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 format!("wire:{chat_row}:{agent_id}"),
                 chat_row,
@@ -664,6 +713,7 @@ fn write_telegram(
                 t.engage_pattern,
                 t.sticky_window_s,
                 t.session_mode,
+                t.ignored,
                 now
             ],
         )?;
@@ -743,6 +793,7 @@ pub struct WiringListing {
     pub engage_pattern: Option<String>,
     pub sticky_window_s: i64,
     pub session_mode: String,
+    pub ignored_messages: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -778,7 +829,8 @@ pub fn list(conn: &Connection) -> Result<Vec<AgentListing>, ProvisionError> {
         agent.wirings = conn
             .prepare(
                 "SELECT m.channel_type, m.platform_id, m.is_group, m.unknown_sender_policy,
-                        w.engage_mode, w.engage_pattern, w.sticky_window_s, w.session_mode
+                        w.engage_mode, w.engage_pattern, w.sticky_window_s, w.session_mode,
+                        w.ignored_message_policy
                  FROM wirings w JOIN messaging_groups m ON m.id = w.messaging_group_id
                  WHERE w.agent_group_id = ?1 ORDER BY m.channel_type, m.platform_id",
             )?
@@ -792,6 +844,7 @@ pub fn list(conn: &Connection) -> Result<Vec<AgentListing>, ProvisionError> {
                     engage_pattern: r.get(5)?,
                     sticky_window_s: r.get(6)?,
                     session_mode: r.get(7)?,
+                    ignored_messages: r.get(8)?,
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;
@@ -833,12 +886,13 @@ fn render(a: &AgentListing) -> String {
             None => w.engage_mode.clone(),
         };
         out += &format!(
-            "  chat {}:{}  engage={engage}  sticky={}s  session={}  unknown-senders={}\n",
+            "  chat {}:{}  engage={engage}  sticky={}s  session={}  unknown-senders={}  ignored={}\n",
             w.channel_type,
             w.platform_id,
             w.sticky_window_s,
             w.session_mode,
-            w.unknown_sender_policy
+            w.unknown_sender_policy,
+            w.ignored_messages
         );
     }
     for d in &a.destinations {

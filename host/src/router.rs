@@ -1,30 +1,49 @@
 //! From a chat message to session mailboxes: find the chat and its wirings, decide per wiring
-//! whether the agent engages, check the sender's permission (and the permission for admin
-//! commands such as `/clear`), resolve the session, and write the message into its `inbound.db`.
-//! Every refusal is recorded in `dropped_messages` with its reason.
+//! whether the agent engages, check the sender (unknown senders per the chat's policy: refused,
+//! welcome, or held for the owner's approval) and the permission for admin commands such as
+//! `/clear`, answer `/status` without waking the agent, resolve the session, fetch the message's
+//! files, and write the message into the session's `inbound.db`. Every refusal is recorded in
+//! `dropped_messages` with its reason.
 
 use chrono::{DateTime, Utc};
 use mailbox::{InboundKind, NewInbound, Route, command_of};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::HostError;
 use crate::db::{self, Dropped, MessagingGroup, Wiring};
+use crate::inbound_files::{self, FileSource, IncomingFile};
 use crate::sessions::{self, SessionInfo};
 use crate::supervisor::Supervisor;
 
 /// A message as a channel adapter hands it over.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InboundEvent {
     pub channel_type: String,
     pub platform_id: String,
+    /// A forum topic (Telegram) or other sub-conversation of the chat.
     pub thread_id: Option<String>,
     /// The platform's id of the message; with the chat and agent it forms the idempotency key.
     pub message_id: String,
     /// Stable platform identity, e.g. `telegram:123456`, `cli:local`.
     pub sender_id: String,
     pub sender_name: Option<String>,
+    /// Other names roles may have been granted to before the stable id was known
+    /// (`telegram:@username`); the first message binds them to `sender_id`.
+    #[serde(default)]
+    pub sender_aliases: Vec<String>,
     pub text: String,
     pub is_mention: bool,
+    /// A group chat (private chats engage mention modes without a mention).
+    #[serde(default)]
+    pub is_group: bool,
+    /// Files the message carries; fetched only when an agent takes the message.
+    #[serde(default)]
+    pub files: Vec<IncomingFile>,
+    /// Set when a held message is replayed after its sender was approved: it engaged when it
+    /// arrived, so the stickiness that may have run out since does not matter.
+    #[serde(default)]
+    pub engaged_before: bool,
 }
 
 /// What happened to a message for one wired agent.
@@ -43,31 +62,62 @@ pub enum Routed {
         reason: String,
         notice: Option<String>,
     },
+    /// A command the host answered itself (`/status`); `text` goes back to the chat.
+    Answered { agent_id: String, text: String },
+    /// The sender is unknown and the chat asks an owner first; the message is held.
+    /// `new_request`: no request was pending, so the owners have to be asked now.
+    AwaitingApproval {
+        agent_id: String,
+        approval_id: String,
+        new_request: bool,
+    },
 }
 
 /// Commands only an agent's owner or admins may send.
 const ADMIN_COMMANDS: &[&str] = &["/clear"];
+/// Messages held for one unknown sender while an owner decides; more are refused.
+pub const MAX_HELD_MESSAGES: usize = 20;
 
 /// Whether the wiring's agent engages with a message. `sticky_until` is when the agent's
-/// stickiness in this chat runs out (its last activity plus the sticky window), if it has a
-/// session there.
+/// stickiness in this scope (chat or topic) runs out, if it was engaged there. In private chats
+/// the mention modes always engage: there is nobody else to address.
 pub fn engages(
     wiring: &Wiring,
     text: &str,
     is_mention: bool,
+    is_group: bool,
     sticky_until: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> bool {
     match wiring.engage_mode.as_str() {
         "pattern" => match wiring.engage_pattern.as_deref() {
             None | Some(".") => true,
-            // A pattern that does not compile engages nobody (fail closed). The regex crate
-            // matches in linear time, so a pattern cannot be used to stall the router.
+            // A pattern that does not compile engages nobody (fail closed); create-agent
+            // refuses such patterns in the first place. The regex crate matches in linear
+            // time, so a pattern cannot be used to stall the router.
             Some(p) => regex::Regex::new(p).is_ok_and(|re| re.is_match(text)),
         },
-        "mention" => is_mention,
-        "mention-sticky" => is_mention || sticky_until.is_some_and(|t| now <= t),
+        "mention" => is_mention || !is_group,
+        "mention-sticky" => is_mention || !is_group || sticky_until.is_some_and(|t| now <= t),
         _ => false,
+    }
+}
+
+/// Files are not fetched (channels without attachments).
+pub struct NoFiles;
+
+impl FileSource for NoFiles {
+    fn fetch<'a>(
+        &'a self,
+        _file: &'a IncomingFile,
+        _dest: &'a std::path::Path,
+        _max_bytes: u64,
+    ) -> futures::future::BoxFuture<'a, Result<u64, inbound_files::FetchError>> {
+        Box::pin(async {
+            Err(inbound_files::FetchError::Failed(
+                "this channel cannot fetch files".into(),
+            ))
+        })
     }
 }
 
@@ -81,7 +131,19 @@ impl Router {
         Router { supervisor }
     }
 
+    /// Routes a message that carries no files.
     pub async fn route(&self, event: InboundEvent) -> Result<Vec<Routed>, HostError> {
+        self.route_with(event, &NoFiles, 0).await
+    }
+
+    /// Routes a message, fetching its files from `files` (at most `max_file_bytes` each) for
+    /// the agents that take it.
+    pub async fn route_with(
+        &self,
+        event: InboundEvent,
+        files: &dyn FileSource,
+        max_file_bytes: u64,
+    ) -> Result<Vec<Routed>, HostError> {
         let shared = self.supervisor.shared();
         let sessions_dir = shared.config.sessions_dir();
         let ev = event.clone();
@@ -111,6 +173,13 @@ impl Router {
                         notice: None,
                     })]);
                 }
+                db::note_user(
+                    conn,
+                    &ev.sender_id,
+                    ev.sender_name.as_deref(),
+                    &ev.sender_aliases,
+                    now,
+                )?;
                 let mut plans = Vec::new();
                 for wiring in wirings {
                     plans.push(plan_one(conn, &sessions_dir, &chat, &wiring, &ev, now)?);
@@ -120,10 +189,60 @@ impl Router {
             .await?;
 
         let mut out = Vec::new();
+        // Files are fetched once, for the first session that takes the message, and copied
+        // to the others.
+        let mut fetched: Option<(std::path::PathBuf, Vec<inbound_files::StoredFile>)> = None;
+        let dir = inbound_files::message_dir(&event.platform_id, &event.message_id);
         for plan in plan {
             match plan {
                 Plan::Refuse(r) => out.push(r),
+                Plan::Answer { agent_id, info } => {
+                    let text = crate::activity::describe(&info).await;
+                    out.push(Routed::Answered { agent_id, text });
+                }
+                Plan::Hold(r) => out.push(r),
                 Plan::Deliver { info, trigger } => {
+                    let mut content = json!({
+                        "text": event.text,
+                        "platform_message_id": event.message_id,
+                    });
+                    if !event.files.is_empty() {
+                        let root = info.paths.inbound_files();
+                        let stored = match &fetched {
+                            Some((first_root, stored)) => {
+                                let (from, to, d, s) = (
+                                    first_root.clone(),
+                                    root.clone(),
+                                    dir.clone(),
+                                    stored.clone(),
+                                );
+                                tokio::task::spawn_blocking(move || {
+                                    inbound_files::copy_stored(&from, &to, &d, &s)
+                                })
+                                .await
+                                .map_err(|e| HostError::Task(e.to_string()))?
+                                .map_err(|e| HostError::io("copy inbound files", &root, e))?;
+                                stored.clone()
+                            }
+                            None => {
+                                let stored = inbound_files::fetch_all(
+                                    files,
+                                    &event.files,
+                                    &root,
+                                    &dir,
+                                    max_file_bytes,
+                                )
+                                .await;
+                                fetched = Some((root.clone(), stored.clone()));
+                                stored
+                            }
+                        };
+                        content["files"] = stored
+                            .iter()
+                            .map(|f| f.to_json(&dir))
+                            .collect::<Vec<_>>()
+                            .into();
+                    }
                     let msg = NewInbound {
                         id: format!(
                             "{}:{}:{}:{}",
@@ -138,7 +257,7 @@ impl Router {
                         },
                         sender_id: Some(event.sender_id.clone()),
                         sender_name: event.sender_name.clone(),
-                        content: json!({ "text": event.text }),
+                        content,
                         process_after: None,
                     };
                     let inserted = self.supervisor.submit(&info, msg).await?;
@@ -157,6 +276,13 @@ impl Router {
 
 enum Plan {
     Refuse(Routed),
+    /// Held for an owner's approval.
+    Hold(Routed),
+    /// `/status`: describe what the agent of this session is doing.
+    Answer {
+        agent_id: String,
+        info: Box<SessionInfo>,
+    },
     Deliver {
         info: Box<SessionInfo>,
         trigger: bool,
@@ -203,25 +329,46 @@ fn plan_one(
             notice,
         })
     };
+    let scope = ev.thread_id.as_deref().unwrap_or_default();
     let sticky_until = if wiring.engage_mode == "mention-sticky" {
-        db::find_active_session(conn, &agent, Some(&chat.id), ev.thread_id.as_deref())?
-            .map(|s| s.last_activity + chrono::Duration::seconds(wiring.sticky_window_s))
+        db::engagement(conn, &agent, &chat.id, scope)?
+            .map(|last| last + chrono::Duration::seconds(wiring.sticky_window_s))
     } else {
         None
     };
-    let engaged = engages(wiring, &ev.text, ev.is_mention, sticky_until, now);
+    let engaged = ev.engaged_before
+        || engages(
+            wiring,
+            &ev.text,
+            ev.is_mention,
+            ev.is_group,
+            sticky_until,
+            now,
+        );
     if !engaged && wiring.ignored_message_policy != "accumulate" {
         drop(conn, Some(&agent), "not engaged")?;
         return Ok(refuse("the agent was not addressed", None));
     }
     let role = db::role_of(conn, &ev.sender_id, &agent)?;
-    let known = role.is_some();
-    if !known && (chat.unknown_sender_policy == "strict" || wiring.sender_scope == "known") {
-        drop(conn, Some(&agent), "unknown sender")?;
-        return Ok(refuse("the sender is not allowed to use this agent", None));
+    if role.is_none() {
+        let policy = if wiring.sender_scope == "known" {
+            "strict"
+        } else {
+            chat.unknown_sender_policy.as_str()
+        };
+        match policy {
+            "public" => {}
+            "request_approval" if engaged => {
+                return hold(conn, chat, &agent, ev, now);
+            }
+            _ => {
+                drop(conn, Some(&agent), "unknown sender")?;
+                return Ok(refuse("the sender is not allowed to use this agent", None));
+            }
+        }
     }
-    if engaged
-        && let Some(cmd) = command_of(&ev.text)
+    let command = if engaged { command_of(&ev.text) } else { None };
+    if let Some(cmd) = &command
         && ADMIN_COMMANDS.contains(&cmd.as_str())
         && !matches!(role.as_deref(), Some("owner" | "admin"))
     {
@@ -233,12 +380,66 @@ fn plan_one(
             )),
         ));
     }
+    if engaged && wiring.engage_mode == "mention-sticky" {
+        db::touch_engagement(conn, &agent, &chat.id, scope, now)?;
+    }
     let info = sessions::resolve(conn, sessions_dir, wiring, chat, ev.thread_id.as_deref())?;
+    if command.as_deref() == Some("/status") {
+        return Ok(Plan::Answer {
+            agent_id: agent,
+            info: Box::new(info),
+        });
+    }
     db::touch_session(conn, &info.session.id, now)?;
     Ok(Plan::Deliver {
         info: Box::new(info),
         trigger: engaged,
     })
+}
+
+/// Holds a message of an unknown sender until an owner decides (or refuses it when the sender
+/// was denied, or too many wait already).
+fn hold(
+    conn: &rusqlite::Connection,
+    chat: &MessagingGroup,
+    agent: &str,
+    ev: &InboundEvent,
+    now: DateTime<Utc>,
+) -> db::DbResult<Plan> {
+    let refused = |reason: &str| {
+        Plan::Refuse(Routed::Refused {
+            agent_id: Some(agent.to_owned()),
+            reason: reason.to_owned(),
+            notice: None,
+        })
+    };
+    let event = serde_json::to_string(ev).map_err(|e| db::DbError::Malformed(e.to_string()))?;
+    match db::hold_message(conn, agent, &chat.id, ev, &event, MAX_HELD_MESSAGES, now)? {
+        db::Held::Denied => {
+            record_drop(conn, ev, Some(agent), "sender denied by an owner", now)?;
+            Ok(refused("an owner declined this sender"))
+        }
+        db::Held::Full => {
+            record_drop(
+                conn,
+                ev,
+                Some(agent),
+                "too many messages awaiting approval",
+                now,
+            )?;
+            Ok(refused(
+                "too many messages are waiting for an owner's approval",
+            ))
+        }
+        db::Held::Queued {
+            approval_id,
+            new_request,
+        } => Ok(Plan::Hold(Routed::AwaitingApproval {
+            agent_id: agent.to_owned(),
+            approval_id,
+            new_request,
+        })),
+    }
 }
 
 #[cfg(test)]
@@ -293,11 +494,23 @@ mod tests {
         ];
         for (w, text, mention, sticky, want) in table {
             assert_eq!(
-                engages(&w, text, mention, sticky, now),
+                engages(&w, text, mention, true, sticky, now),
                 want,
                 "{} {:?} {text:?} mention={mention}",
                 w.engage_mode,
                 w.engage_pattern
+            );
+        }
+        // Private chats: mention modes always engage, patterns still apply.
+        for (mode, pattern, want) in [
+            ("mention", None, true),
+            ("mention-sticky", None, true),
+            ("pattern", Some("^!ask"), false),
+        ] {
+            assert_eq!(
+                engages(&wiring(mode, pattern), "hi", false, false, None, now),
+                want,
+                "{mode} in a private chat"
             );
         }
     }

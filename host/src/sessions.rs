@@ -1,7 +1,9 @@
 //! Session resolution: which session of an agent a chat message belongs to, creating it (row,
 //! directories, `inbound.db` with its routing and destinations) on first use. The session mode
-//! of the wiring decides the key: `shared` (agent + chat), `per-thread` (agent + chat + thread),
-//! `agent-shared` (the agent's latest session, whatever the chat).
+//! of the wiring decides the key: `shared` and `per-thread` (agent + chat + thread),
+//! `agent-shared` (the agent's latest session, whatever the chat). The only threads channels
+//! report today are Telegram forum topics, which people use as separate conversations, so a
+//! topic is its own session in both modes (`per-thread` is kept for clawside's wirings).
 
 use chrono::Utc;
 use mailbox::{Destination, Route, SessionPaths};
@@ -30,8 +32,8 @@ pub fn resolve(
     thread_id: Option<&str>,
 ) -> DbResult<SessionInfo> {
     let thread = match wiring.session_mode.as_str() {
-        "per-thread" => thread_id,
-        _ => None,
+        "agent-shared" => None,
+        _ => thread_id,
     };
     let existing = match wiring.session_mode.as_str() {
         "agent-shared" => db::find_active_session(conn, &wiring.agent_group_id, None, None)?,

@@ -18,7 +18,7 @@ use crate::HostError;
 use crate::channels::Channels;
 use crate::config::{Config, RuntimeKind};
 use crate::db::{self, Db};
-use crate::delivery::{Acl, Delivery, SessionMailbox, SharedMailbox, with_mailbox};
+use crate::delivery::{Acl, Delivery, Pumped, SessionMailbox, SharedMailbox, with_mailbox};
 use crate::liveness::{self, Liveness};
 use crate::proxy::{Grant, Proxy};
 use crate::runtime::{AgentRuntime, RunnerExit, RunnerHandle, RunnerSpec};
@@ -29,6 +29,8 @@ use crate::watch::{OutboundWatcher, Registration};
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Pause after a runner could not be started, before looking at the session again.
 const START_FAILURE_PAUSE: Duration = Duration::from_secs(1);
+/// Wait before delivering again a reply whose send failed in a way worth retrying.
+const DELIVERY_RETRY: Duration = Duration::from_secs(2);
 
 pub struct Shared {
     pub watcher: Option<Arc<OutboundWatcher>>,
@@ -166,6 +168,7 @@ impl Supervisor {
             mailbox,
             wake: wake_rx,
             runner: None,
+            typing: false,
         };
         self.tracker.spawn(actor.run());
         Ok(entry)
@@ -212,6 +215,8 @@ struct Actor {
     runner: Option<Running>,
     /// The runner state last recorded in the central DB.
     state: String,
+    /// Whether the chat is being shown that the agent works.
+    typing: bool,
 }
 
 impl Actor {
@@ -237,7 +242,8 @@ impl Actor {
         self.requeue_claims("the agent runner stopped before finishing")
             .await;
         loop {
-            let waiting_on_channel = self.pump().await;
+            let pumped = self.pump().await;
+            self.show_typing().await;
             let mut deadline = None;
             if self.runner.is_none() {
                 match self.next_due().await {
@@ -259,8 +265,12 @@ impl Actor {
                         deadline = Some(due);
                         self.set_state("waiting").await;
                     }
+                    None if pumped.retry_soon => {
+                        deadline = Some(Utc::now() + DELIVERY_RETRY);
+                        self.set_state("waiting").await;
+                    }
                     None => {
-                        let state = if waiting_on_channel {
+                        let state = if pumped.waiting_for_channel {
                             "waiting"
                         } else {
                             "stopped"
@@ -319,8 +329,8 @@ impl Actor {
             .map_err(|e| e.to_string())
     }
 
-    /// Delivers and folds whatever the runner wrote; returns whether replies wait for a channel.
-    async fn pump(&self) -> bool {
+    /// Delivers and folds whatever the runner wrote; returns what is left to deliver.
+    async fn pump(&self) -> Pumped {
         let delivery = Delivery {
             session_id: self.session_id(),
             mailbox: &self.mailbox,
@@ -329,11 +339,27 @@ impl Actor {
             max_attempts: self.config().max_delivery_attempts,
         };
         match delivery.pump().await {
-            Ok(waiting) => waiting,
+            Ok(pumped) => pumped,
             Err(e) => {
                 tracing::error!("cannot read the session mailbox: {e}");
-                false
+                Pumped::default()
             }
+        }
+    }
+
+    /// Shows the chat that the agent works (a runner is up and a message is due) on channels
+    /// that can show it, and stops showing it when the work is done.
+    async fn show_typing(&mut self) {
+        let route = &self.info.route;
+        let channels = &self.sup.shared.channels;
+        if !channels.shows_typing(route) {
+            return;
+        }
+        let working =
+            self.runner.is_some() && self.next_due().await.is_some_and(|t| t <= Utc::now());
+        if working != self.typing {
+            self.typing = working;
+            channels.typing(&self.info.route, working);
         }
     }
 

@@ -1,8 +1,10 @@
 //! Channel adapters behind one registry. The supervisor hands every outbound row, failure
-//! notice and verdict to [`Channels`], which dispatches on the route's channel type. Owns
-//! nothing about routing decisions (router.rs) or delivery bookkeeping (delivery.rs).
+//! notice, verdict and "the agent is working" signal to [`Channels`], which dispatches on the
+//! route's channel type. Owns nothing about routing decisions (router.rs) or delivery
+//! bookkeeping (delivery.rs).
 
 pub mod cli;
+pub mod telegram;
 
 use std::path::PathBuf;
 
@@ -10,6 +12,7 @@ use mailbox::{InboundStatus, OutboundKind, OutboundMessage, Route};
 
 use crate::outbox::Attachment;
 use cli::CliChannel;
+use telegram::TelegramChannel;
 
 /// Why a send did not happen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -81,6 +84,17 @@ pub fn attachment_names(msg: &OutboundMessage) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The platform's ids of the messages an outbound row refers to, looked up by delivery.rs
+/// (channels that address messages by their own ids need them; the terminal does not).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlatformRefs {
+    /// The message this row answers (`in_reply_to`).
+    pub reply_to: Option<String>,
+    /// The message an edit replaces or a reaction is for (as delivered, comma-separated when
+    /// it went out in parts).
+    pub target: Option<String>,
+}
+
 /// A verdict on an inbound message, for channels that show progress (the terminal chat).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome<'a> {
@@ -93,13 +107,16 @@ pub struct Outcome<'a> {
 #[derive(Clone)]
 pub struct Channels {
     pub cli: CliChannel,
+    /// Present when `TELEGRAM_BOT_TOKEN` is set.
+    pub telegram: Option<TelegramChannel>,
 }
 
 impl Channels {
     /// `files_dir`: where channels that hand files to the local user (the terminal) put them.
-    pub fn new(files_dir: PathBuf) -> Self {
+    pub fn new(files_dir: PathBuf, telegram: Option<TelegramChannel>) -> Self {
         Channels {
             cli: CliChannel::new(files_dir),
+            telegram,
         }
     }
 
@@ -110,6 +127,21 @@ impl Channels {
         }
     }
 
+    /// Whether the channel of `route` shows that the agent is working (Telegram's "typing…");
+    /// the supervisor only tracks work for those.
+    pub fn shows_typing(&self, route: &Route) -> bool {
+        route.channel_type == "telegram" && self.telegram.is_some()
+    }
+
+    /// Starts or stops the "working" indicator in the chat of `route`.
+    pub fn typing(&self, route: &Route, on: bool) {
+        if route.channel_type == "telegram"
+            && let Some(tg) = &self.telegram
+        {
+            tg.typing(route, on);
+        }
+    }
+
     /// Sends one outbound row with its (already validated) attachments; returns the platform's
     /// message id when it has one.
     pub async fn deliver(
@@ -117,6 +149,7 @@ impl Channels {
         session_id: &str,
         msg: &OutboundMessage,
         attachments: &[Attachment],
+        refs: &PlatformRefs,
     ) -> Result<Option<String>, DeliveryError> {
         let content = Content::of(msg)?;
         if let Content::Text { text, .. } = &content
@@ -127,21 +160,22 @@ impl Channels {
                 "message has no text to send".into(),
             ));
         }
-        match msg.route.channel_type.as_str() {
-            "cli" => self.cli.deliver(session_id, msg, content, attachments),
-            other => Err(DeliveryError::Permanent(format!(
-                "no channel adapter for {other:?}"
-            ))),
+        match (msg.route.channel_type.as_str(), &self.telegram) {
+            ("cli", _) => self.cli.deliver(session_id, msg, content, attachments),
+            ("telegram", Some(tg)) => {
+                tg.deliver(session_id, msg, content, attachments, refs)
+                    .await
+            }
+            (other, _) => Err(no_adapter(other)),
         }
     }
 
     /// A host-originated notice to a chat (e.g. a message that failed for good).
     pub async fn notify(&self, route: &Route, text: &str) -> Result<(), DeliveryError> {
-        match route.channel_type.as_str() {
-            "cli" => self.cli.notice(text),
-            other => Err(DeliveryError::Permanent(format!(
-                "no channel adapter for {other:?}"
-            ))),
+        match (route.channel_type.as_str(), &self.telegram) {
+            ("cli", _) => self.cli.notice(text),
+            ("telegram", Some(tg)) => tg.notice(route, text, None).await,
+            (other, _) => Err(no_adapter(other)),
         }
     }
 
@@ -150,5 +184,15 @@ impl Channels {
         if route.channel_type == "cli" {
             self.cli.done(outcome);
         }
+    }
+}
+
+fn no_adapter(channel: &str) -> DeliveryError {
+    if channel == "telegram" {
+        DeliveryError::Permanent(
+            "the Telegram channel is off (TELEGRAM_BOT_TOKEN is not set)".into(),
+        )
+    } else {
+        DeliveryError::Permanent(format!("no channel adapter for {channel:?}"))
     }
 }

@@ -178,7 +178,7 @@ fn creates_an_agent_wired_to_a_telegram_group() {
     );
     assert_eq!(
         wiring(&d, "telegram:-1001234", "sales"),
-        ("mention-sticky".into(), None, 600, "shared".into())
+        ("mention-sticky".into(), None, 1800, "shared".into())
     );
     let dest: Vec<_> = destinations(&d, "sales")
         .into_iter()
@@ -441,7 +441,7 @@ fn every_validation_error_names_its_flag_and_writes_nothing() {
         ),
         (
             &["--agent-id", "x", "--owner-user-id", "telegram:@bob"],
-            "numeric id",
+            "5-32",
         ),
         (
             &["--agent-id", "x", "--owner-user-id", "telegram:12a"],
@@ -521,10 +521,10 @@ fn every_validation_error_names_its_flag_and_writes_nothing() {
                 "x",
                 "--telegram-chat-id",
                 "5",
-                "--unknown-sender-policy",
-                "request_approval",
+                "--ignored-messages",
+                "keep",
             ],
-            "not supported yet",
+            "--ignored-messages",
         ),
         (
             &[

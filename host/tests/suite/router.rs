@@ -10,12 +10,11 @@ fn event(chat: &str, sender: &str, text: &str) -> InboundEvent {
     InboundEvent {
         channel_type: "test".into(),
         platform_id: chat.into(),
-        thread_id: None,
         message_id: format!("{sender}-{text}"),
         sender_id: sender.into(),
         sender_name: Some(sender.into()),
         text: text.into(),
-        is_mention: false,
+        ..InboundEvent::default()
     }
 }
 

@@ -1,0 +1,560 @@
+//! The Telegram channel: a bot on the Bot API (teloxide's client, long polling). This file owns
+//! the sending side — replies rendered from Markdown to Telegram HTML and split to fit,
+//! threaded into the topic they belong to, files as photos or documents, edits as real edits,
+//! reactions, the typing indicator, and Telegram's rate limits (`429 retry_after` is waited
+//! out). `poll.rs` owns receiving (the update journal and per-chat ordering), `callbacks.rs`
+//! the inline buttons (approving unknown senders), `inbound.rs` what a message means and
+//! `format.rs` the rendering.
+//!
+//! A reply of several parts (long text, or files plus text) remembers which parts went out, so
+//! an attempt that failed half-way resumes where it stopped instead of sending the first parts
+//! twice. The delivery record keeps the ids of all parts, comma-separated, for edits.
+
+mod callbacks;
+pub mod format;
+pub mod inbound;
+mod poll;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use mailbox::{OutboundMessage, Route};
+use teloxide::ApiError;
+use teloxide::RequestError;
+use teloxide::payloads::{
+    EditMessageTextSetters, SendChatActionSetters, SendDocumentSetters, SendMessageSetters,
+    SendPhotoSetters,
+};
+use teloxide::prelude::*;
+use teloxide::requests::Output;
+use teloxide::types::{
+    ChatAction, InputFile, MessageId, ParseMode, ReactionType, ReplyParameters, ThreadId,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::{Content, DeliveryError, PlatformRefs};
+use crate::HostError;
+use crate::app::HostCtx;
+use crate::config::Config;
+use crate::outbox::Attachment;
+use format::{CAPTION_LIMIT, MESSAGE_LIMIT, Part};
+use inbound::BotIdentity;
+
+/// How long one send may wait for Telegram's rate limit in all before it counts as failed
+/// (and is retried by the delivery loop).
+const MAX_RATE_WAIT: Duration = Duration::from_secs(60);
+/// Network failures of one call retried right away (then the delivery loop retries).
+const NETWORK_RETRIES: u32 = 2;
+/// `sendChatAction` lasts five seconds; it is renewed a little sooner.
+const TYPING_RENEW: Duration = Duration::from_secs(4);
+/// A typing indicator nobody turned off stops by itself after this long.
+const TYPING_MAX: Duration = Duration::from_secs(600);
+/// Telegram's limit for `sendPhoto`; larger images go as documents.
+const MAX_PHOTO_BYTES: usize = 10 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct TelegramChannel {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    bot: Bot,
+    /// Set once `getMe` answered.
+    me: OnceLock<BotIdentity>,
+    max_file_bytes: u64,
+    poll_timeout: Duration,
+    /// Live typing indicators by (chat, topic).
+    typing: Mutex<HashMap<(String, Option<String>), CancellationToken>>,
+    /// Message ids of the parts already sent, per (session, outbound seq), while a
+    /// multi-part reply is not complete.
+    progress: Mutex<HashMap<(String, i64), Vec<String>>>,
+}
+
+/// One thing to send for an outbound row.
+enum Step<'a> {
+    Text(&'a Part),
+    File(&'a Attachment, Option<&'a Part>),
+}
+
+impl TelegramChannel {
+    pub fn new(config: &Config, token: &str) -> Result<Self, HostError> {
+        let url = url::Url::parse(&config.telegram_api_url).map_err(|e| {
+            HostError::Config(format!(
+                "TELEGRAM_API_URL={:?}: {e}",
+                config.telegram_api_url
+            ))
+        })?;
+        let client = teloxide::net::default_reqwest_settings()
+            .build()
+            .map_err(|e| HostError::Config(format!("cannot build the Telegram client: {e}")))?;
+        Ok(TelegramChannel {
+            inner: Arc::new(Inner {
+                bot: Bot::with_client(token, client).set_api_url(url),
+                me: OnceLock::new(),
+                max_file_bytes: config.telegram_max_file_bytes,
+                poll_timeout: config.telegram_poll_timeout,
+                typing: Mutex::default(),
+                progress: Mutex::default(),
+            }),
+        })
+    }
+
+    /// Starts receiving: `getMe`, then long polling until `cancel`.
+    pub fn start(&self, ctx: HostCtx, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(poll::run(self.clone(), ctx, cancel))
+    }
+
+    fn bot(&self) -> &Bot {
+        &self.inner.bot
+    }
+
+    /// Sends one outbound row; returns the ids of the messages it became, comma-separated.
+    pub(super) async fn deliver(
+        &self,
+        session_id: &str,
+        msg: &OutboundMessage,
+        content: Content<'_>,
+        attachments: &[Attachment],
+        refs: &PlatformRefs,
+    ) -> Result<Option<String>, DeliveryError> {
+        let chat = chat_of(&msg.route)?;
+        let thread = thread_of(&msg.route);
+        let result = match content {
+            Content::Text {
+                text,
+                edit_of: None,
+            } => {
+                // Quoting the message answered keeps group conversations readable; in a
+                // private chat it is only noise.
+                let reply_to = refs
+                    .reply_to
+                    .as_deref()
+                    .filter(|_| chat.0 < 0)
+                    .and_then(first_id);
+                let key = (session_id.to_owned(), msg.seq);
+                self.send_steps(key, chat, thread, reply_to, text, attachments)
+                    .await
+                    .map(Some)
+            }
+            Content::Text {
+                text,
+                edit_of: Some(seq),
+            } => {
+                let target = refs.target.as_deref().ok_or_else(|| {
+                    DeliveryError::Permanent(format!(
+                        "message {seq} was never delivered, so it cannot be edited"
+                    ))
+                })?;
+                self.edit(chat, thread, target, text).await.map(Some)
+            }
+            Content::Reaction {
+                reaction_to, emoji, ..
+            } => {
+                let target = refs.target.as_deref().and_then(first_id).ok_or_else(|| {
+                    DeliveryError::Permanent(format!(
+                        "message {reaction_to} has no Telegram message to react to"
+                    ))
+                })?;
+                let req = self.bot().set_message_reaction(chat, target).reaction(vec![
+                    ReactionType::Emoji {
+                        emoji: emoji.to_owned(),
+                    },
+                ]);
+                call(&req).await.map(|_| None).map_err(classify)
+            }
+        };
+        result
+    }
+
+    /// Sends the files (the first with the text's first part as caption) and the text parts,
+    /// skipping what an earlier attempt already sent.
+    async fn send_steps(
+        &self,
+        key: (String, i64),
+        chat: ChatId,
+        thread: Option<ThreadId>,
+        reply_to: Option<MessageId>,
+        text: &str,
+        attachments: &[Attachment],
+    ) -> Result<String, DeliveryError> {
+        let first_limit = if attachments.is_empty() {
+            MESSAGE_LIMIT
+        } else {
+            CAPTION_LIMIT
+        };
+        let parts = format::to_parts(text, first_limit);
+        let mut steps: Vec<Step<'_>> = Vec::new();
+        let mut texts = parts.iter();
+        for (i, a) in attachments.iter().enumerate() {
+            steps.push(Step::File(a, if i == 0 { texts.next() } else { None }));
+        }
+        steps.extend(texts.map(Step::Text));
+        if steps.is_empty() {
+            return Err(DeliveryError::Permanent(
+                "message has no text to send".into(),
+            ));
+        }
+        let mut sent = self.progress().get(&key).cloned().unwrap_or_default();
+        for (i, step) in steps.iter().enumerate().skip(sent.len()) {
+            let reply = if i == 0 { reply_to } else { None };
+            let result = match step {
+                Step::Text(part) => self.send_part(chat, thread, reply, part).await,
+                Step::File(a, caption) => self.send_file(chat, thread, reply, a, *caption).await,
+            };
+            match result {
+                Ok(id) => {
+                    sent.push(id.0.to_string());
+                    self.progress().insert(key.clone(), sent.clone());
+                }
+                Err(e) => {
+                    let e = classify(e);
+                    if matches!(e, DeliveryError::Permanent(_)) {
+                        self.progress().remove(&key);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        self.progress().remove(&key);
+        Ok(sent.join(","))
+    }
+
+    fn progress(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i64), Vec<String>>> {
+        self.inner
+            .progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One text part as HTML; as plain text if Telegram refuses the entities.
+    async fn send_part(
+        &self,
+        chat: ChatId,
+        thread: Option<ThreadId>,
+        reply_to: Option<MessageId>,
+        part: &Part,
+    ) -> Result<MessageId, RequestError> {
+        let request = |text: &str, html: bool| {
+            let mut req = self.bot().send_message(chat, text);
+            if html {
+                req = req.parse_mode(ParseMode::Html);
+            }
+            if let Some(t) = thread {
+                req = req.message_thread_id(t);
+            }
+            if let Some(r) = reply_to {
+                req = req.reply_parameters(ReplyParameters::new(r).allow_sending_without_reply());
+            }
+            req
+        };
+        match call(&request(&part.html, true)).await {
+            Ok(m) => Ok(m.id),
+            Err(RequestError::Api(ApiError::CantParseEntities(why))) => {
+                tracing::warn!("Telegram refused the formatting ({why}); sending plain text");
+                call(&request(&part.plain, false)).await.map(|m| m.id)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A file as a photo (images up to Telegram's photo limit) or a document.
+    async fn send_file(
+        &self,
+        chat: ChatId,
+        thread: Option<ThreadId>,
+        reply_to: Option<MessageId>,
+        file: &Attachment,
+        caption: Option<&Part>,
+    ) -> Result<MessageId, RequestError> {
+        let input = || InputFile::memory(file.bytes.clone()).file_name(file.name.clone());
+        let lower = file.name.to_ascii_lowercase();
+        let as_photo = [".jpg", ".jpeg", ".png", ".webp"]
+            .iter()
+            .any(|ext| lower.ends_with(ext))
+            && file.bytes.len() <= MAX_PHOTO_BYTES;
+        for html in [true, false] {
+            let text = caption.map(|c| {
+                if html {
+                    c.html.clone()
+                } else {
+                    c.plain.clone()
+                }
+            });
+            let result = if as_photo {
+                let mut req = self.bot().send_photo(chat, input());
+                if let Some(t) = &text {
+                    req = req.caption(t.clone());
+                    if html {
+                        req = req.parse_mode(ParseMode::Html);
+                    }
+                }
+                if let Some(t) = thread {
+                    req = req.message_thread_id(t);
+                }
+                if let Some(r) = reply_to {
+                    req =
+                        req.reply_parameters(ReplyParameters::new(r).allow_sending_without_reply());
+                }
+                match call(&req).await {
+                    // Telegram could not use it as a photo (dimensions, format): a document.
+                    Err(RequestError::Api(e)) if is_photo_problem(&e) => {
+                        self.send_document(chat, thread, reply_to, input(), text.as_deref(), html)
+                            .await
+                    }
+                    other => other.map(|m| m.id),
+                }
+            } else {
+                self.send_document(chat, thread, reply_to, input(), text.as_deref(), html)
+                    .await
+            };
+            match result {
+                Err(RequestError::Api(ApiError::CantParseEntities(why))) if html => {
+                    tracing::warn!(
+                        "Telegram refused the caption's formatting ({why}); sending it plain"
+                    );
+                }
+                other => return other,
+            }
+        }
+        Err(RequestError::Api(ApiError::CantParseEntities(
+            "the plain caption was refused as well".into(),
+        )))
+    }
+
+    async fn send_document(
+        &self,
+        chat: ChatId,
+        thread: Option<ThreadId>,
+        reply_to: Option<MessageId>,
+        input: InputFile,
+        caption: Option<&str>,
+        html: bool,
+    ) -> Result<MessageId, RequestError> {
+        let mut req = self.bot().send_document(chat, input);
+        if let Some(c) = caption {
+            req = req.caption(c.to_owned());
+            if html {
+                req = req.parse_mode(ParseMode::Html);
+            }
+        }
+        if let Some(t) = thread {
+            req = req.message_thread_id(t);
+        }
+        if let Some(r) = reply_to {
+            req = req.reply_parameters(ReplyParameters::new(r).allow_sending_without_reply());
+        }
+        call(&req).await.map(|m| m.id)
+    }
+
+    /// Replaces the text of the messages `target` (ids as delivered) with `text`: part by part;
+    /// extra parts are sent, surplus old parts deleted.
+    async fn edit(
+        &self,
+        chat: ChatId,
+        thread: Option<ThreadId>,
+        target: &str,
+        text: &str,
+    ) -> Result<String, DeliveryError> {
+        let old: Vec<MessageId> = target.split(',').filter_map(first_id).collect();
+        let parts = format::to_parts(text, MESSAGE_LIMIT);
+        if old.is_empty() {
+            return Err(DeliveryError::Permanent(
+                "the message to edit was never delivered".into(),
+            ));
+        }
+        if parts.is_empty() {
+            return Err(DeliveryError::Permanent("an edit needs some text".into()));
+        }
+        let mut ids = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            let id = match old.get(i) {
+                Some(&id) => {
+                    self.edit_part(chat, id, part).await.map_err(classify)?;
+                    id
+                }
+                None => self
+                    .send_part(chat, thread, None, part)
+                    .await
+                    .map_err(classify)?,
+            };
+            ids.push(id.0.to_string());
+        }
+        for &surplus in old.iter().skip(parts.len()) {
+            if let Err(e) = call(&self.bot().delete_message(chat, surplus)).await {
+                tracing::warn!(
+                    message = surplus.0,
+                    "cannot delete the surplus part of an edited message: {e}"
+                );
+            }
+        }
+        Ok(ids.join(","))
+    }
+
+    async fn edit_part(
+        &self,
+        chat: ChatId,
+        id: MessageId,
+        part: &Part,
+    ) -> Result<(), RequestError> {
+        let html = self
+            .bot()
+            .edit_message_text(chat, id, &part.html)
+            .parse_mode(ParseMode::Html);
+        let result = match call(&html).await {
+            Err(RequestError::Api(ApiError::CantParseEntities(why))) => {
+                tracing::warn!("Telegram refused the formatting of an edit ({why}); editing plain");
+                call(&self.bot().edit_message_text(chat, id, &part.plain)).await
+            }
+            other => other,
+        };
+        match result {
+            Ok(_) | Err(RequestError::Api(ApiError::MessageNotModified)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A host notice (plain text), in the chat's topic, replying to `reply_to` if given.
+    pub(super) async fn notice(
+        &self,
+        route: &Route,
+        text: &str,
+        reply_to: Option<&str>,
+    ) -> Result<(), DeliveryError> {
+        let chat = chat_of(route)?;
+        let thread = thread_of(route);
+        let reply_to = reply_to.and_then(first_id);
+        for (i, plain) in format::plain_parts(text).iter().enumerate() {
+            let part = Part {
+                html: format::escape_text(plain),
+                plain: plain.clone(),
+            };
+            self.send_part(chat, thread, if i == 0 { reply_to } else { None }, &part)
+                .await
+                .map_err(classify)?;
+        }
+        Ok(())
+    }
+
+    /// Shows (or stops showing) "typing…" in the chat and topic of `route`.
+    pub(super) fn typing(&self, route: &Route, on: bool) {
+        let key = (route.platform_id.clone(), route.thread_id.clone());
+        let mut map = self.inner.typing.lock().unwrap_or_else(|e| e.into_inner());
+        if !on {
+            if let Some(token) = map.remove(&key) {
+                token.cancel();
+            }
+            return;
+        }
+        if map.get(&key).is_some_and(|t| !t.is_cancelled()) {
+            return;
+        }
+        let Ok(chat) = chat_of(route) else { return };
+        let thread = thread_of(route);
+        let token = CancellationToken::new();
+        map.insert(key, token.clone());
+        let bot = self.bot().clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + TYPING_MAX;
+            while tokio::time::Instant::now() < deadline {
+                let mut req = bot.send_chat_action(chat, ChatAction::Typing);
+                if let Some(t) = thread {
+                    req = req.message_thread_id(t);
+                }
+                if let Err(e) = req.send().await {
+                    // Cosmetic: the reply still arrives.
+                    tracing::debug!("typing indicator failed: {e}");
+                }
+                tokio::select! {
+                    () = token.cancelled() => return,
+                    () = tokio::time::sleep(TYPING_RENEW) => {}
+                }
+            }
+            token.cancel();
+        });
+    }
+}
+
+/// Sends a request, waiting out `429 retry_after` (up to [`MAX_RATE_WAIT`] in all) and retrying
+/// network failures a couple of times.
+async fn call<R>(req: &R) -> Result<Output<R>, RequestError>
+where
+    R: Request<Err = RequestError>,
+{
+    let mut waited = Duration::ZERO;
+    let mut network_failures = 0;
+    loop {
+        match req.send_ref().await {
+            Err(RequestError::RetryAfter(s)) if waited + s.duration() <= MAX_RATE_WAIT => {
+                tracing::info!(retry_after = s.seconds(), "Telegram rate limit; waiting");
+                tokio::time::sleep(s.duration()).await;
+                waited += s.duration();
+            }
+            Err(RequestError::Network(e)) if network_failures < NETWORK_RETRIES => {
+                network_failures += 1;
+                tracing::warn!("Telegram unreachable ({e}); retrying");
+                tokio::time::sleep(Duration::from_millis(500) * network_failures).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether an API error is worth another attempt later.
+fn transient_api(e: &ApiError) -> bool {
+    match e {
+        ApiError::Unknown(text) => {
+            let t = text.to_ascii_lowercase();
+            !(t.starts_with("bad request")
+                || t.starts_with("forbidden")
+                || t.starts_with("unauthorized"))
+        }
+        _ => false,
+    }
+}
+
+fn is_photo_problem(e: &ApiError) -> bool {
+    let text = e.to_string().to_ascii_uppercase();
+    text.contains("PHOTO") || text.contains("IMAGE")
+}
+
+/// What a failed Telegram call means for the delivery.
+fn classify(e: RequestError) -> DeliveryError {
+    match e {
+        RequestError::RetryAfter(s) => DeliveryError::Transient(format!(
+            "Telegram's rate limit asks to wait {} s",
+            s.seconds()
+        )),
+        RequestError::Network(e) => DeliveryError::Transient(format!("Telegram unreachable: {e}")),
+        RequestError::InvalidJson { raw, .. } => DeliveryError::Transient(format!(
+            "Telegram answered something that is not the Bot API: {}",
+            raw.chars().take(120).collect::<String>()
+        )),
+        RequestError::Io(e) => DeliveryError::Transient(format!("cannot send the file: {e}")),
+        RequestError::MigrateToChatId(id) => DeliveryError::Permanent(format!(
+            "the group was upgraded to a supergroup with chat id {}; wire that id with create-agent",
+            id.0
+        )),
+        RequestError::Api(e) if transient_api(&e) => DeliveryError::Transient(e.to_string()),
+        RequestError::Api(e) => DeliveryError::Permanent(e.to_string()),
+    }
+}
+
+fn chat_of(route: &Route) -> Result<ChatId, DeliveryError> {
+    route.platform_id.parse().map(ChatId).map_err(|_| {
+        DeliveryError::Permanent(format!("{:?} is not a Telegram chat id", route.platform_id))
+    })
+}
+
+fn thread_of(route: &Route) -> Option<ThreadId> {
+    route
+        .thread_id
+        .as_deref()
+        .and_then(|t| t.parse().ok())
+        .map(|t| ThreadId(MessageId(t)))
+}
+
+/// The first message id of a delivery record (`"12,13,14"` → 12).
+fn first_id(ids: &str) -> Option<MessageId> {
+    ids.split(',').next()?.trim().parse().ok().map(MessageId)
+}

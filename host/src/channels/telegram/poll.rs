@@ -1,0 +1,440 @@
+//! Receiving: `getMe`, then `getUpdates` long polling. Every batch is written to the update
+//! journal (`telegram_updates`) and the offset moved past it in one transaction before any of
+//! it is handled, so the next poll confirms it to Telegram without waiting for slow work (a
+//! download), a crash in between loses nothing (open journal entries are handled at the next
+//! start), and an update Telegram delivers twice is handled once.
+//!
+//! Handling runs on one task per chat: updates of a chat are handled in order, chats in
+//! parallel, so a chat whose message is slow to fetch never holds up the others. A chat's task
+//! ends when the chat has been quiet for a while.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use teloxide::ApiError;
+use teloxide::RequestError;
+use teloxide::net::Download;
+use teloxide::payloads::GetUpdatesSetters;
+use teloxide::prelude::*;
+use teloxide::types::{AllowedUpdate, FileId, MessageId, Update, UpdateKind};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::TelegramChannel;
+use super::inbound::{self, BotIdentity, Incoming};
+use crate::app::HostCtx;
+use crate::db::{self, JournalEntry};
+use crate::inbound_files::{FetchError, FileSource, IncomingFile};
+use crate::router::{InboundEvent, Routed};
+
+/// A chat's task ends after this long without updates.
+const CHAT_IDLE: Duration = Duration::from_secs(60);
+/// Routing attempts of one message when the host's databases fail, before it is given up.
+const ROUTE_ATTEMPTS: u32 = 3;
+
+pub(super) async fn run(tg: TelegramChannel, ctx: HostCtx, cancel: CancellationToken) {
+    let Some(me) = identify(&tg, &cancel).await else {
+        return;
+    };
+    tracing::info!(bot = %format!("@{}", me.username), "Telegram: receiving messages");
+    let _ = tg.inner.me.set(me.clone());
+    let bot_id = me.id as i64;
+    let chats = Chats {
+        tg: tg.clone(),
+        ctx: ctx.clone(),
+        me,
+        bot_id,
+        workers: Arc::default(),
+        cancel: cancel.clone(),
+    };
+    // What a previous run recorded but did not finish.
+    match ctx
+        .db
+        .call(move |conn| db::open_updates(conn, bot_id))
+        .await
+    {
+        Ok(open) => {
+            if !open.is_empty() {
+                tracing::info!(
+                    count = open.len(),
+                    "Telegram: handling updates left from the last run"
+                );
+            }
+            for entry in open {
+                chats.dispatch(entry);
+            }
+        }
+        Err(e) => tracing::error!("Telegram: cannot read the update journal: {e}"),
+    }
+    let mut offset = match ctx
+        .db
+        .call(move |conn| db::telegram_offset(conn, bot_id))
+        .await
+    {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::error!("Telegram: cannot read the update offset: {e}");
+            0
+        }
+    };
+    let poll_secs = u32::try_from(tg.inner.poll_timeout.as_secs()).unwrap_or(30);
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let request = tg
+            .bot()
+            .get_updates()
+            .offset(i32::try_from(offset).unwrap_or(i32::MAX))
+            .timeout(poll_secs)
+            .limit(100)
+            .allowed_updates([
+                AllowedUpdate::Message,
+                AllowedUpdate::EditedMessage,
+                AllowedUpdate::CallbackQuery,
+            ]);
+        let result = tokio::select! {
+            () = cancel.cancelled() => return,
+            r = request.send() => r,
+        };
+        let wait = match result {
+            Ok(updates) => {
+                backoff = Duration::from_secs(1);
+                if updates.is_empty() {
+                    continue;
+                }
+                let entries: Vec<JournalEntry> = updates.iter().filter_map(journal_entry).collect();
+                let max = updates
+                    .iter()
+                    .map(|u| i64::from(u.id.0))
+                    .max()
+                    .unwrap_or(offset);
+                match ctx
+                    .db
+                    .call(move |conn| db::journal_updates(conn, bot_id, &entries, Utc::now()))
+                    .await
+                {
+                    Ok(fresh) => {
+                        offset = offset.max(max + 1);
+                        for entry in fresh {
+                            chats.dispatch(entry);
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        // Not confirmed: Telegram hands the batch out again.
+                        tracing::error!("Telegram: cannot record updates: {e}");
+                        Duration::from_secs(1)
+                    }
+                }
+            }
+            Err(RequestError::RetryAfter(s)) => s.duration(),
+            Err(RequestError::Api(ApiError::TerminatedByOtherGetUpdates)) => {
+                tracing::error!(
+                    "Telegram: another program is polling this bot (only one may); retrying"
+                );
+                Duration::from_secs(5)
+            }
+            Err(RequestError::Api(ApiError::InvalidToken)) => {
+                tracing::error!("Telegram refuses TELEGRAM_BOT_TOKEN; check it with @BotFather");
+                Duration::from_secs(60)
+            }
+            Err(e) => {
+                tracing::warn!("Telegram: polling failed ({e}); retrying in {backoff:?}");
+                let wait = backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                wait
+            }
+        };
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// `getMe`, retried until it works or the token is refused.
+async fn identify(tg: &TelegramChannel, cancel: &CancellationToken) -> Option<BotIdentity> {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match tg.bot().get_me().await {
+            Ok(me) => {
+                return Some(BotIdentity {
+                    id: me.user.id.0,
+                    username: me.username().to_lowercase(),
+                });
+            }
+            Err(RequestError::Api(ApiError::InvalidToken)) => {
+                tracing::error!(
+                    "Telegram refuses TELEGRAM_BOT_TOKEN (getMe: Unauthorized); the Telegram \
+                     channel is off. Check the token with @BotFather and restart."
+                );
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!("Telegram: getMe failed ({e}); retrying in {backoff:?}");
+                tokio::select! {
+                    () = cancel.cancelled() => return None,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+            }
+        }
+    }
+}
+
+fn journal_entry(update: &Update) -> Option<JournalEntry> {
+    let payload = match serde_json::to_string(update) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(
+                update = update.id.0,
+                "Telegram: an update cannot be recorded ({e}); skipped"
+            );
+            return None;
+        }
+    };
+    let chat_key = update
+        .chat()
+        .map_or_else(|| "-".to_owned(), |c| c.id.0.to_string());
+    Some(JournalEntry {
+        update_id: i64::from(update.id.0),
+        chat_key,
+        payload,
+    })
+}
+
+/// The per-chat tasks.
+#[derive(Clone)]
+pub(super) struct Chats {
+    tg: TelegramChannel,
+    ctx: HostCtx,
+    me: BotIdentity,
+    bot_id: i64,
+    /// std Mutex, never held across an await.
+    workers: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<JournalEntry>>>>,
+    cancel: CancellationToken,
+}
+
+impl Chats {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<JournalEntry>>> {
+        self.workers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn dispatch(&self, entry: JournalEntry) {
+        let mut workers = self.lock();
+        let key = entry.chat_key.clone();
+        let entry = match workers.get(&key) {
+            Some(tx) => match tx.send(entry) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(entry)) => entry, // its task just ended
+            },
+            None => entry,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        // A fresh channel with a live receiver below: this send cannot fail.
+        let _ = tx.send(entry);
+        workers.insert(key.clone(), tx);
+        tokio::spawn(self.clone().work(key, rx));
+    }
+
+    async fn work(self, key: String, mut rx: mpsc::UnboundedReceiver<JournalEntry>) {
+        loop {
+            let entry = tokio::select! {
+                () = self.cancel.cancelled() => return,
+                e = rx.recv() => e,
+                () = tokio::time::sleep(CHAT_IDLE) => {
+                    let mut workers = self.lock();
+                    match rx.try_recv() {
+                        Ok(e) => Some(e),
+                        Err(_) => {
+                            workers.remove(&key);
+                            return;
+                        }
+                    }
+                }
+            };
+            let Some(entry) = entry else { return };
+            self.handle(&entry).await;
+            let (bot_id, update_id) = (self.bot_id, entry.update_id);
+            if let Err(e) = self
+                .ctx
+                .db
+                .call(move |conn| db::finish_update(conn, bot_id, update_id, Utc::now()))
+                .await
+            {
+                tracing::error!(update_id, "Telegram: cannot mark an update handled: {e}");
+            }
+        }
+    }
+
+    async fn handle(&self, entry: &JournalEntry) {
+        let update: Update = match serde_json::from_str(&entry.payload) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(
+                    update = entry.update_id,
+                    "Telegram: unreadable update skipped: {e}"
+                );
+                return;
+            }
+        };
+        match update.kind {
+            UpdateKind::Message(msg) => match inbound::event_of(&msg, &self.me) {
+                Incoming::Route(event) => self.route(*event).await,
+                Incoming::Ignore(why) => {
+                    tracing::debug!(
+                        chat = msg.chat.id.0,
+                        message = msg.id.0,
+                        "Telegram: ignored ({why})"
+                    );
+                }
+            },
+            UpdateKind::EditedMessage(msg) => {
+                // What the agent answered stays answered; an edit changes nothing.
+                tracing::debug!(
+                    chat = msg.chat.id.0,
+                    message = msg.id.0,
+                    "Telegram: edit of a message ignored"
+                );
+            }
+            UpdateKind::CallbackQuery(query) => {
+                super::callbacks::handle(self, query).await;
+            }
+            UpdateKind::Error(value) => {
+                tracing::warn!(
+                    update = entry.update_id,
+                    "Telegram: update of an unknown kind ignored: {value}"
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// Routes a message and acts on what the router decided (notices, `/status`, approval
+    /// requests).
+    pub(super) async fn route(&self, event: InboundEvent) {
+        let reply_to = event.message_id.clone();
+        let route = mailbox::Route {
+            channel_type: event.channel_type.clone(),
+            platform_id: event.platform_id.clone(),
+            thread_id: event.thread_id.clone(),
+        };
+        let files = TelegramFiles {
+            bot: self.tg.bot().clone(),
+        };
+        let mut attempt = 0;
+        let routed = loop {
+            attempt += 1;
+            match self
+                .ctx
+                .router
+                .route_with(event.clone(), &files, self.tg.inner.max_file_bytes)
+                .await
+            {
+                Ok(r) => break r,
+                Err(e) if attempt < ROUTE_ATTEMPTS => {
+                    tracing::warn!("Telegram: routing failed ({e}); retrying");
+                    tokio::time::sleep(Duration::from_millis(500) * attempt).await;
+                }
+                Err(e) => {
+                    tracing::error!(chat = %route.platform_id, message = %reply_to, "Telegram: message lost to an internal error: {e}");
+                    let _ = self
+                        .tg
+                        .notice(&route, "⚠ This message could not be taken in (internal error); please send it again.", Some(&reply_to))
+                        .await;
+                    return;
+                }
+            }
+        };
+        for r in routed {
+            let text = match r {
+                Routed::Accepted { .. } | Routed::Refused { notice: None, .. } => continue,
+                Routed::Refused {
+                    notice: Some(text), ..
+                }
+                | Routed::Answered { text, .. } => text,
+                Routed::AwaitingApproval {
+                    approval_id,
+                    new_request,
+                    ..
+                } => {
+                    if new_request {
+                        super::callbacks::ask_approval(self, &approval_id, &route).await;
+                    }
+                    continue;
+                }
+            };
+            if let Err(e) = self.tg.notice(&route, &text, Some(&reply_to)).await {
+                tracing::warn!("Telegram: cannot answer in chat {}: {e}", route.platform_id);
+            }
+        }
+    }
+
+    pub(super) fn tg(&self) -> &TelegramChannel {
+        &self.tg
+    }
+
+    pub(super) fn ctx(&self) -> &HostCtx {
+        &self.ctx
+    }
+}
+
+/// Files of Telegram messages: `getFile`, then a streamed download capped at the limit.
+struct TelegramFiles {
+    bot: Bot,
+}
+
+impl FileSource for TelegramFiles {
+    fn fetch<'a>(
+        &'a self,
+        file: &'a IncomingFile,
+        dest: &'a Path,
+        max_bytes: u64,
+    ) -> BoxFuture<'a, Result<u64, FetchError>> {
+        Box::pin(async move {
+            let limit_mb = max_bytes / (1024 * 1024);
+            let failed = |e: &dyn std::fmt::Display| FetchError::Failed(e.to_string());
+            let meta = self
+                .bot
+                .get_file(FileId(file.source.clone()))
+                .await
+                .map_err(|e| failed(&e))?;
+            if u64::from(meta.meta.size) > max_bytes {
+                return Err(FetchError::TooLarge { limit_mb });
+            }
+            let mut out = {
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut options = std::fs::OpenOptions::new();
+                options.write(true).create_new(true).mode(0o644);
+                tokio::fs::OpenOptions::from(options)
+                    .open(dest)
+                    .await
+                    .map_err(|e| failed(&e))?
+            };
+            let mut stream = self.bot.download_file_stream(&meta.path);
+            let mut written: u64 = 0;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| failed(&e))?;
+                written += chunk.len() as u64;
+                if written > max_bytes {
+                    return Err(FetchError::TooLarge { limit_mb });
+                }
+                out.write_all(&chunk).await.map_err(|e| failed(&e))?;
+            }
+            out.sync_all().await.map_err(|e| failed(&e))?;
+            Ok(written)
+        })
+    }
+}
+
+/// A message id of this chat, as Telegram knows it.
+pub(super) fn message_id(id: &str) -> Option<MessageId> {
+    id.parse().ok().map(MessageId)
+}
