@@ -1050,8 +1050,8 @@ pub fn open_updates(conn: &Connection, bot_id: i64) -> DbResult<Vec<JournalEntry
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// Marks an update handled, and forgets handled updates older than a week (a redelivered
-/// update is recognised for that long).
+/// Marks an update handled; its payload is not needed any more (the row stays, so a
+/// redelivered update is recognised).
 pub fn finish_update(
     conn: &Connection,
     bot_id: i64,
@@ -1059,16 +1059,19 @@ pub fn finish_update(
     now: DateTime<Utc>,
 ) -> DbResult<()> {
     conn.prepare_cached(
-        "UPDATE telegram_updates SET done_at = ?3 WHERE bot_id = ?1 AND update_id = ?2",
+        "UPDATE telegram_updates SET done_at = ?3, payload = '' WHERE bot_id = ?1 AND update_id = ?2",
     )?
     .execute(params![bot_id, update_id, ts(now)])?;
-    if update_id % 500 == 0 {
-        conn.execute(
-            "DELETE FROM telegram_updates WHERE done_at IS NOT NULL AND done_at < ?1",
-            [ts(now - chrono::Duration::days(7))],
-        )?;
-    }
     Ok(())
+}
+
+/// Forgets handled updates older than `before` (Telegram redelivers only unconfirmed
+/// updates, and only for a day).
+pub fn prune_updates(conn: &Connection, before: DateTime<Utc>) -> DbResult<usize> {
+    Ok(conn.execute(
+        "DELETE FROM telegram_updates WHERE done_at IS NOT NULL AND done_at < ?1",
+        [ts(before)],
+    )?)
 }
 
 #[cfg(test)]

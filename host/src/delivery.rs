@@ -131,6 +131,12 @@ pub struct Pumped {
     pub retry_soon: bool,
 }
 
+/// The message an edit replaces or a reaction is for.
+fn target_seq(msg: &OutboundMessage) -> Option<i64> {
+    let field = |name: &str| msg.content.get(name).and_then(serde_json::Value::as_i64);
+    field("edit_of").or_else(|| field("reaction_to"))
+}
+
 /// The platform ids of the messages `msg` refers to: inbound rows carry theirs in the content
 /// (`platform_message_id`), outbound rows in their delivery record.
 fn platform_refs(mb: &SessionMailbox, msg: &OutboundMessage) -> mailbox::Result<PlatformRefs> {
@@ -149,8 +155,7 @@ fn platform_refs(mb: &SessionMailbox, msg: &OutboundMessage) -> mailbox::Result<
                 .and_then(|d| d.platform_message_id))
         }
     };
-    let field = |name: &str| msg.content.get(name).and_then(serde_json::Value::as_i64);
-    let target = match field("edit_of").or_else(|| field("reaction_to")) {
+    let target = match target_seq(msg) {
         Some(seq) => of_seq(seq)?,
         None => None,
     };
@@ -230,7 +235,14 @@ impl Delivery<'_> {
             self.fail(msg, error, true).await?;
         }
         let mut delivered = Vec::new();
-        for (msg, attempt, refs) in plan.started {
+        for (msg, attempt, mut refs) in plan.started {
+            // An edit of (or reaction to) a row delivered earlier in this same pass.
+            if refs.target.is_none()
+                && let Some(target) = target_seq(&msg)
+                && let Some((_, id)) = delivered.iter().find(|(seq, _)| *seq == target)
+            {
+                refs.target.clone_from(id);
+            }
             let attachments = match self.attachments(&msg).await {
                 Ok(a) => a,
                 Err(e) => {

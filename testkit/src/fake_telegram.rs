@@ -146,6 +146,8 @@ pub struct Call {
     pub files: Vec<(String, String, Vec<u8>)>,
     /// Whether the fake answered with success.
     pub ok: bool,
+    /// When the call arrived.
+    pub at: tokio::time::Instant,
 }
 
 impl Call {
@@ -232,7 +234,8 @@ struct Chats {
     bot_messages: Vec<BotMessage>,
     files: HashMap<String, (String, Vec<u8>)>,
     next_file: u64,
-    failures: HashMap<String, VecDeque<Failure>>,
+    /// Per method: what the next calls get (`None`: answered normally).
+    failures: HashMap<String, VecDeque<Option<Failure>>>,
     calls: Vec<Call>,
     next_callback: u64,
 }
@@ -569,14 +572,25 @@ impl FakeTelegram {
         self.shared.changed.notify_waiters();
     }
 
-    /// Answers the next call of `method` (case-insensitive) with `failure`; several queue up.
+    /// Answers the next call of `method` (case-insensitive) with `failure`; several queue up,
+    /// together with [`FakeTelegram::pass_next`].
     pub fn fail_next(&self, method: &str, failure: Failure) {
+        self.queue_outcome(method, Some(failure));
+    }
+
+    /// Lets the next call of `method` through (so a failure queued after it hits a later call,
+    /// e.g. the second part of a long message).
+    pub fn pass_next(&self, method: &str) {
+        self.queue_outcome(method, None);
+    }
+
+    fn queue_outcome(&self, method: &str, outcome: Option<Failure>) {
         self.shared
             .lock()
             .failures
             .entry(method.to_ascii_lowercase())
             .or_default()
-            .push_back(failure);
+            .push_back(outcome);
     }
 
     /// A file users can send (its `file_id`).
@@ -779,11 +793,13 @@ async fn method(
         return envelope_err(404, "Not Found: method not found", None);
     };
     let name = (*name).to_owned();
+    let arrived = tokio::time::Instant::now();
     let failure = shared
         .lock()
         .failures
         .get_mut(&name.to_ascii_lowercase())
-        .and_then(VecDeque::pop_front);
+        .and_then(VecDeque::pop_front)
+        .flatten();
     let response = match failure {
         Some(Failure::RetryAfter(secs)) => envelope_err(
             429,
@@ -806,6 +822,7 @@ async fn method(
         params,
         files,
         ok,
+        at: arrived,
     });
     shared.changed.notify_waiters();
     response
@@ -842,31 +859,33 @@ async fn get_updates(shared: &Shared, params: &Value) -> Response {
     }
 }
 
-/// Checks a text or caption as Telegram would; returns what the user sees.
+/// Checks a text or caption as Telegram would; returns what the user sees, or Telegram's
+/// `400 Bad Request` description.
 fn check_text(
     text: &str,
     parse_mode: Option<&str>,
     limit: usize,
     caption: bool,
-) -> Result<String, Response> {
+) -> Result<String, String> {
     let visible = match parse_mode.map(str::to_ascii_lowercase).as_deref() {
         None | Some("") => text.to_owned(),
-        Some("html") => html::visible_text(text).map_err(|e| envelope_err(400, &e, None))?,
+        Some("html") => html::visible_text(text)?,
         Some(other) => {
-            return Err(bad_request(&format!(
-                "unsupported parse_mode {other:?} in this fake"
-            )));
+            return Err(format!(
+                "Bad Request: unsupported parse_mode {other:?} in this fake"
+            ));
         }
     };
     if !caption && visible.trim().is_empty() {
-        return Err(bad_request("message text is empty"));
+        return Err("Bad Request: message text is empty".into());
     }
     if utf16_len(&visible) > limit {
-        return Err(bad_request(if caption {
-            "message caption is too long"
+        return Err(if caption {
+            "Bad Request: message caption is too long"
         } else {
-            "message is too long"
-        }));
+            "Bad Request: message is too long"
+        }
+        .into());
     }
     Ok(visible)
 }
@@ -937,7 +956,7 @@ fn handle(
             let parse_mode = str_param("parse_mode");
             let visible = match check_text(raw, parse_mode, limit, kind != BotMessageKind::Text) {
                 Ok(v) => v,
-                Err(response) => return response,
+                Err(description) => return envelope_err(400, &description, None),
             };
             let field = if kind == BotMessageKind::Photo {
                 "photo"
@@ -946,7 +965,12 @@ fn handle(
             };
             let file = match kind {
                 BotMessageKind::Text => None,
-                _ => match files.iter().find(|(f, _, _)| f == field) {
+                // The file is its own part (`document`), or a part the field names as
+                // `attach://<part>` (how teloxide and most clients upload).
+                _ => match files.iter().find(|(f, _, _)| {
+                    f == field
+                        || p.get(field).and_then(Value::as_str) == Some(&format!("attach://{f}"))
+                }) {
                     Some((_, name, bytes)) => Some((name.clone(), bytes.clone())),
                     None => return bad_request(&format!("there is no {field} in the request")),
                 },
@@ -1057,7 +1081,7 @@ fn handle(
                     let parse_mode = str_param("parse_mode");
                     let visible = match check_text(raw, parse_mode, MAX_TEXT, false) {
                         Ok(v) => v,
-                        Err(response) => return response,
+                        Err(description) => return envelope_err(400, &description, None),
                     };
                     let markup = p.get("reply_markup").cloned();
                     let m = &mut st.bot_messages[index];

@@ -78,7 +78,13 @@ impl HostFixture {
     /// `clawbox <args>` with exactly this fixture's environment, run in its directory (so no
     /// stray `.env` is read).
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(&self.bin);
+        self.command_of(&self.bin, args)
+    }
+
+    /// Another binary of the workspace (e.g. `create-agent`) with this fixture's environment,
+    /// run in its directory.
+    pub fn command_of(&self, bin: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin);
         cmd.args(args)
             .env_clear()
             .envs(&self.env)

@@ -154,11 +154,14 @@ pub(super) async fn handle(chats: &Chats, query: CallbackQuery) {
                 return Ok(Press::NotAllowed { agent });
             }
             let decision = db::decide_approval(conn, &approval_id, allow, &presser, Utc::now())?;
-            Ok(Press::Decided { agent, decision })
+            Ok(Press::Decided {
+                agent,
+                decision: Box::new(decision),
+            })
         })
         .await;
     let (agent, decision) = match pressed {
-        Ok(Press::Decided { agent, decision }) => (agent, decision),
+        Ok(Press::Decided { agent, decision }) => (agent, *decision),
         Ok(Press::Unknown) => (String::new(), Decision::Unknown),
         Ok(Press::NotAllowed { agent }) => {
             let text = format!("Only an owner or admin of {agent} can decide this.");
@@ -253,7 +256,7 @@ enum Press {
     },
     Decided {
         agent: String,
-        decision: Decision,
+        decision: Box<Decision>,
     },
 }
 

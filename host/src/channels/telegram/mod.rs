@@ -120,7 +120,7 @@ impl TelegramChannel {
     ) -> Result<Option<String>, DeliveryError> {
         let chat = chat_of(&msg.route)?;
         let thread = thread_of(&msg.route);
-        let result = match content {
+        match content {
             Content::Text {
                 text,
                 edit_of: None,
@@ -163,8 +163,7 @@ impl TelegramChannel {
                 ]);
                 call(&req).await.map(|_| None).map_err(classify)
             }
-        };
-        result
+        }
     }
 
     /// Sends the files (the first with the text's first part as caption) and the text parts,

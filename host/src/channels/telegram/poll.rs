@@ -37,6 +37,10 @@ use crate::router::{InboundEvent, Routed};
 const CHAT_IDLE: Duration = Duration::from_secs(60);
 /// Routing attempts of one message when the host's databases fail, before it is given up.
 const ROUTE_ATTEMPTS: u32 = 3;
+/// Handled updates are remembered this long (to recognise one Telegram sends again).
+const JOURNAL_KEEP: chrono::Duration = chrono::Duration::days(7);
+/// The journal is pruned at start and after this many updates.
+const PRUNE_EVERY: usize = 1000;
 
 pub(super) async fn run(tg: TelegramChannel, ctx: HostCtx, cancel: CancellationToken) {
     let Some(me) = identify(&tg, &cancel).await else {
@@ -54,11 +58,14 @@ pub(super) async fn run(tg: TelegramChannel, ctx: HostCtx, cancel: CancellationT
         cancel: cancel.clone(),
     };
     // What a previous run recorded but did not finish.
-    match ctx
+    let open = ctx
         .db
-        .call(move |conn| db::open_updates(conn, bot_id))
-        .await
-    {
+        .call(move |conn| {
+            db::prune_updates(conn, Utc::now() - JOURNAL_KEEP)?;
+            db::open_updates(conn, bot_id)
+        })
+        .await;
+    match open {
         Ok(open) => {
             if !open.is_empty() {
                 tracing::info!(
@@ -85,7 +92,18 @@ pub(super) async fn run(tg: TelegramChannel, ctx: HostCtx, cancel: CancellationT
     };
     let poll_secs = u32::try_from(tg.inner.poll_timeout.as_secs()).unwrap_or(30);
     let mut backoff = Duration::from_secs(1);
+    let mut since_prune = 0;
     loop {
+        if since_prune >= PRUNE_EVERY {
+            since_prune = 0;
+            let pruned = ctx
+                .db
+                .call(|conn| db::prune_updates(conn, Utc::now() - JOURNAL_KEEP))
+                .await;
+            if let Err(e) = pruned {
+                tracing::warn!("Telegram: cannot prune the update journal: {e}");
+            }
+        }
         let request = tg
             .bot()
             .get_updates()
@@ -120,6 +138,7 @@ pub(super) async fn run(tg: TelegramChannel, ctx: HostCtx, cancel: CancellationT
                 {
                     Ok(fresh) => {
                         offset = offset.max(max + 1);
+                        since_prune += fresh.len();
                         for entry in fresh {
                             chats.dispatch(entry);
                         }

@@ -1,0 +1,769 @@
+//! The Telegram channel end to end: the real `clawbox` host (process runtime, real runners and
+//! mcp-tools), agents provisioned with the real `create-agent`, the fake OpenAI-compatible model,
+//! and testkit's fake Bot API server playing Telegram (and its users), which records every call
+//! and validates what the real one validates (HTML entities, lengths, unknown messages).
+
+use std::path::Path;
+use std::time::Duration;
+
+use pretty_assertions::assert_eq;
+use rusqlite::Connection;
+use serde_json::json;
+use testkit::fake_telegram::{BotMessage, Failure, TgChat, TgUser};
+use testkit::{FakeModel, FakeTelegram, HostFixture, Reply, ToolCall};
+
+use super::support::*;
+
+const TOKEN: &str = "123456:test-token";
+const CREATE_AGENT: &str = env!("CARGO_BIN_EXE_create-agent");
+
+fn owner() -> TgUser {
+    TgUser::new(100, "Olga", Some("olga_owner"))
+}
+
+fn member() -> TgUser {
+    TgUser::new(200, "Mike", Some("mike_m"))
+}
+
+fn stranger() -> TgUser {
+    TgUser::new(300, "Sam", None)
+}
+
+struct Tg {
+    model: FakeModel,
+    tg: FakeTelegram,
+    fixture: HostFixture,
+}
+
+impl Tg {
+    async fn new() -> Tg {
+        let (model, mut fixture) = setup().await;
+        let tg = FakeTelegram::start(TOKEN).await.unwrap();
+        fixture
+            .set("TELEGRAM_BOT_TOKEN", TOKEN)
+            .set("TELEGRAM_API_URL", tg.api_url())
+            .set("TELEGRAM_POLL_TIMEOUT_S", "1");
+        Tg { model, tg, fixture }
+    }
+
+    /// Runs the real `create-agent`; panics with its output unless it succeeds.
+    async fn create_agent(&self, args: &[&str]) {
+        let out = self
+            .fixture
+            .command_of(Path::new(CREATE_AGENT), args)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "create-agent {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `andy`, owned by Olga, wired to `chat` with `extra` flags; then the host starts.
+    async fn start_with_agent(&mut self, chat: i64, extra: &[&str]) {
+        let chat = chat.to_string();
+        let mut args = vec![
+            "--agent-id",
+            "andy",
+            "--agent-name",
+            "Andy",
+            "--telegram-chat-id",
+            &chat,
+            "--owner-user-id",
+            "telegram:100",
+        ];
+        args.extend_from_slice(extra);
+        self.create_agent(&args).await;
+        self.fixture.start().await.unwrap();
+    }
+
+    fn db(&self) -> Connection {
+        Connection::open(self.fixture.data_dir().join("clawbox.db")).unwrap()
+    }
+
+    /// (sender, reason) of every dropped message.
+    fn dropped(&self) -> Vec<(String, String)> {
+        let db = self.db();
+        let mut stmt = db
+            .prepare("SELECT COALESCE(sender_id, ''), reason FROM dropped_messages ORDER BY id")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    /// Waits until `n` messages were dropped for `reason`.
+    async fn wait_dropped(&self, reason: &str, n: usize) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let count = self.dropped().iter().filter(|(_, r)| r == reason).count();
+            if count >= n {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "waited for {n} drops ({reason}); have {:?}\n{}",
+                self.dropped(),
+                self.fixture.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The bot's live messages in `chat` once there are `n`.
+    async fn bot_messages(&self, chat: i64, n: usize) -> Vec<BotMessage> {
+        match self.tg.wait_for_bot_messages(chat, n, WAIT).await {
+            Ok(all) => all.into_iter().filter(|m| !m.deleted).collect(),
+            Err(e) => panic!("{e}\n{}", self.fixture.logs()),
+        }
+    }
+
+    /// Waits until the poller has fetched updates twice more (so whatever was pending has been
+    /// handed out and handled or not), then a little longer.
+    async fn settle(&self) {
+        let polls = self.tg.calls_to("getUpdates").len();
+        self.tg
+            .wait_until(WAIT, "two more polls", |f| {
+                f.calls_to("getUpdates").len() >= polls + 2
+            })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test]
+async fn mention_sticky_engages_per_topic_until_the_window_ends() {
+    let mut t = Tg::new().await;
+    t.start_with_agent(-1001, &["--sticky-window", "3"]).await;
+    let chat = TgChat::forum(-1001, "Team");
+    let at = t.tg.bot_mention();
+
+    t.tg.message(&chat, &owner())
+        .topic(10)
+        .text("anyone there?")
+        .send();
+    let m =
+        t.tg.message(&chat, &owner())
+            .topic(10)
+            .text(&format!("{at} hello"))
+            .send();
+    let replies = t.bot_messages(-1001, 1).await;
+    assert_eq!(replies[0].thread_id, Some(10));
+    assert_eq!(replies[0].reply_to, Some(m.message_id));
+    assert!(replies[0].visible.contains("hello"), "{:?}", replies[0]);
+
+    // Engaged now: a follow-up needs no mention.
+    t.tg.message(&chat, &owner())
+        .topic(10)
+        .text("and a follow-up")
+        .send();
+    let replies = t.bot_messages(-1001, 2).await;
+    assert!(
+        replies[1].visible.contains("and a follow-up"),
+        "{:?}",
+        replies[1]
+    );
+
+    // Another topic is another scope, and another session.
+    t.tg.message(&chat, &owner())
+        .topic(20)
+        .text("over here")
+        .send();
+    t.tg.message(&chat, &owner())
+        .topic(20)
+        .text(&format!("{at} topic two"))
+        .send();
+    let replies = t.bot_messages(-1001, 3).await;
+    assert_eq!(replies[2].thread_id, Some(20));
+    assert!(replies[2].visible.contains("topic two"));
+    let threads: Vec<String> = t
+        .db()
+        .prepare("SELECT thread_id FROM sessions WHERE agent_group_id = 'andy' ORDER BY thread_id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(threads, vec!["10", "20"]);
+
+    // Quiet for longer than the window: a mention is needed again.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    t.tg.message(&chat, &owner())
+        .topic(10)
+        .text("still there?")
+        .send();
+    t.wait_dropped("not engaged", 3).await;
+    t.settle().await;
+    assert_eq!(t.bot_messages(-1001, 3).await.len(), 3);
+}
+
+#[tokio::test]
+async fn a_reply_to_the_bot_is_a_mention_and_clear_needs_an_owner() {
+    let mut t = Tg::new().await;
+    t.create_agent(&[
+        "--agent-id",
+        "andy",
+        "--agent-name",
+        "Andy",
+        "--telegram-chat-id",
+        "-1002",
+        "--owner-user-id",
+        "telegram:100",
+        "--engage-mode",
+        "mention",
+    ])
+    .await;
+    // Mike is a member (as an approval would have made him).
+    t.db()
+        .execute_batch(
+            "INSERT INTO users (id, kind, created_at) VALUES ('telegram:200', 'telegram', 'x');
+             INSERT INTO user_roles (user_id, agent_group_id, role, granted_at)
+                 VALUES ('telegram:200', 'andy', 'member', 'x');",
+        )
+        .unwrap();
+    t.fixture.start().await.unwrap();
+    let chat = TgChat::group(-1002, "Team");
+    let at = t.tg.bot_mention();
+
+    t.tg.say(&chat, &owner(), &format!("{at} hi"));
+    let first = t.bot_messages(-1002, 1).await.remove(0);
+    // A reply to the bot, without a mention, engages.
+    t.tg.message(&chat, &member())
+        .reply_to(first.message_id)
+        .text("thanks")
+        .send();
+    let replies = t.bot_messages(-1002, 2).await;
+    assert!(replies[1].visible.contains("thanks"));
+    // Without a mention or reply: not engaged (mention mode is not sticky).
+    t.tg.say(&chat, &member(), "just chatting");
+    t.wait_dropped("not engaged", 1).await;
+
+    // /clear from a member: refused with a notice, as a reply to the command.
+    let cmd = t.tg.say(&chat, &member(), "/clear@clawbox_test_bot");
+    let replies = t.bot_messages(-1002, 3).await;
+    assert_eq!(
+        replies[2].visible,
+        "Only an owner or admin of this agent can use /clear."
+    );
+    assert_eq!(replies[2].reply_to, Some(cmd.message_id));
+    t.wait_dropped("admin command from non-admin", 1).await;
+    // A command for another bot is not ours at all.
+    t.tg.say(&chat, &owner(), "/clear@other_bot");
+    // From the owner it works.
+    t.tg.say(&chat, &owner(), "/clear@clawbox_test_bot");
+    let replies = t.bot_messages(-1002, 4).await;
+    assert_eq!(replies[3].visible, "Conversation cleared.");
+    t.settle().await;
+    assert_eq!(t.bot_messages(-1002, 4).await.len(), 4);
+}
+
+#[tokio::test]
+async fn pattern_mode_and_an_invalid_pattern_is_refused_by_create_agent() {
+    let mut t = Tg::new().await;
+    t.start_with_agent(
+        -1003,
+        &[
+            "--engage-mode",
+            "pattern",
+            "--engage-pattern",
+            r"(?i)^andy\b",
+        ],
+    )
+    .await;
+    let out = t
+        .fixture
+        .command_of(
+            Path::new(CREATE_AGENT),
+            &[
+                "--agent-id",
+                "andy",
+                "--telegram-chat-id",
+                "-1003",
+                "--engage-pattern",
+                "(unclosed",
+            ],
+        )
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--engage-pattern") && stderr.contains("regular expression"),
+        "{stderr}"
+    );
+
+    let chat = TgChat::group(-1003, "Team");
+    t.tg.say(&chat, &member(), "hello all");
+    t.tg.say(&chat, &owner(), "Andy, what is up?");
+    let replies = t.bot_messages(-1003, 1).await;
+    assert!(replies[0].visible.contains("what is up"));
+    t.settle().await;
+    assert_eq!(t.bot_messages(-1003, 1).await.len(), 1);
+    // The stored pattern was not touched by the refused run.
+    let pattern: String = t
+        .db()
+        .query_row(
+            "SELECT engage_pattern FROM wirings WHERE agent_group_id = 'andy'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(pattern, r"(?i)^andy\b");
+}
+
+#[tokio::test]
+async fn strict_chats_drop_unknown_senders_and_audit_them() {
+    let mut t = Tg::new().await;
+    t.start_with_agent(-1004, &[]).await;
+    let chat = TgChat::group(-1004, "Team");
+    let at = t.tg.bot_mention();
+    t.tg.say(&chat, &stranger(), &format!("{at} let me in"));
+    t.wait_dropped("unknown sender", 1).await;
+    assert!(
+        t.dropped()
+            .contains(&("telegram:300".into(), "unknown sender".into()))
+    );
+    // A chat nobody wired is dropped too.
+    t.tg.say(
+        &TgChat::group(-9999, "Elsewhere"),
+        &owner(),
+        &format!("{at} hi"),
+    );
+    t.wait_dropped("unknown chat", 1).await;
+    t.settle().await;
+    assert!(t.tg.bot_messages(-1004).is_empty());
+    assert!(t.tg.bot_messages(-9999).is_empty());
+}
+
+fn buttons(m: &BotMessage) -> Vec<String> {
+    m.reply_markup
+        .as_ref()
+        .and_then(|k| k["inline_keyboard"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|row| row.as_array().cloned().unwrap_or_default())
+        .filter_map(|b| b["callback_data"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn request_approval_asks_the_owner_and_replays_on_allow() {
+    let mut t = Tg::new().await;
+    // The owner is known by username only; the first message binds it to the numeric id.
+    t.create_agent(&[
+        "--agent-id",
+        "andy",
+        "--agent-name",
+        "Andy",
+        "--telegram-chat-id",
+        "-1005",
+        "--owner-user-id",
+        "telegram:@Olga_Owner",
+        "--unknown-sender-policy",
+        "request_approval",
+    ])
+    .await;
+    t.fixture.start().await.unwrap();
+    let chat = TgChat::group(-1005, "Team");
+    let at = t.tg.bot_mention();
+    t.tg.say(&chat, &owner(), &format!("{at} hello"));
+    t.bot_messages(-1005, 1).await;
+    let role: String = t
+        .db()
+        .query_row("SELECT role FROM user_roles WHERE user_id = 'telegram:100' AND agent_group_id = 'andy'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(role, "owner");
+
+    // The owner never opened a private chat with the bot: the card goes to the group.
+    t.tg.fail_next(
+        "sendMessage",
+        Failure::Error(
+            403,
+            "Forbidden: bot can't initiate conversation with a user".into(),
+        ),
+    );
+    t.tg.say(&chat, &stranger(), &format!("{at} can I join?"));
+    let card = t.bot_messages(-1005, 2).await.remove(1);
+    assert!(
+        card.visible.contains("Sam") && card.visible.contains("can I join?"),
+        "{card:?}"
+    );
+    let data = buttons(&card);
+    assert_eq!(data.len(), 2, "{card:?}");
+    assert!(data.iter().all(|d| d.len() < 64));
+    let second =
+        t.tg.say(&chat, &stranger(), &format!("{at} second message"));
+    t.settle().await;
+    assert_eq!(
+        t.bot_messages(-1005, 2).await.len(),
+        2,
+        "one card per sender"
+    );
+
+    // Anyone else pressing gets an alert and nothing changes.
+    t.tg.press(&chat, &member(), card.message_id, &data[0]);
+    t.tg.wait_until(WAIT, "an alert", |f| {
+        f.calls_to("answerCallbackQuery")
+            .iter()
+            .any(|c| c.params["show_alert"] == true)
+    })
+    .await
+    .unwrap();
+    let alert = t.tg.calls_to("answerCallbackQuery").remove(0);
+    assert!(
+        alert.params["text"]
+            .as_str()
+            .unwrap()
+            .contains("Only an owner or admin of Andy")
+    );
+    assert!(!buttons(&t.tg.bot_messages(-1005)[1]).is_empty());
+
+    // The owner allows: the card says so, and the held messages reach the agent, in order
+    // (one turn or two, depending on how fast they are replayed), and are answered.
+    t.tg.press(&chat, &owner(), card.message_id, &data[0]);
+    t.tg.wait_until(WAIT, "the answer to the held messages", |f| {
+        f.bot_messages(-1005)
+            .iter()
+            .any(|m| m.reply_to == Some(second.message_id))
+    })
+    .await
+    .unwrap();
+    let all = t.tg.bot_messages(-1005);
+    assert!(
+        all[1].visible.contains("may now talk to Andy") && all[1].visible.contains("Olga"),
+        "{:?}",
+        all[1]
+    );
+    assert!(buttons(&all[1]).is_empty());
+    let seen: String = t
+        .model
+        .requests()
+        .iter()
+        .map(|r| r.messages().last().unwrap()["content"].to_string())
+        .collect();
+    let (a, b) = (
+        seen.find("can I join?").expect("first held message"),
+        seen.find("second message").expect("second held message"),
+    );
+    assert!(a < b, "{seen}");
+    // From now on Sam is a member.
+    let answered = all.len();
+    t.tg.say(&chat, &stranger(), &format!("{at} third"));
+    let all = t.bot_messages(-1005, answered + 1).await;
+    assert!(all[answered].visible.contains("third"));
+
+    // Deny: the card goes to the owner's private chat this time; later messages are dropped.
+    let dan = TgUser::new(400, "Dan", Some("dan_d"));
+    t.tg.say(&chat, &dan, &format!("{at} me too"));
+    let card = t.bot_messages(100, 1).await.remove(0);
+    t.tg.press(
+        &TgChat::private(&owner()),
+        &owner(),
+        card.message_id,
+        &buttons(&card)[1],
+    );
+    t.tg.wait_until(WAIT, "the card updated", |f| {
+        f.bot_messages(100)[0].visible.contains("denied by")
+    })
+    .await
+    .unwrap();
+    t.tg.say(&chat, &dan, &format!("{at} please?"));
+    t.wait_dropped("sender denied by an owner", 1).await;
+    t.settle().await;
+    assert_eq!(t.tg.bot_messages(100).len(), 1);
+    assert_eq!(t.tg.bot_messages(-1005).len(), answered + 1);
+}
+
+#[tokio::test]
+async fn a_long_answer_arrives_in_ordered_parts_with_html_that_telegram_accepts() {
+    let mut t = Tg::new().await;
+    t.start_with_agent(
+        -1006,
+        &["--engage-mode", "pattern", "--engage-pattern", "."],
+    )
+    .await;
+    let mut answer = String::from(
+        "Math: a < b & c > d, and **bold** too.\n\n```rust\nfn main() { if a < b && c > d {} }\n```\n\n",
+    );
+    for i in 0..25 {
+        answer.push_str(&format!("Paragraph {i}: "));
+        for j in 0..70 {
+            answer.push_str(&format!("w{i}_{j} "));
+        }
+        answer.push_str("\n\n");
+    }
+    assert!(answer.len() > 10_000);
+    t.model.push(Reply::text(answer));
+    let ask =
+        t.tg.say(&TgChat::group(-1006, "Team"), &owner(), "write a lot");
+    t.settle().await;
+    let parts = t.bot_messages(-1006, 3).await;
+    assert!(parts.len() >= 3, "{}", parts.len());
+    for (i, p) in parts.iter().enumerate() {
+        assert!(
+            testkit::fake_telegram::utf16_len(&p.visible) <= 4096,
+            "part {i}"
+        );
+        assert_eq!(p.parse_mode.as_deref(), Some("HTML"));
+        assert_eq!(p.reply_to, (i == 0).then_some(ask.message_id));
+    }
+    assert!(
+        parts[0].raw.contains("a &lt; b &amp; c &gt; d") && parts[0].raw.contains("<b>bold</b>")
+    );
+    assert!(parts[0].raw.contains("<pre><code class=\"language-rust\">fn main() { if a &lt; b &amp;&amp; c &gt; d {} }</code></pre>"));
+    // Every word, once, in order.
+    let all: Vec<String> = parts
+        .iter()
+        .flat_map(|p| {
+            p.visible
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter(|w| w.starts_with('w') && w.contains('_'))
+        .collect();
+    let want: Vec<String> = (0..25)
+        .flat_map(|i| (0..70).map(move |j| format!("w{i}_{j}")))
+        .collect();
+    assert_eq!(all, want);
+}
+
+#[tokio::test]
+async fn rate_limits_and_failures_are_retried_without_loss_or_duplicates() {
+    let mut t = Tg::new().await;
+    t.start_with_agent(
+        -1008,
+        &["--engage-mode", "pattern", "--engage-pattern", "."],
+    )
+    .await;
+    let chat = TgChat::group(-1008, "Team");
+
+    // A 429 on the reply: waited out, sent once.
+    t.tg.fail_next("sendMessage", Failure::RetryAfter(1));
+    t.tg.say(&chat, &owner(), "first");
+    let replies = t.bot_messages(-1008, 1).await;
+    assert!(replies[0].visible.contains("first"));
+    let sends = t.tg.calls_to("sendMessage");
+    assert_eq!(
+        sends.iter().map(|c| c.ok).collect::<Vec<_>>(),
+        vec![false, true]
+    );
+    assert!(sends[1].at - sends[0].at >= Duration::from_millis(950));
+
+    // A two-part answer whose second part fails twice (Telegram's 500s): the first part is
+    // not sent again when the delivery is retried.
+    let long = format!("{}\n\n{}", "a ".repeat(1500), "b ".repeat(1500));
+    t.model.push(Reply::text(long));
+    t.tg.pass_next("sendMessage");
+    t.tg.fail_next(
+        "sendMessage",
+        Failure::Error(500, "Internal Server Error".into()),
+    );
+    t.tg.fail_next("sendMessage", Failure::Garbage(502));
+    t.tg.say(&chat, &owner(), "second");
+    let replies = t.bot_messages(-1008, 3).await;
+    t.settle().await;
+    let replies_now = t.bot_messages(-1008, 3).await;
+    assert_eq!(replies_now.len(), 3, "{replies:#?}");
+    assert!(replies[1].visible.starts_with("a a") && replies[2].visible.starts_with("b b"));
+}
+
+#[tokio::test]
+async fn files_arrive_in_the_inbound_folder_and_files_the_agent_sends_arrive_as_documents() {
+    let mut t = Tg::new().await;
+    t.fixture.set("TELEGRAM_MAX_FILE_MB", "1");
+    t.start_with_agent(
+        -1007,
+        &["--engage-mode", "pattern", "--engage-pattern", "."],
+    )
+    .await;
+    let chat = TgChat::group(-1007, "Team");
+
+    // A document the agent reads with its file tools.
+    t.model.push(Reply::tool_call(
+        "read_file",
+        json!({ "path": "inbound/msg-_1007-101/notes.txt" }),
+    ));
+    t.model.push(Reply::text("read it"));
+    let doc =
+        t.tg.message(&chat, &owner())
+            .document("notes.txt", "text/plain", b"the secret word is fennel")
+            .caption("read this")
+            .send();
+    assert_eq!(doc.message_id, 101);
+    t.bot_messages(-1007, 1).await;
+    let requests = t.model.requests();
+    let prompt = requests[0].messages().last().unwrap()["content"].to_string();
+    assert!(
+        prompt.contains(r#"<file kind=\"document\" name=\"notes.txt\" mime=\"text/plain\" path=\"inbound/msg-_1007-101/notes.txt\" bytes=\"25\"/>"#),
+        "{prompt}"
+    );
+    assert!(
+        tool_results(&requests[1])[0].contains("the secret word is fennel"),
+        "{:?}",
+        tool_results(&requests[1])
+    );
+
+    // A photo is stored byte for byte; one over TELEGRAM_MAX_FILE_MB is described, not stored.
+    let photo: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    let sent =
+        t.tg.message(&chat, &owner())
+            .photo(&photo)
+            .caption("look")
+            .send();
+    t.bot_messages(-1007, 2).await;
+    let big = vec![b'x'; 1_500_000];
+    let too_big =
+        t.tg.message(&chat, &owner())
+            .document("big.bin", "application/octet-stream", &big)
+            .send();
+    t.bot_messages(-1007, 3).await;
+    let session: String = t
+        .db()
+        .query_row(
+            "SELECT id FROM sessions WHERE agent_group_id = 'andy'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let files = t
+        .fixture
+        .data_dir()
+        .join("sessions/andy")
+        .join(&session)
+        .join("inbound/files");
+    let dir = |id: i64| files.join(format!("msg-_1007-{id}"));
+    assert_eq!(
+        std::fs::read(dir(sent.message_id).join("photo.jpg")).unwrap(),
+        photo
+    );
+    assert!(!dir(too_big.message_id).join("big.bin").exists());
+    let prompt = t
+        .model
+        .requests()
+        .last()
+        .unwrap()
+        .messages()
+        .last()
+        .unwrap()["content"]
+        .to_string();
+    assert!(
+        prompt.contains(r#"skipped=\"larger than the 1 MB limit\""#),
+        "{prompt}"
+    );
+
+    // A file the agent writes and sends arrives as a document, with the text as caption.
+    // (Two steps: calls of one step run concurrently.)
+    t.model.push(Reply::tool_call(
+        "write_file",
+        json!({ "path": "report.txt", "content": "quarterly numbers" }),
+    ));
+    t.model.push(Reply::tool_call(
+        "send_file",
+        json!({ "path": "report.txt", "text": "Here is *the* report" }),
+    ));
+    t.model.push(Reply::text("sent it"));
+    t.tg.say(&chat, &owner(), "send me the report");
+    let all = t.bot_messages(-1007, 5).await;
+    let doc = all.iter().find(|m| m.file.is_some()).expect("a document");
+    assert_eq!(
+        doc.file,
+        Some(("report.txt".to_owned(), b"quarterly numbers".to_vec()))
+    );
+    assert_eq!(doc.raw, "Here is <i>the</i> report");
+    assert!(all.last().unwrap().visible.contains("sent it"));
+}
+
+#[tokio::test]
+async fn the_same_update_twice_gets_one_reply_and_edits_change_nothing() {
+    let mut t = Tg::new().await;
+    t.start_with_agent(100, &[]).await;
+    // A private chat engages without a mention.
+    let private = TgChat::private(&owner());
+    let hello = t.tg.say(&private, &owner(), "hello there");
+    t.bot_messages(100, 1).await;
+    t.tg.redeliver(hello.update_id);
+    t.tg.edit(&private, &owner(), hello.message_id, "hello (edited)");
+    t.settle().await;
+    assert_eq!(t.bot_messages(100, 1).await.len(), 1);
+    let journalled: i64 = t
+        .db()
+        .query_row(
+            "SELECT COUNT(*) FROM telegram_updates WHERE update_id = ?1",
+            [hello.update_id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(journalled, 1);
+    // The adapter carries on.
+    t.tg.say(&private, &owner(), "still working?");
+    let replies = t.bot_messages(100, 2).await;
+    assert!(replies[1].visible.contains("still working?"));
+    assert_eq!(t.model.request_count(), 2);
+}
+
+#[tokio::test]
+async fn typing_edits_reactions_status_and_a_plain_text_fallback() {
+    let mut t = Tg::new().await;
+    t.start_with_agent(100, &[]).await;
+    let private = TgChat::private(&owner());
+    // The agent's message 3 is edited, the user's message 2 gets a reaction.
+    t.model.push(Reply::tool_call(
+        "send_message",
+        json!({ "text": "working on it" }),
+    ));
+    t.model.push(Reply::ToolCalls(vec![
+        ToolCall::new(
+            "edit_message",
+            json!({ "message_id": 3, "text": "done **working**" }),
+        ),
+        ToolCall::new("add_reaction", json!({ "message_id": 2, "emoji": "👍" })),
+    ]));
+    t.model
+        .push(Reply::text("final answer").after(Duration::from_millis(1500)));
+    let ask = t.tg.say(&private, &owner(), "do the thing");
+    let replies = t.bot_messages(100, 2).await;
+    assert_eq!(replies[0].visible, "done working");
+    assert_eq!(replies[0].edits, vec!["working on it".to_owned()]);
+    assert_eq!(replies[0].raw, "done <b>working</b>");
+    assert_eq!(replies[1].visible, "final answer");
+    let reaction = t.tg.calls_to("setMessageReaction").remove(0);
+    assert_eq!(reaction.params["message_id"], ask.message_id);
+    assert_eq!(reaction.params["reaction"][0]["emoji"], "👍");
+    let typing = t.tg.calls_to("sendChatAction");
+    assert!(
+        !typing.is_empty()
+            && typing
+                .iter()
+                .all(|c| c.params["action"] == "typing" && c.chat_id() == Some(100))
+    );
+
+    // /status is answered by the host itself.
+    t.tg.say(&private, &owner(), "/status");
+    let replies = t.bot_messages(100, 3).await;
+    assert!(
+        replies[2].visible.starts_with("Andy is idle"),
+        "{:?}",
+        replies[2]
+    );
+
+    // Telegram refuses the entities: the text goes out plain rather than not at all.
+    t.tg.fail_next(
+        "sendMessage",
+        Failure::Error(
+            400,
+            "Bad Request: can't parse entities: Unsupported start tag \"x\" at byte offset 0"
+                .into(),
+        ),
+    );
+    t.model.push(Reply::text("some **bold** words"));
+    t.tg.say(&private, &owner(), "once more");
+    let replies = t.bot_messages(100, 4).await;
+    assert_eq!(replies[3].visible, "some bold words");
+    assert_eq!(replies[3].parse_mode, None);
+}
