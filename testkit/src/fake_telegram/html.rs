@@ -60,11 +60,7 @@ pub fn visible_text(html: &str) -> Result<String, String> {
                     ));
                 };
                 check_attributes(&name, attrs, allowed, i)?;
-                if name == "pre" && open.iter().any(|t| t == "pre") {
-                    return Err(format!(
-                        "Bad Request: can't parse entities: Nested pre at byte offset {i}"
-                    ));
-                }
+                check_nesting(&open, &name, i)?;
                 open.push(name);
             }
             i += end + 1;
@@ -108,6 +104,30 @@ pub fn visible_text(html: &str) -> Result<String, String> {
         ));
     }
     Ok(out)
+}
+
+/// Telegram's nesting rules ("Formatting options"): `pre` and `code` neither contain nor sit
+/// inside other entities (except `<pre><code class=…>`), blockquotes and links do not nest.
+fn check_nesting(open: &[String], name: &str, at: usize) -> Result<(), String> {
+    let err = |outer: &str| {
+        Err(format!(
+            "Bad Request: can't parse entities: Can't nest \"{name}\" inside \"{outer}\" at byte offset {at}"
+        ))
+    };
+    let code_in_pre = name == "code" && open.last().is_some_and(|t| t == "pre");
+    if !code_in_pre && let Some(outer) = open.iter().find(|t| *t == "pre" || *t == "code") {
+        return err(outer);
+    }
+    if (name == "pre" || name == "code")
+        && !code_in_pre
+        && let Some(outer) = open.last()
+    {
+        return err(outer);
+    }
+    if matches!(name, "blockquote" | "a") && open.iter().any(|t| t == name) {
+        return err(name);
+    }
+    Ok(())
 }
 
 fn numeric(code: Option<u32>, at: usize) -> Result<char, String> {
@@ -180,6 +200,8 @@ mod tests {
             ("<a href=\"https://x.y/?a=1&amp;b=2\">link</a>", "link"),
             ("<blockquote expandable>q</blockquote>", "q"),
             ("<span class=\"tg-spoiler\">s</span>", "s"),
+            ("<blockquote><b>q</b> <i>r</i></blockquote>", "q r"),
+            ("<a href=\"https://a\"><b>bold link</b></a>", "bold link"),
             ("1 > 0", "1 > 0"),
         ] {
             assert_eq!(visible_text(html).as_deref(), Ok(visible), "{html}");
@@ -198,6 +220,10 @@ mod tests {
             "<a onclick=\"x\">a</a>",
             "<span>no class</span>",
             "<pre><pre>x</pre></pre>",
+            "<b><code>x</code></b>",
+            "<code><b>x</b></code>",
+            "<blockquote><blockquote>x</blockquote></blockquote>",
+            "<a href=\"https://a\"><a href=\"https://b\">x</a></a>",
         ] {
             assert!(visible_text(html).is_err(), "{html}");
         }

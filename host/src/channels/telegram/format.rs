@@ -653,6 +653,32 @@ mod tests {
         assert!(parts.last().unwrap().html.ends_with("Done &amp; dusted"));
     }
 
+    /// Every part is HTML that Telegram's parser (as strict as testkit's fake is) accepts, and
+    /// shows exactly the part's plain text.
+    #[test]
+    fn every_part_is_valid_telegram_html_showing_its_plain_text() {
+        let long_code: String = (0..300).map(|i| format!("x{i} = a < b && c;\n")).collect();
+        let corpus = [
+            "**bold _italic `code` still italic_ bold**".to_owned(),
+            "> quote with [a link](https://a.b/?q=<x>&y) and `code`\n> > nested".to_owned(),
+            "[**bold link** and `code`](https://example.com)".to_owned(),
+            "- [ ] todo\n- [x] done\n  - nested *item*\n\n1. one\n2. two".to_owned(),
+            "| h1 | h2 |\n|---|---|\n| <a> | & |".to_owned(),
+            "Text with <b>html</b> & entities &amp; &lt;".to_owned(),
+            format!("intro\n\n```\n{long_code}```\n\n**end** & done"),
+            format!("> {}", "quoted words ".repeat(800)),
+            "~~strike **both**~~ ![img](https://x.y/i.png) footnote[^1]\n\n[^1]: note".to_owned(),
+        ];
+        for md in &corpus {
+            for part in to_parts(md, MESSAGE_LIMIT) {
+                let visible = testkit::fake_telegram::visible_text(&part.html)
+                    .unwrap_or_else(|e| panic!("{e}\n{}", part.html));
+                assert_eq!(visible, part.plain, "{md}");
+                assert!(utf16_len(&visible) <= MESSAGE_LIMIT);
+            }
+        }
+    }
+
     #[test]
     fn caption_limit_applies_to_the_first_part_only() {
         let md = "word ".repeat(500); // 2500 chars
