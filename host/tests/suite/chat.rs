@@ -169,3 +169,15 @@ async fn an_idle_runner_exits_and_the_next_message_starts_a_new_one() {
     assert_ne!(runner_pid(&fixture, &session, Some(first)).await, first);
     fixture.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn status_is_answered_by_the_host_without_waking_the_agent() {
+    let (model, fixture) = setup().await;
+    let out = fixture.chat("hi\n/status\n").await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", fixture.logs());
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "echo: hi");
+    assert!(lines[1].starts_with("Andy is idle"), "{stdout}");
+    assert_eq!(model.request_count(), 1, "/status never reaches the model");
+}

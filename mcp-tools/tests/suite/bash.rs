@@ -61,7 +61,18 @@ async fn runs_in_the_workspace_with_an_allow_listed_environment() {
     let names: Vec<&str> = lines[3].split_whitespace().collect();
     for name in &names {
         assert!(
-            ["HOME", "LANG", "PATH", "TZ", "PWD", "SHLVL", "_", "OLDPWD"].contains(name),
+            [
+                "HOME",
+                "LANG",
+                "PATH",
+                "TZ",
+                "INBOUND_FILES",
+                "PWD",
+                "SHLVL",
+                "_",
+                "OLDPWD"
+            ]
+            .contains(name),
             "unexpected variable {name} in {names:?}"
         );
     }

@@ -182,3 +182,53 @@ async fn edit_requires_exactly_one_match() {
         "latin1 is not valid UTF-8 text; edit_file only edits text files"
     );
 }
+
+#[tokio::test]
+async fn files_people_sent_are_readable_as_inbound_and_never_writable() {
+    let s = Session::start().await;
+    let dir = s.paths.inbound_files().join("msg-_100-7");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("notes.txt"), "from the chat\n").unwrap();
+    assert_eq!(
+        s.call("read_file", json!({"path": "inbound/msg-_100-7/notes.txt"}))
+            .await
+            .ok(),
+        "     1\tfrom the chat\n"
+    );
+    let listing = s.call("list_files", json!({"path": "inbound"})).await.ok();
+    assert!(
+        listing.contains("inbound/msg-_100-7/notes.txt"),
+        "{listing}"
+    );
+    for (tool, args) in [
+        (
+            "write_file",
+            json!({"path": "inbound/msg-_100-7/notes.txt", "content": "x"}),
+        ),
+        (
+            "write_file",
+            json!({"path": "inbound/new.txt", "content": "x"}),
+        ),
+        (
+            "edit_file",
+            json!({"path": "inbound/msg-_100-7/notes.txt", "old_string": "from", "new_string": "to"}),
+        ),
+    ] {
+        let err = s.call(tool, args.clone()).await.err();
+        assert!(err.contains("read-only"), "{tool} {args}: {err}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.join("notes.txt")).unwrap(),
+        "from the chat\n"
+    );
+    assert!(!s.paths.inbound_files().join("new.txt").exists());
+    // The shell finds them through $INBOUND_FILES.
+    let out = s
+        .call(
+            "run_bash",
+            json!({"command": "cat \"$INBOUND_FILES/msg-_100-7/notes.txt\""}),
+        )
+        .await
+        .ok();
+    assert_eq!(out.trim(), "from the chat");
+}

@@ -181,7 +181,7 @@ async fn grep_finds_lines_in_text_files_only() {
         (
             json!({"pattern": "x", "path": "/etc"}),
             "path is outside the workspace and the agent folder: /etc (use a path relative to \
-             the workspace, or agent/… for the agent folder)",
+             the workspace, agent/… for the agent folder, or inbound/… for files people sent)",
         ),
         (
             json!({"pattern": "x", "max_results": 0}),
