@@ -5,9 +5,8 @@
 //! container can read them whatever the host's umask. Files are only fetched once an agent has
 //! taken the message, so a busy group's photos are not downloaded for nothing.
 
-use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -220,26 +219,13 @@ pub fn copy_stored(
     Ok(())
 }
 
-/// A new file for a download, readable by the container's user.
+/// A new file for a download, readable by the container's user whatever the host's umask.
 pub fn create_download(path: &Path) -> std::io::Result<std::fs::File> {
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o644)
         .open(path)
-}
-
-/// Writes `bytes` as a complete file (tests and small sources).
-pub fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<u64> {
-    let mut f = create_download(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    Ok(bytes.len() as u64)
-}
-
-/// The host path of `inbound/<dir>/<name>` for a session's inbound files root.
-pub fn host_path(files_root: &Path, dir: &str, name: &str) -> PathBuf {
-    files_root.join(dir).join(name)
 }
 
 #[cfg(test)]

@@ -428,15 +428,9 @@ impl FileSource for TelegramFiles {
             if u64::from(meta.meta.size) > max_bytes {
                 return Err(FetchError::TooLarge { limit_mb });
             }
-            let mut out = {
-                use std::os::unix::fs::OpenOptionsExt;
-                let mut options = std::fs::OpenOptions::new();
-                options.write(true).create_new(true).mode(0o644);
-                tokio::fs::OpenOptions::from(options)
-                    .open(dest)
-                    .await
-                    .map_err(|e| failed(&e))?
-            };
+            let mut out = tokio::fs::File::from_std(
+                crate::inbound_files::create_download(dest).map_err(|e| failed(&e))?,
+            );
             let mut stream = self.bot.download_file_stream(&meta.path);
             let mut written: u64 = 0;
             while let Some(chunk) = stream.next().await {
