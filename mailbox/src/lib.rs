@@ -7,6 +7,7 @@
 //! runtime and no network: every call is a short blocking SQLite transaction, and callers in async
 //! code run it off the runtime.
 
+pub mod check;
 pub mod env;
 pub mod events;
 pub mod heartbeat;
