@@ -16,6 +16,24 @@ pub enum RuntimeKind {
     Docker,
 }
 
+impl RuntimeKind {
+    /// The `CONTAINER_RUNTIME` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            RuntimeKind::Process => "process",
+            RuntimeKind::Docker => "docker",
+        }
+    }
+
+    /// Whether agents are sandboxed from the host.
+    pub fn isolated(self) -> bool {
+        match self {
+            RuntimeKind::Process => false,
+            RuntimeKind::Docker => true,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `DATA_DIR` (default `./data`): central DB, sessions, admin socket, logs.
@@ -48,6 +66,8 @@ pub struct Config {
     pub docker_host: Option<String>,
     /// `TELEGRAM_BOT_TOKEN`: enables the Telegram channel.
     pub telegram_bot_token: Option<String>,
+    /// `TELEGRAM_API_URL` (default `https://api.telegram.org`): the Bot API server; tests point it at a fake.
+    pub telegram_api_url: String,
     /// `MAX_TRIES` (default 5): attempts per message before it is failed.
     pub max_tries: u32,
     /// `BACKOFF_BASE_MS` (default 5000): wait before retry n is `base * 2^(n-1)`.
@@ -197,6 +217,17 @@ impl Config {
                 problem: "expected an http:// or https:// URL".into(),
             });
         }
+        let telegram_api_url = var("TELEGRAM_API_URL")
+            .unwrap_or_else(|| "https://api.telegram.org".into())
+            .trim_end_matches('/')
+            .to_owned();
+        if !(telegram_api_url.starts_with("http://") || telegram_api_url.starts_with("https://")) {
+            return Err(ConfigError {
+                var: "TELEGRAM_API_URL",
+                value: telegram_api_url,
+                problem: "expected an http:// or https:// URL".into(),
+            });
+        }
         let runner_bin = match var("CLAWBOX_RUNNER_BIN") {
             Some(p) => PathBuf::from(p),
             None => sibling_binary("agent-runner"),
@@ -246,6 +277,7 @@ impl Config {
             )? as usize,
             docker_host: var("DOCKER_HOST"),
             telegram_bot_token: var("TELEGRAM_BOT_TOKEN"),
+            telegram_api_url,
             max_tries: positive("MAX_TRIES", parse_num("MAX_TRIES", var("MAX_TRIES"), 5)?)?,
             backoff_base: ms("BACKOFF_BASE_MS", 5000)?,
             max_delivery_attempts: positive(
@@ -395,6 +427,7 @@ mod tests {
         assert_eq!(c.backoff_base, Duration::from_secs(5));
         assert_eq!(c.timezone, Tz::UTC);
         assert_eq!(c.openai_base_url, "https://api.openai.com/v1");
+        assert_eq!(c.telegram_api_url, "https://api.telegram.org");
         assert_eq!(c.token_budget, None);
         let c = config(&[("TOKEN_BUDGET_PER_SESSION_DAY", "0")]).unwrap();
         assert_eq!(c.token_budget, None);
@@ -443,6 +476,7 @@ mod tests {
             ("MAX_TRIES", "0"),
             ("BACKOFF_BASE_MS", "-1"),
             ("OPENAI_BASE_URL", "localhost:8080"),
+            ("TELEGRAM_API_URL", "api.telegram.org"),
             ("CLAIM_STUCK_MS", "1000"),
             ("TOKEN_BUDGET_PER_SESSION_DAY", "lots"),
             ("CONTAINER_MEMORY_MB", "1g"),
@@ -463,5 +497,7 @@ mod tests {
     fn base_url_loses_trailing_slash() {
         let c = config(&[("OPENAI_BASE_URL", "http://127.0.0.1:8080/v1/")]).unwrap();
         assert_eq!(c.openai_base_url, "http://127.0.0.1:8080/v1");
+        let c = config(&[("TELEGRAM_API_URL", "http://127.0.0.1:8081/")]).unwrap();
+        assert_eq!(c.telegram_api_url, "http://127.0.0.1:8081");
     }
 }

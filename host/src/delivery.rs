@@ -123,6 +123,8 @@ struct Plan {
 
 pub struct Delivery<'a> {
     pub session_id: &'a str,
+    /// The agent's display name, which the terminal shows with its replies.
+    pub agent_name: &'a str,
     pub mailbox: &'a SharedMailbox,
     pub channels: &'a Channels,
     pub acl: &'a Acl,
@@ -200,7 +202,7 @@ impl Delivery<'_> {
             };
             match self
                 .channels
-                .deliver(self.session_id, &msg, &attachments)
+                .deliver(self.session_id, self.agent_name, &msg, &attachments)
                 .await
             {
                 Ok(platform_id) => delivered.push((msg.seq, platform_id)),

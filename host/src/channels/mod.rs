@@ -110,11 +110,12 @@ impl Channels {
         }
     }
 
-    /// Sends one outbound row with its (already validated) attachments; returns the platform's
-    /// message id when it has one.
+    /// Sends one outbound row of the agent `agent_name` with its (already validated)
+    /// attachments; returns the platform's message id when it has one.
     pub async fn deliver(
         &self,
         session_id: &str,
+        agent_name: &str,
         msg: &OutboundMessage,
         attachments: &[Attachment],
     ) -> Result<Option<String>, DeliveryError> {
@@ -128,7 +129,9 @@ impl Channels {
             ));
         }
         match msg.route.channel_type.as_str() {
-            "cli" => self.cli.deliver(session_id, msg, content, attachments),
+            "cli" => self
+                .cli
+                .deliver(session_id, agent_name, msg, content, attachments),
             other => Err(DeliveryError::Permanent(format!(
                 "no channel adapter for {other:?}"
             ))),
