@@ -319,7 +319,8 @@ async fn model_checks(config: &Config, agents: &[AgentInfo]) -> Vec<Check> {
                 "model endpoint",
                 format!("cannot reach {url}: {}", error_chain(&e.without_url())),
                 format!(
-                    "is the model server running? OPENAI_BASE_URL is {} (it includes /v1)",
+                    "is the model server running, and reachable from here? OPENAI_BASE_URL is \
+                     {} (it includes /v1)",
                     config.openai_base_url
                 ),
             )];
@@ -721,11 +722,7 @@ async fn mcp_checks(config: &Config, agents: &[AgentInfo]) -> Vec<Check> {
 async fn mcp_check_agent(config: &Config, agent: &AgentInfo) -> Vec<Check> {
     let agent_dir = config.groups_dir.join(&agent.folder);
     let file = agent_dir.join(crate::runtime::container_json::CONTAINER_JSON);
-    let shown = format!(
-        "{}/{}",
-        agent.folder,
-        crate::runtime::container_json::CONTAINER_JSON
-    );
+    let shown = file.display().to_string();
     if !file.exists() {
         return Vec::new();
     }
@@ -745,8 +742,8 @@ async fn mcp_check_agent(config: &Config, agent: &AgentInfo) -> Vec<Check> {
         .map(|problem| {
             Check::fail(
                 format!("mcp {}", agent.id),
-                format!("{}: {problem}", agent.folder),
-                format!("fix {shown} under GROUPS_DIR"),
+                problem.clone(),
+                format!("fix {shown}"),
             )
         })
         .collect();
@@ -757,8 +754,7 @@ async fn mcp_check_agent(config: &Config, agent: &AgentInfo) -> Vec<Check> {
                 name,
                 error.clone(),
                 format!(
-                    "fix \"command\"/\"args\"/\"env\" of \"{}\" in {shown} (under GROUPS_DIR), \
-                     or remove the entry",
+                    "fix \"command\"/\"args\"/\"env\" of \"{}\" in {shown}, or remove the entry",
                     server.name
                 ),
             ),

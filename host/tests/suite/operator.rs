@@ -63,8 +63,8 @@ fn settings(table: bool) -> insta::Settings {
         (r"host up (\d+[smhd] )?\d+[smhd]", "host up [uptime]"),
         (r"running (\d+[smhd] )?\d+[smhd]", "running [uptime]"),
         (
-            r"(tool \S+|model step \d+) (\d+[smhd] )?\d+[smhd]",
-            "$1 [elapsed]",
+            r"(tool \S+|model step \d+) \((\d+[smhd] )?\d+[smhd]\)",
+            "$1 ([elapsed])",
         ),
     ] {
         s.add_filter(pattern, replacement);
