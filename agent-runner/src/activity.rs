@@ -115,7 +115,7 @@ impl ActivityLog {
                 let mut tx = dbs.outbound.transaction()?;
                 tx.set_runner_state(&state)?;
                 tx.prune_events()?;
-                tx.record_events(&[event], state.updated_at)?;
+                tx.record_events(&[(state.updated_at, event)])?;
                 tx.commit()
             })
             .await
@@ -133,7 +133,7 @@ impl ActivityLog {
             .run(move |dbs| {
                 let mut tx = dbs.outbound.transaction()?;
                 tx.set_runner_state(&state)?;
-                tx.record_events(&[event], state.updated_at)?;
+                tx.record_events(&[(state.updated_at, event)])?;
                 tx.commit()
             })
             .await

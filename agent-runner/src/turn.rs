@@ -28,7 +28,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use mailbox::outbound::HistoryEntry;
 use mailbox::{AckStatus, Destination, InboundMessage, NewOutbound, OutboundKind, RunnerEvent};
@@ -153,16 +153,19 @@ pub async fn run_turn(
                 return fail(env, batch, pending_user, err.user_message(), event).await;
             }
         };
-        let step_event = RunnerEvent::ModelStep {
-            turn,
-            step,
-            latency_ms: millis(asked.elapsed()),
-            attempts: reply.attempts,
-            prompt_tokens: reply.usage.prompt_tokens,
-            completion_tokens: reply.usage.completion_tokens,
-            tool_calls: u32::try_from(reply.tool_calls.len()).unwrap_or(u32::MAX),
-            finish_reason: reply.finish_reason.clone(),
-        };
+        let step_event = (
+            Utc::now(),
+            RunnerEvent::ModelStep {
+                turn,
+                step,
+                latency_ms: millis(asked.elapsed()),
+                attempts: reply.attempts,
+                prompt_tokens: reply.usage.prompt_tokens,
+                completion_tokens: reply.usage.completion_tokens,
+                tool_calls: u32::try_from(reply.tool_calls.len()).unwrap_or(u32::MAX),
+                finish_reason: reply.finish_reason.clone(),
+            },
+        );
         tracing::info!(
             parent: &span,
             finish_reason = reply.finish_reason.as_deref().unwrap_or(""),
@@ -205,7 +208,7 @@ pub async fn run_turn(
             .run(move |dbs| {
                 let mut tx = dbs.outbound.transaction()?;
                 tx.append_history(turn, &persisted)?;
-                tx.record_events(&events, Utc::now())?;
+                tx.record_events(&events)?;
                 if let Some(next_step) = next_step {
                     tx.set_runner_state(&rows.model(next_step))?;
                 }
@@ -434,7 +437,7 @@ async fn run_calls(
     turn: i64,
     step: u32,
     cancel: &CancellationToken,
-) -> Result<(Vec<Value>, Vec<RunnerEvent>), TurnError> {
+) -> Result<(Vec<Value>, Vec<(DateTime<Utc>, RunnerEvent)>), TurnError> {
     let prepared: Vec<Prepared> = calls
         .iter()
         .map(|call| {
@@ -497,7 +500,7 @@ async fn run_calls(
                 error: output.is_error.then(|| event_error(&text)),
             };
             let message = json!({ "role": "tool", "tool_call_id": call.id, "content": text });
-            (message, event)
+            (message, (Utc::now(), event))
         }
         .instrument(span)
     });
@@ -511,7 +514,7 @@ struct Ending {
     final_message: Value,
     steps: u32,
     /// Events not yet committed (the last step's), recorded with the verdict.
-    events: Vec<RunnerEvent>,
+    events: Vec<(DateTime<Utc>, RunnerEvent)>,
 }
 
 /// Ends the turn with its answer: one transaction for reply, history, acks, events and the
@@ -552,7 +555,7 @@ async fn finish(
             let now = Utc::now();
             let mut tx = dbs.outbound.transaction()?;
             tx.append_history(turn, &messages)?;
-            tx.record_events(&events, now)?;
+            tx.record_events(&events)?;
             let reply_seq = match &reply {
                 Some(reply) => Some(tx.insert_message(reply, now)?),
                 None => None,
@@ -589,7 +592,7 @@ async fn fail(
             if let Some(user) = pending_user {
                 tx.append_history(turn, &[user])?;
             }
-            tx.record_events(&[event], now)?;
+            tx.record_events(&[(now, event)])?;
             for (seq, attempt) in acks {
                 tx.ack(seq, attempt, AckStatus::Failed, Some(&error), now)?;
             }

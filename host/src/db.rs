@@ -463,14 +463,6 @@ pub fn busy_sessions(conn: &Connection) -> DbResult<Vec<Session>> {
     query_sessions(conn, "WHERE runner_state != 'stopped' ORDER BY id", [])
 }
 
-pub fn active_sessions(conn: &Connection) -> DbResult<Vec<Session>> {
-    query_sessions(
-        conn,
-        "WHERE status = 'active' ORDER BY last_activity DESC",
-        [],
-    )
-}
-
 pub fn sessions_of_chat(conn: &Connection, messaging_group_id: &str) -> DbResult<Vec<Session>> {
     query_sessions(
         conn,

@@ -357,7 +357,13 @@ fn judge_model_list(url: &str, status: u16, body: &str, has_key: bool) -> Listin
         200 => match model_ids(body) {
             Some(models) => {
                 return Listing {
-                    check: Check::ok(NAME, format!("{url} lists {} models", models.len())),
+                    check: Check::ok(
+                        NAME,
+                        match models.len() {
+                            1 => format!("{url} lists 1 model"),
+                            n => format!("{url} lists {n} models"),
+                        },
+                    ),
                     models: Some(models),
                 };
             }

@@ -1,6 +1,11 @@
 //! How the operator commands print their reports for people: aligned tables, ages relative to
 //! the report's own time (so the same report always renders the same), times in `TIMEZONE`,
 //! long texts cut to one line. Pure functions of their input; `--json` bypasses all of this.
+//!
+//! Much of what is shown was written by others — chat messages, sender names, tool names a model
+//! made up, error texts of remote services — so every line passes through [`clean`]: control
+//! characters (escape sequences could rewrite the operator's terminal) and bidirectional
+//! overrides (which could make a line read differently than it is) never reach the terminal.
 //! Snapshot-tested (`insta`) here and over a real host in `tests/suite/operator.rs`.
 
 use chrono::{DateTime, Utc};
@@ -41,7 +46,7 @@ impl Table {
     }
 
     fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.rows.push(cells.iter().map(|c| clean(c)).collect());
     }
 
     fn render(&self, indent: &str) -> String {
@@ -114,14 +119,31 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
-/// One line of at most `max` characters: line breaks become `↵`, the rest is cut with `…`.
+/// `text` without what must not reach a terminal: control characters (line breaks become `↵`,
+/// tabs spaces) and the invisible characters that reorder or hide text (bidirectional
+/// overrides and isolates, zero-width spaces, byte-order marks).
+pub fn clean(text: &str) -> String {
+    text.chars()
+        .filter_map(|c| match c {
+            '\n' => Some('↵'),
+            '\t' => Some(' '),
+            '\u{200B}'
+            | '\u{200C}'
+            | '\u{200E}'
+            | '\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{061C}'
+            | '\u{FEFF}' => None,
+            c if c.is_control() => None,
+            c => Some(c),
+        })
+        .collect()
+}
+
+/// One clean line of at most `max` characters, cut with `…`.
 pub fn one_line(text: &str, max: usize) -> String {
-    let flat: String = text
-        .trim()
-        .chars()
-        .map(|c| if c == '\n' { '↵' } else { c })
-        .filter(|c| *c != '\r')
-        .collect();
+    let flat = clean(text.trim());
     if flat.chars().count() <= max {
         return flat;
     }
@@ -361,10 +383,11 @@ pub fn agents(list: &AgentList) -> String {
             String::new()
         };
         out.push_str(&format!(
-            "{} \"{}\" · model {model} · folder {} · {}{live}\n",
-            a.id,
-            a.name,
-            a.folder,
+            "{} \"{}\" · model {} · folder {} · {}{live}\n",
+            clean(&a.id),
+            clean(&a.name),
+            clean(&model),
+            clean(&a.folder),
             plural(row.sessions, "session", "sessions")
         ));
         if a.wirings.is_empty() {
@@ -414,7 +437,7 @@ pub fn agents(list: &AgentList) -> String {
             if destinations.is_empty() {
                 "none".to_owned()
             } else {
-                destinations.join(", ")
+                clean(&destinations.join(", "))
             }
         ));
         let roles: Vec<String> = a
@@ -427,7 +450,7 @@ pub fn agents(list: &AgentList) -> String {
             if roles.is_empty() {
                 "none".to_owned()
             } else {
-                roles.join(", ")
+                clean(&roles.join(", "))
             }
         ));
     }
@@ -507,9 +530,13 @@ pub fn doctor(report: &DoctorReport) -> String {
             Level::Fail => "FAIL",
         };
         let pad = " ".repeat(width - c.name.width());
-        out.push_str(&format!("{level:<4}  {}{pad}  {}\n", c.name, c.detail));
+        out.push_str(&format!(
+            "{level:<4}  {}{pad}  {}\n",
+            clean(&c.name),
+            clean(&c.detail)
+        ));
         if let Some(hint) = &c.hint {
-            out.push_str(&format!("      {}  → {hint}\n", " ".repeat(width)));
+            out.push_str(&format!("      {}  → {}\n", " ".repeat(width), clean(hint)));
         }
     }
     let count = |level| report.checks.iter().filter(|c| c.level == level).count() as u64;
@@ -554,8 +581,10 @@ impl LogPrinter {
         }
         let (what, detail) = log_line(&entry.event, self.timezone);
         out.push_str(&format!(
-            "{}  {what:<12} {detail}\n",
-            local.format("%H:%M:%S%.3f")
+            "{}  {:<12} {}\n",
+            local.format("%H:%M:%S%.3f"),
+            clean(&what),
+            clean(&detail)
         ));
         out
     }
@@ -788,6 +817,17 @@ mod tests {
         assert_eq!(one_line("a\nb\r\n", 10), "a↵b");
         assert_eq!(one_line("abcdef", 4), "abc…");
         assert_eq!(one_line("  ok  ", 4), "ok");
+        let table = [
+            ("\u{1b}[2J\u{1b}]0;pwned\u{7}hi", "[2J]0;pwnedhi"),
+            ("a\tb", "a b"),
+            ("evil\u{202E}txt.exe", "eviltxt.exe"),
+            ("\u{2066}x\u{2069}\u{200B}", "x"),
+            ("\u{85}nel\u{9b}csi", "nelcsi"),
+            ("👨\u{200D}👩\u{200D}👧 ok", "👨\u{200D}👩\u{200D}👧 ok"),
+        ];
+        for (text, want) in table {
+            assert_eq!(clean(text), want, "{text:?}");
+        }
     }
 
     use crate::db::TokenUsage;
@@ -1419,6 +1459,39 @@ mod tests {
         let mut printer = LogPrinter::new(Tz::Europe__Berlin);
         let text: String = entries.iter().map(|entry| printer.print(entry)).collect();
         insta::assert_snapshot!("log_lines", text);
+    }
+
+    #[test]
+    fn nothing_written_by_others_reaches_the_terminal_raw() {
+        let entry = LogEntry {
+            id: "run:1".into(),
+            session_id: "s".into(),
+            at: t(0),
+            event: LogEvent::ToolCall {
+                turn: 2,
+                step: 1,
+                call_id: "c".into(),
+                tool: "\u{1b}[31mred\u{1b}[0m".into(),
+                duration_ms: 1,
+                ok: false,
+                error: Some("line\u{1b}[2Kerased".into()),
+            },
+        };
+        let line = LogPrinter::new(Tz::UTC).print(&entry);
+        assert!(
+            !line.chars().any(|c| c.is_control() && c != '\n'),
+            "{line:?}"
+        );
+        let mut report = busy_report();
+        report.sessions[0].last_error = Some(LastError {
+            at: None,
+            text: "\u{1b}]8;;http://evil\u{7}click\u{202E}".into(),
+        });
+        let shown = status(&report);
+        assert!(
+            !shown.contains('\u{1b}') && !shown.contains('\u{202E}'),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -154,14 +154,13 @@ impl EventTable for HostEvent {
     const TABLE: &'static str = "host_events";
 }
 
-/// Appends `events`, all stamped `now` (inside the caller's transaction).
-pub(crate) fn append<T: EventTable>(
+/// Appends `events`, each with its time (inside the caller's transaction).
+pub(crate) fn append<'a, T: EventTable + 'a>(
     conn: &Connection,
-    events: &[T],
-    now: DateTime<Utc>,
+    events: impl IntoIterator<Item = (DateTime<Utc>, &'a T)>,
 ) -> Result<()> {
-    let at = ts(now);
-    for event in events {
+    for (at, event) in events {
+        let at = ts(at);
         let data = serde_json::to_value(event).map_err(|e| Error::Malformed {
             table: T::TABLE,
             detail: format!("cannot encode event: {e}"),

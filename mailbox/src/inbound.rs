@@ -242,7 +242,7 @@ impl InboundDb {
             }
         }
         // The host's event log rides along: a re-queue costs no extra commit.
-        events::append(&tx, &logged, now)?;
+        events::append(&tx, logged.iter().map(|e| (now, e)))?;
         tx.commit()?;
         Ok(out)
     }
@@ -262,7 +262,7 @@ impl InboundDb {
                 seq,
                 error: error.to_owned(),
             };
-            events::append(&tx, &[event], Utc::now())?;
+            events::append(&tx, [(Utc::now(), &event)])?;
         }
         tx.commit()?;
         Ok(n == 1)
@@ -274,7 +274,7 @@ impl InboundDb {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        events::append(&tx, std::slice::from_ref(event), now)?;
+        events::append(&tx, [(now, event)])?;
         events::prune::<HostEvent>(&tx)?;
         tx.commit()?;
         Ok(())
@@ -383,7 +383,7 @@ impl InboundDb {
             error: error.to_owned(),
             gave_up: give_up,
         };
-        events::append(&tx, &[event], now)?;
+        events::append(&tx, [(now, &event)])?;
         tx.commit()?;
         Ok(())
     }

@@ -233,9 +233,11 @@ impl OutboundTx<'_> {
         write_runner_state(&self.tx, state)
     }
 
-    /// Appends to the runner's event log (`clawbox logs`) as part of this transaction.
-    pub fn record_events(&mut self, events: &[RunnerEvent], now: DateTime<Utc>) -> Result<()> {
-        events::append(&self.tx, events, now)
+    /// Appends to the runner's event log (`clawbox logs`) as part of this transaction, each
+    /// event with the time it happened (a step's model answer comes before its tool calls,
+    /// though both commit together).
+    pub fn record_events(&mut self, events: &[(DateTime<Utc>, RunnerEvent)]) -> Result<()> {
+        events::append(&self.tx, events.iter().map(|(at, e)| (*at, e)))
     }
 
     /// Drops all but the newest [`events::KEEP_EVENTS`] events (once per runner start).

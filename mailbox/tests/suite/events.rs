@@ -46,19 +46,20 @@ fn runner_events_commit_with_their_transaction_or_not_at_all() {
     };
 
     let mut tx = runner.transaction().unwrap();
-    tx.record_events(&[step(2, 1), call.clone()], t(1)).unwrap();
+    tx.record_events(&[(t(1), step(2, 1)), (t(2), call.clone())])
+        .unwrap();
     tx.commit().unwrap();
     // Rolled back with the rest of its transaction.
     let mut tx = runner.transaction().unwrap();
     tx.insert_message(&reply("r1", Some(2), "lost"), t(2))
         .unwrap();
-    tx.record_events(&[step(2, 2)], t(2)).unwrap();
+    tx.record_events(&[(t(3), step(2, 2))]).unwrap();
     drop(tx);
 
     let reader = OutboundReader::open(&s.paths.outbound_db()).unwrap();
     let all = reader.events_after(0, 100).unwrap();
     assert_eq!(events_of(&all), [step(2, 1), call]);
-    assert_eq!(all[0].at, t(1));
+    assert_eq!((all[0].at, all[1].at), (t(1), t(2)));
     assert_eq!(reader.events_after(all[0].id, 100).unwrap().len(), 1);
     assert_eq!(reader.events_after(0, 1).unwrap().len(), 1);
     assert_eq!(reader.message_count().unwrap(), 0);
@@ -144,8 +145,10 @@ fn logs_keep_the_newest_rows() {
     let mut runner = OutboundDb::open(&s.paths).unwrap();
     let extra = 5;
     let mut tx = runner.transaction().unwrap();
-    let batch: Vec<RunnerEvent> = (0..KEEP_EVENTS + extra).map(|i| step(i, 1)).collect();
-    tx.record_events(&batch, t(0)).unwrap();
+    let batch: Vec<_> = (0..KEEP_EVENTS + extra)
+        .map(|i| (t(0), step(i, 1)))
+        .collect();
+    tx.record_events(&batch).unwrap();
     tx.commit().unwrap();
     let mut tx = runner.transaction().unwrap();
     tx.prune_events().unwrap();
