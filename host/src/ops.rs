@@ -75,13 +75,15 @@ impl HostLink {
         tokio::spawn(async move {
             let mut lines = BufReader::new(read).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                match serde_json::from_str::<Event>(&line) {
-                    Ok(ev) => {
-                        if tx.send(ev).is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) => tracing::warn!("unreadable event from host: {e}"),
+                // An answer this build cannot read (a host of another version) must end the
+                // wait for it, not leave the command hanging.
+                let event = serde_json::from_str::<Event>(&line).unwrap_or_else(|e| Event::Error {
+                    message: format!(
+                        "unreadable answer ({e}); is the running host another clawbox version?"
+                    ),
+                });
+                if tx.send(event).is_err() {
+                    break;
                 }
             }
         });

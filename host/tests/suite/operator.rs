@@ -615,3 +615,33 @@ async fn replies_carry_the_name_of_the_agent_that_wrote_them() {
     assert_eq!(text(&out), "Helper › helper again\ndefault again\n");
     fixture.stop().await.unwrap();
 }
+
+/// A host of another version answers in a shape this build cannot read: the command says so
+/// and ends, rather than waiting for an answer it will never understand.
+#[tokio::test]
+async fn an_unreadable_answer_ends_the_command_with_an_error() {
+    let (_model, fixture) = setup().await;
+    std::fs::create_dir_all(fixture.data_dir()).unwrap();
+    let listener = tokio::net::UnixListener::bind(fixture.socket_path()).unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let (read, mut write) = stream.into_split();
+                let mut lines = BufReader::new(read).lines();
+                while let Ok(Some(_)) = lines.next_line().await {
+                    let old = r#"{"event":"status","status":{"runtime":"process","sessions":[]}}"#;
+                    let _ = write.write_all(format!("{old}\n").as_bytes()).await;
+                }
+            });
+        }
+    });
+    let out = tokio::time::timeout(WAIT, fixture.command(&["status"]).output())
+        .await
+        .expect("clawbox status hung on an answer it cannot read")
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unreadable answer"), "{stderr}");
+    assert!(stderr.contains("another clawbox version"), "{stderr}");
+}
