@@ -275,6 +275,20 @@ async fn docker_checks(config: &Config) -> Vec<Check> {
             format!("{tag} is not built, and it cannot be: busybox-static is not installed"),
             "`apt-get install busybox-static`, then `make image` (or let `clawbox run` build it)",
         ),
+        Ok(Freshness::Missing)
+            if !is_executable(&sources.runner_bin) || !is_executable(&sources.mcp_tools_bin) =>
+        {
+            Check::fail(
+                "image",
+                format!(
+                    "{tag} is not built, and it cannot be: {} or {} is missing",
+                    sources.runner_bin.display(),
+                    sources.mcp_tools_bin.display()
+                ),
+                "build the binaries (`cargo build --release --workspace --bins`) and run `make \
+                 image`, or set CLAWBOX_RUNNER_BIN",
+            )
+        }
         Ok(Freshness::Missing) => Check::warn(
             "image",
             format!("{tag} is not built yet"),

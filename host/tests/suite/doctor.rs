@@ -308,6 +308,16 @@ async fn the_docker_engine_and_a_missing_image_are_reported() {
         "{time:?}"
     );
 
+    // Nothing to build it from: that fails, and so does the MCP check, which needs the runner.
+    fixture.set("CLAWBOX_RUNNER_BIN", "/nonexistent/agent-runner");
+    let report = report_of(&doctor(&fixture, true).await);
+    let image = check(&report, "image");
+    assert_eq!(image.level, Level::Fail, "{image:?}");
+    assert!(image.detail.contains("it cannot be"), "{image:?}");
+    let mcp = check(&report, "mcp default");
+    assert_eq!(mcp.level, Level::Fail, "{mcp:?}");
+    assert!(mcp.detail.contains("agent-runner not found"), "{mcp:?}");
+
     fixture.set("DOCKER_HOST", "unix:///nonexistent/docker.sock");
     let report = report_of(&doctor(&fixture, true).await);
     let runtime = check(&report, "runtime");
