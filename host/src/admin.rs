@@ -308,6 +308,11 @@ async fn follow_log(
     tx: mpsc::UnboundedSender<Event>,
     cancel: CancellationToken,
 ) {
+    // An interval, not a sleep per pass: other sessions' announcements must not keep pushing
+    // the safety read away.
+    let mut safety = tokio::time::interval(FOLLOW_SAFETY_POLL);
+    safety.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    safety.tick().await;
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
@@ -318,7 +323,7 @@ async fn follow_log(
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => return,
             },
-            () = tokio::time::sleep(FOLLOW_SAFETY_POLL) => {}
+            _ = safety.tick() => {}
         }
         let Some((next, entries)) = poll_log(reader, tx.clone()).await else {
             return;
