@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::HostError;
 use crate::app::HostCtx;
 use crate::bootstrap::{CLI_USER, DEFAULT_AGENT};
+use crate::db;
 use crate::doctor::{self, AgentInfo, Agents};
 use crate::inspect;
 use crate::logs::{self, LogEntry, LogReader};
@@ -198,8 +199,8 @@ async fn connection(
                 let _ = tx.send(event.unwrap_or_else(error_event));
             }
             Request::Doctor => {
-                let agents = match ctx.db.call(agent_infos).await {
-                    Ok(agents) => Agents::Known(agents),
+                let agents = match ctx.db.call(|conn| db::agent_groups(conn)).await {
+                    Ok(agents) => Agents::Known(agents.into_iter().map(AgentInfo::from).collect()),
                     Err(e) => Agents::Unavailable(e),
                 };
                 let report = doctor::run(&ctx.config, agents, true).await;
@@ -266,19 +267,6 @@ fn error_event(e: HostError) -> Event {
     Event::Error {
         message: e.to_string(),
     }
-}
-
-/// Every agent's id, folder and model, for doctor.
-pub fn agent_infos(conn: &mut rusqlite::Connection) -> crate::db::DbResult<Vec<AgentInfo>> {
-    let mut stmt = conn.prepare("SELECT id, folder, model FROM agent_groups ORDER BY id")?;
-    let rows = stmt.query_map([], |r| {
-        Ok(AgentInfo {
-            id: r.get(0)?,
-            folder: r.get(1)?,
-            model: r.get(2)?,
-        })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// Reads what is new on the blocking pool; on failure tells the client and returns `None`.

@@ -338,6 +338,21 @@ pub fn agent_group(conn: &Connection, id: &str) -> DbResult<Option<AgentGroup>> 
         .optional()?)
 }
 
+/// Every agent, by id.
+pub fn agent_groups(conn: &Connection) -> DbResult<Vec<AgentGroup>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT id, name, folder, model FROM agent_groups ORDER BY id")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(AgentGroup {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            folder: r.get(2)?,
+            model: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 pub fn messaging_group_by_platform(
     conn: &Connection,
     channel_type: &str,

@@ -105,6 +105,16 @@ pub struct AgentInfo {
     pub model: Option<String>,
 }
 
+impl From<crate::db::AgentGroup> for AgentInfo {
+    fn from(agent: crate::db::AgentGroup) -> Self {
+        AgentInfo {
+            id: agent.id,
+            folder: agent.folder,
+            model: agent.model,
+        }
+    }
+}
+
 /// What the central database gave for the checks.
 #[derive(Debug)]
 pub enum Agents {

@@ -22,10 +22,9 @@ use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::mpsc;
 
 use crate::HostError;
-use crate::admin::agent_infos;
 use crate::config::Config;
 use crate::db::{self, DbError};
-use crate::doctor::{self, Agents};
+use crate::doctor::{self, AgentInfo, Agents};
 use crate::inspect;
 use crate::logs::{self, LogEntry, LogReader};
 use crate::protocol::{DEFAULT_DROPPED_LIMIT, Event, Request};
@@ -241,13 +240,13 @@ pub async fn doctor(config: Config, json: bool) -> Result<ExitCode, HostError> {
         None => {
             let db_path = config.db_path();
             let agents = tokio::task::spawn_blocking(move || {
-                let mut conn = db::open_read_only(&db_path)?;
-                agent_infos(&mut conn)
+                let conn = db::open_read_only(&db_path)?;
+                db::agent_groups(&conn)
             })
             .await
             .map_err(|e| HostError::Task(e.to_string()))?;
             let agents = match agents {
-                Ok(agents) => Agents::Known(agents),
+                Ok(agents) => Agents::Known(agents.into_iter().map(AgentInfo::from).collect()),
                 Err(e) => Agents::Unavailable(e),
             };
             doctor::run(&config, agents, false).await
