@@ -10,7 +10,6 @@ use std::path::Path;
 
 use std::time::Duration;
 
-use mailbox::SessionPaths;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{broadcast, mpsc};
@@ -212,16 +211,7 @@ async fn connection(
                 tail,
             } => {
                 let opened = ctx
-                    .read_only(move |conn, config| {
-                        let view = inspect::resolve_session(conn, &session)?;
-                        let paths = SessionPaths::for_session(
-                            &config.sessions_dir(),
-                            &view.session.agent_group_id,
-                            &view.session.id,
-                        )
-                        .map_err(|e| crate::db::DbError::Malformed(e.to_string()))?;
-                        Ok(LogReader::new(&view.session.id, paths))
-                    })
+                    .read_only(move |conn, config| LogReader::open(conn, config, &session))
                     .await;
                 let reader = match opened {
                     Ok(reader) => reader,

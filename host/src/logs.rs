@@ -22,6 +22,9 @@ use mailbox::{
 use serde::{Deserialize, Serialize};
 
 use crate::channels::attachment_names;
+use crate::config::Config;
+use crate::db::DbError;
+use crate::inspect::{self, InspectError};
 
 /// One thing that happened in a session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -194,6 +197,23 @@ impl LogReader {
         }
     }
 
+    /// The reader of the session `arg` names (see [`inspect::resolve_session`]).
+    pub fn open(
+        conn: &rusqlite::Connection,
+        config: &Config,
+        arg: &str,
+    ) -> Result<LogReader, InspectError> {
+        let view = inspect::resolve_session(conn, arg)?;
+        let paths = SessionPaths::for_session(
+            &config.sessions_dir(),
+            &view.session.agent_group_id,
+            &view.session.id,
+        )
+        // Ids in the database passed this check when their session was created.
+        .map_err(|e| DbError::Malformed(e.to_string()))?;
+        Ok(LogReader::new(&view.session.id, paths))
+    }
+
     pub fn session_id(&self) -> &str {
         &self.session_id
     }
@@ -201,7 +221,7 @@ impl LogReader {
     /// Everything new since the last call (everything on the first), in order.
     pub fn poll(&mut self) -> mailbox::Result<Vec<LogEntry>> {
         let mut entries = Vec::new();
-        self.open()?;
+        self.open_files()?;
         if let Some(inbound) = &self.inbound {
             if self.origin.is_none() {
                 self.origin = inbound.routing()?;
@@ -404,7 +424,7 @@ impl LogReader {
     }
 
     /// Opens each database once it exists (the runner creates `outbound.db` on its first start).
-    fn open(&mut self) -> mailbox::Result<()> {
+    fn open_files(&mut self) -> mailbox::Result<()> {
         if self.inbound.is_none() && self.paths.inbound_db().exists() {
             self.inbound = Some(InboundReader::open(&self.paths.inbound_db())?);
         }

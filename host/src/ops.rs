@@ -14,7 +14,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use chrono::Utc;
-use mailbox::SessionPaths;
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
@@ -23,7 +22,7 @@ use tokio::sync::mpsc;
 
 use crate::HostError;
 use crate::config::Config;
-use crate::db::{self, DbError};
+use crate::db;
 use crate::doctor::{self, AgentInfo, Agents};
 use crate::inspect;
 use crate::logs::{self, LogEntry, LogReader};
@@ -307,9 +306,7 @@ pub async fn logs(config: Config, args: LogsArgs) -> Result<ExitCode, HostError>
         }
         let session = args.session.clone();
         let reader = from_files(&config, move |conn, config| {
-            let view = inspect::resolve_session(conn, &session)?;
-            let paths = session_paths(config, &view.session.agent_group_id, &view.session.id)?;
-            Ok(LogReader::new(&view.session.id, paths))
+            LogReader::open(conn, config, &session)
         })
         .await?;
         return follow_files(reader, &mut sink, args.tail, args.follow).await;
@@ -349,21 +346,10 @@ pub async fn logs(config: Config, args: LogsArgs) -> Result<ExitCode, HostError>
         eprintln!("(the host stopped: following the session's files)");
     }
     let reader = from_files(&config, move |conn, config| {
-        let view = inspect::resolve_session(conn, &session_id)?;
-        let paths = session_paths(config, &view.session.agent_group_id, &view.session.id)?;
-        Ok(LogReader::new(&view.session.id, paths))
+        LogReader::open(conn, config, &session_id)
     })
     .await?;
     follow_files(reader, &mut sink, None, true).await
-}
-
-fn session_paths(
-    config: &Config,
-    agent_id: &str,
-    session_id: &str,
-) -> Result<SessionPaths, inspect::InspectError> {
-    SessionPaths::for_session(&config.sessions_dir(), agent_id, session_id)
-        .map_err(|e| DbError::Malformed(e.to_string()).into())
 }
 
 /// Prints the log from the files, then (`follow`) what is new every [`FILE_POLL`] until
