@@ -9,18 +9,21 @@
 //!
 //! | row | written by |
 //! |---|---|
-//! | Starting, the first Idle | [`ActivityLog`], once per runner |
+//! | Starting, the first Idle | [`ActivityLog`], once per runner (with the `started` and `ready` events) |
 //! | Model(first step) | the claim (`claim.rs`) |
 //! | Model(step + 1) | the transaction persisting a step with tool calls (`turn.rs`) |
 //! | Tool(names, longest timeout) | [`ActivityLog::tools`], before the calls run (see there) |
 //! | Idle | the verdict: reply or failure, and `/clear` (`turn.rs`) |
 //!
-//! A plain turn (claim, one model request, final answer) therefore commits exactly twice.
+//! A plain turn (claim, one model request, final answer) therefore commits exactly twice. The
+//! runner's event log (`outbound.events`, `clawbox logs`) follows the same rule: model steps and
+//! tool calls ride with the step or verdict transaction in `turn.rs`, and the runner's start and
+//! readiness with the two once-per-runner rows here.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use mailbox::{Activity, RunnerState};
+use mailbox::{Activity, RunnerEvent, RunnerState};
 
 use crate::store::{Store, StoreError};
 
@@ -99,8 +102,41 @@ impl ActivityLog {
         self.rows
     }
 
-    pub async fn starting(&self) -> Result<(), StoreError> {
-        self.write(self.rows.starting()).await
+    /// The runner has started: the Starting row and a `started` event, in one commit that also
+    /// prunes the event log.
+    pub async fn starting(&self, model: &str) -> Result<(), StoreError> {
+        let state = self.rows.starting();
+        let event = RunnerEvent::Started {
+            pid: self.rows.pid,
+            model: model.to_owned(),
+        };
+        self.store
+            .run(move |dbs| {
+                let mut tx = dbs.outbound.transaction()?;
+                tx.set_runner_state(&state)?;
+                tx.prune_events()?;
+                tx.record_events(&[(state.updated_at, event)])?;
+                tx.commit()
+            })
+            .await
+    }
+
+    /// The MCP servers are up: the first Idle row and a `ready` event naming the tool count and
+    /// what could not be used, in one commit.
+    pub async fn ready(&self, tools: usize, problems: Vec<String>) -> Result<(), StoreError> {
+        let state = self.rows.idle();
+        let event = RunnerEvent::Ready {
+            tools: u32::try_from(tools).unwrap_or(u32::MAX),
+            problems,
+        };
+        self.store
+            .run(move |dbs| {
+                let mut tx = dbs.outbound.transaction()?;
+                tx.set_runner_state(&state)?;
+                tx.record_events(&[(state.updated_at, event)])?;
+                tx.commit()
+            })
+            .await
     }
 
     /// Only where no verdict transaction records it (the runner has just started).

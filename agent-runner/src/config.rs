@@ -10,7 +10,7 @@ use mailbox::env;
 
 /// Variables the runner passes on to the MCP servers it starts, when set (besides the ones it
 /// derives from its own configuration).
-const INHERITED: &[&str] = &["PATH", "HOME", "LANG"];
+pub const INHERITED: &[&str] = &["PATH", "HOME", "LANG"];
 
 /// A variable was missing or had a value the runner cannot use. The runner exits with status 1;
 /// the host sees a runner that died before claiming anything.

@@ -16,9 +16,11 @@
 //! - [`prompt`]: system prompt and message rendering;
 //! - [`skills`]: `SKILL.md` files, their triggers and the prompt's skills section;
 //! - [`store`]: the SQLite handles on their own thread;
-//! - [`activity`]: the runner-state row.
+//! - [`activity`]: the runner-state row;
+//! - [`check`]: `agent-runner check-mcp`, the MCP servers of `container.json` for `clawbox doctor`.
 
 pub mod activity;
+pub mod check;
 pub mod claim;
 pub mod config;
 pub mod container_config;

@@ -79,8 +79,16 @@ pub struct ServerSpec {
 /// The allow-listed environment every server starts from: PATH, HOME, LANG as the runner got
 /// them, and TZ/TIMEZONE set to the agent's time zone.
 fn base_env(config: &Config) -> Vec<(String, String)> {
-    let mut env = config.inherited_env.clone();
-    let tz = config.timezone.name().to_owned();
+    server_base_env(&config.inherited_env, config.timezone)
+}
+
+/// [`base_env`] from its parts: the inherited variables and the time zone.
+pub fn server_base_env(
+    inherited: &[(String, String)],
+    timezone: chrono_tz::Tz,
+) -> Vec<(String, String)> {
+    let mut env = inherited.to_vec();
+    let tz = timezone.name().to_owned();
     env.extend([
         ("TZ".to_owned(), tz.clone()),
         (mailbox::env::TIMEZONE.to_owned(), tz),
@@ -136,14 +144,25 @@ pub fn user_server(
     server: &UserServer,
     call_timeout: Option<Duration>,
 ) -> ServerSpec {
-    let mut env = base_env(config);
+    user_server_in(base_env(config), &config.workspace, server, call_timeout)
+}
+
+/// [`user_server`] from its parts: the allow-listed base environment and the working directory
+/// (`agent-runner check-mcp` has no session).
+pub fn user_server_in(
+    base_env: Vec<(String, String)>,
+    workspace: &std::path::Path,
+    server: &UserServer,
+    call_timeout: Option<Duration>,
+) -> ServerSpec {
+    let mut env = base_env;
     env.retain(|(key, _)| !server.env.contains_key(key));
     env.extend(server.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     // A relative path (`./server.py`, `bin/tool`) is resolved here: which directory the OS
     // resolves it against when the child also changes directory is platform-specific.
     let command = PathBuf::from(&server.command);
     let command = if command.is_relative() && server.command.contains('/') {
-        config.workspace.join(command)
+        workspace.join(command)
     } else {
         command
     };
@@ -153,7 +172,7 @@ pub fn user_server(
         command,
         args: server.args.clone(),
         env,
-        cwd: config.workspace.is_dir().then(|| config.workspace.clone()),
+        cwd: workspace.is_dir().then(|| workspace.to_path_buf()),
         startup_timeout: server.startup_timeout.unwrap_or(STARTUP_TIMEOUT),
         call_timeout: server.call_timeout.or(call_timeout),
     }
@@ -448,6 +467,14 @@ impl McpManager {
     pub async fn shutdown(self) {
         join_all(self.servers.into_iter().map(stop_server)).await;
     }
+}
+
+/// Starts one server exactly as [`McpManager::start`] would (startup timeout, handshake,
+/// `tools/list`), stops it again, and returns the names of its tools (`agent-runner check-mcp`).
+pub async fn probe(spec: &ServerSpec) -> Result<Vec<String>, McpError> {
+    let (server, tools) = start_server(spec).await?;
+    stop_server(server).await;
+    Ok(tools.into_iter().map(|t| t.name).collect())
 }
 
 async fn stop_server(mut server: Server) {

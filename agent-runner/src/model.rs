@@ -96,6 +96,8 @@ pub struct ModelReply {
     /// Whatever the server said (`stop`, `tool_calls`, `eos`, `""`…); informational only.
     pub finish_reason: Option<String>,
     pub usage: Usage,
+    /// Requests it took, retries included (for the runner's event log).
+    pub attempts: u32,
 }
 
 impl ModelReply {
@@ -294,7 +296,7 @@ impl ModelClient {
                 outcome = self.attempt(&body) => outcome,
             };
             let failure = match outcome {
-                Ok(reply) => return Ok(reply),
+                Ok(reply) => return Ok(ModelReply { attempts, ..reply }),
                 Err(failure) => failure,
             };
             if !failure.retryable || attempts > self.settings.retries {
@@ -579,6 +581,7 @@ pub fn parse_response(bytes: &[u8]) -> Result<ModelReply, Malformed> {
         tool_calls,
         finish_reason,
         usage,
+        attempts: 1,
     })
 }
 
@@ -647,6 +650,7 @@ mod tests {
             tool_calls: Vec::new(),
             finish_reason: Some("stop".to_owned()),
             usage: Usage::default(),
+            attempts: 1,
         }
     }
 
@@ -670,6 +674,7 @@ mod tests {
             tool_calls: vec![want_call.clone()],
             finish_reason: Some(finish.to_owned()),
             usage: Usage::default(),
+            attempts: 1,
         };
         assert_eq!(parse(&quirks::text("hi")), text_reply("hi"));
         assert_eq!(parse(&quirks::bare_text("hi")), text_reply("hi"));
@@ -1021,6 +1026,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(reply.tool_calls[0].arguments, r#"{"a":1}"#);
+        assert_eq!(reply.attempts, 2);
         assert_eq!(fake.request_count(), 2);
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
         let request = fake.last_request().unwrap();

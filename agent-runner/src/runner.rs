@@ -97,7 +97,7 @@ async fn serve(
 ) -> Result<(), RunError> {
     let store = Store::open(paths.clone()).await?;
     let activity = ActivityLog::new(store.clone());
-    activity.starting().await?;
+    activity.starting(&config.model).await?;
 
     let model = ModelClient::new(ModelSettings {
         base_url: config.base_url.clone(),
@@ -136,6 +136,10 @@ async fn serve(
         POLL_WITHOUT_WATCHER
     };
 
+    // Once per runner; after this, each verdict records Idle in its own transaction.
+    activity
+        .ready(mcp.tools().len(), setup_problems.clone())
+        .await?;
     let env = TurnEnv {
         config,
         store: &store,
@@ -157,8 +161,6 @@ async fn work_loop(
     poll: Duration,
     shutdown: &CancellationToken,
 ) -> Result<(), RunError> {
-    // Once per runner; after this, each verdict records Idle in its own transaction.
-    env.activity.idle().await?;
     let mut last_work = Instant::now();
     loop {
         if shutdown.is_cancelled() {

@@ -21,14 +21,17 @@
 //!   recorded Model(first step), a step's transaction records Model(step + 1) when another
 //!   request follows, the verdict and `/clear` record Idle. A plain turn commits twice: the claim
 //!   and the verdict.
+//! - So do the runner's events (`clawbox logs`): a step's `model_step` event and its calls'
+//!   `tool_call` events commit with the step's history, the last step's with the verdict, a
+//!   model failure's `model_failed` with the failure.
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use mailbox::outbound::HistoryEntry;
-use mailbox::{AckStatus, Destination, InboundMessage, NewOutbound, OutboundKind};
+use mailbox::{AckStatus, Destination, InboundMessage, NewOutbound, OutboundKind, RunnerEvent};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -130,6 +133,7 @@ pub async fn run_turn(
         request.push(system.clone());
         request.extend(conversation.iter().cloned());
         request.extend(pending_user.iter().cloned());
+        let asked = Instant::now();
         let reply = match env
             .model
             .complete(&request, env.mcp.tools(), cancel)
@@ -140,9 +144,28 @@ pub async fn run_turn(
             Err(ModelError::Cancelled) => return Err(TurnError::Cancelled),
             Err(err) => {
                 tracing::warn!(parent: &span, error = %err, "model failed; failing the turn");
-                return fail(env, batch, pending_user, err.user_message()).await;
+                let event = RunnerEvent::ModelFailed {
+                    turn,
+                    step,
+                    latency_ms: millis(asked.elapsed()),
+                    error: err.to_string(),
+                };
+                return fail(env, batch, pending_user, err.user_message(), event).await;
             }
         };
+        let step_event = (
+            Utc::now(),
+            RunnerEvent::ModelStep {
+                turn,
+                step,
+                latency_ms: millis(asked.elapsed()),
+                attempts: reply.attempts,
+                prompt_tokens: reply.usage.prompt_tokens,
+                completion_tokens: reply.usage.completion_tokens,
+                tool_calls: u32::try_from(reply.tool_calls.len()).unwrap_or(u32::MAX),
+                finish_reason: reply.finish_reason.clone(),
+            },
+        );
         tracing::info!(
             parent: &span,
             finish_reason = reply.finish_reason.as_deref().unwrap_or(""),
@@ -155,13 +178,22 @@ pub async fn run_turn(
         if reply.tool_calls.is_empty() {
             let final_message = reply.to_message();
             let text = reply.content.take().filter(|t| !t.trim().is_empty());
-            return finish(env, batch, &origin, pending_user, text, final_message, step).await;
+            let ending = Ending {
+                text,
+                final_message,
+                steps: step,
+                events: vec![step_event],
+            };
+            return finish(env, batch, &origin, pending_user, ending).await;
         }
         unique_call_ids(&mut reply.tool_calls);
         let assistant = reply.to_message();
-        let results = run_calls(env, &reply.tool_calls, step, cancel)
+        let (results, call_events) = run_calls(env, &reply.tool_calls, turn, step, cancel)
             .instrument(span)
             .await?;
+        let mut events = Vec::with_capacity(call_events.len() + 1);
+        events.push(step_event);
+        events.extend(call_events);
 
         let mut step_messages = Vec::with_capacity(results.len() + 2);
         step_messages.extend(pending_user.take());
@@ -176,6 +208,7 @@ pub async fn run_turn(
             .run(move |dbs| {
                 let mut tx = dbs.outbound.transaction()?;
                 tx.append_history(turn, &persisted)?;
+                tx.record_events(&events)?;
                 if let Some(next_step) = next_step {
                     tx.set_runner_state(&rows.model(next_step))?;
                 }
@@ -194,16 +227,34 @@ pub async fn run_turn(
          to continue."
     );
     let final_message = json!({ "role": "assistant", "content": text });
-    finish(
-        env,
-        batch,
-        &origin,
-        pending_user,
-        Some(text),
+    let ending = Ending {
+        text: Some(text),
         final_message,
-        step,
-    )
-    .await
+        steps: step,
+        // The last step's events were committed with its history.
+        events: Vec::new(),
+    };
+    finish(env, batch, &origin, pending_user, ending).await
+}
+
+/// Milliseconds, saturating (for event fields).
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The longest error text a `tool_call` event keeps (the model sees the whole result).
+const EVENT_ERROR_CHARS: usize = 300;
+
+/// The first line of a failed call's result, shortened, for its `tool_call` event.
+pub fn event_error(text: &str) -> String {
+    let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let line = line.trim();
+    if line.chars().count() <= EVENT_ERROR_CHARS {
+        return line.to_owned();
+    }
+    let mut short: String = line.chars().take(EVENT_ERROR_CHARS - 1).collect();
+    short.push('…');
+    short
 }
 
 /// Where a turn starts: the conversation so far, the user message still to persist (`None` when
@@ -378,13 +429,15 @@ pub fn parse_arguments(text: &str) -> Result<Map<String, Value>, String> {
     }
 }
 
-/// Runs a step's calls concurrently; returns one `tool` message per call, in call order.
+/// Runs a step's calls concurrently; returns one `tool` message per call, in call order, and
+/// one `tool_call` event per call.
 async fn run_calls(
     env: &TurnEnv<'_>,
     calls: &[ModelCall],
+    turn: i64,
     step: u32,
     cancel: &CancellationToken,
-) -> Result<Vec<Value>, TurnError> {
+) -> Result<(Vec<Value>, Vec<(DateTime<Utc>, RunnerEvent)>), TurnError> {
     let prepared: Vec<Prepared> = calls
         .iter()
         .map(|call| {
@@ -423,35 +476,62 @@ async fn run_calls(
     let runs = calls.iter().zip(prepared).map(|(call, prepared)| {
         let span = tracing::info_span!("call", call_id = %call.id, tool = %call.name);
         async move {
+            let began = Instant::now();
             let output = match prepared {
                 Prepared::Answered(output) => output,
                 Prepared::Run { arguments, timeout } => {
                     env.mcp.call(&call.name, arguments, timeout, cancel).await
                 }
             };
+            let duration_ms = millis(began.elapsed());
             let text = clean_tool_output(&output.text);
             if output.is_error {
                 tracing::info!(result = %text, "tool call failed");
             } else {
                 tracing::debug!(chars = text.len(), "tool call done");
             }
-            json!({ "role": "tool", "tool_call_id": call.id, "content": text })
+            let event = RunnerEvent::ToolCall {
+                turn,
+                step,
+                call_id: call.id.clone(),
+                tool: call.name.clone(),
+                duration_ms,
+                ok: !output.is_error,
+                error: output.is_error.then(|| event_error(&text)),
+            };
+            let message = json!({ "role": "tool", "tool_call_id": call.id, "content": text });
+            (message, (Utc::now(), event))
         }
         .instrument(span)
     });
-    Ok(join_all(runs).await)
+    Ok(join_all(runs).await.into_iter().unzip())
 }
 
-/// Ends the turn with its answer: one transaction for reply, history, acks and the record.
+/// How a turn ends with an answer.
+struct Ending {
+    /// The reply's text; `None` when the final answer was empty (no reply row).
+    text: Option<String>,
+    final_message: Value,
+    steps: u32,
+    /// Events not yet committed (the last step's), recorded with the verdict.
+    events: Vec<(DateTime<Utc>, RunnerEvent)>,
+}
+
+/// Ends the turn with its answer: one transaction for reply, history, acks, events and the
+/// record.
 async fn finish(
     env: &TurnEnv<'_>,
     batch: &Batch,
     origin: &InboundMessage,
     pending_user: Option<Value>,
-    text: Option<String>,
-    final_message: Value,
-    steps: u32,
+    ending: Ending,
 ) -> Result<TurnEnd, TurnError> {
+    let Ending {
+        text,
+        final_message,
+        steps,
+        events,
+    } = ending;
     let turn = batch.turn;
     let acks = batch.claims();
     let mut messages: Vec<Value> = pending_user.into_iter().collect();
@@ -475,6 +555,7 @@ async fn finish(
             let now = Utc::now();
             let mut tx = dbs.outbound.transaction()?;
             tx.append_history(turn, &messages)?;
+            tx.record_events(&events)?;
             let reply_seq = match &reply {
                 Some(reply) => Some(tx.insert_message(reply, now)?),
                 None => None,
@@ -492,12 +573,13 @@ async fn finish(
     Ok(TurnEnd::Completed { reply_seq, steps })
 }
 
-/// Ends the turn with a failure the host reports to the user.
+/// Ends the turn with a failure the host reports to the user; `event` says what failed.
 async fn fail(
     env: &TurnEnv<'_>,
     batch: &Batch,
     pending_user: Option<Value>,
     reason: String,
+    event: RunnerEvent,
 ) -> Result<TurnEnd, TurnError> {
     let turn = batch.turn;
     let acks = batch.claims();
@@ -510,6 +592,7 @@ async fn fail(
             if let Some(user) = pending_user {
                 tx.append_history(turn, &[user])?;
             }
+            tx.record_events(&[(now, event)])?;
             for (seq, attempt) in acks {
                 tx.ack(seq, attempt, AckStatus::Failed, Some(&error), now)?;
             }
@@ -604,6 +687,23 @@ mod tests {
         ];
         for (case, own, want) in table {
             assert_eq!(resumable(&own), want, "{case}");
+        }
+    }
+
+    #[test]
+    fn event_errors_are_one_short_line() {
+        let long = "x".repeat(400);
+        let table = [
+            ("Error: boom", "Error: boom".to_owned()),
+            ("\n  Error: first\nsecond", "Error: first".to_owned()),
+            ("", String::new()),
+            (
+                long.as_str(),
+                format!("{}…", "x".repeat(EVENT_ERROR_CHARS - 1)),
+            ),
+        ];
+        for (text, want) in table {
+            assert_eq!(event_error(text), want, "{text:?}");
         }
     }
 

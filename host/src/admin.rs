@@ -1,21 +1,34 @@
 //! The admin socket server: a Unix socket in `DATA_DIR` (mode 0600 inside a 0700 directory)
-//! speaking the line protocol of protocol.rs. Terminals attach to the CLI chat here; `clawbox
-//! status` reads its snapshot here. One task per connection; a reader loop handles requests and
-//! a writer task serialises everything the connection is sent.
+//! speaking the line protocol of protocol.rs. Terminals attach to the CLI chat here; the
+//! operator commands (`clawbox status`, `sessions`, `agents`, `logs`, `dropped`, `doctor`) ask
+//! here. One task per connection; a reader loop handles requests in order and a writer task
+//! serialises everything the connection is sent. A followed log runs in a task of its own,
+//! woken by the supervisor's change announcements, until the connection closes.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use std::time::Duration;
+
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::HostError;
 use crate::app::HostCtx;
 use crate::bootstrap::{CLI_USER, DEFAULT_AGENT};
-use crate::protocol::{Event, Request};
+use crate::db;
+use crate::doctor::{self, AgentInfo, Agents};
+use crate::inspect;
+use crate::logs::{self, LogEntry, LogReader};
+use crate::protocol::{DEFAULT_DROPPED_LIMIT, Event, Request, parse_request};
 use crate::router::{InboundEvent, Routed};
+
+/// A followed log re-reads the files this often even when no change was announced (a write
+/// the supervisor did not see, e.g. by a runner of an idle session's predecessor).
+const FOLLOW_SAFETY_POLL: Duration = Duration::from_secs(2);
 
 /// Binds the socket, replacing a stale file left by a host that died.
 pub fn bind(path: &Path) -> Result<UnixListener, HostError> {
@@ -74,6 +87,7 @@ async fn connection(
     });
     let mut lines = BufReader::new(read).lines();
     let mut attachment = None;
+    let mut followers: Vec<JoinHandle<()>> = Vec::new();
     let mut counter = 0u64;
     // Message ids must be unique across connections and host restarts.
     let nonce = crate::bootstrap::random_id(10);
@@ -86,12 +100,10 @@ async fn connection(
         if line.trim().is_empty() {
             continue;
         }
-        let request = match serde_json::from_str::<Request>(&line) {
+        let request = match parse_request(&line) {
             Ok(r) => r,
-            Err(e) => {
-                let _ = tx.send(Event::Error {
-                    message: format!("malformed request: {e}"),
-                });
+            Err(message) => {
+                let _ = tx.send(Event::Error { message });
                 continue;
             }
         };
@@ -147,15 +159,90 @@ async fn connection(
                 let _ = tx.send(reply);
             }
             Request::Status => {
-                let event = match ctx.status().await {
-                    Ok(status) => Event::Status { status },
-                    Err(e) => Event::Error {
-                        message: e.to_string(),
-                    },
+                let facts = ctx.facts();
+                let now = chrono::Utc::now();
+                let event = ctx
+                    .read_only(move |conn, config| inspect::status(conn, config, Some(&facts), now))
+                    .await
+                    .map(|status| Event::Status { status });
+                let _ = tx.send(event.unwrap_or_else(error_event));
+            }
+            Request::Sessions => {
+                let facts = ctx.facts();
+                let now = chrono::Utc::now();
+                let event = ctx
+                    .read_only(move |conn, config| {
+                        inspect::sessions(conn, config, Some(&facts), now)
+                    })
+                    .await
+                    .map(|sessions| Event::Sessions { sessions });
+                let _ = tx.send(event.unwrap_or_else(error_event));
+            }
+            Request::Agents => {
+                let facts = ctx.facts();
+                let event = ctx
+                    .read_only(move |conn, config| {
+                        inspect::agents(conn, &config.default_model, Some(&facts))
+                    })
+                    .await
+                    .map(|agents| Event::Agents { agents });
+                let _ = tx.send(event.unwrap_or_else(error_event));
+            }
+            Request::Dropped { limit } => {
+                let limit = limit.unwrap_or(DEFAULT_DROPPED_LIMIT);
+                let event = ctx
+                    .read_only(move |conn, _| inspect::dropped(conn, limit, true))
+                    .await
+                    .map(|dropped| Event::Dropped { dropped });
+                let _ = tx.send(event.unwrap_or_else(error_event));
+            }
+            Request::Doctor => {
+                let agents = match ctx.db.call(|conn| db::agent_groups(conn)).await {
+                    Ok(agents) => Agents::Known(agents.into_iter().map(AgentInfo::from).collect()),
+                    Err(e) => Agents::Unavailable(e),
                 };
-                let _ = tx.send(event);
+                let report = doctor::run(&ctx.config, agents, true).await;
+                let _ = tx.send(Event::Doctor { doctor: report });
+            }
+            Request::Logs {
+                session,
+                follow,
+                tail,
+            } => {
+                let opened = ctx
+                    .read_only(move |conn, config| LogReader::open(conn, config, &session))
+                    .await;
+                let reader = match opened {
+                    Ok(reader) => reader,
+                    Err(e) => {
+                        let _ = tx.send(error_event(e));
+                        continue;
+                    }
+                };
+                // Subscribed before the first read, so nothing written meanwhile is missed.
+                let changes = follow.then(|| ctx.supervisor.changes());
+                let Some((reader, entries)) = poll_log(reader, tx.clone()).await else {
+                    continue;
+                };
+                let session_id = reader.session_id().to_owned();
+                let _ = tx.send(Event::Logs {
+                    session_id: session_id.clone(),
+                    entries: logs::keep_tail(entries, tail),
+                });
+                if let Some(changes) = changes {
+                    followers.push(tokio::spawn(follow_log(
+                        reader,
+                        session_id,
+                        changes,
+                        tx.clone(),
+                        cancel.clone(),
+                    )));
+                }
             }
         }
+    }
+    for follower in followers {
+        follower.abort();
     }
     if let Some(forward) = attachment {
         forward.abort();
@@ -163,6 +250,73 @@ async fn connection(
     drop(tx);
     let _ = writer.await;
     Ok(())
+}
+
+fn error_event(e: HostError) -> Event {
+    Event::Error {
+        message: e.to_string(),
+    }
+}
+
+/// Reads what is new on the blocking pool; on failure tells the client and returns `None`.
+async fn poll_log(
+    mut reader: LogReader,
+    tx: mpsc::UnboundedSender<Event>,
+) -> Option<(LogReader, Vec<LogEntry>)> {
+    let polled = tokio::task::spawn_blocking(move || {
+        let entries = reader.poll();
+        (reader, entries)
+    })
+    .await;
+    let message = match polled {
+        Ok((reader, Ok(entries))) => return Some((reader, entries)),
+        Ok((_, Err(e))) => format!("cannot read the session's log: {e}"),
+        Err(e) => format!("reading the session's log failed: {e}"),
+    };
+    let _ = tx.send(Event::Error { message });
+    None
+}
+
+/// Sends every new entry of a session's log until the connection (or the host) goes away.
+async fn follow_log(
+    mut reader: LogReader,
+    session_id: String,
+    mut changes: broadcast::Receiver<String>,
+    tx: mpsc::UnboundedSender<Event>,
+    cancel: CancellationToken,
+) {
+    // An interval, not a sleep per pass: other sessions' announcements must not keep pushing
+    // the safety read away.
+    let mut safety = tokio::time::interval(FOLLOW_SAFETY_POLL);
+    safety.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    safety.tick().await;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tx.closed() => return,
+            change = changes.recv() => match change {
+                Ok(id) if id != session_id => continue,
+                // Missed announcements only mean one read covers several changes.
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = safety.tick() => {}
+        }
+        let Some((next, entries)) = poll_log(reader, tx.clone()).await else {
+            return;
+        };
+        reader = next;
+        if entries.is_empty() {
+            continue;
+        }
+        let batch = Event::Logs {
+            session_id: session_id.clone(),
+            entries,
+        };
+        if tx.send(batch).is_err() {
+            return;
+        }
+    }
 }
 
 /// The terminal talks to the default agent; report its outcome.

@@ -5,7 +5,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
-use serde_json::json;
+use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::HostError;
@@ -14,6 +14,7 @@ use crate::channels::Channels;
 use crate::channels::telegram::TelegramChannel;
 use crate::config::{Config, RuntimeKind};
 use crate::db::{self, Db};
+use crate::inspect::{HostFacts, InspectError, ProxySummary};
 use crate::proxy::Proxy;
 use crate::router::Router;
 use crate::runtime::docker::DockerRuntime;
@@ -32,6 +33,7 @@ pub struct HostCtx {
     pub runtime: Arc<dyn AgentRuntime>,
     pub install_id: String,
     pub proxy: Proxy,
+    pub started_at: DateTime<Utc>,
 }
 
 impl HostCtx {
@@ -70,36 +72,41 @@ impl HostCtx {
         }
     }
 
-    /// A JSON snapshot for `clawbox status`.
-    pub async fn status(&self) -> Result<serde_json::Value, HostError> {
-        let sessions = self.db.call(|conn| db::active_sessions(conn)).await?;
-        let list: Vec<_> = sessions
-            .iter()
-            .map(|s| {
-                json!({
-                    "id": s.id,
-                    "agent": s.agent_group_id,
-                    "chat": s.messaging_group_id,
-                    "thread": s.thread_id,
-                    "runner": s.runner_state,
-                    "last_activity": db::ts(s.last_activity),
-                })
-            })
-            .collect();
-        Ok(json!({
-            "install_id": self.install_id,
-            "runtime": self.runtime.name(),
-            "isolated": self.runtime.isolated(),
-            "data_dir": self.config.data_dir,
-            "live_sessions": self.supervisor.active_count(),
-            "model_proxy": {
-                "loopback": self.proxy.loopback().to_string(),
-                "socket": self.proxy.socket_path(),
-                "live_tokens": self.proxy.live_tokens(),
-                "token_budget_per_session_day": self.proxy.budget(),
+    /// What only this running host knows, for the operator reports (inspect.rs).
+    pub fn facts(&self) -> HostFacts {
+        HostFacts {
+            install_id: self.install_id.clone(),
+            started_at: self.started_at,
+            runtime: self.runtime.name().to_owned(),
+            isolated: self.runtime.isolated(),
+            live: self.supervisor.live(),
+            slot_cap: self.supervisor.slot_cap(),
+            model_proxy: ProxySummary {
+                loopback: self.proxy.loopback().to_string(),
+                socket: self.proxy.socket_path().to_path_buf(),
+                live_tokens: self.proxy.live_tokens(),
+                token_budget_per_session_day: self.proxy.budget(),
             },
-            "sessions": list,
-        }))
+        }
+    }
+
+    /// Runs an operator query on the blocking pool with its own read-only connection to the
+    /// central database: reading every session's mailbox must not hold the connection the
+    /// router and the supervisor write through.
+    pub async fn read_only<R, F>(&self, f: F) -> Result<R, HostError>
+    where
+        F: FnOnce(&rusqlite::Connection, &crate::config::Config) -> Result<R, InspectError>
+            + Send
+            + 'static,
+        R: Send + 'static,
+    {
+        let config = Arc::clone(&self.config);
+        tokio::task::spawn_blocking(move || {
+            let conn = db::open_read_only(&config.db_path())?;
+            Ok(f(&conn, &config)?)
+        })
+        .await
+        .map_err(|e| HostError::Task(e.to_string()))?
     }
 }
 
@@ -205,6 +212,7 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
         runtime,
         install_id,
         proxy,
+        started_at: Utc::now(),
     };
     reconcile(&ctx).await?;
 

@@ -1,6 +1,8 @@
-//! `clawbox chat` and `clawbox status`: terminal clients of the admin socket. `chat` attaches to
-//! the running host, or starts one in this process when none is running (its logs then go to
-//! `DATA_DIR/logs/clawbox.log` so they do not mix with the conversation).
+//! `clawbox chat`: a terminal client of the admin socket. It attaches to the running host, or
+//! starts one in this process when none is running (its logs then go to
+//! `DATA_DIR/logs/clawbox.log` so they do not mix with the conversation). Replies are shown
+//! under the name of the agent that wrote them. The operator commands (`status`, `logs`, …)
+//! are `ops.rs`'s.
 //!
 //! Piped input (`printf 'hi\nbye\n' | clawbox chat`) is a scripted conversation: each line is
 //! sent once the previous one has its verdict (so each line is its own turn), replies go to
@@ -25,7 +27,7 @@ use crate::config::Config;
 use crate::protocol::{Event, Request};
 
 /// `println!` that ends the program quietly when stdout's reader has gone away
-/// (`clawbox status | head`), as Unix tools do, instead of panicking.
+/// (`clawbox chat | head`), as Unix tools do, instead of panicking.
 macro_rules! say {
     ($($arg:tt)*) => {{
         let mut out = std::io::stdout().lock();
@@ -271,6 +273,7 @@ impl Session {
                 self.prompt();
             }
             Event::Chat(ChatEvent::Reply {
+                agent,
                 text,
                 edit_of,
                 files,
@@ -281,10 +284,9 @@ impl Session {
                     .map(|n| format!("(edit of #{n}) "))
                     .unwrap_or_default();
                 if !text.is_empty() || files.is_empty() {
-                    if self.interactive {
-                        say!("{} › {edit}{text}", self.agent);
-                    } else {
-                        say!("{edit}{text}");
+                    match reply_label(&self.agent, &agent, self.interactive) {
+                        Some(label) => say!("{label} › {edit}{text}"),
+                        None => say!("{edit}{text}"),
                     }
                 }
                 for f in files {
@@ -292,10 +294,18 @@ impl Session {
                 }
             }
             Event::Chat(ChatEvent::Reaction {
-                reaction_to, emoji, ..
+                agent,
+                reaction_to,
+                emoji,
+                ..
             }) => {
                 self.clear_status_line();
-                eprintln!("({} reacted {emoji} to #{reaction_to})", self.agent);
+                let who = if agent.is_empty() {
+                    &self.agent
+                } else {
+                    &agent
+                };
+                eprintln!("({who} reacted {emoji} to #{reaction_to})");
             }
             Event::Chat(ChatEvent::Done {
                 session_id,
@@ -318,7 +328,13 @@ impl Session {
                 self.clear_status_line();
                 eprintln!("clawbox: {message}");
             }
-            Event::Attached { .. } | Event::Status { .. } => {}
+            Event::Attached { .. }
+            | Event::Status { .. }
+            | Event::Sessions { .. }
+            | Event::Agents { .. }
+            | Event::Logs { .. }
+            | Event::Dropped { .. }
+            | Event::Doctor { .. } => {}
         }
     }
 
@@ -341,59 +357,38 @@ impl Session {
     }
 }
 
-pub async fn status(config: Config, json: bool) -> Result<ExitCode, HostError> {
-    let socket = config.socket_path();
-    let io = |e| HostError::io("talk to host at", &socket, e);
-    let Ok(stream) = UnixStream::connect(&socket).await else {
-        eprintln!(
-            "clawbox: no host is running (no socket at {})",
-            socket.display()
-        );
-        return Ok(ExitCode::from(1));
+/// The name a reply is shown under: always in a conversation at a terminal; in a scripted
+/// (piped) one only for agents other than the default, whose replies stay plain lines.
+fn reply_label<'a>(default_agent: &'a str, agent: &'a str, interactive: bool) -> Option<&'a str> {
+    let agent = if agent.is_empty() {
+        default_agent
+    } else {
+        agent
     };
-    let (read, mut write) = stream.into_split();
-    let mut events = spawn_reader(read);
-    send(&mut write, &Request::Status).await.map_err(io)?;
-    while let Some(ev) = events.recv().await {
-        if let Event::Status { status } = ev {
-            if json {
-                say!("{status:#}");
-            } else {
-                print_status(&status);
-            }
-            return Ok(ExitCode::SUCCESS);
-        }
-    }
-    Err(HostError::Task("the host closed the connection".into()))
+    (interactive || agent != default_agent).then_some(agent)
 }
 
-fn print_status(status: &serde_json::Value) {
-    let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
-    say!(
-        "runtime: {}{}   live sessions: {}",
-        s(&status["runtime"]),
-        if status["isolated"].as_bool() == Some(true) {
-            ""
-        } else {
-            " (NOT isolated)"
-        },
-        status["live_sessions"]
-    );
-    say!(
-        "{:<36} {:<12} {:<16} {:<9} LAST ACTIVITY",
-        "SESSION",
-        "AGENT",
-        "CHAT",
-        "RUNNER"
-    );
-    for row in status["sessions"].as_array().into_iter().flatten() {
-        say!(
-            "{:<36} {:<12} {:<16} {:<9} {}",
-            s(&row["id"]),
-            s(&row["agent"]),
-            s(&row["chat"]),
-            s(&row["runner"]),
-            s(&row["last_activity"])
-        );
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_labels() {
+        let table = [
+            // (default agent, reply's agent, interactive, label)
+            ("Andy", "Andy", true, Some("Andy")),
+            ("Andy", "Helper", true, Some("Helper")),
+            ("Andy", "", true, Some("Andy")),
+            ("Andy", "Andy", false, None),
+            ("Andy", "", false, None),
+            ("Andy", "Helper", false, Some("Helper")),
+        ];
+        for (default_agent, agent, interactive, want) in table {
+            assert_eq!(
+                reply_label(default_agent, agent, interactive),
+                want,
+                "{default_agent} {agent} {interactive}"
+            );
+        }
     }
 }

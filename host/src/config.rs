@@ -16,6 +16,24 @@ pub enum RuntimeKind {
     Docker,
 }
 
+impl RuntimeKind {
+    /// The `CONTAINER_RUNTIME` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            RuntimeKind::Process => "process",
+            RuntimeKind::Docker => "docker",
+        }
+    }
+
+    /// Whether agents are sandboxed from the host.
+    pub fn isolated(self) -> bool {
+        match self {
+            RuntimeKind::Process => false,
+            RuntimeKind::Docker => true,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `DATA_DIR` (default `./data`): central DB, sessions, admin socket, logs.
@@ -439,8 +457,8 @@ mod tests {
         assert_eq!(c.backoff_base, Duration::from_secs(5));
         assert_eq!(c.timezone, Tz::UTC);
         assert_eq!(c.openai_base_url, "https://api.openai.com/v1");
-        assert_eq!(c.token_budget, None);
         assert_eq!(c.telegram_api_url, "https://api.telegram.org");
+        assert_eq!(c.token_budget, None);
         assert_eq!(c.telegram_poll_timeout, Duration::from_secs(30));
         assert_eq!(c.telegram_max_file_bytes, 20 * 1024 * 1024);
         let c = config(&[("TOKEN_BUDGET_PER_SESSION_DAY", "0")]).unwrap();
@@ -490,6 +508,7 @@ mod tests {
             ("MAX_TRIES", "0"),
             ("BACKOFF_BASE_MS", "-1"),
             ("OPENAI_BASE_URL", "localhost:8080"),
+            ("TELEGRAM_API_URL", "api.telegram.org"),
             ("CLAIM_STUCK_MS", "1000"),
             ("TOKEN_BUDGET_PER_SESSION_DAY", "lots"),
             ("CONTAINER_MEMORY_MB", "1g"),
@@ -514,5 +533,7 @@ mod tests {
     fn base_url_loses_trailing_slash() {
         let c = config(&[("OPENAI_BASE_URL", "http://127.0.0.1:8080/v1/")]).unwrap();
         assert_eq!(c.openai_base_url, "http://127.0.0.1:8080/v1");
+        let c = config(&[("TELEGRAM_API_URL", "http://127.0.0.1:8081/")]).unwrap();
+        assert_eq!(c.telegram_api_url, "http://127.0.0.1:8081");
     }
 }

@@ -26,6 +26,14 @@ pub enum DbError {
     /// A stored value does not decode.
     #[error("central database row is malformed: {0}")]
     Malformed(String),
+    /// A read-only open found no database: no host has run with this `DATA_DIR` yet.
+    #[error("no central database at {}: no host has run with this DATA_DIR yet", .0.display())]
+    Absent(std::path::PathBuf),
+    /// A read-only open found an older schema; only a host migrates it.
+    #[error(
+        "central database has schema version {found}, older than this build's {supported}: start the host once (`clawbox run`) to upgrade it"
+    )]
+    TooOld { found: i64, supported: i64 },
 }
 
 pub type DbResult<T> = Result<T, DbError>;
@@ -229,6 +237,30 @@ impl Db {
     }
 }
 
+/// Opens the central database read-only, for operator commands while no host runs. Never
+/// creates, migrates or writes anything (SQLite may create the WAL's `-shm`/`-wal` files next
+/// to it, and removes them again on close).
+pub fn open_read_only(path: &Path) -> DbResult<Connection> {
+    use rusqlite::OpenFlags;
+    if !path.exists() {
+        return Err(DbError::Absent(path.to_path_buf()));
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    let supported = MIGRATIONS.len() as i64;
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > supported {
+        return Err(DbError::TooNew { found, supported });
+    }
+    if found < supported {
+        return Err(DbError::TooOld { found, supported });
+    }
+    Ok(conn)
+}
+
 /// Applies the missing migrations in one transaction. Foreign keys are off meanwhile, as
 /// SQLite's procedure for rebuilding a table requires (a migration that replaces a parent table
 /// must not cascade into its children); the transaction checks them before it commits.
@@ -389,6 +421,21 @@ pub fn agent_group(conn: &Connection, id: &str) -> DbResult<Option<AgentGroup>> 
         .optional()?)
 }
 
+/// Every agent, by id.
+pub fn agent_groups(conn: &Connection) -> DbResult<Vec<AgentGroup>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT id, name, folder, model FROM agent_groups ORDER BY id")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(AgentGroup {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            folder: r.get(2)?,
+            model: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 pub fn messaging_group_by_platform(
     conn: &Connection,
     channel_type: &str,
@@ -514,14 +561,6 @@ pub fn busy_sessions(conn: &Connection) -> DbResult<Vec<Session>> {
     query_sessions(conn, "WHERE runner_state != 'stopped' ORDER BY id", [])
 }
 
-pub fn active_sessions(conn: &Connection) -> DbResult<Vec<Session>> {
-    query_sessions(
-        conn,
-        "WHERE status = 'active' ORDER BY last_activity DESC",
-        [],
-    )
-}
-
 pub fn sessions_of_chat(conn: &Connection, messaging_group_id: &str) -> DbResult<Vec<Session>> {
     query_sessions(
         conn,
@@ -582,8 +621,127 @@ pub fn record_dropped(conn: &Connection, d: &Dropped<'_>, now: DateTime<Utc>) ->
     Ok(())
 }
 
+/// One refused message of the `dropped_messages` audit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DroppedRow {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub channel_type: String,
+    pub platform_id: String,
+    pub sender_id: Option<String>,
+    pub sender_name: Option<String>,
+    pub agent_group_id: Option<String>,
+    pub reason: String,
+}
+
+/// The newest `limit` refused messages, newest first, and how many there are in all.
+pub fn dropped(conn: &Connection, limit: u32) -> DbResult<(Vec<DroppedRow>, u64)> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, at, channel_type, platform_id, sender_id, sender_name, agent_group_id, reason
+         FROM dropped_messages ORDER BY id DESC LIMIT ?1",
+    )?;
+    let rows = stmt.query_map([limit], |r| {
+        Ok((
+            DroppedRow {
+                id: r.get(0)?,
+                at: DateTime::<Utc>::UNIX_EPOCH,
+                channel_type: r.get(2)?,
+                platform_id: r.get(3)?,
+                sender_id: r.get(4)?,
+                sender_name: r.get(5)?,
+                agent_group_id: r.get(6)?,
+                reason: r.get(7)?,
+            },
+            r.get::<_, String>(1)?,
+        ))
+    })?;
+    let rows = rows
+        .map(|r| {
+            let (mut row, at) = r?;
+            row.at = parse_ts(&at)?;
+            Ok(row)
+        })
+        .collect::<DbResult<Vec<_>>>()?;
+    let total: i64 = conn.query_row("SELECT COUNT(*) FROM dropped_messages", [], |r| r.get(0))?;
+    Ok((rows, u64::try_from(total).unwrap_or(0)))
+}
+
+/// A session with what operators see of it: its agent's name and its chat.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionView {
+    pub session: Session,
+    pub agent_name: String,
+    pub channel_type: String,
+    pub platform_id: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Every session (active and closed), most recently active first.
+pub fn session_views(conn: &Connection) -> DbResult<Vec<SessionView>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT s.id, s.agent_group_id, s.messaging_group_id, s.thread_id, s.status,
+                s.runner_state, s.last_activity, a.name, m.channel_type, m.platform_id,
+                s.created_at
+         FROM sessions s
+         JOIN agent_groups a ON a.id = s.agent_group_id
+         JOIN messaging_groups m ON m.id = s.messaging_group_id
+         ORDER BY s.last_activity DESC, s.id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            session_row(r)?,
+            r.get::<_, String>(7)?,
+            r.get::<_, String>(8)?,
+            r.get::<_, String>(9)?,
+            r.get::<_, String>(10)?,
+        ))
+    })?;
+    rows.map(|r| {
+        let (session, agent_name, channel_type, platform_id, created_at) = r?;
+        Ok(SessionView {
+            session: decode_session(session)?,
+            agent_name,
+            channel_type,
+            platform_id,
+            created_at: parse_ts(&created_at)?,
+        })
+    })
+    .collect()
+}
+
+/// Tokens per session on `day` (`YYYY-MM-DD`).
+pub fn token_usage_on(
+    conn: &Connection,
+    day: &str,
+) -> DbResult<std::collections::HashMap<String, TokenUsage>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT session_id, prompt_tokens, completion_tokens, requests FROM token_usage WHERE day = ?1",
+    )?;
+    let rows = stmt.query_map([day], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, i64>(3)?,
+        ))
+    })?;
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    rows.map(|r| {
+        let (session, p, c, n) = r?;
+        Ok((
+            session,
+            TokenUsage {
+                prompt_tokens: count(p),
+                completion_tokens: count(c),
+                requests: count(n),
+            },
+        ))
+    })
+    .collect()
+}
+
 /// Tokens of one session on one day, as the model proxy counted them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TokenUsage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,

@@ -167,6 +167,8 @@ fn platform_refs(mb: &SessionMailbox, msg: &OutboundMessage) -> mailbox::Result<
 
 pub struct Delivery<'a> {
     pub session_id: &'a str,
+    /// The agent's display name, which the terminal shows with its replies.
+    pub agent_name: &'a str,
     pub mailbox: &'a SharedMailbox,
     pub channels: &'a Channels,
     pub acl: &'a Acl,
@@ -252,7 +254,7 @@ impl Delivery<'_> {
             };
             match self
                 .channels
-                .deliver(self.session_id, &msg, &attachments, &refs)
+                .deliver(self.session_id, self.agent_name, &msg, &attachments, &refs)
                 .await
             {
                 Ok(platform_id) => delivered.push((msg.seq, platform_id)),

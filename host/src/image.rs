@@ -56,6 +56,14 @@ const LAYOUT_VERSION: u32 = 1;
 const BUSYBOX_CANDIDATES: &[&str] = &["/bin/busybox", "/usr/bin/busybox"];
 const CA_CERTIFICATES: &str = "/etc/ssl/certs/ca-certificates.crt";
 
+/// Debian's `busybox-static`, which every build needs (the image's shell), if installed.
+pub fn find_busybox() -> Option<&'static Path> {
+    BUSYBOX_CANDIDATES
+        .iter()
+        .map(Path::new)
+        .find(|p| p.is_file())
+}
+
 /// What goes into the image, in host paths.
 #[derive(Debug, Clone)]
 pub struct ImageSources {
@@ -392,15 +400,11 @@ fn split_tag(tag: &str) -> (&str, &str) {
 fn build_context(sources: &ImageSources) -> Result<Context, ImageError> {
     let stamp = stamp(sources)?;
     let hash = content_hash(&stamp.files)?;
-    let busybox = BUSYBOX_CANDIDATES
-        .iter()
-        .map(Path::new)
-        .find(|p| p.is_file())
-        .ok_or_else(|| ImageError::Missing {
-            what: "busybox",
-            path: PathBuf::from(BUSYBOX_CANDIDATES[0]),
-            hint: "install Debian's busybox-static (`apt-get install busybox-static`)",
-        })?;
+    let busybox = find_busybox().ok_or_else(|| ImageError::Missing {
+        what: "busybox",
+        path: PathBuf::from(BUSYBOX_CANDIDATES[0]),
+        hint: "install Debian's busybox-static (`apt-get install busybox-static`)",
+    })?;
     let ca = require_file(
         "CA certificates",
         Path::new(CA_CERTIFICATES),

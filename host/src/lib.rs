@@ -1,6 +1,6 @@
 //! The clawbox host: routes chat messages into per-session mailboxes, runs one agent runner per
-//! active session, and delivers the replies. `main.rs` is a thin CLI over [`app::start`] and
-//! [`chat::run`].
+//! active session, and delivers the replies. `main.rs` is a thin CLI over [`app::start`],
+//! [`chat::run`] and the operator commands of [`ops`].
 
 pub mod activity;
 pub mod admin;
@@ -11,13 +11,18 @@ pub mod chat;
 pub mod config;
 pub mod db;
 pub mod delivery;
+pub mod doctor;
 pub mod image;
 pub mod inbound_files;
+pub mod inspect;
 pub mod liveness;
+pub mod logs;
+pub mod ops;
 pub mod outbox;
 pub mod protocol;
 pub mod provision;
 pub mod proxy;
+pub mod render;
 pub mod router;
 pub mod runtime;
 pub mod sessions;
@@ -59,6 +64,12 @@ pub enum HostError {
     AlreadyRunning(PathBuf),
     #[error("no such session: {0}")]
     UnknownSession(String),
+    /// An operator query (`clawbox status`, `logs`, …) could not be answered.
+    #[error(transparent)]
+    Inspect(#[from] inspect::InspectError),
+    /// The running host answered a request with an error event.
+    #[error("the host answered: {0}")]
+    Admin(String),
     /// A background task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(String),

@@ -1,4 +1,5 @@
-//! `clawbox`: run the host, chat with the default agent, or look at a running host.
+//! `clawbox`: run the host, chat with the default agent, or look at the host and its sessions
+//! (through the running host's admin socket, or from the files when none runs).
 
 use std::process::ExitCode;
 
@@ -19,9 +20,55 @@ enum Command {
     /// Chat with the default agent: through the running host if there is one, otherwise with a
     /// host started in this process. Piped input sends one message per line.
     Chat,
-    /// Show the running host's sessions and runners.
+    /// Is it working? The host and one row per live session: container, what the agent is
+    /// doing, pending and undelivered messages, tokens today, last error.
     Status {
-        /// Print the raw JSON snapshot.
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every session, live or idle, with its last activity and message counts.
+    Sessions {
+        /// Print the list as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every agent with its chats (engage mode, pattern, sticky window, session mode, unknown
+    /// senders), destinations and roles.
+    Agents {
+        /// Print the list as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What happened in one session: messages in, model steps with tokens, tool calls with
+    /// duration and outcome, replies, deliveries, errors.
+    Logs {
+        /// The session: its id, a unique part of it, or an agent id (its latest session).
+        session: String,
+        /// Keep printing new events until Ctrl-C.
+        #[arg(short, long)]
+        follow: bool,
+        /// Print one JSON object per event and line.
+        #[arg(long)]
+        json: bool,
+        /// Start with only the last N events.
+        #[arg(short = 'n', long, value_name = "N")]
+        tail: Option<usize>,
+    },
+    /// Messages the router refused (unknown chat, sender without a role, no agent engaged),
+    /// newest first.
+    Dropped {
+        /// Print the list as JSON.
+        #[arg(long)]
+        json: bool,
+        /// How many to show (default 50).
+        #[arg(short = 'n', long, value_name = "N")]
+        limit: Option<u32>,
+    },
+    /// Check the runtime, model endpoint, Telegram token, directories and MCP servers; exit
+    /// status 1 if a check fails.
+    Doctor {
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -80,7 +127,25 @@ fn main() -> ExitCode {
                 run(config).await
             }
             Command::Chat => Ok(host::chat::run(config).await?),
-            Command::Status { json } => Ok(host::chat::status(config, json).await?),
+            Command::Status { json } => Ok(host::ops::status(config, json).await?),
+            Command::Sessions { json } => Ok(host::ops::sessions(config, json).await?),
+            Command::Agents { json } => Ok(host::ops::agents(config, json).await?),
+            Command::Logs {
+                session,
+                follow,
+                json,
+                tail,
+            } => {
+                let args = host::ops::LogsArgs {
+                    session,
+                    follow,
+                    json,
+                    tail,
+                };
+                Ok(host::ops::logs(config, args).await?)
+            }
+            Command::Dropped { json, limit } => Ok(host::ops::dropped(config, json, limit).await?),
+            Command::Doctor { json } => Ok(host::ops::doctor(config, json).await?),
             Command::Image {
                 command: ImageCommand::Build { tag },
             } => {

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use chrono::Utc;
 use clap::{Parser, ValueEnum};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::bootstrap::{self, CLI_CHAT, CLI_USER, DEFAULT_AGENT};
 use crate::config::Config;
@@ -766,12 +766,12 @@ fn remove(
 // Listing
 
 /// What `--list --json` prints.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Listing {
     pub agents: Vec<AgentListing>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentListing {
     pub id: String,
     pub name: String,
@@ -783,7 +783,7 @@ pub struct AgentListing {
     pub roles: Vec<RoleListing>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WiringListing {
     pub channel_type: String,
     pub platform_id: String,
@@ -796,7 +796,7 @@ pub struct WiringListing {
     pub ignored_messages: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DestinationListing {
     pub name: String,
     pub channel_type: String,
@@ -804,7 +804,7 @@ pub struct DestinationListing {
     pub thread_id: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoleListing {
     pub user_id: String,
     pub role: String,

@@ -2,6 +2,10 @@
 //! the runner's `outbound/` directory, and pumps deliveries and acks (delivery.rs) after every
 //! change. A session with nothing to do has no task, no watcher and no timer; the router or a
 //! terminal attaching wakes it again through [`Supervisor::wake`].
+//!
+//! For operators (`clawbox status`, `clawbox logs -f`) each live task publishes its
+//! [`RunnerPhase`] and announces every pass over its mailbox on [`Supervisor::changes`]; the
+//! runner's exits go into the session's host event log.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use mailbox::{NewInbound, Requeue, heartbeat, inbound::Inserted};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use mailbox::{HostEvent, NewInbound, Requeue, heartbeat, inbound::Inserted};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -31,6 +35,27 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 const START_FAILURE_PAUSE: Duration = Duration::from_secs(1);
 /// Wait before delivering again a reply whose send failed in a way worth retrying.
 const DELIVERY_RETRY: Duration = Duration::from_secs(2);
+/// Announcements of mailbox passes kept for slow listeners (`clawbox logs -f` re-reads the
+/// files anyway, so a listener that lags only re-reads once).
+const CHANGES_CAPACITY: usize = 256;
+
+/// Where a live session's runner is, as its task last published it (`clawbox status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunnerPhase {
+    /// No runner, nothing due (the task is about to retire, or was just woken).
+    Stopped,
+    /// Work is due; every container slot is taken (`MAX_CONCURRENT_CONTAINERS`).
+    WaitingForSlot,
+    /// The next message is due at `until` (a re-queued message's backoff).
+    Backoff { until: DateTime<Utc> },
+    /// Replies wait for their channel (no terminal attached).
+    WaitingForChannel,
+    /// A runner runs: its runtime id and when this host started it.
+    Running {
+        runner: String,
+        since: DateTime<Utc>,
+    },
+}
 
 pub struct Shared {
     pub watcher: Option<Arc<OutboundWatcher>>,
@@ -54,6 +79,8 @@ pub struct Supervisor {
     slots: Option<Arc<Semaphore>>,
     /// Sessions waiting for a slot; while there are any, idle runners give theirs up.
     waiting: Arc<AtomicUsize>,
+    /// The id of a session whose task just passed over its mailbox (see [`Supervisor::changes`]).
+    changes: broadcast::Sender<String>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
@@ -62,6 +89,8 @@ pub struct Supervisor {
 struct Entry {
     wake: mpsc::UnboundedSender<()>,
     mailbox: SharedMailbox,
+    /// Published by the task; std Mutex, never held across an await.
+    phase: Arc<Mutex<RunnerPhase>>,
 }
 
 impl Supervisor {
@@ -75,6 +104,7 @@ impl Supervisor {
         Supervisor {
             slots,
             waiting: Arc::default(),
+            changes: broadcast::channel(CHANGES_CAPACITY).0,
             shared: Arc::new(shared),
             actors: Arc::default(),
             cancel: CancellationToken::new(),
@@ -124,6 +154,35 @@ impl Supervisor {
         self.lock().len()
     }
 
+    /// The runner phase of every session with a live task.
+    pub fn live(&self) -> HashMap<String, RunnerPhase> {
+        self.lock()
+            .iter()
+            .map(|(id, entry)| {
+                let phase = entry
+                    .phase
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                (id.clone(), phase)
+            })
+            .collect()
+    }
+
+    /// Announces, by session id, every pass a live task makes over its mailbox: after the
+    /// runner wrote something, a message arrived, a delivery or a timer. Nothing is sent while
+    /// nobody listens.
+    pub fn changes(&self) -> broadcast::Receiver<String> {
+        self.changes.subscribe()
+    }
+
+    /// The configured cap of live containers (`None`: not capped, the process runtime).
+    pub fn slot_cap(&self) -> Option<usize> {
+        self.slots
+            .as_ref()
+            .map(|_| self.shared.config.max_concurrent_runners)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         // A poisoned map only means a panic elsewhere; entries stay valid.
         self.actors.lock().unwrap_or_else(|e| e.into_inner())
@@ -152,9 +211,11 @@ impl Supervisor {
             return Ok(e.clone()); // another caller won the race
         }
         let (wake, wake_rx) = mpsc::unbounded_channel();
+        let phase = Arc::new(Mutex::new(RunnerPhase::Stopped));
         let entry = Entry {
             wake,
             mailbox: Arc::clone(&mailbox),
+            phase: Arc::clone(&phase),
         };
         actors.insert(session_id.to_owned(), entry.clone());
         let actor = Actor {
@@ -169,6 +230,7 @@ impl Supervisor {
             wake: wake_rx,
             runner: None,
             typing: false,
+            phase,
         };
         self.tracker.spawn(actor.run());
         Ok(entry)
@@ -217,6 +279,8 @@ struct Actor {
     state: String,
     /// Whether the chat is being shown that the agent works.
     typing: bool,
+    /// What `clawbox status` sees of this task (shared with its [`Entry`]).
+    phase: Arc<Mutex<RunnerPhase>>,
 }
 
 impl Actor {
@@ -226,6 +290,28 @@ impl Actor {
 
     fn config(&self) -> &Config {
         &self.sup.shared.config
+    }
+
+    fn publish(&self, phase: RunnerPhase) {
+        *self.phase.lock().unwrap_or_else(|e| e.into_inner()) = phase;
+    }
+
+    /// Records the end of a runner in the session's host event log (`clawbox logs`).
+    async fn log_exit(&self, runner: &str, exit: &RunnerExit, reason: Option<String>) {
+        let unexpected = reason.is_none() && *exit != RunnerExit::Code(0);
+        let event = HostEvent::RunnerExited {
+            runner: runner.to_owned(),
+            exit: exit.to_string(),
+            reason,
+            unexpected,
+        };
+        let logged = with_mailbox(&self.mailbox, move |mb| {
+            mb.inbound.record_host_event(&event, Utc::now())
+        })
+        .await;
+        if let Err(e) = logged {
+            tracing::warn!("cannot log the runner's exit: {e}");
+        }
     }
 
     #[tracing::instrument(name = "session", skip_all, fields(session_id = %self.info.session.id))]
@@ -244,6 +330,10 @@ impl Actor {
         loop {
             let pumped = self.pump().await;
             self.show_typing().await;
+                        // Only a clone of the id when someone listens (`clawbox logs -f`).
+            if self.sup.changes.receiver_count() > 0 {
+                let _ = self.sup.changes.send(self.session_id().to_owned());
+            }
             let mut deadline = None;
             if self.runner.is_none() {
                 match self.next_due().await {
@@ -263,18 +353,21 @@ impl Actor {
                     }
                     Some(due) => {
                         deadline = Some(due);
+                        self.publish(RunnerPhase::Backoff { until: due });
                         self.set_state("waiting").await;
                     }
                     None if pumped.retry_soon => {
                         deadline = Some(Utc::now() + DELIVERY_RETRY);
+                        self.publish(RunnerPhase::WaitingForChannel);
                         self.set_state("waiting").await;
                     }
                     None => {
-                        let state = if pumped.waiting_for_channel {
-                            "waiting"
+                        let (state, phase) = if pumped.waiting_for_channel {
+                            ("waiting", RunnerPhase::WaitingForChannel)
                         } else {
-                            "stopped"
+                            ("stopped", RunnerPhase::Stopped)
                         };
+                        self.publish(phase);
                         self.set_state(state).await;
                         if self.retire() {
                             return;
@@ -333,6 +426,7 @@ impl Actor {
     async fn pump(&self) -> Pumped {
         let delivery = Delivery {
             session_id: self.session_id(),
+            agent_name: &self.info.agent.name,
             mailbox: &self.mailbox,
             channels: &self.sup.shared.channels,
             acl: &self.acl,
@@ -403,6 +497,7 @@ impl Actor {
             max = self.config().max_concurrent_runners,
             "every container slot is taken; waiting for one (MAX_CONCURRENT_CONTAINERS)"
         );
+        self.publish(RunnerPhase::WaitingForSlot);
         self.set_state("waiting").await;
         self.sup.waiting.fetch_add(1, Ordering::SeqCst);
         let permit = tokio::select! {
@@ -480,9 +575,14 @@ impl Actor {
         match started {
             Ok(handle) => {
                 tracing::info!(runner = %handle.id, "runner started");
+                let started_at = Utc::now();
+                self.publish(RunnerPhase::Running {
+                    runner: handle.id.clone(),
+                    since: started_at,
+                });
                 self.runner = Some(Running {
                     handle,
-                    started_at: Utc::now(),
+                    started_at,
                     stop_reason: None,
                     _model_grant: grant,
                     _slot: slot,
@@ -492,6 +592,7 @@ impl Actor {
             }
             Err(e) => {
                 tracing::error!("cannot start the agent runner: {e}");
+                self.publish(RunnerPhase::Stopped);
                 let error = format!("the agent could not be started: {e}");
                 let failed = with_mailbox(&self.mailbox, move |mb| {
                     let now = Utc::now();
@@ -516,6 +617,9 @@ impl Actor {
             return;
         };
         tracing::info!(runner = %running.handle.id, "runner ended: {exit}");
+        self.publish(RunnerPhase::Stopped);
+        self.log_exit(&running.handle.id, &exit, running.stop_reason.clone())
+            .await;
         // Fold what it wrote last before judging what it left unfinished.
         self.pump().await;
         if let RunnerExit::OutOfMemory { limit_mb } = exit {
@@ -667,6 +771,8 @@ impl Actor {
         }
         let exit = running.handle.exited().await;
         tracing::info!(runner = %id, "runner stopped: {exit}");
+        self.publish(RunnerPhase::Stopped);
+        self.log_exit(&id, &exit, Some(reason.to_owned())).await;
         self.pump().await;
         self.requeue_claims(reason).await;
         let waiting = self.next_due().await.is_some();

@@ -7,6 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
+use crate::events::{self, HostEvent, Stored};
 use crate::layout::SessionPaths;
 use crate::seq::{Parity, next_seq};
 use crate::sql::{self, parse_json, parse_ts, ts};
@@ -194,6 +195,7 @@ impl InboundDb {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut out = Vec::new();
+        let mut logged = Vec::new();
         for &seq in seqs {
             let tries: Option<u32> = tx
                 .query_row(
@@ -205,10 +207,12 @@ impl InboundDb {
             let Some(tries) = tries else { continue };
             let used = tries + 1;
             if used >= max_tries {
+                let error = format!("{reason}; gave up after {used} attempts");
                 tx.execute(
                     "UPDATE messages_in SET status = 'failed', tries = ?1, error = ?2 WHERE seq = ?3",
-                    params![used, format!("{reason}; gave up after {used} attempts"), seq],
+                    params![used, error, seq],
                 )?;
+                logged.push(HostEvent::Failed { seq, error });
                 out.push(Requeue::Failed { seq, tries: used });
             } else {
                 let factor = 1u32.checked_shl(tries).unwrap_or(u32::MAX);
@@ -224,6 +228,12 @@ impl InboundDb {
                     "UPDATE messages_in SET tries = ?1, process_after = ?2, error = ?3 WHERE seq = ?4",
                     params![used, ts(at), reason, seq],
                 )?;
+                logged.push(HostEvent::Requeued {
+                    seq,
+                    tries: used,
+                    retry_at: at,
+                    reason: reason.to_owned(),
+                });
                 out.push(Requeue::Retry {
                     seq,
                     tries: used,
@@ -231,17 +241,48 @@ impl InboundDb {
                 });
             }
         }
+        // The host's event log rides along: a re-queue costs no extra commit.
+        events::append(&tx, logged.iter().map(|e| (now, e)))?;
         tx.commit()?;
         Ok(out)
     }
 
-    /// Marks a pending row failed without a runner verdict (e.g. the runner cannot start).
+    /// Marks a pending row failed without a runner verdict (e.g. the runner cannot start), and
+    /// logs it (`clawbox logs`) in the same transaction.
     pub fn fail(&mut self, seq: i64, error: &str) -> Result<bool> {
-        let n = self.conn.execute(
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = tx.execute(
             "UPDATE messages_in SET status = 'failed', error = ?1 WHERE seq = ?2 AND status = 'pending'",
             params![error, seq],
         )?;
+        if n == 1 {
+            let event = HostEvent::Failed {
+                seq,
+                error: error.to_owned(),
+            };
+            events::append(&tx, [(Utc::now(), &event)])?;
+        }
+        tx.commit()?;
         Ok(n == 1)
+    }
+
+    /// Appends one event to the host's log in its own transaction, pruning the oldest beyond
+    /// [`events::KEEP_EVENTS`]. For what no other write records (a runner's exit).
+    pub fn record_host_event(&mut self, event: &HostEvent, now: DateTime<Utc>) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        events::append(&tx, [(now, event)])?;
+        events::prune::<HostEvent>(&tx)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The host's events with an id above `cursor`, oldest first; at most `limit`.
+    pub fn host_events_after(&self, cursor: i64, limit: u32) -> Result<Vec<Stored<HostEvent>>> {
+        events::after(&self.conn, cursor, limit)
     }
 
     /// Failed rows whose sender has not been told yet (survives a host restart).
@@ -317,7 +358,7 @@ impl InboundDb {
         Ok(attempts)
     }
 
-    /// Records a failed attempt; `give_up` makes it final.
+    /// Records a failed attempt, and logs it (`clawbox logs`); `give_up` makes it final.
     pub fn delivery_failed(
         &mut self,
         out_seq: i64,
@@ -330,10 +371,20 @@ impl InboundDb {
         } else {
             DeliveryStatus::Sending
         };
-        self.conn.execute(
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
             "UPDATE delivery SET status = ?1, last_error = ?2, updated_at = ?3 WHERE out_seq = ?4",
             params![status.as_str(), error, ts(now), out_seq],
         )?;
+        let event = HostEvent::DeliveryFailed {
+            out_seq,
+            error: error.to_owned(),
+            gave_up: give_up,
+        };
+        events::append(&tx, [(now, &event)])?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -380,15 +431,7 @@ impl InboundDb {
 
     /// Counts of rows per status, for `clawbox status`.
     pub fn status_counts(&self) -> Result<Vec<(InboundStatus, u64)>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT status, COUNT(*) FROM messages_in GROUP BY status ORDER BY status")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-        rows.map(|r| {
-            let (s, n) = r?;
-            Ok((InboundStatus::parse(TABLE, &s)?, n.max(0) as u64))
-        })
-        .collect()
+        status_counts(&self.conn)
     }
 
     fn host_state(&self, key: &str) -> Result<i64> {
@@ -489,6 +532,82 @@ impl InboundReader {
     pub fn destinations(&self) -> Result<Vec<Destination>> {
         destinations(&self.conn)
     }
+
+    // What operators read (`clawbox status`, `sessions`, `logs`), with the host running or
+    // not. A file the host has not migrated yet reads as having no host events.
+
+    /// Every row with a seq above `cursor` (any kind and status), in seq order.
+    pub fn messages_after(&self, cursor: i64) -> Result<Vec<InboundMessage>> {
+        query_in(
+            &self.conn,
+            &format!("{SELECT_IN} WHERE seq > ?1 ORDER BY seq"),
+            [cursor],
+        )
+    }
+
+    /// Counts of rows per status.
+    pub fn status_counts(&self) -> Result<Vec<(InboundStatus, u64)>> {
+        status_counts(&self.conn)
+    }
+
+    /// The highest outbound seq the host has recorded a delivery for.
+    pub fn out_cursor(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("SELECT COALESCE(MAX(out_seq), 0) FROM delivery", [], |r| {
+                r.get(0)
+            })?)
+    }
+
+    /// Deliveries in each state.
+    pub fn delivery_counts(&self) -> Result<Vec<(DeliveryStatus, u64)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT status, COUNT(*) FROM delivery GROUP BY status ORDER BY status",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        rows.map(|r| {
+            let (s, n) = r?;
+            Ok((DeliveryStatus::parse("delivery", &s)?, n.max(0) as u64))
+        })
+        .collect()
+    }
+
+    /// Deliveries whose record changed at or after `since`, in seq order.
+    pub fn deliveries_since(&self, since: DateTime<Utc>) -> Result<Vec<Delivery>> {
+        query_delivery(
+            &self.conn,
+            "WHERE updated_at >= ?1 ORDER BY out_seq",
+            [ts(since)],
+        )
+    }
+
+    /// The host's events with an id above `cursor`, oldest first; at most `limit`.
+    pub fn host_events_after(&self, cursor: i64, limit: u32) -> Result<Vec<Stored<HostEvent>>> {
+        if events::schema_version(&self.conn)? < events::INBOUND_EVENTS_VERSION {
+            return Ok(Vec::new());
+        }
+        events::after(&self.conn, cursor, limit)
+    }
+
+    /// The host's newest `limit` events, newest first.
+    pub fn latest_host_events(&self, limit: u32) -> Result<Vec<Stored<HostEvent>>> {
+        if events::schema_version(&self.conn)? < events::INBOUND_EVENTS_VERSION {
+            return Ok(Vec::new());
+        }
+        events::latest(&self.conn, limit)
+    }
+}
+
+fn status_counts(conn: &Connection) -> Result<Vec<(InboundStatus, u64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT status, COUNT(*) FROM messages_in GROUP BY status ORDER BY status",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    rows.map(|r| {
+        let (s, n) = r?;
+        Ok((InboundStatus::parse(TABLE, &s)?, n.max(0) as u64))
+    })
+    .collect()
 }
 
 fn get(conn: &Connection, seq: i64) -> Result<Option<InboundMessage>> {

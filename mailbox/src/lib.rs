@@ -3,11 +3,13 @@
 //! A session is a directory with two SQLite files (see [`layout`]): `inbound/inbound.db`, written
 //! only by the host, and `outbound/outbound.db`, written only by the container (agent-runner and
 //! mcp-tools). This crate owns their schemas and migrations, seq allocation (even inbound, odd
-//! outbound), acks, the host's delivery-state table, and the heartbeat file. It has no async
+//! outbound), acks, the host's delivery-state table, the two event logs, and the heartbeat file. It has no async
 //! runtime and no network: every call is a short blocking SQLite transaction, and callers in async
 //! code run it off the runtime.
 
+pub mod check;
 pub mod env;
+pub mod events;
 pub mod heartbeat;
 pub mod inbound;
 pub mod layout;
@@ -17,6 +19,7 @@ pub mod seq;
 mod sql;
 pub mod types;
 
+pub use events::{HostEvent, RunnerEvent, Stored};
 pub use inbound::{InboundDb, InboundReader};
 pub use layout::SessionPaths;
 pub use outbound::{OutboundDb, OutboundReader, OutboundTx};

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 use serde_json::Value;
 
+use crate::events::{self, RunnerEvent, Stored};
 use crate::layout::SessionPaths;
 use crate::seq::{Parity, next_seq};
 use crate::sql::{self, parse_json, parse_ts, ts};
@@ -119,6 +120,11 @@ impl OutboundDb {
     pub fn runner_state(&self) -> Result<Option<RunnerState>> {
         runner_state(&self.conn)
     }
+
+    /// The runner's events with an id above `cursor`, oldest first; at most `limit`.
+    pub fn events_after(&self, cursor: i64, limit: u32) -> Result<Vec<Stored<RunnerEvent>>> {
+        events::after(&self.conn, cursor, limit)
+    }
 }
 
 /// A write transaction on `outbound.db`. Dropping it without [`commit`](Self::commit) rolls
@@ -227,6 +233,18 @@ impl OutboundTx<'_> {
         write_runner_state(&self.tx, state)
     }
 
+    /// Appends to the runner's event log (`clawbox logs`) as part of this transaction, each
+    /// event with the time it happened (a step's model answer comes before its tool calls,
+    /// though both commit together).
+    pub fn record_events(&mut self, events: &[(DateTime<Utc>, RunnerEvent)]) -> Result<()> {
+        events::append(&self.tx, events.iter().map(|(at, e)| (*at, e)))
+    }
+
+    /// Drops all but the newest [`events::KEEP_EVENTS`] events (once per runner start).
+    pub fn prune_events(&mut self) -> Result<()> {
+        events::prune::<RunnerEvent>(&self.tx)
+    }
+
     pub fn commit(self) -> Result<()> {
         self.tx.commit()?;
         Ok(())
@@ -285,10 +303,46 @@ impl OutboundReader {
     pub fn runner_state(&self) -> Result<Option<RunnerState>> {
         runner_state(&self.conn)
     }
+
+    /// The runner's events with an id above `cursor`, oldest first; at most `limit`. Empty
+    /// while the file predates the event log (a runner of this build migrates it on open).
+    pub fn events_after(&self, cursor: i64, limit: u32) -> Result<Vec<Stored<RunnerEvent>>> {
+        if events::schema_version(&self.conn)? < events::OUTBOUND_EVENTS_VERSION {
+            return Ok(Vec::new());
+        }
+        events::after(&self.conn, cursor, limit)
+    }
+
+    /// The newest `failed` ack, if any (the runner's last verdict that was a failure).
+    pub fn last_failed_ack(&self) -> Result<Option<Ack>> {
+        Ok(query_acks(
+            &self.conn,
+            &format!("{SELECT_ACK} WHERE status = 'failed' ORDER BY id DESC LIMIT 1"),
+            [],
+        )?
+        .into_iter()
+        .next())
+    }
+
+    /// Number of rows in `messages_out`.
+    pub fn message_count(&self) -> Result<u64> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM messages_out", [], |r| r.get(0))?;
+        Ok(n.max(0) as u64)
+    }
+
+    /// Number of rows in `messages_out` with a seq above `cursor` (not yet seen by the host).
+    pub fn messages_after_count(&self, cursor: i64) -> Result<u64> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM messages_out WHERE seq > ?1",
+            [cursor],
+            |r| r.get(0),
+        )?;
+        Ok(n.max(0) as u64)
+    }
 }
 
-/// The current conversation epoch (`kv['epoch']`, 0 before the first clear). A value that does
-/// not parse is reported rather than read as 0, which would silently revive or mix conversations.
 fn write_runner_state(conn: &Connection, state: &RunnerState) -> Result<()> {
     conn.execute(
             "INSERT INTO runner_state (id, pid, started_at, activity, step, tool, tool_timeout_ms, updated_at)
@@ -309,6 +363,8 @@ fn write_runner_state(conn: &Connection, state: &RunnerState) -> Result<()> {
     Ok(())
 }
 
+/// The current conversation epoch (`kv['epoch']`, 0 before the first clear). A value that does
+/// not parse is reported rather than read as 0, which would silently revive or mix conversations.
 fn epoch(conn: &Connection) -> Result<i64> {
     let v: Option<String> = conn
         .query_row("SELECT value FROM kv WHERE key = 'epoch'", [], |r| r.get(0))

@@ -58,6 +58,13 @@ pub(crate) const INBOUND: &[&str] = &[
         key   TEXT PRIMARY KEY,
         value INTEGER NOT NULL
     );",
+    // 2: the host's event log (events.rs): re-queues, failures, delivery errors, runner exits.
+    "CREATE TABLE host_events (
+        id   INTEGER PRIMARY KEY AUTOINCREMENT,
+        at   TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        data TEXT NOT NULL
+    );",
 ];
 
 pub(crate) const OUTBOUND: &[&str] = &[
@@ -102,6 +109,13 @@ pub(crate) const OUTBOUND: &[&str] = &[
     CREATE TABLE kv (
         key   TEXT PRIMARY KEY,
         value TEXT NOT NULL
+    );",
+    // 2: the runner's event log (events.rs): its start, model steps, tool calls.
+    "CREATE TABLE events (
+        id   INTEGER PRIMARY KEY AUTOINCREMENT,
+        at   TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        data TEXT NOT NULL
     );",
 ];
 

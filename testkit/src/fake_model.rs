@@ -1,6 +1,7 @@
 //! A fake OpenAI-compatible chat-completions server on 127.0.0.1. Owns the wire shapes (JSON
 //! `chat.completion` and SSE `chat.completion.chunk`), the scripted reply queue, request recording
-//! and the tool-call pairing check the real API enforces. Real-world deviations from the standard
+//! and the tool-call pairing check the real API enforces. `GET /v1/models` answers 404 (as
+//! servers without a model list do) until a test sets a list with [`FakeModel::serve_models`]. Real-world deviations from the standard
 //! shape live in `quirks`; tokenisation, auth and rate limits are not modelled beyond what a test
 //! scripts with `Reply::Status`.
 
@@ -18,7 +19,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -155,6 +156,10 @@ struct ScriptState {
     default: Reply,
     requests: Vec<RecordedRequest>,
     violations: Vec<String>,
+    /// `GET /models`: `None` answers 404.
+    models: Option<Vec<String>>,
+    /// `(prompt, completion)` reported by every answer instead of the estimate.
+    fixed_usage: Option<(u64, u64)>,
 }
 
 impl Shared {
@@ -179,6 +184,8 @@ impl FakeModel {
                 default: Reply::Echo,
                 requests: Vec::new(),
                 violations: Vec::new(),
+                models: None,
+                fixed_usage: None,
             }),
             request_count: watch::Sender::new(0),
             shutdown: CancellationToken::new(),
@@ -186,6 +193,8 @@ impl FakeModel {
         let app = Router::new()
             .route("/v1/chat/completions", post(chat_completions))
             .route("/chat/completions", post(chat_completions))
+            .route("/v1/models", get(list_models))
+            .route("/models", get(list_models))
             .with_state(Arc::clone(&shared));
         let shutdown = shared.shutdown.clone().cancelled_owned();
         tokio::spawn(async move {
@@ -227,6 +236,17 @@ impl FakeModel {
     /// The reply used when the queue is empty (initially `Reply::Echo`).
     pub fn set_default(&self, reply: Reply) {
         self.shared.lock().default = reply;
+    }
+
+    /// Serves `GET /models` with these model ids (not recorded as requests).
+    pub fn serve_models(&self, models: &[&str]) {
+        self.shared.lock().models = Some(models.iter().map(|m| (*m).to_owned()).collect());
+    }
+
+    /// Reports these token counts in every answer's `usage` (by default they are estimated from
+    /// the sizes of request and answer), for output that must not vary with the prompt.
+    pub fn set_usage(&self, prompt_tokens: u64, completion_tokens: u64) {
+        self.shared.lock().fixed_usage = Some((prompt_tokens, completion_tokens));
     }
 
     /// Queued replies not yet taken.
@@ -285,6 +305,7 @@ struct Ask {
     include_usage: bool,
     prompt_tokens: u64,
     last_user_text: String,
+    fixed_usage: Option<(u64, u64)>,
 }
 
 impl Ask {
@@ -310,11 +331,15 @@ impl Ask {
                 == Some(true),
             prompt_tokens: approx_tokens(raw_len),
             last_user_text: last_user_text(body),
+            fixed_usage: None,
         }
     }
 
     fn usage(&self, completion_tokens: u64) -> Value {
-        usage(self.prompt_tokens, completion_tokens)
+        match self.fixed_usage {
+            Some((prompt, completion)) => usage(prompt, completion),
+            None => usage(self.prompt_tokens, completion_tokens),
+        }
     }
 
     fn completion(&self, message: Value, finish_reason: &str, completion_tokens: u64) -> Value {
@@ -406,6 +431,17 @@ impl Ask {
     }
 }
 
+async fn list_models(State(shared): State<Arc<Shared>>) -> Response {
+    let Some(models) = shared.lock().models.clone() else {
+        return error_response(StatusCode::NOT_FOUND, "this server has no model list");
+    };
+    let data: Vec<Value> = models
+        .iter()
+        .map(|id| json!({ "id": id, "object": "model", "created": 0, "owned_by": "testkit" }))
+        .collect();
+    Json(json!({ "object": "list", "data": data })).into_response()
+}
+
 async fn chat_completions(
     State(shared): State<Arc<Shared>>,
     uri: Uri,
@@ -425,7 +461,7 @@ async fn chat_completions(
             vec![format!("request body is not JSON: {err}")],
         ),
     };
-    let ask = Ask::new(&body, raw.len());
+    let mut ask = Ask::new(&body, raw.len());
     let recorded = RecordedRequest {
         path: uri.path().to_owned(),
         headers: headers
@@ -441,6 +477,7 @@ async fn chat_completions(
     // std Mutex: taken and released here, before any `.await` below.
     let (reply, count) = {
         let mut state = shared.lock();
+        ask.fixed_usage = state.fixed_usage;
         state.requests.push(recorded);
         state.violations.extend(problems.iter().cloned());
         // A rejected request does not consume a scripted reply: the test fails on

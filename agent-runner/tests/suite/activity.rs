@@ -6,7 +6,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use chrono::Utc;
-use mailbox::{AckStatus, Activity, RunnerState};
+use mailbox::{AckStatus, Activity, RunnerEvent, RunnerState};
 use notify::{EventKind, RecursiveMode, Watcher};
 use pretty_assertions::assert_eq;
 use serde_json::json;
@@ -207,5 +207,25 @@ async fn a_plain_turn_commits_twice_and_every_verdict_leaves_the_row_idle() {
     assert!(
         state.updated_at >= cleared.created_at,
         "the clear's transaction wrote the row: {state:?}"
+    );
+    // The event log rode along with those commits.
+    let log: Vec<RunnerEvent> = session
+        .outbound()
+        .events_after(0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    assert!(
+        matches!(
+            log.as_slice(),
+            [
+                RunnerEvent::Started { .. },
+                RunnerEvent::Ready { .. },
+                RunnerEvent::ModelStep { step: 1, .. },
+                RunnerEvent::ModelFailed { step: 1, .. },
+            ]
+        ),
+        "{log:#?}"
     );
 }

@@ -28,6 +28,9 @@ pub struct SavedFile {
 pub enum ChatEvent {
     Reply {
         session_id: String,
+        /// Display name of the agent that wrote it (several agents can answer on the terminal).
+        #[serde(default)]
+        agent: String,
         seq: i64,
         in_reply_to: Option<i64>,
         text: String,
@@ -38,6 +41,8 @@ pub enum ChatEvent {
     },
     Reaction {
         session_id: String,
+        #[serde(default)]
+        agent: String,
         seq: i64,
         reaction_to: i64,
         emoji: String,
@@ -98,6 +103,7 @@ impl CliChannel {
     pub(super) fn deliver(
         &self,
         session_id: &str,
+        agent_name: &str,
         msg: &OutboundMessage,
         content: Content<'_>,
         attachments: &[Attachment],
@@ -105,6 +111,7 @@ impl CliChannel {
         let event = match content {
             Content::Text { text, edit_of } => ChatEvent::Reply {
                 session_id: session_id.to_owned(),
+                agent: agent_name.to_owned(),
                 seq: msg.seq,
                 in_reply_to: msg.in_reply_to,
                 text: text.to_owned(),
@@ -113,6 +120,7 @@ impl CliChannel {
             },
             Content::Reaction { reaction_to, emoji } => ChatEvent::Reaction {
                 session_id: session_id.to_owned(),
+                agent: agent_name.to_owned(),
                 seq: msg.seq,
                 reaction_to,
                 emoji: emoji.to_owned(),

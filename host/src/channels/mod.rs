@@ -142,11 +142,12 @@ impl Channels {
         }
     }
 
-    /// Sends one outbound row with its (already validated) attachments; returns the platform's
-    /// message id when it has one.
+    /// Sends one outbound row of the agent `agent_name` with its (already validated)
+    /// attachments; returns the platform's message id when it has one.
     pub async fn deliver(
         &self,
         session_id: &str,
+        agent_name: &str,
         msg: &OutboundMessage,
         attachments: &[Attachment],
         refs: &PlatformRefs,
@@ -161,7 +162,9 @@ impl Channels {
             ));
         }
         match (msg.route.channel_type.as_str(), &self.telegram) {
-            ("cli", _) => self.cli.deliver(session_id, msg, content, attachments),
+            ("cli", _) => self
+                .cli
+                .deliver(session_id, agent_name, msg, content, attachments),
             ("telegram", Some(tg)) => {
                 tg.deliver(session_id, msg, content, attachments, refs)
                     .await

@@ -141,25 +141,41 @@ async fn an_idle_runner_exits_and_the_next_message_starts_a_new_one() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let out = fixture
-        .command(&["status", "--json"])
-        .output()
-        .await
-        .unwrap();
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Its session's task retires too: nothing is live, nothing runs.
     let deadline = tokio::time::Instant::now() + WAIT;
-    let mut status = status;
-    while status["sessions"][0]["runner"] != "stopped" {
-        assert!(tokio::time::Instant::now() < deadline, "{status:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    loop {
         let out = fixture
             .command(&["status", "--json"])
             .output()
             .await
             .unwrap();
-        status = serde_json::from_slice(&out.stdout).unwrap();
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if status["sessions"] == serde_json::json!([]) {
+            assert_eq!(status["containers"]["running"], 0, "{status:#}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{status:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(status["live_sessions"], 0, "{status:#}");
+    let out = fixture
+        .command(&["sessions", "--json"])
+        .output()
+        .await
+        .unwrap();
+    let sessions: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        sessions["sessions"][0]["id"],
+        session.as_str(),
+        "{sessions:#}"
+    );
+    assert_eq!(
+        sessions["sessions"][0]["recorded"], "stopped",
+        "{sessions:#}"
+    );
+    assert_eq!(
+        sessions["sessions"][0]["container"],
+        serde_json::Value::Null
+    );
 
     // The conversation goes on with a new runner, history intact.
     let (_, next) = client.send("second").await.unwrap();

@@ -1,6 +1,8 @@
 mod chat;
 mod create_agent;
 mod docker;
+mod doctor;
+mod operator;
 mod proxy;
 mod recovery;
 mod router;

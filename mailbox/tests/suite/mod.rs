@@ -3,6 +3,7 @@
 mod acks;
 mod common;
 mod delivery;
+mod events;
 mod files;
 mod heartbeat;
 mod history;

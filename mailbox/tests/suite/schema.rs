@@ -10,8 +10,8 @@ use rusqlite::Connection;
 use super::common::{Session, chat, reply, t};
 
 /// Migrations in `mailbox/src/schema.rs`; bump with each new one.
-const INBOUND_VERSION: i64 = 1;
-const OUTBOUND_VERSION: i64 = 1;
+const INBOUND_VERSION: i64 = 2;
+const OUTBOUND_VERSION: i64 = 2;
 
 fn user_version(path: &Path) -> i64 {
     Connection::open(path)
@@ -106,6 +106,7 @@ fn a_fresh_file_gets_every_table() {
         [
             "delivery",
             "destinations",
+            "host_events",
             "host_state",
             "messages_in",
             "session_routing"
@@ -113,7 +114,14 @@ fn a_fresh_file_gets_every_table() {
     );
     assert_eq!(
         tables(&s.paths.outbound_db()),
-        ["acks", "history", "kv", "messages_out", "runner_state"]
+        [
+            "acks",
+            "events",
+            "history",
+            "kv",
+            "messages_out",
+            "runner_state"
+        ]
     );
 }
 

@@ -347,3 +347,40 @@ async fn delay_then_answer() {
     assert_eq!(status, 200);
     assert_eq!(body["choices"][0]["message"]["content"], "late");
 }
+
+#[tokio::test]
+async fn the_model_list_is_served_once_set_and_usage_can_be_fixed() {
+    let model = FakeModel::start().await.unwrap();
+    let http = reqwest::Client::new();
+    let list = |path: &'static str| {
+        let http = http.clone();
+        let url = format!("http://{}{path}", model.addr());
+        async move { http.get(url).send().await.unwrap() }
+    };
+    // No list until a test sets one, as servers without a model list answer.
+    assert_eq!(list("/v1/models").await.status(), 404);
+    model.serve_models(&["fake-model", "other"]);
+    for path in ["/v1/models", "/models"] {
+        let response = list(path).await;
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        let ids: Vec<&str> = body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["fake-model", "other"]);
+    }
+    // Listing is not a recorded chat request.
+    assert_eq!(model.request_count(), 0);
+
+    model.set_usage(100, 7);
+    let (status, body) =
+        post_json(&model, &chat(json!([{ "role": "user", "content": "hi" }]))).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["usage"],
+        json!({ "prompt_tokens": 100, "completion_tokens": 7, "total_tokens": 107 })
+    );
+}
