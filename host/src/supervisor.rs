@@ -330,7 +330,7 @@ impl Actor {
         loop {
             let pumped = self.pump().await;
             self.show_typing().await;
-                        // Only a clone of the id when someone listens (`clawbox logs -f`).
+            // Only a clone of the id when someone listens (`clawbox logs -f`).
             if self.sup.changes.receiver_count() > 0 {
                 let _ = self.sup.changes.send(self.session_id().to_owned());
             }
