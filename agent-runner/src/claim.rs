@@ -276,6 +276,7 @@ mod tests {
             sender_name: None,
             content: json!({ "text": text }),
             error: None,
+            detail: None,
         }
     }
 
@@ -288,6 +289,7 @@ mod tests {
                 attempt,
                 status,
                 error: None,
+                detail: None,
                 at: Utc::now(),
             },
         )

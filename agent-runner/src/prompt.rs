@@ -247,6 +247,7 @@ mod tests {
             sender_name: sender.map(str::to_owned),
             content,
             error: None,
+            detail: None,
         }
     }
 

@@ -58,6 +58,15 @@ pub(crate) const INBOUND: &[&str] = &[
         key   TEXT PRIMARY KEY,
         value INTEGER NOT NULL
     );",
+    // 2: the host's answers to the container's requests (`request.rs`), and the detail of a
+    // verdict (e.g. a task script's outcome) next to its status.
+    "ALTER TABLE messages_in ADD COLUMN detail TEXT;
+    CREATE TABLE responses (
+        request_seq INTEGER PRIMARY KEY CHECK (request_seq > 0 AND request_seq % 2 = 1),
+        ok          INTEGER NOT NULL,
+        body        TEXT NOT NULL,
+        at          TEXT NOT NULL
+    );",
 ];
 
 pub(crate) const OUTBOUND: &[&str] = &[
@@ -103,7 +112,13 @@ pub(crate) const OUTBOUND: &[&str] = &[
         key   TEXT PRIMARY KEY,
         value TEXT NOT NULL
     );",
+    // 2: the detail of a verdict (JSON), e.g. what a scheduled task's script decided.
+    "ALTER TABLE acks ADD COLUMN detail TEXT;",
 ];
+
+/// The version [`OUTBOUND`] brings a database to. The host reads outbound databases a runner of
+/// an older build may have left behind, and must not ask them for columns they lack.
+pub(crate) const OUTBOUND_VERSION: i64 = OUTBOUND.len() as i64;
 
 /// Brings `conn` up to the last of `migrations`.
 pub(crate) fn migrate(conn: &mut Connection, path: &Path, migrations: &[&str]) -> Result<()> {
