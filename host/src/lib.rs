@@ -18,8 +18,10 @@ pub mod provision;
 pub mod proxy;
 pub mod router;
 pub mod runtime;
+pub mod schedule;
 pub mod sessions;
 pub mod supervisor;
+pub mod tasks;
 pub mod watch;
 
 use std::path::{Path, PathBuf};

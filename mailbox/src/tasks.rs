@@ -152,6 +152,31 @@ names!(RunOutcome {
     Failed = "failed",
 });
 
+/// What a task's script decided, as the runner reports it to the host in the verdict's
+/// [`crate::Ack::detail`] under `"script"` (see [`ScriptReport::detail`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ScriptReport {
+    /// `{"wakeAgent": true}`: the model ran with the script's `data`.
+    Wake,
+    /// `{"wakeAgent": false}`: the run ended without calling the model.
+    Skip,
+    /// The script failed or broke the output contract; the run ended without the model.
+    Error { reason: String },
+}
+
+impl ScriptReport {
+    /// The verdict detail carrying this report.
+    pub fn detail(&self) -> serde_json::Value {
+        serde_json::json!({ "script": self })
+    }
+
+    /// The report in a verdict detail, if there is one.
+    pub fn from_detail(detail: &serde_json::Value) -> Option<ScriptReport> {
+        serde_json::from_value(detail.get("script")?.clone()).ok()
+    }
+}
+
 /// An instant shown both ways: in the task's time zone and in UTC.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TimeView {
@@ -214,6 +239,24 @@ mod tests {
             );
         }
         assert!("skipped_overlap".parse::<RunOutcome>().is_err());
+    }
+
+    #[test]
+    fn script_reports_round_trip_through_a_detail() {
+        for report in [
+            ScriptReport::Wake,
+            ScriptReport::Skip,
+            ScriptReport::Error {
+                reason: "exit status 2".into(),
+            },
+        ] {
+            assert_eq!(ScriptReport::from_detail(&report.detail()), Some(report));
+        }
+        assert_eq!(
+            ScriptReport::Skip.detail(),
+            serde_json::json!({ "script": { "outcome": "skip" } })
+        );
+        assert_eq!(ScriptReport::from_detail(&serde_json::json!({})), None);
     }
 
     #[test]
