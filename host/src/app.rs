@@ -1,5 +1,6 @@
 //! Assembling and running a host: data directory and lock, central DB and bootstrap, runtime,
-//! supervisor, reconciliation of what a previous host left behind, the admin socket. `clawbox
+//! supervisor, reconciliation of what a previous host left behind, the task scheduler, the
+//! admin socket. `clawbox
 //! run` and the in-process host of `clawbox chat` both go through [`start`].
 
 use std::os::unix::fs::PermissionsExt;
@@ -14,10 +15,12 @@ use crate::channels::Channels;
 use crate::config::{Config, RuntimeKind};
 use crate::db::{self, Db};
 use crate::proxy::Proxy;
+use crate::requests::Requests;
 use crate::router::Router;
 use crate::runtime::docker::DockerRuntime;
 use crate::runtime::process::ProcessRuntime;
 use crate::runtime::{AgentRuntime, RunnerSettings};
+use crate::scheduler::{Scheduler, SystemClock, TaskSignal};
 use crate::supervisor::{Shared, Supervisor};
 
 /// What request handlers need of a running host.
@@ -31,6 +34,8 @@ pub struct HostCtx {
     pub runtime: Arc<dyn AgentRuntime>,
     pub install_id: String,
     pub proxy: Proxy,
+    /// Fires scheduled tasks; `clawbox tasks` wakes it and runs tasks through it.
+    pub scheduler: Scheduler,
 }
 
 impl HostCtx {
@@ -107,6 +112,7 @@ pub struct RunningHost {
     pub ctx: HostCtx,
     cancel: CancellationToken,
     admin: tokio::task::JoinHandle<()>,
+    scheduler: tokio::task::JoinHandle<()>,
     /// Stops the model proxy, after the runners are gone.
     proxy_cancel: CancellationToken,
     _lock: std::fs::File,
@@ -117,6 +123,8 @@ impl RunningHost {
     pub async fn shutdown(self) {
         self.cancel.cancel();
         let _ = self.admin.await;
+        // Before the supervisor: no run is written into an inbox whose session is stopping.
+        let _ = self.scheduler.await;
         self.ctx.supervisor.shutdown().await;
         self.proxy_cancel.cancel();
         self.ctx.proxy.remove_files(&self.ctx.config);
@@ -181,6 +189,7 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
             None
         }
     };
+    let signal = TaskSignal::default();
     let supervisor = Supervisor::new(Shared {
         watcher,
         config: Arc::clone(&config),
@@ -188,7 +197,15 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
         runtime: Arc::clone(&runtime),
         channels: channels.clone(),
         proxy: proxy.clone(),
+        requests: Requests::new(db.clone(), config.timezone, signal.clone()),
     });
+    let scheduler = Scheduler::new(
+        db.clone(),
+        Arc::new(supervisor.clone()),
+        Arc::new(SystemClock),
+        signal,
+        config.sessions_dir(),
+    );
     let ctx = HostCtx {
         router: Router::new(supervisor.clone()),
         config: Arc::clone(&config),
@@ -198,11 +215,14 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
         runtime,
         install_id,
         proxy,
+        scheduler,
     };
     reconcile(&ctx).await?;
 
     let listener = crate::admin::bind(&config.socket_path())?;
     let cancel = CancellationToken::new();
+    // After reconciliation: runs go into sessions whose leftovers are settled.
+    let scheduler = tokio::spawn(ctx.scheduler.clone().run(cancel.clone()));
     let admin = tokio::spawn(crate::admin::serve(listener, ctx.clone(), cancel.clone()));
     tracing::info!(
         data_dir = %config.data_dir.display(),
@@ -213,6 +233,7 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
         ctx,
         cancel,
         admin,
+        scheduler,
         proxy_cancel,
         _lock: lock,
     })
@@ -243,8 +264,9 @@ async fn reconcile(ctx: &HostCtx) -> Result<(), HostError> {
     Ok(())
 }
 
-/// One host per data directory: two would both write every `inbound.db`.
-fn lock_data_dir(config: &Config) -> Result<std::fs::File, HostError> {
+/// One host per data directory: two would both write every `inbound.db`. `clawbox tasks`
+/// takes the same lock while it changes tasks without a host.
+pub(crate) fn lock_data_dir(config: &Config) -> Result<std::fs::File, HostError> {
     use std::os::fd::AsRawFd;
     let path = config.data_dir.join("clawbox.lock");
     let file = std::fs::OpenOptions::new()

@@ -16,9 +16,11 @@ pub mod outbox;
 pub mod protocol;
 pub mod provision;
 pub mod proxy;
+pub mod requests;
 pub mod router;
 pub mod runtime;
 pub mod schedule;
+pub mod scheduler;
 pub mod sessions;
 pub mod supervisor;
 pub mod tasks;
@@ -59,6 +61,9 @@ pub enum HostError {
     AlreadyRunning(PathBuf),
     #[error("no such session: {0}")]
     UnknownSession(String),
+    /// A task operation was refused (unknown task, wrong state) or could not be applied.
+    #[error(transparent)]
+    Tasks(#[from] tasks::TaskError),
     /// A background task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(String),

@@ -286,7 +286,8 @@ fn croner_message(e: &croner::errors::CronError) -> String {
     text.trim_end_matches('.').to_owned()
 }
 
-/// `2026-12-24 09:00 CET (Europe/Berlin)`; seconds only when they are not zero.
+/// `2026-12-24 09:00 CET (Europe/Berlin)` (`… 09:00 UTC` in UTC); seconds only when they
+/// are not zero.
 pub fn local(t: DateTime<Utc>, tz: Tz) -> String {
     let zoned = t.with_timezone(&tz);
     let clock = if t.timestamp_subsec_millis() == 0 && zoned.format("%S").to_string() == "00" {
@@ -294,7 +295,11 @@ pub fn local(t: DateTime<Utc>, tz: Tz) -> String {
     } else {
         zoned.format("%Y-%m-%d %H:%M:%S %Z")
     };
-    format!("{clock} ({})", tz.name())
+    if tz == Tz::UTC {
+        clock.to_string()
+    } else {
+        format!("{clock} ({})", tz.name())
+    }
 }
 
 /// Whether a run that was due at `scheduled` and starts at `fired` is late.
@@ -539,6 +544,17 @@ mod tests {
         for (secs, want) in table {
             assert_eq!(human_duration(chrono::Duration::seconds(secs)), want);
         }
+    }
+
+    #[test]
+    fn local_times_are_shown_with_their_zone() {
+        let t = utc("2026-12-24T08:00:00Z");
+        assert_eq!(local(t, Berlin), "2026-12-24 09:00 CET (Europe/Berlin)");
+        assert_eq!(local(t, Tz::UTC), "2026-12-24 08:00 UTC");
+        assert_eq!(
+            local(t + chrono::Duration::seconds(5), New_York),
+            "2026-12-24 03:00:05 EST (America/New_York)"
+        );
     }
 
     #[test]

@@ -750,6 +750,21 @@ pub fn runs(conn: &Connection, task_id: &str, limit: u32) -> DbResult<Vec<TaskRu
     )
 }
 
+/// The run of `task_id` for the slot `scheduled_for`.
+pub fn run_of(
+    conn: &Connection,
+    task_id: &str,
+    scheduled_for: DateTime<Utc>,
+) -> DbResult<Option<TaskRun>> {
+    Ok(query_runs(
+        conn,
+        "WHERE task_id = ?1 AND scheduled_for = ?2",
+        params![task_id, ts(scheduled_for)],
+    )?
+    .into_iter()
+    .next())
+}
+
 /// Active tasks whose next run is due at `now`, earliest first.
 pub fn due(conn: &Connection, now: DateTime<Utc>) -> DbResult<Vec<Task>> {
     query_tasks(
@@ -907,6 +922,24 @@ pub fn fold(
         params![task_id, outcome.as_str(), scheduled_for],
     )?;
     Ok(Some(task_id))
+}
+
+/// Folds the final state of the task messages among `msgs` (rows of `session_id`'s inbox that
+/// reached a verdict) into their runs; returns how many runs changed.
+pub fn fold_messages(
+    conn: &Connection,
+    session_id: &str,
+    msgs: &[InboundMessage],
+) -> DbResult<usize> {
+    let mut folded = 0;
+    for m in msgs.iter().filter(|m| m.kind == mailbox::InboundKind::Task) {
+        if let Some((outcome, detail)) = outcome_of(m)
+            && fold(conn, session_id, m.seq, outcome, detail.as_deref())?.is_some()
+        {
+            folded += 1;
+        }
+    }
+    Ok(folded)
 }
 
 /// What a task message's final state means for its run; `None` while it is pending.
