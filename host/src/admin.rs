@@ -1,6 +1,6 @@
 //! The admin socket server: a Unix socket in `DATA_DIR` (mode 0600 inside a 0700 directory)
 //! speaking the line protocol of protocol.rs. Terminals attach to the CLI chat here; `clawbox
-//! status` reads its snapshot here. One task per connection; a reader loop handles requests and
+//! status` reads its snapshot here; `clawbox tasks` is handled by task_cmd.rs. One task per connection; a reader loop handles requests and
 //! a writer task serialises everything the connection is sent.
 
 use std::os::unix::fs::PermissionsExt;
@@ -155,6 +155,14 @@ async fn connection(
                     },
                 };
                 let _ = tx.send(event);
+            }
+            request @ (Request::TaskList { .. }
+            | Request::TaskShow { .. }
+            | Request::TaskPause { .. }
+            | Request::TaskResume { .. }
+            | Request::TaskCancel { .. }
+            | Request::TaskRunNow { .. }) => {
+                let _ = tx.send(crate::task_cmd::handle(&ctx, request).await);
             }
         }
     }

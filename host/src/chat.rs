@@ -308,7 +308,11 @@ impl Session {
                 self.clear_status_line();
                 eprintln!("clawbox: {message}");
             }
-            Event::Attached { .. } | Event::Status { .. } => {}
+            Event::Attached { .. }
+            | Event::Status { .. }
+            | Event::Tasks { .. }
+            | Event::Task { .. }
+            | Event::TaskRun { .. } => {}
         }
     }
 

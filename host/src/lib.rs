@@ -23,6 +23,7 @@ pub mod schedule;
 pub mod scheduler;
 pub mod sessions;
 pub mod supervisor;
+pub mod task_cmd;
 pub mod tasks;
 pub mod watch;
 

@@ -25,6 +25,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Scheduled tasks: list, show, pause, resume, cancel, run-now. Through the running host,
+    /// or on the database directly when none runs.
+    Tasks {
+        #[command(subcommand)]
+        command: host::task_cmd::TasksCommand,
+    },
     /// The agent image of the docker runtime.
     Image {
         #[command(subcommand)]
@@ -81,6 +87,7 @@ fn main() -> ExitCode {
             }
             Command::Chat => Ok(host::chat::run(config).await?),
             Command::Status { json } => Ok(host::chat::status(config, json).await?),
+            Command::Tasks { command } => Ok(host::task_cmd::run(config, command).await?),
             Command::Image {
                 command: ImageCommand::Build { tag },
             } => {
