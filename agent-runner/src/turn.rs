@@ -17,6 +17,12 @@
 //!   `failed` acks with the readable reason, the record deleted.
 //! - Reaching `CLAWBOX_MAX_STEPS` is not a failure: the work so far is kept and the turn
 //!   completes with a reply saying that the agent stopped and how to let it continue.
+//! - A scheduled task with a script (alone in its batch, see `claim.rs`) runs the script
+//!   before the first model request (`script.rs`). `wakeAgent: false` or a failing script ends
+//!   the turn at once, with no model request, no reply and no history: one transaction with the
+//!   `completed` ack, whose detail tells the host what the script decided. `true` puts the
+//!   script's data in the user message and the turn goes on; its verdict carries the detail
+//!   too. A resumed turn continues from its persisted steps without running the script again.
 //! - The activity row rides along with these transactions (see `activity.rs`): the claim
 //!   recorded Model(first step), a step's transaction records Model(step + 1) when another
 //!   request follows, the verdict and `/clear` record Idle. A plain turn commits twice: the claim
@@ -28,6 +34,7 @@ use std::time::Duration;
 use chrono::Utc;
 use futures::future::join_all;
 use mailbox::outbound::HistoryEntry;
+use mailbox::tasks::ScriptReport;
 use mailbox::{AckStatus, Destination, InboundMessage, NewOutbound, OutboundKind};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
@@ -39,7 +46,10 @@ use crate::config::Config;
 use crate::hygiene::clean_tool_output;
 use crate::mcp::{McpManager, ToolOutput};
 use crate::model::{ModelCall, ModelClient, ModelError};
-use crate::prompt::{PromptContext, PromptFiles, format_batch, read_prompt_files, system_prompt};
+use crate::prompt::{
+    PromptContext, PromptFiles, format_batch, format_batch_with, read_prompt_files, system_prompt,
+};
+use crate::script::{self, Gate, task_script};
 use crate::store::{Store, StoreError};
 
 /// The reply to `/clear`.
@@ -64,6 +74,8 @@ pub enum TurnEnd {
     Completed { reply_seq: Option<i64>, steps: u32 },
     /// The model failed for good; the batch was acked `failed` with this reason.
     Failed { reason: String },
+    /// A task's script ended the run without the model (`wakeAgent: false`, or it failed).
+    Gated { report: ScriptReport },
 }
 
 /// A turn stopped without a verdict.
@@ -103,6 +115,43 @@ pub async fn run_turn(
         first_message_in_session,
     } = start(env, batch).await?;
 
+    // The script gate: only for a fresh start (a resumed turn already has its user message).
+    let mut detail = None;
+    if pending_user.is_some()
+        && let [task] = batch.messages.as_slice()
+        && let Some(code) = task_script(task)
+    {
+        let timeout = env.config.task_script_timeout;
+        env.activity
+            .tools(/*step*/ 1, "task script".to_owned(), timeout)
+            .await?;
+        let mut script_env = env.config.inherited_env.clone();
+        script_env.push(("TZ".to_owned(), env.config.timezone.name().to_owned()));
+        let gate = script::run(code, &env.config.workspace, &script_env, timeout).await;
+        let report = match gate {
+            Gate::Wake { data } => {
+                pending_user = Some(json!({
+                    "role": "user",
+                    "content": format_batch_with(
+                        &batch.messages,
+                        env.config.timezone,
+                        Some((task.seq, &data)),
+                    ),
+                }));
+                ScriptReport::Wake
+            }
+            Gate::Skip => ScriptReport::Skip,
+            Gate::Error { reason } => ScriptReport::Error { reason },
+        };
+        tracing::info!(turn, report = ?report, "task script ran");
+        if report != ScriptReport::Wake {
+            return end_gated(env, batch, report).await;
+        }
+        detail = Some(report.detail());
+        // The claim recorded the first model step; the script's activity replaced it.
+        env.activity.model(1).await?;
+    }
+
     let files = prompt_files(env.config).await;
     let system = system_prompt(
         &files,
@@ -140,7 +189,7 @@ pub async fn run_turn(
             Err(ModelError::Cancelled) => return Err(TurnError::Cancelled),
             Err(err) => {
                 tracing::warn!(parent: &span, error = %err, "model failed; failing the turn");
-                return fail(env, batch, pending_user, err.user_message()).await;
+                return fail(env, batch, pending_user, err.user_message(), detail).await;
             }
         };
         tracing::info!(
@@ -155,7 +204,19 @@ pub async fn run_turn(
         if reply.tool_calls.is_empty() {
             let final_message = reply.to_message();
             let text = reply.content.take().filter(|t| !t.trim().is_empty());
-            return finish(env, batch, &origin, pending_user, text, final_message, step).await;
+            return finish(
+                env,
+                batch,
+                &origin,
+                Finish {
+                    pending_user,
+                    text,
+                    final_message,
+                    steps: step,
+                    detail,
+                },
+            )
+            .await;
         }
         unique_call_ids(&mut reply.tool_calls);
         let assistant = reply.to_message();
@@ -198,10 +259,13 @@ pub async fn run_turn(
         env,
         batch,
         &origin,
-        pending_user,
-        Some(text),
-        final_message,
-        step,
+        Finish {
+            pending_user,
+            text: Some(text),
+            final_message,
+            steps: step,
+            detail,
+        },
     )
     .await
 }
@@ -442,16 +506,32 @@ async fn run_calls(
     Ok(join_all(runs).await)
 }
 
+/// How a turn ends with an answer.
+struct Finish {
+    /// The turn's user message, if not persisted yet.
+    pending_user: Option<Value>,
+    /// The reply; `None` when the final text was empty.
+    text: Option<String>,
+    final_message: Value,
+    steps: u32,
+    /// The verdict's detail for the host (what a task's script decided).
+    detail: Option<Value>,
+}
+
 /// Ends the turn with its answer: one transaction for reply, history, acks and the record.
 async fn finish(
     env: &TurnEnv<'_>,
     batch: &Batch,
     origin: &InboundMessage,
-    pending_user: Option<Value>,
-    text: Option<String>,
-    final_message: Value,
-    steps: u32,
+    end: Finish,
 ) -> Result<TurnEnd, TurnError> {
+    let Finish {
+        pending_user,
+        text,
+        final_message,
+        steps,
+        detail,
+    } = end;
     let turn = batch.turn;
     let acks = batch.claims();
     let mut messages: Vec<Value> = pending_user.into_iter().collect();
@@ -480,7 +560,14 @@ async fn finish(
                 None => None,
             };
             for (seq, attempt) in acks {
-                tx.ack(seq, attempt, AckStatus::Completed, None, now)?;
+                tx.ack_with_detail(
+                    seq,
+                    attempt,
+                    AckStatus::Completed,
+                    None,
+                    detail.as_ref(),
+                    now,
+                )?;
             }
             tx.delete_kv(TURN_KEY)?;
             tx.set_runner_state(&rows.idle())?;
@@ -498,6 +585,7 @@ async fn fail(
     batch: &Batch,
     pending_user: Option<Value>,
     reason: String,
+    detail: Option<Value>,
 ) -> Result<TurnEnd, TurnError> {
     let turn = batch.turn;
     let acks = batch.claims();
@@ -511,7 +599,14 @@ async fn fail(
                 tx.append_history(turn, &[user])?;
             }
             for (seq, attempt) in acks {
-                tx.ack(seq, attempt, AckStatus::Failed, Some(&error), now)?;
+                tx.ack_with_detail(
+                    seq,
+                    attempt,
+                    AckStatus::Failed,
+                    Some(&error),
+                    detail.as_ref(),
+                    now,
+                )?;
             }
             tx.delete_kv(TURN_KEY)?;
             tx.set_runner_state(&rows.idle())?;
@@ -520,6 +615,31 @@ async fn fail(
         .await?;
     tracing::warn!(turn, reason = %reason, "turn failed");
     Ok(TurnEnd::Failed { reason })
+}
+
+/// Ends a task's turn that its script decided without the model: the `completed` ack with the
+/// script's report, the record deleted, Idle — one transaction, nothing else.
+async fn end_gated(
+    env: &TurnEnv<'_>,
+    batch: &Batch,
+    report: ScriptReport,
+) -> Result<TurnEnd, TurnError> {
+    let acks = batch.claims();
+    let detail = report.detail();
+    let rows = env.activity.rows();
+    env.store
+        .run(move |dbs| {
+            let now = Utc::now();
+            let mut tx = dbs.outbound.transaction()?;
+            for (seq, attempt) in acks {
+                tx.ack_with_detail(seq, attempt, AckStatus::Completed, None, Some(&detail), now)?;
+            }
+            tx.delete_kv(TURN_KEY)?;
+            tx.set_runner_state(&rows.idle())?;
+            tx.commit()
+        })
+        .await?;
+    Ok(TurnEnd::Gated { report })
 }
 
 /// `/clear`: starts a new conversation and answers `messages` (the last is the `/clear`; the
