@@ -253,11 +253,15 @@ fn task_notes(m: &InboundMessage, tz: Tz, script_data: Option<&Value>) -> Vec<St
             .unwrap_or(tz);
         let fired = instant("fired_at").unwrap_or(m.created_at);
         let due_local = due.with_timezone(&task_tz);
+        let zone = if task_tz == Tz::UTC {
+            String::new()
+        } else {
+            format!(" ({})", task_tz.name())
+        };
         notes.push(escape(&format!(
-            "Note: this run is late. It was due {} ({}) and starts {} later, because the host \
+            "Note: this run is late. It was due {}{zone} and starts {} later, because the host \
              was not running at that time. Runs missed meanwhile are not repeated.",
             due_local.format("%Y-%m-%d %H:%M %Z"),
-            task_tz.name(),
             late_by(fired - due)
         )));
     }

@@ -907,7 +907,10 @@ pub fn fold(
 ) -> DbResult<Option<String>> {
     let folded: Option<(String, String)> = conn
         .query_row(
-            "UPDATE task_runs SET outcome = ?3, detail = ?4
+            // What the firing noted (that the run was late) stays, the verdict's detail follows.
+            "UPDATE task_runs SET outcome = ?3,
+                 detail = CASE WHEN detail IS NULL THEN ?4 WHEN ?4 IS NULL THEN detail
+                               ELSE detail || '; ' || ?4 END
              WHERE session_id = ?1 AND inbound_seq = ?2 AND outcome = 'fired'
              RETURNING task_id, scheduled_for",
             params![session_id, seq, outcome.as_str(), detail],

@@ -339,6 +339,20 @@ async fn runs_missed_during_downtime_fire_once_and_say_they_are_late() {
     );
     // Back on schedule: the next slot after now.
     assert_eq!(wake, Some(at("2026-06-01T13:00:00Z")));
+    // The verdict keeps what the firing noted.
+    fx.verdict(
+        inbox[0].seq,
+        AckStatus::Failed,
+        Some("the model is unreachable"),
+    );
+    fx.scheduler.reconcile().await.unwrap();
+    assert_eq!(
+        fx.runs(&task.id).await[0].detail.as_deref(),
+        Some(
+            "4 h 20 min late (the host was not running at the scheduled time); \
+             the model is unreachable"
+        )
+    );
     assert_eq!(
         fx.task(&task.id).await.next_run,
         Some(at("2026-06-01T13:00:00Z"))

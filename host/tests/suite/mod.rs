@@ -5,4 +5,5 @@ mod proxy;
 mod recovery;
 mod router;
 mod support;
+mod tasks;
 mod tools;
