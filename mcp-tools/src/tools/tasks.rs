@@ -26,7 +26,10 @@ use crate::server::{Context, Tools};
 /// How long a tool waits for the host's answer (it normally comes within milliseconds).
 pub const HOST_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
+// Unknown fields are refused, not dropped: a `recurrence` the tool ignored would quietly turn a
+// repeating task into a one-shot.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ScheduleTaskArgs {
     /// What to do when the task runs, as an instruction to yourself. It comes back to you as a
     /// <task> message in this conversation, and your answer goes to this chat.
@@ -52,7 +55,10 @@ pub struct ScheduleTaskArgs {
     pub timezone: Option<String>,
 }
 
+// Unknown fields are refused, not dropped: a `recurrence` the tool ignored would quietly turn a
+// repeating task into a one-shot.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UpdateTaskArgs {
     /// The task's id, as schedule_task or list_tasks gave it.
     pub task_id: String,
@@ -73,13 +79,19 @@ pub struct UpdateTaskArgs {
     pub timezone: Option<String>,
 }
 
+// Unknown fields are refused, not dropped: a `recurrence` the tool ignored would quietly turn a
+// repeating task into a one-shot.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct TaskIdArgs {
     /// The task's id, as schedule_task or list_tasks gave it.
     pub task_id: String,
 }
 
+// Unknown fields are refused, not dropped: a `recurrence` the tool ignored would quietly turn a
+// repeating task into a one-shot.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ListTasksArgs {
     /// `active`, `paused`, `cancelled`, `completed` or `all` (default: active and paused).
     #[serde(default)]

@@ -219,6 +219,24 @@ async fn every_task_tool_is_a_request_with_its_arguments() {
 }
 
 #[tokio::test]
+async fn unknown_arguments_are_refused_before_anything_is_asked() {
+    let s = Session::start().await;
+    let host = FakeHost::start(
+        s.paths.clone(),
+        Box::new(|_, _| (true, task_view("task-a"))),
+    );
+    let err = s
+        .call(
+            "schedule_task",
+            json!({ "prompt": "x", "process_after": "+1h", "recurrence": "0 9 * * *" }),
+        )
+        .await
+        .err();
+    assert!(err.contains("unknown field `recurrence`"), "{err}");
+    assert!(host.asked().is_empty());
+}
+
+#[tokio::test]
 async fn an_empty_list_says_so() {
     let s = Session::start().await;
     let _host = FakeHost::start(
