@@ -158,8 +158,8 @@ pub struct Delivery<'a> {
 /// What one pass did, for the supervisor.
 #[derive(Debug, Default)]
 pub struct Pumped {
-    /// Replies wait for a channel to become available (the session is not idle yet).
-    pub waiting: bool,
+    /// Some row waits for its channel to become available (no terminal attached).
+    pub waiting_for_channel: bool,
     /// Task messages that reached their verdict (the scheduler's run history records them).
     pub finished_tasks: Vec<InboundMessage>,
 }
@@ -291,7 +291,7 @@ impl Delivery<'_> {
         finished_tasks.dedup_by_key(|m| m.seq);
         self.report(failed).await?;
         Ok(Pumped {
-            waiting,
+            waiting_for_channel: waiting,
             finished_tasks,
         })
     }

@@ -258,8 +258,17 @@ impl Scheduler {
     pub async fn tick(&self) -> Result<Option<DateTime<Utc>>, HostError> {
         let now = self.0.clock.now();
         let due = self.0.db.call(move |conn| tasks::due(conn, now)).await?;
+        // Retries are only owed to tasks still due: one paused, cancelled or rescheduled since
+        // its firing failed is forgotten (or its past retry time would wake the loop at once,
+        // forever).
+        self.lock_retries()
+            .retain(|id, _| due.iter().any(|t| &t.id == id));
+        let mut retry: Option<DateTime<Utc>> = None;
         for task in due {
-            if self.retry_at(&task.id).is_some_and(|at| at > now) {
+            if let Some(at) = self.retry_at(&task.id)
+                && at > now
+            {
+                retry = Some(retry.map_or(at, |r| r.min(at)));
                 continue;
             }
             let Some(slot) = task.next_run else { continue };
@@ -270,19 +279,18 @@ impl Scheduler {
                         outcome = %run.outcome, scheduled_for = %ts(slot), "task run");
                 }
                 Err(e) => {
-                    let retry = self.failed(&task.id, now);
-                    tracing::error!(task = %task.id, retry_at = %ts(retry.at),
-                        failures = retry.failures, "cannot fire the task: {e}");
+                    let failed = self.failed(&task.id, now);
+                    retry = Some(retry.map_or(failed.at, |r| r.min(failed.at)));
+                    tracing::error!(task = %task.id, retry_at = %ts(failed.at),
+                        failures = failed.failures, "cannot fire the task: {e}");
                 }
             }
         }
-        let after = now;
         let next = self
             .0
             .db
-            .call(move |conn| next_active_after(conn, after))
+            .call(move |conn| next_active_after(conn, now))
             .await?;
-        let retry = self.lock_retries().values().map(|r| r.at).min();
         Ok(match (next, retry) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

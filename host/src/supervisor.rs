@@ -354,7 +354,7 @@ impl Actor {
                         tracing::warn!("cannot record the outcome of task runs: {e}");
                     }
                 }
-                pumped.waiting
+                pumped.waiting_for_channel
             }
             Err(e) => {
                 tracing::error!("cannot read the session mailbox: {e}");

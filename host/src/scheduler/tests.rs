@@ -512,3 +512,101 @@ async fn verdicts_that_arrived_without_a_host_are_folded_at_start() {
         Some(RunOutcome::Completed)
     );
 }
+
+/// An inbox that fails its first `failures` writes (a full disk, a broken session directory).
+struct FlakyInbox {
+    inner: DirectInbox,
+    failures: std::sync::atomic::AtomicU32,
+}
+
+impl Inbox for FlakyInbox {
+    fn submit(
+        &self,
+        session: SessionInfo,
+        msg: NewInbound,
+    ) -> BoxFuture<'_, Result<Inserted, HostError>> {
+        use std::sync::atomic::Ordering;
+        if self
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Box::pin(async { Err(HostError::Task("disk full".into())) });
+        }
+        self.inner.submit(session, msg)
+    }
+}
+
+#[tokio::test]
+async fn a_run_that_cannot_be_written_is_retried_with_backoff_and_never_spins() {
+    let mut fx = Fixture::new("2026-06-01T07:30:00Z").await;
+    fx.scheduler = Scheduler::new(
+        fx.db.clone(),
+        Arc::new(FlakyInbox {
+            inner: DirectInbox { db: fx.db.clone() },
+            failures: std::sync::atomic::AtomicU32::new(2),
+        }),
+        fx.clock.clone(),
+        TaskSignal::default(),
+        fx.sessions_dir.clone(),
+    );
+    let shot = fx
+        .schedule(
+            ScheduleTask {
+                prompt: "once".into(),
+                process_after: Some("2026-06-01 08:00".into()),
+                ..ScheduleTask::default()
+            },
+            Tz::UTC,
+        )
+        .await;
+    // Fails: try again in 5 s, then 10 s.
+    assert_eq!(
+        fx.tick_at(at("2026-06-01T08:00:00Z")).await,
+        Some(at("2026-06-01T08:00:05Z"))
+    );
+    assert_eq!(
+        fx.tick_at(at("2026-06-01T08:00:02Z")).await,
+        Some(at("2026-06-01T08:00:05Z")),
+        "backing off, not retrying early"
+    );
+    assert_eq!(
+        fx.tick_at(at("2026-06-01T08:00:05Z")).await,
+        Some(at("2026-06-01T08:00:15Z"))
+    );
+    assert!(fx.inbox().is_empty());
+    // The third attempt works: the run is written once, for its original slot.
+    assert_eq!(fx.tick_at(at("2026-06-01T08:00:15Z")).await, None);
+    let inbox = fx.inbox();
+    assert_eq!(inbox.len(), 1);
+    assert_eq!(
+        inbox[0].content["scheduled_for"],
+        "2026-06-01T08:00:00.000Z"
+    );
+    assert_eq!(fx.task(&shot.id).await.status, TaskStatus::Completed);
+
+    // A task cancelled while it backs off is forgotten: the loop has nothing to wake for.
+    fx.scheduler = Scheduler::new(
+        fx.db.clone(),
+        Arc::new(FlakyInbox {
+            inner: DirectInbox { db: fx.db.clone() },
+            failures: std::sync::atomic::AtomicU32::new(1),
+        }),
+        fx.clock.clone(),
+        TaskSignal::default(),
+        fx.sessions_dir.clone(),
+    );
+    let task = fx.schedule(cron("0 9 * * *"), Tz::UTC).await;
+    assert_eq!(
+        fx.tick_at(at("2026-06-01T09:00:00Z")).await,
+        Some(at("2026-06-01T09:00:05Z"))
+    );
+    let id = task.id.clone();
+    let now = fx.clock.now();
+    fx.db
+        .call(move |conn| Ok(tasks::cancel(conn, Scope::Operator, &id, now)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(fx.tick_at(at("2026-06-01T09:00:06Z")).await, None);
+}
