@@ -673,3 +673,47 @@ async fn a_host_crash_between_request_and_answer_answers_exactly_once() {
     assert_eq!(answers, 2, "one answer per request");
     fixture.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_failed_run_is_reported_to_the_chat_and_the_series_goes_on() {
+    let (model, mut fixture) = setup().await;
+    fixture.set("MODEL_RETRIES", "1");
+    fixture.start().await.unwrap();
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    let id = task_id(
+        &agent_calls(
+            &mut client,
+            &model,
+            "yearly",
+            "schedule_task",
+            json!({ "prompt": "New year's wishes", "cron": "0 0 1 1 *" }),
+        )
+        .await,
+    );
+    // The model is down for the first run.
+    model.push(Reply::Status(500, "upstream exploded".into()));
+    model.push(Reply::Status(500, "upstream exploded again".into()));
+    tasks_json(&fixture, &["run-now", &id]).await;
+    let notice = client
+        .wait_for(|e| matches!(e, Event::Chat(ChatEvent::Notice { .. })))
+        .await
+        .unwrap();
+    let Event::Chat(ChatEvent::Notice { text }) = notice else {
+        unreachable!()
+    };
+    assert!(
+        text.starts_with(&format!("⚠ Scheduled task {id} could not be run:")),
+        "{text}"
+    );
+    let shown = wait_task(&fixture, &id, |t| t["runs"][0]["outcome"] == "failed").await;
+    assert_eq!(shown["task"]["status"], "active", "{shown:#}");
+    assert!(shown["task"]["next_run"]["utc"].is_string());
+
+    // The next run works again.
+    tasks_json(&fixture, &["run-now", &id]).await;
+    task_reply(&mut client, "New year's wishes").await;
+    let shown = wait_task(&fixture, &id, |t| t["runs"][0]["outcome"] == "completed").await;
+    assert_eq!(shown["runs"][1]["outcome"], "failed");
+    assert_eq!(shown["task"]["run_count"], 2);
+    fixture.stop().await.unwrap();
+}
