@@ -138,8 +138,9 @@ async fn a_one_shot_task_fires_on_time_and_its_answer_reaches_the_chat() {
     fixture.set("TIMEZONE", "Europe/Berlin");
     fixture.start().await.unwrap();
     let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
-    // Whole seconds, with an offset, as a model writes it.
-    let due = DateTime::from_timestamp(Utc::now().timestamp() + 5, 0).unwrap();
+    // Whole seconds, with an offset, as a model writes it; far enough ahead for a busy machine
+    // to get the request to the host before that time.
+    let due = DateTime::from_timestamp(Utc::now().timestamp() + 8, 0).unwrap();
     let result = agent_calls(
         &mut client,
         &model,
