@@ -18,7 +18,7 @@ const TABLE: &str = "messages_out";
 const SELECT_OUT: &str = "SELECT seq, id, kind, in_reply_to, created_at, channel_type, platform_id, \
      thread_id, content FROM messages_out";
 const SELECT_ACK: &str = "SELECT id, message_seq, attempt, status, error, at, detail FROM acks";
-/// The same for an `outbound.db` an older runner left at schema version 1 (no `detail` yet).
+/// The same for an `outbound.db` an older runner left without `acks.detail`.
 const SELECT_ACK_V1: &str =
     "SELECT id, message_seq, attempt, status, error, at, NULL AS detail FROM acks";
 
@@ -260,8 +260,8 @@ impl OutboundTx<'_> {
 /// The host's read-only handle on `outbound.db`.
 pub struct OutboundReader {
     conn: Connection,
-    /// Set once the file is known to have the current schema (versions only grow; until
-    /// then ack queries leave out the columns an older runner's file lacks).
+    /// Set once the file is known to have `acks.detail` (schemas only grow; until then ack
+    /// queries leave out the column an older runner's file lacks).
     current: std::cell::Cell<bool>,
 }
 
@@ -274,13 +274,16 @@ impl OutboundReader {
         })
     }
 
-    /// The ack query this file's schema supports.
+    /// The ack query this file's schema supports. The column is looked up rather than the
+    /// schema version compared, so the check stays right whatever migrations come later.
     fn select_ack(&self) -> Result<&'static str> {
         if !self.current.get() {
-            let version: i64 = self
-                .conn
-                .query_row("PRAGMA user_version", [], |r| r.get(0))?;
-            if version < schema::OUTBOUND_VERSION {
+            let has_detail: bool = self.conn.query_row(
+                "SELECT EXISTS(SELECT 1 FROM pragma_table_info('acks') WHERE name = 'detail')",
+                [],
+                |r| r.get(0),
+            )?;
+            if !has_detail {
                 return Ok(SELECT_ACK_V1);
             }
             self.current.set(true);

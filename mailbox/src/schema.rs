@@ -116,10 +116,6 @@ pub(crate) const OUTBOUND: &[&str] = &[
     "ALTER TABLE acks ADD COLUMN detail TEXT;",
 ];
 
-/// The version [`OUTBOUND`] brings a database to. The host reads outbound databases a runner of
-/// an older build may have left behind, and must not ask them for columns they lack.
-pub(crate) const OUTBOUND_VERSION: i64 = OUTBOUND.len() as i64;
-
 /// Brings `conn` up to the last of `migrations`.
 pub(crate) fn migrate(conn: &mut Connection, path: &Path, migrations: &[&str]) -> Result<()> {
     let supported = migrations.len() as i64;

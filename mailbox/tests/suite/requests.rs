@@ -230,7 +230,7 @@ fn acks_of_an_older_runner_schema_are_still_read() {
         .ack(seq, 1, AckStatus::Completed, None, t(1))
         .unwrap();
     drop(runner);
-    // What a runner of the previous build left: version 1, no `detail` column.
+    // What a runner of the previous build left: no `detail` column.
     let conn = rusqlite::Connection::open(s.paths.outbound_db()).unwrap();
     conn.execute_batch("ALTER TABLE acks DROP COLUMN detail; PRAGMA user_version = 1;")
         .unwrap();
