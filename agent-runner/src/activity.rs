@@ -157,6 +157,11 @@ impl ActivityLog {
         self.write(self.rows.tools(step, tools, timeout)).await
     }
 
+    /// Model step `step` again after work that was no model request (a task's script).
+    pub async fn model(&self, step: u32) -> Result<(), StoreError> {
+        self.write(self.rows.model(step)).await
+    }
+
     async fn write(&self, state: RunnerState) -> Result<(), StoreError> {
         self.store
             .run(move |dbs| dbs.outbound.set_runner_state(&state))

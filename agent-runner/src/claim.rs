@@ -11,6 +11,10 @@
 //!   [`MAX_BATCH`] in total.
 //! - If the batch contains `/clear`, the rows up to the last `/clear` are answered by the clear
 //!   itself; the rows after it wait for the next decision (and start the new conversation).
+//! - A scheduled task with a script runs alone: its script may end the run without the model
+//!   (see `script.rs`), which must not leave other messages unanswered. When it is the first
+//!   trigger it is the whole batch (context rows before it wait for the next trigger); a later
+//!   one ends the batch before it and waits for the next decision.
 //! - The kv record `turn` names the turn a claim belongs to. If it exists on a decision, the
 //!   previous attempt died: its still-pending rows are resumed as exactly that batch once due
 //!   and claimable again (the host re-queued them), and nothing newer starts before; once none
@@ -26,6 +30,7 @@ use mailbox::{Ack, AckStatus, InboundKind, InboundMessage, InboundStatus, comman
 use serde::{Deserialize, Serialize};
 
 use crate::activity::ActivityRows;
+use crate::script::task_script;
 use crate::store::Dbs;
 use crate::turn::resume_point;
 
@@ -132,7 +137,20 @@ pub fn decide(
     let Some(first_trigger) = candidates.iter().position(|m| m.trigger) else {
         return Decision::Idle;
     };
-    let end = (first_trigger + 1).max(MAX_BATCH.min(candidates.len()));
+    if task_script(candidates[first_trigger]).is_some() {
+        return Decision::Turn {
+            turn: candidates[first_trigger].seq,
+            messages: vec![candidates[first_trigger].clone()],
+            resume: false,
+        };
+    }
+    let mut end = (first_trigger + 1).max(MAX_BATCH.min(candidates.len()));
+    if let Some(gated) = candidates[first_trigger + 1..end]
+        .iter()
+        .position(|m| task_script(m).is_some())
+    {
+        end = first_trigger + 1 + gated;
+    }
     let window = &candidates[..end];
     if let Some(last_clear) = window.iter().rposition(|m| is_clear(m)) {
         return Decision::Clear(window[..=last_clear].iter().map(|m| (*m).clone()).collect());
@@ -276,6 +294,15 @@ mod tests {
             sender_name: None,
             content: json!({ "text": text }),
             error: None,
+            detail: None,
+        }
+    }
+
+    fn task(seq: i64, script: Option<&str>) -> InboundMessage {
+        InboundMessage {
+            kind: InboundKind::Task,
+            content: json!({ "prompt": "check", "task_id": "task-1", "script": script }),
+            ..msg(seq, "", true, 0)
         }
     }
 
@@ -288,6 +315,7 @@ mod tests {
                 attempt,
                 status,
                 error: None,
+                detail: None,
                 at: Utc::now(),
             },
         )
@@ -408,6 +436,47 @@ mod tests {
                 None,
                 vec![],
                 ("clear", vec![2, 4, 6, 8]),
+            ),
+            (
+                "a task with a script runs alone",
+                vec![
+                    msg(2, "ctx", false, 0),
+                    task(4, Some("check.sh")),
+                    msg(6, "a", true, 0),
+                ],
+                vec![],
+                None,
+                vec![],
+                ("turn", vec![4, 4]),
+            ),
+            (
+                "a later task with a script waits for its own batch",
+                vec![
+                    msg(2, "a", true, 0),
+                    task(4, None),
+                    task(6, Some("check.sh")),
+                    msg(8, "b", true, 0),
+                ],
+                vec![],
+                None,
+                vec![],
+                ("turn", vec![2, 2, 4]),
+            ),
+            (
+                "after it, the rest as usual",
+                vec![msg(2, "ctx", false, 0), msg(8, "b", true, 0)],
+                vec![],
+                None,
+                vec![],
+                ("turn", vec![2, 2, 8]),
+            ),
+            (
+                "a blank script is no script",
+                vec![task(4, Some("  ")), msg(6, "a", true, 0)],
+                vec![],
+                None,
+                vec![],
+                ("turn", vec![4, 4, 6]),
             ),
             (
                 "/clearx is not /clear",

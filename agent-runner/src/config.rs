@@ -79,6 +79,8 @@ pub struct Config {
     pub model_backoff: Duration,
     /// `CLAWBOX_TOOL_TIMEOUT_MS` (default 600000): one MCP tool call.
     pub tool_timeout: Duration,
+    /// `CLAWBOX_TASK_SCRIPT_TIMEOUT_MS` (default 30000): one run of a scheduled task's script.
+    pub task_script_timeout: Duration,
     /// `CLAWBOX_MCP_TOOLS_BIN` (default `mcp-tools` next to the running executable). Set to the
     /// empty string to run without the built-in tools (debugging, tests of the bare loop).
     pub mcp_tools_bin: Option<PathBuf>,
@@ -168,6 +170,7 @@ impl Config {
             model_retries: number(&get, env::MODEL_RETRIES, 3, /*min*/ 0)?,
             model_backoff: millis(&get, env::MODEL_BACKOFF_MS, 500)?,
             tool_timeout: millis(&get, env::TOOL_TIMEOUT_MS, 600_000)?,
+            task_script_timeout: millis(&get, env::TASK_SCRIPT_TIMEOUT_MS, 30_000)?,
             mcp_tools_bin,
             inherited_env: INHERITED
                 .iter()
@@ -261,6 +264,7 @@ mod tests {
         assert_eq!(c.model_retries, 3);
         assert_eq!(c.model_backoff, Duration::from_millis(500));
         assert_eq!(c.tool_timeout, Duration::from_millis(600_000));
+        assert_eq!(c.task_script_timeout, Duration::from_secs(30));
         assert_eq!(c.timezone, Tz::UTC);
         assert_eq!(c.assistant_name, "Andy");
         assert_eq!(c.base_url, "https://api.openai.com/v1");
@@ -287,12 +291,14 @@ mod tests {
             (env::MCP_TOOLS_BIN, ""),
             (env::SKILLS_DIR, "/app/skills"),
             (env::MODEL_SOCKET, "/run/clawbox/model.sock"),
+            (env::TASK_SCRIPT_TIMEOUT_MS, "1500"),
         ]);
         let c = config(&vars).unwrap();
         assert_eq!(c.timezone, chrono_tz::Europe::Berlin);
         assert_eq!(c.base_url, "http://127.0.0.1:9/v1");
         assert_eq!(c.model_retries, 0);
         assert_eq!(c.max_steps, 5);
+        assert_eq!(c.task_script_timeout, Duration::from_millis(1500));
         assert_eq!(c.mcp_tools_bin, None);
         assert_eq!(c.skills_dir, Some(PathBuf::from("/app/skills")));
         assert_eq!(
@@ -310,6 +316,7 @@ mod tests {
             (env::MAX_STEPS, "0"),
             (env::MODEL_RETRIES, "-1"),
             (env::OPENAI_BASE_URL, "api.openai.com"),
+            (env::TASK_SCRIPT_TIMEOUT_MS, "0"),
         ];
         for (var, value) in table {
             let mut vars = MINIMAL.to_vec();

@@ -14,6 +14,7 @@
 //! - [`tool_names`]: the names the model sees for tools (`mcp__<server>__<tool>`);
 //! - [`hygiene`]: cleaning and capping tool output;
 //! - [`prompt`]: system prompt and message rendering;
+//! - [`script`]: the script gate of scheduled tasks;
 //! - [`skills`]: `SKILL.md` files, their triggers and the prompt's skills section;
 //! - [`store`]: the SQLite handles on their own thread;
 //! - [`activity`]: the runner-state row;
@@ -29,6 +30,7 @@ pub mod mcp;
 pub mod model;
 pub mod prompt;
 pub mod runner;
+pub mod script;
 pub mod skills;
 pub mod store;
 pub mod tool_names;

@@ -113,6 +113,9 @@ fn context_section(ctx: &PromptContext<'_>) -> String {
          Times are in the time zone above. Files people send are listed in their message as \
          <file path=\"inbound/…\"/>: read them with the file tools (read-only; $INBOUND_FILES in \
          run_bash) or send them on.\n\
+         A <task> is a task scheduled with schedule_task coming due: do what it says (with the \
+         script's output, if it has one); your answer goes to this conversation. Manage tasks \
+         with list_tasks, update_task, pause_task, resume_task and cancel_task.\n\
          Your final answer (your text once you call no more tools) is sent to this conversation \
          as your reply. Use send_message to write to another destination or to say something \
          before you finish.\n",
@@ -155,14 +158,29 @@ pub fn local_date_time(now: DateTime<Utc>, tz: Tz) -> String {
 /// The user message of a turn: one element per inbound message, in order; several are wrapped
 /// in `<messages>…</messages>`.
 pub fn format_batch(messages: &[InboundMessage], tz: Tz) -> String {
-    let elements: Vec<String> = messages.iter().map(|m| format_message(m, tz)).collect();
+    format_batch_with(messages, tz, None)
+}
+
+/// [`format_batch`], with the `data` a task's script passed on for the task message `seq`.
+pub fn format_batch_with(
+    messages: &[InboundMessage],
+    tz: Tz,
+    script_data: Option<(i64, &Value)>,
+) -> String {
+    let elements: Vec<String> = messages
+        .iter()
+        .map(|m| {
+            let data = script_data.and_then(|(seq, data)| (seq == m.seq).then_some(data));
+            format_message(m, tz, data)
+        })
+        .collect();
     match elements.as_slice() {
         [one] => one.clone(),
         many => format!("<messages>\n{}\n</messages>", many.join("\n")),
     }
 }
 
-fn format_message(m: &InboundMessage, tz: Tz) -> String {
+fn format_message(m: &InboundMessage, tz: Tz, script_data: Option<&Value>) -> String {
     let time = m.created_at.with_timezone(&tz).format("%Y-%m-%d %H:%M");
     match m.kind {
         InboundKind::Chat => {
@@ -186,11 +204,21 @@ fn format_message(m: &InboundMessage, tz: Tz) -> String {
                 .and_then(Value::as_str)
                 .or_else(|| m.text())
                 .unwrap_or_default();
-            format!(
-                "<task id=\"{}\" time=\"{time}\">{}</task>",
-                m.seq,
-                escape(prompt)
-            )
+            let mut attributes = format!("id=\"{}\"", m.seq);
+            if let Some(task) = m.content.get("task_id").and_then(Value::as_str) {
+                attributes.push_str(&format!(" task=\"{}\"", escape(task)));
+            }
+            attributes.push_str(&format!(" time=\"{time}\""));
+            let notes = task_notes(m, tz, script_data);
+            if notes.is_empty() {
+                format!("<task {attributes}>{}</task>", escape(prompt))
+            } else {
+                format!(
+                    "<task {attributes}>\n{}\n{}\n</task>",
+                    notes.join("\n"),
+                    escape(prompt)
+                )
+            }
         }
         InboundKind::System => {
             let text = m
@@ -229,6 +257,68 @@ fn files_of(content: &Value) -> String {
         out.push_str("/>");
     }
     out
+}
+
+/// What the agent should know about a task run besides its prompt: that it is late (the host
+/// was down when it was due), that it was started by hand, and its script's output.
+fn task_notes(m: &InboundMessage, tz: Tz, script_data: Option<&Value>) -> Vec<String> {
+    let mut notes = Vec::new();
+    let flag = |name: &str| m.content.get(name).and_then(Value::as_bool) == Some(true);
+    let instant = |name: &str| {
+        m.content
+            .get(name)
+            .and_then(Value::as_str)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+    };
+    if flag("late")
+        && let Some(due) = instant("scheduled_for")
+    {
+        let task_tz = m
+            .content
+            .get("timezone")
+            .and_then(Value::as_str)
+            .and_then(|name| name.parse::<Tz>().ok())
+            .unwrap_or(tz);
+        let fired = instant("fired_at").unwrap_or(m.created_at);
+        let due_local = due.with_timezone(&task_tz);
+        let zone = if task_tz == Tz::UTC {
+            String::new()
+        } else {
+            format!(" ({})", task_tz.name())
+        };
+        notes.push(escape(&format!(
+            "Note: this run is late. It was due {}{zone} and starts {} later, because the host \
+             was not running at that time. Runs missed meanwhile are not repeated.",
+            due_local.format("%Y-%m-%d %H:%M %Z"),
+            late_by(fired - due)
+        )));
+    }
+    if flag("run_now") {
+        notes.push(
+            "Note: this run was started by hand (clawbox tasks run-now), not by its schedule."
+                .to_owned(),
+        );
+    }
+    if let Some(data) = script_data {
+        notes.push(format!(
+            "<script_output>{}</script_output>",
+            escape(&data.to_string())
+        ));
+    }
+    notes
+}
+
+/// `3 min`, `2 h 5 min`, `1 d 4 h`.
+fn late_by(d: chrono::Duration) -> String {
+    let mins = d.num_minutes().max(0);
+    match (mins / 1440, mins % 1440 / 60, mins % 60) {
+        (0, 0, m) => format!("{m} min"),
+        (0, h, 0) => format!("{h} h"),
+        (0, h, m) => format!("{h} h {m} min"),
+        (d, 0, _) => format!("{d} d"),
+        (d, h, _) => format!("{d} d {h} h"),
+    }
 }
 
 /// XML escaping for text and attribute values.
@@ -276,6 +366,7 @@ mod tests {
             sender_name: sender.map(str::to_owned),
             content,
             error: None,
+            detail: None,
         }
     }
 
@@ -342,6 +433,68 @@ mod tests {
         ];
         for (m, want) in table {
             assert_eq!(format_batch(std::slice::from_ref(&m), berlin), want);
+        }
+    }
+
+    #[test]
+    fn task_runs_say_what_the_agent_must_know() {
+        let berlin = chrono_tz::Europe::Berlin;
+        let plain = msg(
+            18,
+            InboundKind::Task,
+            None,
+            json!({ "prompt": "Water the plants", "task_id": "task-ab12", "late": false }),
+        );
+        assert_eq!(
+            format_batch(std::slice::from_ref(&plain), berlin),
+            r#"<task id="18" task="task-ab12" time="2026-11-23 16:04">Water the plants</task>"#
+        );
+        let late = msg(
+            20,
+            InboundKind::Task,
+            None,
+            json!({
+                "prompt": "Daily overview",
+                "task_id": "task-ab12",
+                "scheduled_for": "2026-11-23T08:00:00.000Z",
+                "fired_at": "2026-11-23T10:32:00.000Z",
+                "timezone": "America/New_York",
+                "late": true,
+            }),
+        );
+        assert_eq!(
+            format_batch(std::slice::from_ref(&late), berlin),
+            "<task id=\"20\" task=\"task-ab12\" time=\"2026-11-23 16:04\">\n\
+             Note: this run is late. It was due 2026-11-23 03:00 EST (America/New_York) and \
+             starts 2 h 32 min later, because the host was not running at that time. Runs \
+             missed meanwhile are not repeated.\n\
+             Daily overview\n\
+             </task>"
+        );
+        let gated = msg(
+            22,
+            InboundKind::Task,
+            None,
+            json!({ "prompt": "Tell me <what> broke", "task_id": "t", "run_now": true }),
+        );
+        let data = json!({ "failed": ["build <42>"] });
+        assert_eq!(
+            format_batch_with(std::slice::from_ref(&gated), berlin, Some((22, &data))),
+            "<task id=\"22\" task=\"t\" time=\"2026-11-23 16:04\">\n\
+             Note: this run was started by hand (clawbox tasks run-now), not by its schedule.\n\
+             <script_output>{&quot;failed&quot;:[&quot;build &lt;42&gt;&quot;]}</script_output>\n\
+             Tell me &lt;what&gt; broke\n\
+             </task>"
+        );
+        let table = [
+            (0, "0 min"),
+            (45, "45 min"),
+            (120, "2 h"),
+            (150, "2 h 30 min"),
+            (1500, "1 d 1 h"),
+        ];
+        for (mins, want) in table {
+            assert_eq!(late_by(chrono::Duration::minutes(mins)), want);
         }
     }
 

@@ -17,6 +17,12 @@
 //!   `failed` acks with the readable reason, the record deleted.
 //! - Reaching `CLAWBOX_MAX_STEPS` is not a failure: the work so far is kept and the turn
 //!   completes with a reply saying that the agent stopped and how to let it continue.
+//! - A scheduled task with a script (alone in its batch, see `claim.rs`) runs the script
+//!   before the first model request (`script.rs`). `wakeAgent: false` or a failing script ends
+//!   the turn at once, with no model request, no reply and no history: one transaction with the
+//!   `completed` ack, whose detail tells the host what the script decided. `true` puts the
+//!   script's data in the user message and the turn goes on; its verdict carries the detail
+//!   too. A resumed turn continues from its persisted steps without running the script again.
 //! - The activity row rides along with these transactions (see `activity.rs`): the claim
 //!   recorded Model(first step), a step's transaction records Model(step + 1) when another
 //!   request follows, the verdict and `/clear` record Idle. A plain turn commits twice: the claim
@@ -31,6 +37,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use mailbox::outbound::HistoryEntry;
+use mailbox::tasks::ScriptReport;
 use mailbox::{AckStatus, Destination, InboundMessage, NewOutbound, OutboundKind, RunnerEvent};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
@@ -42,7 +49,10 @@ use crate::config::Config;
 use crate::hygiene::clean_tool_output;
 use crate::mcp::{McpManager, ToolOutput};
 use crate::model::{ModelCall, ModelClient, ModelError};
-use crate::prompt::{PromptContext, PromptFiles, format_batch, read_prompt_files, system_prompt};
+use crate::prompt::{
+    PromptContext, PromptFiles, format_batch, format_batch_with, read_prompt_files, system_prompt,
+};
+use crate::script::{self, Gate, task_script};
 use crate::store::{Store, StoreError};
 
 /// The reply to `/clear`.
@@ -67,6 +77,8 @@ pub enum TurnEnd {
     Completed { reply_seq: Option<i64>, steps: u32 },
     /// The model failed for good; the batch was acked `failed` with this reason.
     Failed { reason: String },
+    /// A task's script ended the run without the model (`wakeAgent: false`, or it failed).
+    Gated { report: ScriptReport },
 }
 
 /// A turn stopped without a verdict.
@@ -105,6 +117,43 @@ pub async fn run_turn(
         destinations,
         first_message_in_session,
     } = start(env, batch).await?;
+
+    // The script gate: only for a fresh start (a resumed turn already has its user message).
+    let mut detail = None;
+    if pending_user.is_some()
+        && let [task] = batch.messages.as_slice()
+        && let Some(code) = task_script(task)
+    {
+        let timeout = env.config.task_script_timeout;
+        env.activity
+            .tools(/*step*/ 1, "task script".to_owned(), timeout)
+            .await?;
+        let mut script_env = env.config.inherited_env.clone();
+        script_env.push(("TZ".to_owned(), env.config.timezone.name().to_owned()));
+        let gate = script::run(code, &env.config.workspace, &script_env, timeout).await;
+        let report = match gate {
+            Gate::Wake { data } => {
+                pending_user = Some(json!({
+                    "role": "user",
+                    "content": format_batch_with(
+                        &batch.messages,
+                        env.config.timezone,
+                        Some((task.seq, &data)),
+                    ),
+                }));
+                ScriptReport::Wake
+            }
+            Gate::Skip => ScriptReport::Skip,
+            Gate::Error { reason } => ScriptReport::Error { reason },
+        };
+        tracing::info!(turn, report = ?report, "task script ran");
+        if report != ScriptReport::Wake {
+            return end_gated(env, batch, report).await;
+        }
+        detail = Some(report.detail());
+        // The claim recorded the first model step; the script's activity replaced it.
+        env.activity.model(1).await?;
+    }
 
     let files = prompt_files(env.config).await;
     let system = system_prompt(
@@ -150,7 +199,7 @@ pub async fn run_turn(
                     latency_ms: millis(asked.elapsed()),
                     error: err.to_string(),
                 };
-                return fail(env, batch, pending_user, err.user_message(), event).await;
+                return fail(env, batch, pending_user, err.user_message(), event, detail).await;
             }
         };
         let step_event = (
@@ -183,6 +232,7 @@ pub async fn run_turn(
                 final_message,
                 steps: step,
                 events: vec![step_event],
+                detail,
             };
             return finish(env, batch, &origin, pending_user, ending).await;
         }
@@ -233,6 +283,7 @@ pub async fn run_turn(
         steps: step,
         // The last step's events were committed with its history.
         events: Vec::new(),
+        detail,
     };
     finish(env, batch, &origin, pending_user, ending).await
 }
@@ -515,6 +566,8 @@ struct Ending {
     steps: u32,
     /// Events not yet committed (the last step's), recorded with the verdict.
     events: Vec<(DateTime<Utc>, RunnerEvent)>,
+    /// The verdict's detail for the host (what a task's script decided).
+    detail: Option<Value>,
 }
 
 /// Ends the turn with its answer: one transaction for reply, history, acks, events and the
@@ -531,6 +584,7 @@ async fn finish(
         final_message,
         steps,
         events,
+        detail,
     } = ending;
     let turn = batch.turn;
     let acks = batch.claims();
@@ -561,7 +615,14 @@ async fn finish(
                 None => None,
             };
             for (seq, attempt) in acks {
-                tx.ack(seq, attempt, AckStatus::Completed, None, now)?;
+                tx.ack_with_detail(
+                    seq,
+                    attempt,
+                    AckStatus::Completed,
+                    None,
+                    detail.as_ref(),
+                    now,
+                )?;
             }
             tx.delete_kv(TURN_KEY)?;
             tx.set_runner_state(&rows.idle())?;
@@ -580,6 +641,7 @@ async fn fail(
     pending_user: Option<Value>,
     reason: String,
     event: RunnerEvent,
+    detail: Option<Value>,
 ) -> Result<TurnEnd, TurnError> {
     let turn = batch.turn;
     let acks = batch.claims();
@@ -594,7 +656,14 @@ async fn fail(
             }
             tx.record_events(&[(now, event)])?;
             for (seq, attempt) in acks {
-                tx.ack(seq, attempt, AckStatus::Failed, Some(&error), now)?;
+                tx.ack_with_detail(
+                    seq,
+                    attempt,
+                    AckStatus::Failed,
+                    Some(&error),
+                    detail.as_ref(),
+                    now,
+                )?;
             }
             tx.delete_kv(TURN_KEY)?;
             tx.set_runner_state(&rows.idle())?;
@@ -603,6 +672,31 @@ async fn fail(
         .await?;
     tracing::warn!(turn, reason = %reason, "turn failed");
     Ok(TurnEnd::Failed { reason })
+}
+
+/// Ends a task's turn that its script decided without the model: the `completed` ack with the
+/// script's report, the record deleted, Idle — one transaction, nothing else.
+async fn end_gated(
+    env: &TurnEnv<'_>,
+    batch: &Batch,
+    report: ScriptReport,
+) -> Result<TurnEnd, TurnError> {
+    let acks = batch.claims();
+    let detail = report.detail();
+    let rows = env.activity.rows();
+    env.store
+        .run(move |dbs| {
+            let now = Utc::now();
+            let mut tx = dbs.outbound.transaction()?;
+            for (seq, attempt) in acks {
+                tx.ack_with_detail(seq, attempt, AckStatus::Completed, None, Some(&detail), now)?;
+            }
+            tx.delete_kv(TURN_KEY)?;
+            tx.set_runner_state(&rows.idle())?;
+            tx.commit()
+        })
+        .await?;
+    Ok(TurnEnd::Gated { report })
 }
 
 /// `/clear`: starts a new conversation and answers `messages` (the last is the `/clear`; the

@@ -1,9 +1,10 @@
 //! The admin socket server: a Unix socket in `DATA_DIR` (mode 0600 inside a 0700 directory)
 //! speaking the line protocol of protocol.rs. Terminals attach to the CLI chat here; the
 //! operator commands (`clawbox status`, `sessions`, `agents`, `logs`, `dropped`, `doctor`) ask
-//! here. One task per connection; a reader loop handles requests in order and a writer task
-//! serialises everything the connection is sent. A followed log runs in a task of its own,
-//! woken by the supervisor's change announcements, until the connection closes.
+//! here, and `clawbox tasks` (handled by task_cmd.rs). One task per connection; a reader loop
+//! handles requests in order and a writer task serialises everything the connection is sent. A
+//! followed log runs in a task of its own, woken by the supervisor's change announcements,
+//! until the connection closes.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -238,6 +239,14 @@ async fn connection(
                         cancel.clone(),
                     )));
                 }
+            }
+            request @ (Request::TaskList { .. }
+            | Request::TaskShow { .. }
+            | Request::TaskPause { .. }
+            | Request::TaskResume { .. }
+            | Request::TaskCancel { .. }
+            | Request::TaskRunNow { .. }) => {
+                let _ = tx.send(crate::task_cmd::handle(&ctx, request).await);
             }
         }
     }

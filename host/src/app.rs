@@ -1,5 +1,6 @@
 //! Assembling and running a host: data directory and lock, central DB and bootstrap, runtime,
-//! supervisor, reconciliation of what a previous host left behind, the admin socket. `clawbox
+//! supervisor, reconciliation of what a previous host left behind, the task scheduler, the
+//! admin socket. `clawbox
 //! run` and the in-process host of `clawbox chat` both go through [`start`].
 
 use std::os::unix::fs::PermissionsExt;
@@ -16,10 +17,12 @@ use crate::config::{Config, RuntimeKind};
 use crate::db::{self, Db};
 use crate::inspect::{HostFacts, InspectError, ProxySummary};
 use crate::proxy::Proxy;
+use crate::requests::Requests;
 use crate::router::Router;
 use crate::runtime::docker::DockerRuntime;
 use crate::runtime::process::ProcessRuntime;
 use crate::runtime::{AgentRuntime, RunnerSettings};
+use crate::scheduler::{Scheduler, SystemClock, TaskSignal};
 use crate::supervisor::{Shared, Supervisor};
 
 /// What request handlers need of a running host.
@@ -34,6 +37,8 @@ pub struct HostCtx {
     pub install_id: String,
     pub proxy: Proxy,
     pub started_at: DateTime<Utc>,
+    /// Fires scheduled tasks; `clawbox tasks` wakes it and runs tasks through it.
+    pub scheduler: Scheduler,
 }
 
 impl HostCtx {
@@ -117,6 +122,7 @@ pub struct RunningHost {
     admin: tokio::task::JoinHandle<()>,
     /// The Telegram poller, when the channel is on.
     telegram: Option<tokio::task::JoinHandle<()>>,
+    scheduler: tokio::task::JoinHandle<()>,
     /// Stops the model proxy, after the runners are gone.
     proxy_cancel: CancellationToken,
     _lock: std::fs::File,
@@ -130,6 +136,8 @@ impl RunningHost {
         if let Some(poller) = self.telegram {
             let _ = poller.await;
         }
+        // Before the supervisor: no run is written into an inbox whose session is stopping.
+        let _ = self.scheduler.await;
         self.ctx.supervisor.shutdown().await;
         self.proxy_cancel.cancel();
         self.ctx.proxy.remove_files(&self.ctx.config);
@@ -195,6 +203,7 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
             None
         }
     };
+    let signal = TaskSignal::default();
     let supervisor = Supervisor::new(Shared {
         watcher,
         config: Arc::clone(&config),
@@ -202,7 +211,15 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
         runtime: Arc::clone(&runtime),
         channels: channels.clone(),
         proxy: proxy.clone(),
+        requests: Requests::new(db.clone(), config.timezone, signal.clone()),
     });
+    let scheduler = Scheduler::new(
+        db.clone(),
+        Arc::new(supervisor.clone()),
+        Arc::new(SystemClock),
+        signal,
+        config.sessions_dir(),
+    );
     let ctx = HostCtx {
         router: Router::new(supervisor.clone()),
         config: Arc::clone(&config),
@@ -213,11 +230,14 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
         install_id,
         proxy,
         started_at: Utc::now(),
+        scheduler,
     };
     reconcile(&ctx).await?;
 
     let listener = crate::admin::bind(&config.socket_path())?;
     let cancel = CancellationToken::new();
+    // After reconciliation: runs go into sessions whose leftovers are settled.
+    let scheduler = tokio::spawn(ctx.scheduler.clone().run(cancel.clone()));
     let admin = tokio::spawn(crate::admin::serve(listener, ctx.clone(), cancel.clone()));
     let telegram = ctx
         .channels
@@ -234,6 +254,7 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
         cancel,
         admin,
         telegram,
+        scheduler,
         proxy_cancel,
         _lock: lock,
     })
@@ -264,8 +285,9 @@ async fn reconcile(ctx: &HostCtx) -> Result<(), HostError> {
     Ok(())
 }
 
-/// One host per data directory: two would both write every `inbound.db`.
-fn lock_data_dir(config: &Config) -> Result<std::fs::File, HostError> {
+/// One host per data directory: two would both write every `inbound.db`. `clawbox tasks`
+/// takes the same lock while it changes tasks without a host.
+pub(crate) fn lock_data_dir(config: &Config) -> Result<std::fs::File, HostError> {
     use std::os::fd::AsRawFd;
     let path = config.data_dir.join("clawbox.lock");
     let file = std::fs::OpenOptions::new()

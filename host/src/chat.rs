@@ -334,7 +334,10 @@ impl Session {
             | Event::Agents { .. }
             | Event::Logs { .. }
             | Event::Dropped { .. }
-            | Event::Doctor { .. } => {}
+            | Event::Doctor { .. }
+            | Event::Tasks { .. }
+            | Event::Task { .. }
+            | Event::TaskRun { .. } => {}
         }
     }
 

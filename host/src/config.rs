@@ -96,6 +96,9 @@ pub struct Config {
     pub model_backoff: Duration,
     /// `TOOL_TIMEOUT_MS` (default 600000): one tool call.
     pub tool_timeout: Duration,
+    /// `TASK_SCRIPT_TIMEOUT_MS` (default 30000): one run of a scheduled task's script; longer
+    /// ones are killed and the run is recorded as a script error.
+    pub task_script_timeout: Duration,
     /// `CLAWBOX_RUNNER_BIN` (default: `agent-runner` next to the `clawbox` binary).
     pub runner_bin: PathBuf,
     /// `CLAWBOX_SKILLS_DIR` (default `./container/skills` when it exists): built-in skills for
@@ -322,6 +325,10 @@ impl Config {
             model_retries: parse_num("MODEL_RETRIES", var("MODEL_RETRIES"), 3)?,
             model_backoff: ms("MODEL_BACKOFF_MS", 500)?,
             tool_timeout: ms("TOOL_TIMEOUT_MS", 600_000)?,
+            task_script_timeout: positive_ms(
+                "TASK_SCRIPT_TIMEOUT_MS",
+                ms("TASK_SCRIPT_TIMEOUT_MS", 30_000)?,
+            )?,
             runner_bin,
             skills_dir: match var("CLAWBOX_SKILLS_DIR") {
                 Some(p) => Some(cwd.join(p)),
@@ -412,6 +419,18 @@ fn limit<T: std::str::FromStr>(
     check(parsed).map_err(problem)
 }
 
+fn positive_ms(var: &'static str, d: Duration) -> Result<Duration, ConfigError> {
+    if d.is_zero() {
+        Err(ConfigError {
+            var,
+            value: "0".into(),
+            problem: "must be at least 1 (ms)".into(),
+        })
+    } else {
+        Ok(d)
+    }
+}
+
 fn positive(var: &'static str, n: u32) -> Result<u32, ConfigError> {
     if n == 0 {
         Err(ConfigError {
@@ -461,6 +480,7 @@ mod tests {
         assert_eq!(c.token_budget, None);
         assert_eq!(c.telegram_poll_timeout, Duration::from_secs(30));
         assert_eq!(c.telegram_max_file_bytes, 20 * 1024 * 1024);
+        assert_eq!(c.task_script_timeout, Duration::from_secs(30));
         let c = config(&[("TOKEN_BUDGET_PER_SESSION_DAY", "0")]).unwrap();
         assert_eq!(c.token_budget, None);
         let c = config(&[("TOKEN_BUDGET_PER_SESSION_DAY", "5000")]).unwrap();
@@ -521,6 +541,8 @@ mod tests {
             ("TELEGRAM_API_URL", "ftp://x"),
             ("TELEGRAM_POLL_TIMEOUT_S", "1000"),
             ("TELEGRAM_MAX_FILE_MB", "0"),
+            ("TASK_SCRIPT_TIMEOUT_MS", "0"),
+            ("TASK_SCRIPT_TIMEOUT_MS", "half a minute"),
         ];
         for (var, value) in table {
             let err = config(&[(var, value)]).unwrap_err();

@@ -1,6 +1,6 @@
 //! The central database `data/clawbox.db` (host-only, WAL): agents, chats, wirings, users and
-//! roles, sessions, destinations, dropped messages. Owns schema migrations and the typed queries;
-//! routing decisions live in `router.rs`.
+//! roles, sessions, destinations, dropped messages, scheduled tasks. Owns schema migrations and
+//! the typed queries; routing decisions live in `router.rs`, the task queries in `tasks.rs`.
 //!
 //! One connection behind a mutex; every query runs on tokio's blocking pool through
 //! [`Db::call`], never on an async worker thread.
@@ -196,6 +196,54 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (bot_id, update_id)
     );
     CREATE INDEX telegram_updates_open ON telegram_updates(bot_id, update_id) WHERE done_at IS NULL;",
+    // 4: scheduled tasks, their run history, and the journal of answered tool requests
+    // (tasks.rs, scheduler.rs, requests.rs).
+    "CREATE TABLE tasks (
+        id             TEXT PRIMARY KEY,
+        agent_group_id TEXT NOT NULL REFERENCES agent_groups(id) ON DELETE CASCADE,
+        session_id     TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        prompt         TEXT NOT NULL,
+        script         TEXT,
+        schedule_kind  TEXT NOT NULL CHECK (schedule_kind IN ('once', 'cron')),
+        run_at         TEXT,
+        cron           TEXT,
+        timezone       TEXT NOT NULL,
+        status         TEXT NOT NULL CHECK (status IN ('active', 'paused', 'cancelled', 'completed')),
+        next_run       TEXT,
+        last_run       TEXT,
+        last_outcome   TEXT,
+        run_count      INTEGER NOT NULL DEFAULT 0,
+        created_by     TEXT NOT NULL,
+        requested_by   TEXT,
+        created_at     TEXT NOT NULL,
+        updated_at     TEXT NOT NULL,
+        CHECK ((schedule_kind = 'once') = (run_at IS NOT NULL AND cron IS NULL))
+    );
+    CREATE INDEX tasks_due ON tasks(next_run) WHERE status = 'active';
+    CREATE INDEX tasks_by_agent ON tasks(agent_group_id, status);
+    CREATE TABLE task_runs (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        task_id       TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+        scheduled_for TEXT NOT NULL,
+        fired_at      TEXT NOT NULL,
+        trigger       TEXT NOT NULL CHECK (trigger IN ('schedule', 'run-now')),
+        session_id    TEXT NOT NULL,
+        inbound_seq   INTEGER,
+        outcome       TEXT NOT NULL CHECK (outcome IN ('fired', 'skipped-overlap', 'script-false',
+                          'script-error', 'completed', 'failed')),
+        detail        TEXT,
+        UNIQUE (task_id, scheduled_for)
+    );
+    CREATE INDEX task_runs_open ON task_runs(session_id, inbound_seq) WHERE outcome = 'fired';
+    CREATE TABLE tool_requests (
+        session_id  TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        request_seq INTEGER NOT NULL,
+        op          TEXT NOT NULL,
+        ok          INTEGER NOT NULL,
+        body        TEXT NOT NULL,
+        at          TEXT NOT NULL,
+        PRIMARY KEY (session_id, request_seq)
+    );",
 ];
 
 #[derive(Clone)]

@@ -1,21 +1,25 @@
-//! The host side of one session's mailbox: read what the runner wrote (acks, replies), deliver
-//! replies through the channels with a durable delivery record, fold acks into inbound status,
-//! and tell senders about failures. Called by the session's supervisor task after every change.
+//! The host side of one session's mailbox: read what the runner wrote (acks, replies, requests),
+//! deliver replies through the channels with a durable delivery record, answer requests
+//! (requests.rs applies them; the answer and the row's delivery record are written together),
+//! fold acks into inbound status, and tell senders about failures. Called by the session's
+//! supervisor task after every change.
 //!
 //! SQLite work runs on the blocking pool; channel sends run on the async side, between two
 //! short blocking sections, so no database lock is held while a network call is in flight.
 
 use std::sync::{Arc, Mutex};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use mailbox::request::Request;
 use mailbox::{
     Ack, AckStatus, Destination, InboundDb, InboundKind, InboundMessage, InboundStatus, NewInbound,
-    OutboundMessage, OutboundReader, Route, SessionPaths,
+    OutboundKind, OutboundMessage, OutboundReader, Route, SessionPaths,
 };
 use serde_json::json;
 
 use crate::channels::{Channels, DeliveryError, Outcome, PlatformRefs, attachment_names};
 use crate::outbox::{Attachment, AttachmentError, read_attachment};
+use crate::requests::{Answer, Asker, Requests};
 
 /// The host's handle on one session's two databases.
 pub struct SessionMailbox {
@@ -66,6 +70,19 @@ impl SessionMailbox {
             })
             .map(|m| m.seq)
             .collect())
+    }
+
+    /// The sender of the message the current turn answers: the last triggering row the runner
+    /// has claimed.
+    fn turn_sender(&mut self) -> mailbox::Result<Option<String>> {
+        for seq in self.claimed()?.into_iter().rev() {
+            if let Some(m) = self.inbound.get(seq)?
+                && m.trigger
+            {
+                return Ok(m.sender_id);
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -118,17 +135,12 @@ struct Plan {
     started: Vec<(OutboundMessage, u32, PlatformRefs)>,
     /// Rows addressed to a chat outside the ACL.
     refused: Vec<OutboundMessage>,
+    /// Requests for the host (answered here, never sent to a chat).
+    requests: Vec<OutboundMessage>,
+    /// Whom the turn that sent the requests answers.
+    requested_by: Option<String>,
     /// Whether some row waits for its channel to become available.
     waiting: bool,
-}
-
-/// What a pump left to do.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Pumped {
-    /// Some row waits for its channel to become available (no terminal attached).
-    pub waiting_for_channel: bool,
-    /// Some row failed in a way worth another attempt soon (network, rate limit).
-    pub retry_soon: bool,
 }
 
 /// The message an edit replaces or a reaction is for.
@@ -169,18 +181,36 @@ pub struct Delivery<'a> {
     pub session_id: &'a str,
     /// The agent's display name, which the terminal shows with its replies.
     pub agent_name: &'a str,
+    pub agent_id: &'a str,
     pub mailbox: &'a SharedMailbox,
     pub channels: &'a Channels,
     pub acl: &'a Acl,
     pub max_attempts: u32,
+    pub requests: &'a Requests,
+    /// When the session's current runner was started (requests written since then may still be
+    /// waited for); `None` while no runner of this host runs.
+    pub runner_since: Option<DateTime<Utc>>,
+}
+
+/// What one pass did and left to do, for the supervisor.
+#[derive(Debug, Default)]
+pub struct Pumped {
+    /// Some row waits for its channel to become available (no terminal attached).
+    pub waiting_for_channel: bool,
+    /// Some row failed in a way worth another attempt soon (network, rate limit).
+    pub retry_soon: bool,
+    /// Task messages that reached their verdict (the scheduler's run history records them).
+    pub finished_tasks: Vec<InboundMessage>,
 }
 
 impl Delivery<'_> {
-    /// One full pass: deliver new replies, fold acks, report failures. Returns what is left
-    /// (rows waiting for a channel, or to be retried), so the session is not idle yet.
+    /// One full pass: answer requests, deliver new replies, fold acks, report failures.
+    /// Returns what is left (rows waiting for a channel, or to be retried, so the session is
+    /// not idle yet) and the task messages that reached their verdict.
     ///
-    /// The database work is two transactions however many rows there are: one records what is
-    /// new and starts the attempts, one records what was delivered and folds the acks.
+    /// The database work is two transactions however many rows there are (plus one per
+    /// request): one records what is new and starts the attempts, one records what was
+    /// delivered and folds the acks.
     pub async fn pump(&self) -> mailbox::Result<Pumped> {
         let channels = self.channels.clone();
         let acl = self.acl.clone();
@@ -209,23 +239,37 @@ impl Delivery<'_> {
             };
             let mut start = Vec::new();
             for m in open {
-                if !acl.allows(&m.route) {
+                if m.kind == OutboundKind::Request {
+                    start.push(m.seq);
+                    plan.requests.push(m);
+                } else if !acl.allows(&m.route) {
                     plan.refused.push(m);
                 } else if channels.is_available(&m.route) {
-                    start.push(m);
+                    start.push(m.seq);
+                    plan.started.push((m, 0, PlatformRefs::default()));
                 } else {
                     plan.waiting = true;
                 }
             }
-            let seqs: Vec<i64> = start.iter().map(|m| m.seq).collect();
-            let attempts = mb.inbound.begin_deliveries(&seen, &seqs, Utc::now())?;
-            for (m, (_, attempt)) in start.into_iter().zip(attempts) {
-                let refs = platform_refs(mb, &m)?;
-                plan.started.push((m, attempt, refs));
+            let attempts: std::collections::HashMap<i64, u32> = mb
+                .inbound
+                .begin_deliveries(&seen, &start, Utc::now())?
+                .into_iter()
+                .collect();
+            for (msg, attempt, refs) in &mut plan.started {
+                *attempt = attempts.get(&msg.seq).copied().unwrap_or(1);
+                *refs = platform_refs(mb, msg)?;
+            }
+            if !plan.requests.is_empty() {
+                plan.requested_by = mb.turn_sender()?;
             }
             Ok(plan)
         })
         .await?;
+
+        for msg in plan.requests {
+            self.answer(msg, plan.requested_by.clone()).await?;
+        }
 
         let mut waiting = plan.waiting;
         let mut retry_soon = false;
@@ -273,27 +317,72 @@ impl Delivery<'_> {
         }
 
         let acks = plan.acks;
-        let (completed, failed) = with_mailbox(self.mailbox, move |mb| {
+        let (finished, failed) = with_mailbox(self.mailbox, move |mb| {
             let verdicts = mb.inbound.settle(&delivered, &acks, Utc::now())?;
-            let mut completed = Vec::new();
+            let mut finished = Vec::new();
             for v in verdicts {
-                if v.status == InboundStatus::Completed
-                    && let Some(m) = mb.inbound.get(v.seq)?
-                {
-                    completed.push(m);
+                if let Some(m) = mb.inbound.get(v.seq)? {
+                    finished.push(m);
                 }
             }
-            Ok((completed, mb.inbound.unnotified_failures()?))
+            Ok((finished, mb.inbound.unnotified_failures()?))
         })
         .await?;
-        for m in &completed {
+        for m in finished
+            .iter()
+            .filter(|m| m.status == InboundStatus::Completed)
+        {
             self.outcome(m);
         }
+        let mut finished_tasks: Vec<InboundMessage> = finished
+            .into_iter()
+            .chain(failed.iter().cloned())
+            .filter(|m| m.kind == InboundKind::Task)
+            .collect();
+        finished_tasks.dedup_by_key(|m| m.seq);
         self.report(failed).await?;
         Ok(Pumped {
             waiting_for_channel: waiting,
             retry_soon,
+            finished_tasks,
         })
+    }
+
+    /// Answers one request and records it delivered, in one transaction of the inbox.
+    async fn answer(
+        &self,
+        msg: OutboundMessage,
+        requested_by: Option<String>,
+    ) -> mailbox::Result<()> {
+        let seq = msg.seq;
+        let answer = match Request::from_message(&msg) {
+            Ok(request) => {
+                let asker = Asker {
+                    agent_id: self.agent_id.to_owned(),
+                    session_id: self.session_id.to_owned(),
+                    requested_by,
+                    // The runtime starts a runner after `runner_since`: anything written before
+                    // is from a runner that is gone.
+                    waiting: self
+                        .runner_since
+                        .is_some_and(|since| request.created_at >= since),
+                };
+                tracing::info!(request_seq = seq, op = %request.op, waiting = asker.waiting, "request");
+                self.requests.answer(asker, request).await
+            }
+            Err(e) => Answer {
+                ok: false,
+                body: json!({ "error": format!("malformed request: {e}"), "code": "malformed" }),
+            },
+        };
+        if !answer.ok {
+            tracing::info!(request_seq = seq, answer = %answer.body, "request refused");
+        }
+        with_mailbox(self.mailbox, move |mb| {
+            mb.inbound.answer(seq, answer.ok, &answer.body, Utc::now())
+        })
+        .await?;
+        Ok(())
     }
 
     /// Reads the files attached to `msg`, each through the symlink-proof reader of outbox.rs.
@@ -365,7 +454,18 @@ impl Delivery<'_> {
                 continue;
             }
             let reason = m.error.as_deref().unwrap_or("unknown error");
-            let notice = format!("⚠ Your message could not be processed: {reason}");
+            let notice = match m.kind {
+                InboundKind::Task => format!(
+                    "⚠ Scheduled task {} could not be run: {reason}",
+                    m.content
+                        .get("task_id")
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or("?")
+                ),
+                InboundKind::Chat | InboundKind::System => {
+                    format!("⚠ Your message could not be processed: {reason}")
+                }
+            };
             match self.channels.notify(&m.route, &notice).await {
                 Ok(()) => {}
                 Err(DeliveryError::Unavailable) => continue, // told when a terminal attaches

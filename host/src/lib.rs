@@ -23,10 +23,15 @@ pub mod protocol;
 pub mod provision;
 pub mod proxy;
 pub mod render;
+pub mod requests;
 pub mod router;
 pub mod runtime;
+pub mod schedule;
+pub mod scheduler;
 pub mod sessions;
 pub mod supervisor;
+pub mod task_cmd;
+pub mod tasks;
 pub mod watch;
 
 use std::path::{Path, PathBuf};
@@ -70,6 +75,9 @@ pub enum HostError {
     /// The running host answered a request with an error event.
     #[error("the host answered: {0}")]
     Admin(String),
+    /// A task operation was refused (unknown task, wrong state) or could not be applied.
+    #[error(transparent)]
+    Tasks(#[from] tasks::TaskError),
     /// A background task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(String),

@@ -105,6 +105,11 @@ pub enum LogEvent {
         reaction_to: Option<i64>,
         emoji: String,
     },
+    /// A tool asked the host to act (`op`, e.g. `schedule_task`).
+    Request {
+        seq: i64,
+        op: String,
+    },
     /// The message got its answer.
     Completed {
         seq: i64,
@@ -149,7 +154,10 @@ impl LogEvent {
             LogEvent::ModelStep { .. } => 4,
             LogEvent::ToolCall { .. } => 5,
             LogEvent::ModelFailed { .. } => 6,
-            LogEvent::Reply { .. } | LogEvent::Edit { .. } | LogEvent::Reaction { .. } => 7,
+            LogEvent::Reply { .. }
+            | LogEvent::Edit { .. }
+            | LogEvent::Reaction { .. }
+            | LogEvent::Request { .. } => 7,
             LogEvent::Completed { .. } | LogEvent::Failed { .. } => 8,
             LogEvent::Delivered { .. } | LogEvent::DeliveryFailed { .. } => 9,
             LogEvent::Requeued { .. } => 10,
@@ -413,6 +421,15 @@ impl LogReader {
                             .get("emoji")
                             .and_then(|e| e.as_str())
                             .unwrap_or_default()
+                            .to_owned(),
+                    },
+                    OutboundKind::Request => LogEvent::Request {
+                        seq: m.seq,
+                        op: m
+                            .content
+                            .get("op")
+                            .and_then(|o| o.as_str())
+                            .unwrap_or("?")
                             .to_owned(),
                     },
                 };

@@ -72,6 +72,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Scheduled tasks: list, show, pause, resume, cancel, run-now. Through the running host,
+    /// or on the database directly when none runs.
+    Tasks {
+        #[command(subcommand)]
+        command: host::task_cmd::TasksCommand,
+    },
     /// The agent image of the docker runtime.
     Image {
         #[command(subcommand)]
@@ -146,6 +152,7 @@ fn main() -> ExitCode {
             }
             Command::Dropped { json, limit } => Ok(host::ops::dropped(config, json, limit).await?),
             Command::Doctor { json } => Ok(host::ops::doctor(config, json).await?),
+            Command::Tasks { command } => Ok(host::task_cmd::run(config, command).await?),
             Command::Image {
                 command: ImageCommand::Build { tag },
             } => {

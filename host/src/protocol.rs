@@ -18,6 +18,7 @@
 //! | `dropped {limit?}` | `dropped` |
 //! | `doctor` | `doctor` |
 
+use mailbox::tasks::TaskView;
 use serde::{Deserialize, Serialize};
 
 use crate::channels::cli::ChatEvent;
@@ -27,6 +28,7 @@ use crate::logs::LogEntry;
 
 /// `dropped` without a `limit`.
 pub const DEFAULT_DROPPED_LIMIT: u32 = 50;
+use crate::tasks::TaskRunView;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -58,6 +60,22 @@ pub enum Request {
     },
     /// Runs the health checks with the host's configuration.
     Doctor,
+    /// Every agent's scheduled tasks (`all`: cancelled and completed ones too). Answer: `tasks`.
+    TaskList {
+        #[serde(default)]
+        all: bool,
+    },
+    /// One task with its recent runs. Answer: `task`.
+    TaskShow { id: String },
+    /// Answer: `task`.
+    TaskPause { id: String },
+    /// Answer: `task`.
+    TaskResume { id: String },
+    /// Answer: `task`.
+    TaskCancel { id: String },
+    /// Fire one run of the task now (skipped while its previous run is pending). Answer:
+    /// `task_run`.
+    TaskRunNow { id: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,6 +121,19 @@ pub enum Event {
     /// connection stays usable.
     Error {
         message: String,
+    },
+    Tasks {
+        tasks: Vec<TaskView>,
+    },
+    Task {
+        task: TaskView,
+        /// The latest runs, newest first (`task_show` only).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        runs: Vec<TaskRunView>,
+    },
+    TaskRun {
+        task: TaskView,
+        run: TaskRunView,
     },
     /// Chat events carry their own `event` tag (serde tries the variants above first).
     #[serde(untagged)]
@@ -175,6 +206,21 @@ mod tests {
             serde_json::to_string(&err).unwrap(),
             r#"{"event":"error","message":"m"}"#
         );
+        assert_eq!(
+            serde_json::to_string(&Request::TaskRunNow {
+                id: "task-1".into()
+            })
+            .unwrap(),
+            r#"{"op":"task_run_now","id":"task-1"}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"op":"task_list"}"#).unwrap(),
+            Request::TaskList { all: false }
+        );
+        let tasks = Event::Tasks { tasks: vec![] };
+        let line = serde_json::to_string(&tasks).unwrap();
+        assert_eq!(line, r#"{"event":"tasks","tasks":[]}"#);
+        assert_eq!(serde_json::from_str::<Event>(&line).unwrap(), tasks);
     }
 
     #[test]

@@ -723,6 +723,7 @@ fn log_line(event: &LogEvent, timezone: Tz) -> (String, String) {
                 reaction_to.map_or_else(|| "?".to_owned(), |n| n.to_string())
             ),
         ),
+        LogEvent::Request { seq, op } => (format!("request #{seq}"), clean(op)),
         LogEvent::Completed { seq } => (format!("done #{seq}"), "completed".to_owned()),
         LogEvent::Failed { seq, error } => (
             format!("failed #{seq}"),

@@ -1,6 +1,6 @@
 //! One task per *active* session: it owns the session's runner (start, liveness, stop), watches
-//! the runner's `outbound/` directory, and pumps deliveries and acks (delivery.rs) after every
-//! change. A session with nothing to do has no task, no watcher and no timer; the router or a
+//! the runner's `outbound/` directory, and pumps deliveries, requests and acks (delivery.rs)
+//! after every change, recording the verdicts on scheduled tasks' runs. A session with nothing to do has no task, no watcher and no timer; the router or a
 //! terminal attaching wakes it again through [`Supervisor::wake`].
 //!
 //! For operators (`clawbox status`, `clawbox logs -f`) each live task publishes its
@@ -25,6 +25,7 @@ use crate::db::{self, Db};
 use crate::delivery::{Acl, Delivery, Pumped, SessionMailbox, SharedMailbox, with_mailbox};
 use crate::liveness::{self, Liveness};
 use crate::proxy::{Grant, Proxy};
+use crate::requests::Requests;
 use crate::runtime::{AgentRuntime, RunnerExit, RunnerHandle, RunnerSpec};
 use crate::sessions::{self, SessionInfo};
 use crate::watch::{OutboundWatcher, Registration};
@@ -65,6 +66,8 @@ pub struct Shared {
     pub channels: Channels,
     /// Issues each runner its model-proxy token.
     pub proxy: Proxy,
+    /// Applies the requests runners send the host.
+    pub requests: Requests,
 }
 
 #[derive(Clone)]
@@ -260,6 +263,9 @@ enum Requeued {
 struct Running {
     handle: RunnerHandle,
     started_at: DateTime<Utc>,
+    /// Taken before the runtime was asked to start the runner: every row this runner writes
+    /// is newer, every row older is from a runner that is gone.
+    asked_at: DateTime<Utc>,
     /// Set when the host stops the runner on purpose, to explain the re-queue.
     stop_reason: Option<String>,
     /// The runner's model-proxy token; dropping the `Running` revokes it.
@@ -422,18 +428,37 @@ impl Actor {
             .map_err(|e| e.to_string())
     }
 
-    /// Delivers and folds whatever the runner wrote; returns what is left to deliver.
+    /// Delivers, answers and folds whatever the runner wrote; returns what is left to deliver.
     async fn pump(&self) -> Pumped {
         let delivery = Delivery {
             session_id: self.session_id(),
             agent_name: &self.info.agent.name,
+            agent_id: &self.info.agent.id,
             mailbox: &self.mailbox,
             channels: &self.sup.shared.channels,
             acl: &self.acl,
             max_attempts: self.config().max_delivery_attempts,
+            requests: &self.sup.shared.requests,
+            runner_since: self.runner.as_ref().map(|r| r.asked_at),
         };
         match delivery.pump().await {
-            Ok(pumped) => pumped,
+            Ok(mut pumped) => {
+                if !pumped.finished_tasks.is_empty() {
+                    let id = self.session_id().to_owned();
+                    let finished = std::mem::take(&mut pumped.finished_tasks);
+                    if let Err(e) = self
+                        .sup
+                        .shared
+                        .db
+                        .call(move |conn| crate::tasks::fold_messages(conn, &id, &finished))
+                        .await
+                    {
+                        // The run stays open; the scheduler folds it from the inbox later.
+                        tracing::warn!("cannot record the outcome of task runs: {e}");
+                    }
+                }
+                pumped
+            }
             Err(e) => {
                 tracing::error!("cannot read the session mailbox: {e}");
                 Pumped::default()
@@ -531,6 +556,9 @@ impl Actor {
             mb.inbound.set_destinations(&destinations)
         })
         .await;
+        // Whole milliseconds, rounded down: rows carry their time in that precision.
+        let now = Utc::now();
+        let asked_at = DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
         // Revoked when dropped: with the `Running` when the runner ends, here if it cannot start.
         let grant = self
             .sup
@@ -583,6 +611,7 @@ impl Actor {
                 self.runner = Some(Running {
                     handle,
                     started_at,
+                    asked_at,
                     stop_reason: None,
                     _model_grant: grant,
                     _slot: slot,

@@ -29,5 +29,7 @@ pub const MODEL_TIMEOUT_MS: &str = "CLAWBOX_MODEL_TIMEOUT_MS";
 pub const MODEL_RETRIES: &str = "CLAWBOX_MODEL_RETRIES";
 pub const MODEL_BACKOFF_MS: &str = "CLAWBOX_MODEL_BACKOFF_MS";
 pub const TOOL_TIMEOUT_MS: &str = "CLAWBOX_TOOL_TIMEOUT_MS";
+/// How long a scheduled task's script may run before it is killed.
+pub const TASK_SCRIPT_TIMEOUT_MS: &str = "CLAWBOX_TASK_SCRIPT_TIMEOUT_MS";
 pub const MCP_TOOLS_BIN: &str = "CLAWBOX_MCP_TOOLS_BIN";
 pub const SKILLS_DIR: &str = "CLAWBOX_SKILLS_DIR";

@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use serde_json::Value;
 
 use crate::events::{self, HostEvent, Stored};
 use crate::layout::SessionPaths;
+use crate::request::{Answered, Response};
 use crate::seq::{Parity, next_seq};
 use crate::sql::{self, parse_json, parse_ts, ts};
 use crate::types::*;
@@ -16,7 +18,7 @@ use crate::{Result, schema};
 
 const TABLE: &str = "messages_in";
 const SELECT_IN: &str = "SELECT seq, id, kind, created_at, status, process_after, tries, trigger, \
-     channel_type, platform_id, thread_id, sender_id, sender_name, content, error FROM messages_in";
+     channel_type, platform_id, thread_id, sender_id, sender_name, content, error, detail FROM messages_in";
 
 /// Result of [`InboundDb::insert`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,15 +164,22 @@ impl InboundDb {
                 AckStatus::Failed => InboundStatus::Failed,
             };
             let changed = tx.execute(
-                "UPDATE messages_in SET status = ?1, error = ?2
-                 WHERE seq = ?3 AND status = 'pending' AND tries + 1 = ?4",
-                params![status.as_str(), ack.error, ack.message_seq, ack.attempt],
+                "UPDATE messages_in SET status = ?1, error = ?2, detail = ?3
+                 WHERE seq = ?4 AND status = 'pending' AND tries + 1 = ?5",
+                params![
+                    status.as_str(),
+                    ack.error,
+                    ack.detail.as_ref().map(Value::to_string),
+                    ack.message_seq,
+                    ack.attempt
+                ],
             )?;
             if changed == 1 {
                 verdicts.push(Verdict {
                     seq: ack.message_seq,
                     status,
                     error: ack.error.clone(),
+                    detail: ack.detail.clone(),
                 });
             }
         }
@@ -434,6 +443,43 @@ impl InboundDb {
         status_counts(&self.conn)
     }
 
+    /// Records the host's answer to the request with outbound seq `request_seq` and marks that
+    /// row delivered, in one transaction: a host that crashes after this never answers again,
+    /// and one that crashes before it answers after its restart. The first answer wins; a
+    /// second one is ignored and reported as [`Answered::Already`].
+    pub fn answer(
+        &mut self,
+        request_seq: i64,
+        ok: bool,
+        body: &Value,
+        now: DateTime<Utc>,
+    ) -> Result<Answered> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO responses (request_seq, ok, body, at) VALUES (?1, ?2, ?3, ?4)",
+            params![request_seq, ok, body.to_string(), ts(now)],
+        )?;
+        tx.execute(
+            "INSERT INTO delivery (out_seq, status, attempts, updated_at) VALUES (?1, 'delivered', 1, ?2)
+             ON CONFLICT(out_seq) DO UPDATE SET status = 'delivered', last_error = NULL,
+                 updated_at = excluded.updated_at",
+            params![request_seq, ts(now)],
+        )?;
+        tx.commit()?;
+        Ok(if inserted == 1 {
+            Answered::New
+        } else {
+            Answered::Already
+        })
+    }
+
+    /// The answer to a request, if the host gave one.
+    pub fn response(&self, request_seq: i64) -> Result<Option<Response>> {
+        response(&self.conn, request_seq)
+    }
+
     fn host_state(&self, key: &str) -> Result<i64> {
         Ok(self
             .conn
@@ -596,6 +642,11 @@ impl InboundReader {
         }
         events::latest(&self.conn, limit)
     }
+
+    /// The host's answer to the request with outbound seq `request_seq`, once it is there.
+    pub fn response(&self, request_seq: i64) -> Result<Option<Response>> {
+        response(&self.conn, request_seq)
+    }
 }
 
 fn status_counts(conn: &Connection) -> Result<Vec<(InboundStatus, u64)>> {
@@ -608,6 +659,28 @@ fn status_counts(conn: &Connection) -> Result<Vec<(InboundStatus, u64)>> {
         Ok((InboundStatus::parse(TABLE, &s)?, n.max(0) as u64))
     })
     .collect()
+}
+
+fn response(conn: &Connection, request_seq: i64) -> Result<Option<Response>> {
+    let row = conn
+        .prepare_cached("SELECT ok, body, at FROM responses WHERE request_seq = ?1")?
+        .query_row([request_seq], |r| {
+            Ok((
+                r.get::<_, bool>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })
+        .optional()?;
+    row.map(|(ok, body, at)| {
+        Ok(Response {
+            request_seq,
+            ok,
+            body: parse_json("responses", &body)?,
+            at: parse_ts("responses", &at)?,
+        })
+    })
+    .transpose()
 }
 
 fn get(conn: &Connection, seq: i64) -> Result<Option<InboundMessage>> {
@@ -642,6 +715,7 @@ struct RawIn {
     sender_name: Option<String>,
     content: String,
     error: Option<String>,
+    detail: Option<String>,
 }
 
 impl RawIn {
@@ -664,6 +738,7 @@ impl RawIn {
             sender_name: r.get(12)?,
             content: r.get(13)?,
             error: r.get(14)?,
+            detail: r.get(15)?,
         })
     }
 
@@ -685,6 +760,7 @@ impl RawIn {
             sender_name: self.sender_name,
             content: parse_json(TABLE, &self.content)?,
             error: self.error,
+            detail: self.detail.map(|d| parse_json(TABLE, &d)).transpose()?,
         })
     }
 }

@@ -3,8 +3,10 @@
 //! A session is a directory with two SQLite files (see [`layout`]): `inbound/inbound.db`, written
 //! only by the host, and `outbound/outbound.db`, written only by the container (agent-runner and
 //! mcp-tools). This crate owns their schemas and migrations, seq allocation (even inbound, odd
-//! outbound), acks, the host's delivery-state table, the two event logs, and the heartbeat file. It has no async
-//! runtime and no network: every call is a short blocking SQLite transaction, and callers in async
+//! outbound), acks, the host's delivery-state table, the two event logs, the heartbeat file,
+//! and requests from the container to the host with their answers ([`request`], with the task
+//! operations in [`tasks`]). It has no async runtime and no network: every call is a short
+//! blocking SQLite transaction (or, for [`request::wait_for_response`], a blocking wait), and callers in async
 //! code run it off the runtime.
 
 pub mod check;
@@ -14,9 +16,11 @@ pub mod heartbeat;
 pub mod inbound;
 pub mod layout;
 pub mod outbound;
+pub mod request;
 mod schema;
 pub mod seq;
 mod sql;
+pub mod tasks;
 pub mod types;
 
 pub use events::{HostEvent, RunnerEvent, Stored};

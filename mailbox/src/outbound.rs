@@ -18,7 +18,10 @@ use crate::{Result, schema};
 const TABLE: &str = "messages_out";
 const SELECT_OUT: &str = "SELECT seq, id, kind, in_reply_to, created_at, channel_type, platform_id, \
      thread_id, content FROM messages_out";
-const SELECT_ACK: &str = "SELECT id, message_seq, attempt, status, error, at FROM acks";
+const SELECT_ACK: &str = "SELECT id, message_seq, attempt, status, error, at, detail FROM acks";
+/// The same for an `outbound.db` an older runner left without `acks.detail`.
+const SELECT_ACK_V1: &str =
+    "SELECT id, message_seq, attempt, status, error, at, NULL AS detail FROM acks";
 
 /// One stored conversation message (an OpenAI chat message as JSON) and the turn it belongs to.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,7 +83,7 @@ impl OutboundDb {
 
     /// The latest ack of each of `seqs` (missing: never acked).
     pub fn latest_acks(&self, seqs: &[i64]) -> Result<HashMap<i64, Ack>> {
-        latest_acks(&self.conn, seqs)
+        latest_acks(&self.conn, SELECT_ACK, seqs)
     }
 
     pub fn message(&self, seq: i64) -> Result<Option<OutboundMessage>> {
@@ -170,9 +173,30 @@ impl OutboundTx<'_> {
         error: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<()> {
+        self.ack_with_detail(message_seq, attempt, status, error, None, now)
+    }
+
+    /// An ack carrying structured facts for the host's records ([`Ack::detail`]).
+    pub fn ack_with_detail(
+        &mut self,
+        message_seq: i64,
+        attempt: u32,
+        status: AckStatus,
+        error: Option<&str>,
+        detail: Option<&Value>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         self.tx.execute(
-            "INSERT INTO acks (message_seq, attempt, status, error, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![message_seq, attempt, status.as_str(), error, ts(now)],
+            "INSERT INTO acks (message_seq, attempt, status, error, at, detail)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                message_seq,
+                attempt,
+                status.as_str(),
+                error,
+                ts(now),
+                detail.map(Value::to_string)
+            ],
         )?;
         Ok(())
     }
@@ -254,6 +278,9 @@ impl OutboundTx<'_> {
 /// The host's read-only handle on `outbound.db`.
 pub struct OutboundReader {
     conn: Connection,
+    /// Set once the file is known to have `acks.detail` (schemas only grow; until then ack
+    /// queries leave out the column an older runner's file lacks).
+    current: std::cell::Cell<bool>,
 }
 
 impl OutboundReader {
@@ -261,7 +288,25 @@ impl OutboundReader {
     pub fn open(path: &Path) -> Result<Self> {
         Ok(OutboundReader {
             conn: sql::open_ro(path)?,
+            current: std::cell::Cell::new(false),
         })
+    }
+
+    /// The ack query this file's schema supports. The column is looked up rather than the
+    /// schema version compared, so the check stays right whatever migrations come later.
+    fn select_ack(&self) -> Result<&'static str> {
+        if !self.current.get() {
+            let has_detail: bool = self.conn.query_row(
+                "SELECT EXISTS(SELECT 1 FROM pragma_table_info('acks') WHERE name = 'detail')",
+                [],
+                |r| r.get(0),
+            )?;
+            if !has_detail {
+                return Ok(SELECT_ACK_V1);
+            }
+            self.current.set(true);
+        }
+        Ok(SELECT_ACK)
     }
 
     /// Whether the container has finished creating the schema (the file exists from the moment
@@ -275,16 +320,17 @@ impl OutboundReader {
 
     /// Acks written after the ack with id `cursor`, in order.
     pub fn acks_after(&self, cursor: i64) -> Result<Vec<Ack>> {
+        let select = self.select_ack()?;
         query_acks(
             &self.conn,
-            &format!("{SELECT_ACK} WHERE id > ?1 ORDER BY id"),
+            &format!("{select} WHERE id > ?1 ORDER BY id"),
             [cursor],
         )
     }
 
     /// The latest ack of each of `seqs`.
     pub fn latest_acks(&self, seqs: &[i64]) -> Result<HashMap<i64, Ack>> {
-        latest_acks(&self.conn, seqs)
+        latest_acks(&self.conn, self.select_ack()?, seqs)
     }
 
     /// Messages with a seq above `cursor`, in seq order.
@@ -384,9 +430,9 @@ fn message(conn: &Connection, seq: i64) -> Result<Option<OutboundMessage>> {
     )
 }
 
-fn latest_acks(conn: &Connection, seqs: &[i64]) -> Result<HashMap<i64, Ack>> {
+fn latest_acks(conn: &Connection, select: &str, seqs: &[i64]) -> Result<HashMap<i64, Ack>> {
     let mut out = HashMap::new();
-    let sql = format!("{SELECT_ACK} WHERE message_seq = ?1 ORDER BY id DESC LIMIT 1");
+    let sql = format!("{select} WHERE message_seq = ?1 ORDER BY id DESC LIMIT 1");
     for &seq in seqs {
         if let Some(ack) = query_acks(conn, &sql, [seq])?.into_iter().next() {
             out.insert(seq, ack);
@@ -441,16 +487,18 @@ fn query_acks<P: rusqlite::Params>(conn: &Connection, sql: &str, params: P) -> R
             r.get::<_, String>(3)?,
             r.get::<_, Option<String>>(4)?,
             r.get::<_, String>(5)?,
+            r.get::<_, Option<String>>(6)?,
         ))
     })?;
     rows.map(|r| {
-        let (id, message_seq, attempt, status, error, at) = r?;
+        let (id, message_seq, attempt, status, error, at, detail) = r?;
         Ok(Ack {
             id,
             message_seq,
             attempt,
             status: AckStatus::parse("acks", &status)?,
             error,
+            detail: detail.map(|d| parse_json("acks", &d)).transpose()?,
             at: parse_ts("acks", &at)?,
         })
     })

@@ -65,6 +65,15 @@ pub(crate) const INBOUND: &[&str] = &[
         kind TEXT NOT NULL,
         data TEXT NOT NULL
     );",
+    // 3: the host's answers to the container's requests (`request.rs`), and the detail of a
+    // verdict (e.g. a task script's outcome) next to its status.
+    "ALTER TABLE messages_in ADD COLUMN detail TEXT;
+    CREATE TABLE responses (
+        request_seq INTEGER PRIMARY KEY CHECK (request_seq > 0 AND request_seq % 2 = 1),
+        ok          INTEGER NOT NULL,
+        body        TEXT NOT NULL,
+        at          TEXT NOT NULL
+    );",
 ];
 
 pub(crate) const OUTBOUND: &[&str] = &[
@@ -117,6 +126,8 @@ pub(crate) const OUTBOUND: &[&str] = &[
         kind TEXT NOT NULL,
         data TEXT NOT NULL
     );",
+    // 3: the detail of a verdict (JSON), e.g. what a scheduled task's script decided.
+    "ALTER TABLE acks ADD COLUMN detail TEXT;",
 ];
 
 /// Brings `conn` up to the last of `migrations`.

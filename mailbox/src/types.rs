@@ -87,6 +87,10 @@ text_enum! {
         /// React to a message (inbound: even seq, outbound: odd seq): content
         /// `{"reaction_to": seq, "emoji": "👍"}`.
         Reaction = "reaction",
+        /// A question for the host, not a message to a chat: content `{"op": …, "args": {…}}`
+        /// (see [`crate::request`]). The host answers it in `inbound.responses`; the route is a
+        /// placeholder ([`crate::request::HOST_ROUTE`]).
+        Request = "request",
     }
 }
 
@@ -154,6 +158,9 @@ pub struct InboundMessage {
     pub sender_name: Option<String>,
     pub content: Value,
     pub error: Option<String>,
+    /// What the container reported with its verdict besides the status (see [`Ack::detail`]),
+    /// folded by the host together with the status.
+    pub detail: Option<Value>,
 }
 
 impl InboundMessage {
@@ -205,6 +212,9 @@ pub struct Ack {
     pub attempt: u32,
     pub status: AckStatus,
     pub error: Option<String>,
+    /// Structured facts about the verdict for the host's records, e.g. the outcome of a
+    /// scheduled task's script: `{"script": {"outcome": "skip", …}}`.
+    pub detail: Option<Value>,
     pub at: DateTime<Utc>,
 }
 
@@ -248,6 +258,7 @@ pub struct Verdict {
     pub seq: i64,
     pub status: InboundStatus,
     pub error: Option<String>,
+    pub detail: Option<Value>,
 }
 
 /// What re-queueing a stuck claim did (host side).

@@ -139,6 +139,20 @@ pub enum ToolError {
     /// `send_message` without `to` in a session the host has not given a route.
     #[error("this session has no default chat to reply to; pass `to`: {}", destination_list(.valid))]
     NoDefaultRoute { valid: Vec<String> },
+    /// Task tools: the host refused the request; its text says why (an invalid cron, a time in
+    /// the past, an unknown task id…).
+    #[error("{0}")]
+    Refused(String),
+    /// Task tools: the host did not answer in time. It answers every request eventually, so the
+    /// change may still be applied.
+    #[error(
+        "the host did not answer within {} s; the change may still be applied — check with          list_tasks before trying again",
+        .0.as_secs()
+    )]
+    HostTimeout(std::time::Duration),
+    /// Task tools: the host's answer does not have the expected shape (a host of another version).
+    #[error("unexpected answer from the host: {0}")]
+    BadAnswer(String),
     /// `send_message`: the session databases could not be read or written.
     #[error("the mailbox is unavailable: {0}")]
     Mailbox(#[from] mailbox::Error),

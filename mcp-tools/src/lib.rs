@@ -1,6 +1,8 @@
 //! clawbox's built-in MCP server, run by agent-runner as a stdio child: messaging
 //! (`send_message`, `send_file`, `edit_message`, `add_reaction`), workspace tools (`read_file`,
-//! `write_file`, `edit_file`, `list_files`, `grep`, `run_bash`) and `load_skill`.
+//! `write_file`, `edit_file`, `list_files`, `grep`, `run_bash`), `load_skill`, and the
+//! scheduled-task tools (`schedule_task`, `list_tasks`, `update_task`, `pause_task`,
+//! `resume_task`, `cancel_task`), which are requests to the host.
 //! Owns the tools and their path confinement; the MCP client, tool naming and per-call timeouts
 //! live in agent-runner.
 //!

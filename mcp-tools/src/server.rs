@@ -45,7 +45,8 @@ impl Tools {
             + Self::file_router()
             + Self::search_router()
             + Self::bash_router()
-            + Self::skill_router();
+            + Self::skill_router()
+            + Self::task_router();
         Tools {
             ctx: Arc::new(ctx),
             tool_router,
@@ -58,7 +59,9 @@ Tools of the clawbox session you are running in.
 Paths: relative paths are inside the session workspace (the working directory of run_bash); \
 paths starting with agent/ are inside the agent folder, which is shared by all sessions of this \
 agent and holds its memory and skills. Absolute paths are accepted only inside those two folders; \
-`..` and symbolic links that lead outside them are refused.";
+`..` and symbolic links that lead outside them are refused.
+Scheduled tasks (schedule_task and friends) are kept by the host: each call returns what the host \
+stored, or why it refused.";
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for Tools {

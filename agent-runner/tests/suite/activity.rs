@@ -28,7 +28,9 @@ fn summary(state: &RunnerState) -> (Activity, u32, Option<&str>, Option<u64>) {
 async fn wait_activity(session: &Session, activity: Activity) -> RunnerState {
     let deadline = tokio::time::Instant::now() + RUN_LIMIT;
     loop {
+        // The file exists a moment before the runner's migration has committed its tables.
         if session.paths.outbound_db().exists()
+            && session.outbound().is_ready().unwrap()
             && let Some(state) = session.outbound().runner_state().unwrap()
             && state.activity == activity
         {

@@ -243,7 +243,8 @@ impl Session {
     pub async fn wait_replies(&self, n: usize, limit: Duration) -> Vec<OutboundMessage> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            if self.paths.outbound_db().exists() {
+            // The file exists a moment before the runner's migration has committed its tables.
+            if self.paths.outbound_db().exists() && self.outbound().is_ready().unwrap() {
                 let replies = self.replies();
                 if replies.len() >= n {
                     return replies;

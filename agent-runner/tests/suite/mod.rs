@@ -6,6 +6,7 @@ mod harness;
 mod lifecycle;
 mod model_socket;
 mod skills;
+mod tasks;
 mod tools;
 mod turns;
 mod user_servers;

@@ -66,6 +66,8 @@ impl<'a> Content<'a> {
                     .filter(|e| !e.is_empty())
                     .ok_or_else(|| malformed("no emoji"))?,
             }),
+            // The delivery pass answers requests itself; one reaching a channel is a bug there.
+            OutboundKind::Request => Err(malformed("a request for the host, not for a chat")),
         }
     }
 }

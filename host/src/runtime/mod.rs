@@ -133,6 +133,7 @@ pub struct RunnerSettings {
     pub model_retries: u32,
     pub model_backoff: Duration,
     pub tool_timeout: Duration,
+    pub task_script_timeout: Duration,
     /// Built-in skills, as a host path (the process runtime passes it through).
     pub skills_dir: Option<std::path::PathBuf>,
 }
@@ -149,6 +150,7 @@ impl RunnerSettings {
             model_retries: config.model_retries,
             model_backoff: config.model_backoff,
             tool_timeout: config.tool_timeout,
+            task_script_timeout: config.task_script_timeout,
             skills_dir: config.skills_dir.clone(),
         }
     }
@@ -185,6 +187,7 @@ impl RunnerSettings {
             (env::MODEL_RETRIES, self.model_retries.to_string()),
             (env::MODEL_BACKOFF_MS, ms(self.model_backoff)),
             (env::TOOL_TIMEOUT_MS, ms(self.tool_timeout)),
+            (env::TASK_SCRIPT_TIMEOUT_MS, ms(self.task_script_timeout)),
         ];
         if let Some(dir) = &paths.skills_dir {
             env.push((env::SKILLS_DIR, dir.clone()));

@@ -7,5 +7,6 @@ mod proxy;
 mod recovery;
 mod router;
 mod support;
+mod tasks;
 mod telegram;
 mod tools;

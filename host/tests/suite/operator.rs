@@ -323,6 +323,7 @@ fn kind(event: &LogEvent) -> &'static str {
         LogEvent::Reply { .. } => "reply",
         LogEvent::Edit { .. } => "edit",
         LogEvent::Reaction { .. } => "reaction",
+        LogEvent::Request { .. } => "request",
         LogEvent::Completed { .. } => "completed",
         LogEvent::Failed { .. } => "failed",
         LogEvent::Requeued { .. } => "requeued",

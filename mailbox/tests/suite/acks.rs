@@ -42,6 +42,7 @@ fn verdicts_fold_into_status_and_the_cursor_only_moves_forward() {
             attempt: 1,
             status: AckStatus::Processing,
             error: None,
+            detail: None,
             at: t(1),
         }
     );
@@ -79,16 +80,19 @@ fn verdicts_fold_into_status_and_the_cursor_only_moves_forward() {
                 seq: 2,
                 status: InboundStatus::Completed,
                 error: None,
+                detail: None,
             },
             Verdict {
                 seq: 4,
                 status: InboundStatus::Completed,
                 error: None,
+                detail: None,
             },
             Verdict {
                 seq: 6,
                 status: InboundStatus::Failed,
                 error: Some("model unreachable".to_owned()),
+                detail: None,
             },
         ]
     );
@@ -170,6 +174,7 @@ fn acks_of_other_attempts_are_ignored() {
             seq,
             status: InboundStatus::Completed,
             error: None,
+            detail: None,
         }]
     );
     let row = host.get(seq).unwrap().unwrap();

@@ -186,12 +186,18 @@ fn readers_of_files_from_before_the_logs_see_none() {
     drop(InboundDb::open(&s.paths).unwrap());
     drop(OutboundDb::open(&s.paths).unwrap());
     // As a build without the event logs left them.
-    for (path, table) in [
-        (s.paths.inbound_db(), "host_events"),
-        (s.paths.outbound_db(), "events"),
+    for (path, drop_newer) in [
+        (
+            s.paths.inbound_db(),
+            "DROP TABLE host_events; DROP TABLE responses; ALTER TABLE messages_in DROP COLUMN detail;",
+        ),
+        (
+            s.paths.outbound_db(),
+            "DROP TABLE events; ALTER TABLE acks DROP COLUMN detail;",
+        ),
     ] {
         let conn = Connection::open(&path).unwrap();
-        conn.execute_batch(&format!("DROP TABLE {table}; PRAGMA user_version = 1;"))
+        conn.execute_batch(&format!("{drop_newer} PRAGMA user_version = 1;"))
             .unwrap();
     }
     let inbound = InboundReader::open(&s.paths.inbound_db()).unwrap();

@@ -56,6 +56,7 @@ fn the_same_key_twice_stores_one_row() {
             sender_name: Some("Ada".to_owned()),
             content: json!({ "text": "hi" }),
             error: Some("cannot start runner".to_owned()),
+            detail: None,
         }
     );
 

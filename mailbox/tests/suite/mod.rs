@@ -9,6 +9,7 @@ mod heartbeat;
 mod history;
 mod idempotent;
 mod order;
+mod requests;
 mod requeue;
 mod schema;
 mod seq;

@@ -140,6 +140,7 @@ fn message(tries: u32) -> InboundMessage {
         sender_name: None,
         content: serde_json::json!({"text": "hi"}),
         error: None,
+        detail: None,
     }
 }
 
@@ -150,6 +151,7 @@ fn ack(attempt: u32, status: AckStatus) -> Ack {
         attempt,
         status,
         error: None,
+        detail: None,
         at: t(0),
     }
 }

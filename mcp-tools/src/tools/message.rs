@@ -138,6 +138,13 @@ async fn edit_message(ctx: &Context, args: EditMessageArgs) -> Result<String, To
                     hint: "reactions cannot be edited; add another one with add_reaction",
                 });
             }
+            OutboundKind::Request => {
+                return Err(ToolError::NotChatMessage {
+                    seq,
+                    what: "a request to the host",
+                    hint: "only messages you sent to a chat can be edited",
+                });
+            }
         }
         let edit = NewOutbound {
             id: new_message_id(),
@@ -189,6 +196,7 @@ async fn add_reaction(ctx: &Context, args: AddReactionArgs) -> Result<String, To
                     OutboundKind::Chat => target.route,
                     OutboundKind::Edit => return Err(not_chat("an edit")),
                     OutboundKind::Reaction => return Err(not_chat("a reaction")),
+                    OutboundKind::Request => return Err(not_chat("a request to the host")),
                 }
             }
         };

@@ -8,6 +8,7 @@ mod message;
 mod search;
 mod send_file;
 mod skills;
+mod tasks;
 
 pub(crate) use bash::Lingering;
 #[cfg(test)]

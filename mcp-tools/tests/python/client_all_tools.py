@@ -27,6 +27,13 @@ EXPECTED_TOOLS = {
     "send_file",
     "send_message",
     "write_file",
+    # Scheduled tasks: requests to the host, which this test does not run.
+    "schedule_task",
+    "list_tasks",
+    "update_task",
+    "pause_task",
+    "resume_task",
+    "cancel_task",
 }
 
 

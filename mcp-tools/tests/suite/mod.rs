@@ -8,3 +8,4 @@ mod search;
 mod send_file;
 mod server;
 mod skills;
+mod tasks;

@@ -17,15 +17,21 @@ async fn lists_the_tools_with_schemas() {
         names,
         [
             "add_reaction",
+            "cancel_task",
             "edit_file",
             "edit_message",
             "grep",
             "list_files",
+            "list_tasks",
             "load_skill",
+            "pause_task",
             "read_file",
+            "resume_task",
             "run_bash",
+            "schedule_task",
             "send_file",
             "send_message",
+            "update_task",
             "write_file"
         ]
     );
@@ -63,6 +69,12 @@ async fn lists_the_tools_with_schemas() {
         ("grep", json!(["pattern"])),
         ("load_skill", json!(["name"])),
         ("run_bash", json!(["command"])),
+        ("schedule_task", json!(["prompt"])),
+        ("update_task", json!(["task_id"])),
+        ("pause_task", json!(["task_id"])),
+        ("resume_task", json!(["task_id"])),
+        ("cancel_task", json!(["task_id"])),
+        ("list_tasks", json!([])),
     ];
     for (name, want) in table {
         assert_eq!(required(name), want, "{name}");
