@@ -51,8 +51,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerRole {
     /// `mcp-tools`: required (if it fails to start the runner stops), its tools keep their
-    /// plain names, and a call's numeric `timeout_ms` argument (`run_bash`) sets the call's
-    /// timeout.
+    /// plain names, and a call's numeric `timeout_ms` / `timeout_s` argument (`run_bash`,
+    /// `ask_user_question`) sets the call's timeout.
     Builtin,
     /// A server from `container.json`: skipped and reported if it fails to start, its tools
     /// named `mcp__<server>__<tool>`, its calls bounded by its configured timeout only.
@@ -407,8 +407,9 @@ impl McpManager {
     }
 
     /// The timeout of one call to the tool the model calls `name`: for a built-in tool, the
-    /// call's own numeric `timeout_ms` argument (`run_bash`) plus a margin; else the server's
-    /// configured timeout; else `CLAWBOX_TOOL_TIMEOUT_MS`.
+    /// call's own numeric `timeout_ms` (`run_bash`) or `timeout_s` (`ask_user_question`)
+    /// argument plus a margin; else the server's configured timeout; else
+    /// `CLAWBOX_TOOL_TIMEOUT_MS`.
     pub fn call_timeout(&self, name: &str, arguments: &Map<String, Value>) -> Duration {
         let server = self
             .routes
@@ -418,7 +419,17 @@ impl McpManager {
         let configured = server
             .and_then(|s| s.call_timeout)
             .unwrap_or(self.default_timeout);
-        match (role, arguments.get("timeout_ms").and_then(Value::as_u64)) {
+        // `run_bash` declares `timeout_ms`; `ask_user_question` how long it waits, `timeout_s`.
+        let declared = arguments
+            .get("timeout_ms")
+            .and_then(Value::as_u64)
+            .or_else(|| {
+                arguments
+                    .get("timeout_s")
+                    .and_then(Value::as_u64)
+                    .map(|s| s.saturating_mul(1000))
+            });
+        match (role, declared) {
             (ServerRole::Builtin, Some(ms)) => {
                 (Duration::from_millis(ms) + TIMEOUT_MARGIN).min(MAX_CALL_TIMEOUT)
             }

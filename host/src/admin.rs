@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::HostError;
 use crate::app::HostCtx;
 use crate::bootstrap::{CLI_USER, DEFAULT_AGENT};
+use crate::channels::cli::CliChannel;
 use crate::db;
 use crate::doctor::{self, AgentInfo, Agents};
 use crate::inspect;
@@ -136,8 +137,52 @@ async fn connection(
                         runtime: ctx.runtime_name().to_owned(),
                         isolated: ctx.runtime_isolated(),
                     });
-                    // Replies that waited for a terminal go out now.
+                    // Replies that waited for a terminal go out now, and open questions.
                     ctx.wake_cli_sessions().await;
+                    let cli = mailbox::Route::new("cli", "local");
+                    match ctx
+                        .db
+                        .call(move |conn| crate::questions::open_in_chat(conn, &cli))
+                        .await
+                    {
+                        Ok(open) => {
+                            for q in &open {
+                                let _ = tx.send(Event::Chat(CliChannel::question_event(q)));
+                            }
+                        }
+                        Err(e) => tracing::warn!("cannot list open questions: {e}"),
+                    }
+                }
+            }
+            Request::Answer {
+                question_id,
+                choice,
+            } => {
+                let pressed = crate::questions::answer(
+                    &ctx,
+                    &question_id,
+                    choice.saturating_sub(1),
+                    CLI_USER,
+                    Some("you"),
+                )
+                .await;
+                use crate::questions::Pressed;
+                let refusal = match pressed {
+                    Ok(Pressed::Answered(_)) => None,
+                    Ok(Pressed::Unknown) => Some("no such question".to_owned()),
+                    Ok(Pressed::Closed(q)) => {
+                        Some(format!("that question is {} already", q.status))
+                    }
+                    Ok(Pressed::NotAllowed { asker }) => Some(format!(
+                        "only {asker} or an owner or admin of the agent can answer"
+                    )),
+                    Ok(Pressed::NoSuchOption { count }) => {
+                        Some(format!("choose a number from 1 to {count}"))
+                    }
+                    Err(e) => Some(e.to_string()),
+                };
+                if let Some(message) = refusal {
+                    let _ = tx.send(Event::Error { message });
                 }
             }
             Request::Send { text } => {

@@ -17,6 +17,7 @@ use crate::config::{Config, RuntimeKind};
 use crate::db::{self, Db};
 use crate::inspect::{HostFacts, InspectError, ProxySummary};
 use crate::proxy::Proxy;
+use crate::questions::QuestionSignal;
 use crate::requests::Requests;
 use crate::router::Router;
 use crate::runtime::docker::DockerRuntime;
@@ -123,6 +124,8 @@ pub struct RunningHost {
     /// The Telegram poller, when the channel is on.
     telegram: Option<tokio::task::JoinHandle<()>>,
     scheduler: tokio::task::JoinHandle<()>,
+    /// Expires questions and delivers their outcomes.
+    questions: tokio::task::JoinHandle<()>,
     /// Stops the model proxy, after the runners are gone.
     proxy_cancel: CancellationToken,
     _lock: std::fs::File,
@@ -138,6 +141,7 @@ impl RunningHost {
         }
         // Before the supervisor: no run is written into an inbox whose session is stopping.
         let _ = self.scheduler.await;
+        let _ = self.questions.await;
         self.ctx.supervisor.shutdown().await;
         self.proxy_cancel.cancel();
         self.ctx.proxy.remove_files(&self.ctx.config);
@@ -204,6 +208,7 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
         }
     };
     let signal = TaskSignal::default();
+    let questions = QuestionSignal::default();
     let supervisor = Supervisor::new(Shared {
         watcher,
         config: Arc::clone(&config),
@@ -212,6 +217,7 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
         channels: channels.clone(),
         proxy: proxy.clone(),
         requests: Requests::new(db.clone(), config.timezone, signal.clone()),
+        questions: questions.clone(),
     });
     let scheduler = Scheduler::new(
         db.clone(),
@@ -238,6 +244,11 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
     let cancel = CancellationToken::new();
     // After reconciliation: runs go into sessions whose leftovers are settled.
     let scheduler = tokio::spawn(ctx.scheduler.clone().run(cancel.clone()));
+    let questions = tokio::spawn(crate::questions::run(
+        ctx.clone(),
+        questions,
+        cancel.clone(),
+    ));
     let admin = tokio::spawn(crate::admin::serve(listener, ctx.clone(), cancel.clone()));
     let telegram = ctx
         .channels
@@ -255,6 +266,7 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
         admin,
         telegram,
         scheduler,
+        questions,
         proxy_cancel,
         _lock: lock,
     })

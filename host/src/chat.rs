@@ -9,7 +9,7 @@
 //! stdout and notices to stderr, and the client exits once the last message has its verdict —
 //! with status 1 if any message failed or was refused.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::process::ExitCode;
@@ -161,7 +161,33 @@ struct Session {
     outstanding: HashSet<(String, i64)>,
     /// Verdicts that arrived before the acceptance they belong to.
     early: HashMap<(String, i64), InboundStatus>,
+    /// Agents' questions waiting for an answer, oldest first; typed numbers answer the first.
+    questions: VecDeque<OpenQuestion>,
     failed: bool,
+}
+
+/// A question shown on this terminal.
+struct OpenQuestion {
+    id: String,
+    title: String,
+    question: String,
+    options: Vec<String>,
+    /// Local `HH:MM` (or the raw timestamp if it does not parse).
+    until: String,
+}
+
+impl OpenQuestion {
+    fn show(&self) {
+        say!("❓ {}\n{}", self.title, self.question);
+        for (i, label) in self.options.iter().enumerate() {
+            say!("  {}. {label}", i + 1);
+        }
+        say!(
+            "(type a number from 1 to {}; open until {})",
+            self.options.len(),
+            self.until
+        );
+    }
 }
 
 impl Session {
@@ -172,6 +198,7 @@ impl Session {
             unanswered: 0,
             outstanding: HashSet::new(),
             early: HashMap::new(),
+            questions: VecDeque::new(),
             failed: false,
         }
     }
@@ -199,8 +226,9 @@ impl Session {
             if eof && !self.busy() {
                 break;
             }
-            // Interactive users may type ahead; a script waits for each answer.
-            let ready = self.interactive || !self.busy();
+            // Interactive users may type ahead; a script waits for each answer — or for the
+            // line that answers a question the agent is waiting on.
+            let ready = self.interactive || !self.busy() || !self.questions.is_empty();
             tokio::select! {
                 line = input.next_line(), if !eof && ready => match line? {
                     None => eof = true,
@@ -208,6 +236,24 @@ impl Session {
                         let text = line.trim_end_matches('\r');
                         if text.trim().is_empty() {
                             self.prompt();
+                            continue;
+                        }
+                        if let Some(q) = self.questions.front() {
+                            match text.trim().parse::<usize>() {
+                                Ok(n) if (1..=q.options.len()).contains(&n) => {
+                                    let answer = Request::Answer {
+                                        question_id: q.id.clone(),
+                                        choice: n,
+                                    };
+                                    send(write, &answer).await?;
+                                }
+                                _ => say!(
+                                    "To answer “{}”, type a number from 1 to {} (open until {}).",
+                                    q.title,
+                                    q.options.len(),
+                                    q.until
+                                ),
+                            }
                             continue;
                         }
                         send(write, &Request::Send { text: text.to_owned() }).await?;
@@ -318,6 +364,48 @@ impl Session {
                     self.verdict(status);
                 } else if self.unanswered > 0 {
                     self.early.insert(key, status);
+                }
+            }
+            Event::Chat(ChatEvent::Question {
+                question_id,
+                title,
+                question,
+                options,
+                expires_at,
+                ..
+            }) => {
+                if self.questions.iter().any(|q| q.id == question_id) {
+                    return;
+                }
+                let until = chrono::DateTime::parse_from_rfc3339(&expires_at)
+                    .map_or(expires_at, |t| {
+                        t.with_timezone(&chrono::Local).format("%H:%M").to_string()
+                    });
+                self.questions.push_back(OpenQuestion {
+                    id: question_id,
+                    title,
+                    question,
+                    options,
+                    until,
+                });
+                if self.questions.len() == 1 {
+                    self.clear_status_line();
+                    if let Some(q) = self.questions.front() {
+                        q.show();
+                    }
+                }
+            }
+            Event::Chat(ChatEvent::QuestionClosed {
+                question_id,
+                outcome,
+            }) => {
+                let was_first = self.questions.front().is_some_and(|q| q.id == question_id);
+                self.questions.retain(|q| q.id != question_id);
+                self.clear_status_line();
+                eprintln!("{outcome}");
+                match self.questions.front() {
+                    Some(next) if was_first => next.show(),
+                    _ => self.prompt(),
                 }
             }
             Event::Chat(ChatEvent::Notice { text }) => {

@@ -244,6 +244,35 @@ const MIGRATIONS: &[&str] = &[
         at          TEXT NOT NULL,
         PRIMARY KEY (session_id, request_seq)
     );",
+    // 5: questions agents ask people (questions.rs): shown as buttons or numbered options,
+    // answered by the asker or an owner/admin, or expired; `delivered` once the outcome is in
+    // the session's inbox.
+    "CREATE TABLE questions (
+        id             TEXT PRIMARY KEY,
+        session_id     TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        agent_group_id TEXT NOT NULL REFERENCES agent_groups(id) ON DELETE CASCADE,
+        request_seq    INTEGER NOT NULL,
+        channel_type   TEXT NOT NULL,
+        platform_id    TEXT NOT NULL,
+        thread_id      TEXT,
+        asked_by       TEXT,
+        title          TEXT NOT NULL,
+        question       TEXT NOT NULL,
+        options        TEXT NOT NULL,
+        timeout_s      INTEGER NOT NULL,
+        status         TEXT NOT NULL DEFAULT 'pending'
+                       CHECK (status IN ('pending', 'answered', 'expired')),
+        card           TEXT,
+        created_at     TEXT NOT NULL,
+        expires_at     TEXT NOT NULL,
+        outcome        TEXT,
+        closed_at      TEXT,
+        delivered      INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (session_id, request_seq)
+    );
+    CREATE INDEX questions_open ON questions(expires_at) WHERE status = 'pending';
+    CREATE INDEX questions_undelivered ON questions(closed_at)
+        WHERE status != 'pending' AND delivered = 0;",
 ];
 
 #[derive(Clone)]

@@ -18,7 +18,9 @@ use mailbox::{
 use serde_json::json;
 
 use crate::channels::{Channels, DeliveryError, Outcome, PlatformRefs, attachment_names};
+use crate::db::Db;
 use crate::outbox::{Attachment, AttachmentError, read_attachment};
+use crate::questions::{Asked, Asking, QuestionSignal};
 use crate::requests::{Answer, Asker, Requests};
 
 /// The host's handle on one session's two databases.
@@ -187,6 +189,9 @@ pub struct Delivery<'a> {
     pub acl: &'a Acl,
     pub max_attempts: u32,
     pub requests: &'a Requests,
+    /// Questions are recorded in the central DB, and the loop that expires them woken.
+    pub db: &'a Db,
+    pub questions: &'a QuestionSignal,
     /// When the session's current runner was started (requests written since then may still be
     /// waited for); `None` while no runner of this host runs.
     pub runner_since: Option<DateTime<Utc>>,
@@ -368,7 +373,30 @@ impl Delivery<'_> {
                         .is_some_and(|since| request.created_at >= since),
                 };
                 tracing::info!(request_seq = seq, op = %request.op, waiting = asker.waiting, "request");
-                self.requests.answer(asker, request).await
+                if request.op == mailbox::questions::ASK_QUESTION {
+                    let asking = Asking {
+                        db: self.db,
+                        channels: self.channels,
+                        signal: self.questions,
+                        session_id: self.session_id,
+                        agent_id: self.agent_id,
+                        route: &self.acl.origin,
+                        asked_by: asker.requested_by,
+                        waiting: asker.waiting,
+                    };
+                    match asking.ask(request).await {
+                        // Answered later (questions.rs); taken now so it is not asked twice.
+                        Asked::Deferred => {
+                            return with_mailbox(self.mailbox, move |mb| {
+                                mb.inbound.take_request(seq, Utc::now())
+                            })
+                            .await;
+                        }
+                        Asked::Refused(answer) => answer,
+                    }
+                } else {
+                    self.requests.answer(asker, request).await
+                }
             }
             Err(e) => Answer {
                 ok: false,

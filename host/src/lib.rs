@@ -22,6 +22,7 @@ pub mod outbox;
 pub mod protocol;
 pub mod provision;
 pub mod proxy;
+pub mod questions;
 pub mod render;
 pub mod requests;
 pub mod router;

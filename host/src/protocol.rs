@@ -39,6 +39,9 @@ pub enum Request {
     Send { text: String },
     /// A snapshot of the host and its live sessions.
     Status,
+    /// Answers an agent's question shown to the terminal (`choice`: 1-based option number).
+    /// Answer: nothing on success (the `question_closed` chat event follows), `error` else.
+    Answer { question_id: String, choice: usize },
     /// Every session, live or idle, with its counts.
     Sessions,
     /// Every agent with its wirings, destinations and roles.

@@ -25,6 +25,7 @@ use crate::db::{self, Db};
 use crate::delivery::{Acl, Delivery, Pumped, SessionMailbox, SharedMailbox, with_mailbox};
 use crate::liveness::{self, Liveness};
 use crate::proxy::{Grant, Proxy};
+use crate::questions::QuestionSignal;
 use crate::requests::Requests;
 use crate::runtime::{AgentRuntime, RunnerExit, RunnerHandle, RunnerSpec};
 use crate::sessions::{self, SessionInfo};
@@ -68,6 +69,8 @@ pub struct Shared {
     pub proxy: Proxy,
     /// Applies the requests runners send the host.
     pub requests: Requests,
+    /// Wakes the loop that expires questions (questions.rs).
+    pub questions: QuestionSignal,
 }
 
 #[derive(Clone)]
@@ -130,6 +133,19 @@ impl Supervisor {
             self.wake(&info.session.id).await?;
         }
         Ok(inserted)
+    }
+
+    /// Runs `f` on a session's inbox, then wakes its task: for what reaches a session from
+    /// outside its own pass (the answer to a question).
+    pub async fn update_inbox<R, F>(&self, session_id: &str, f: F) -> Result<R, HostError>
+    where
+        F: FnOnce(&mut mailbox::InboundDb) -> mailbox::Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let entry = self.entry(session_id).await?;
+        let result = with_mailbox(&entry.mailbox, move |mb| f(&mut mb.inbound)).await?;
+        self.wake(session_id).await?;
+        Ok(result)
     }
 
     /// Makes sure the session has a task and tells it to look at its mailbox.
@@ -439,6 +455,8 @@ impl Actor {
             acl: &self.acl,
             max_attempts: self.config().max_delivery_attempts,
             requests: &self.sup.shared.requests,
+            db: &self.sup.shared.db,
+            questions: &self.sup.shared.questions,
             runner_since: self.runner.as_ref().map(|r| r.asked_at),
         };
         match delivery.pump().await {

@@ -163,6 +163,7 @@ pub async fn execute(
         }
         Request::Attach
         | Request::Send { .. }
+        | Request::Answer { .. }
         | Request::Status
         | Request::Sessions
         | Request::Agents

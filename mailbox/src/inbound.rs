@@ -64,42 +64,51 @@ impl InboundDb {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let existing: Option<i64> = tx
-            .query_row(
-                "SELECT seq FROM messages_in WHERE id = ?1",
-                [&msg.id],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if let Some(seq) = existing {
-            return Ok(Inserted::Duplicate(seq));
-        }
-        let max_in: i64 =
-            tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM messages_in", [], |r| {
-                r.get(0)
-            })?;
-        let seq = next_seq(Parity::Inbound, max_in.max(max_out));
-        tx.execute(
-            "INSERT INTO messages_in (seq, id, kind, created_at, process_after, trigger,
-                 channel_type, platform_id, thread_id, sender_id, sender_name, content)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            params![
-                seq,
-                msg.id,
-                msg.kind.as_str(),
-                ts(now),
-                msg.process_after.map(ts),
-                msg.trigger,
-                msg.route.channel_type,
-                msg.route.platform_id,
-                msg.route.thread_id,
-                msg.sender_id,
-                msg.sender_name,
-                msg.content.to_string(),
-            ],
-        )?;
+        let inserted = insert_in(&tx, msg, max_out, now)?;
         tx.commit()?;
-        Ok(Inserted::New(seq))
+        Ok(inserted)
+    }
+
+    /// Marks a request the host has taken but will answer later (a question for a user) as
+    /// delivered, so it is not handled again; [`InboundDb::answer_later`] answers it.
+    pub fn take_request(&mut self, request_seq: i64, now: DateTime<Utc>) -> Result<()> {
+        mark_request_delivered(&self.conn, request_seq, now)
+    }
+
+    /// Answers a request taken earlier, together with `notice` — a message telling the agent
+    /// the same, for when the tool that asked is no longer waiting — in one transaction. `body`
+    /// gets the notice's seq (`None` without a notice, or when it was stored before), so a
+    /// waiting tool can mark the notice handled. The first answer wins.
+    pub fn answer_later(
+        &mut self,
+        request_seq: i64,
+        body: impl FnOnce(Option<i64>) -> Value,
+        notice: Option<&NewInbound>,
+        now: DateTime<Utc>,
+    ) -> Result<Answered> {
+        let max_out = self.outbound.max_seq()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let notice_seq = match notice {
+            Some(msg) => match insert_in(&tx, msg, max_out, now)? {
+                Inserted::New(seq) => Some(seq),
+                Inserted::Duplicate(_) => None,
+            },
+            None => None,
+        };
+        let body = body(notice_seq);
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO responses (request_seq, ok, body, at) VALUES (?1, 1, ?2, ?3)",
+            params![request_seq, body.to_string(), ts(now)],
+        )?;
+        mark_request_delivered(&tx, request_seq, now)?;
+        tx.commit()?;
+        Ok(if inserted == 1 {
+            Answered::New
+        } else {
+            Answered::Already
+        })
     }
 
     pub fn get(&self, seq: i64) -> Result<Option<InboundMessage>> {
@@ -461,12 +470,7 @@ impl InboundDb {
             "INSERT OR IGNORE INTO responses (request_seq, ok, body, at) VALUES (?1, ?2, ?3, ?4)",
             params![request_seq, ok, body.to_string(), ts(now)],
         )?;
-        tx.execute(
-            "INSERT INTO delivery (out_seq, status, attempts, updated_at) VALUES (?1, 'delivered', 1, ?2)
-             ON CONFLICT(out_seq) DO UPDATE SET status = 'delivered', last_error = NULL,
-                 updated_at = excluded.updated_at",
-            params![request_seq, ts(now)],
-        )?;
+        mark_request_delivered(&tx, request_seq, now)?;
         tx.commit()?;
         Ok(if inserted == 1 {
             Answered::New
@@ -647,6 +651,60 @@ impl InboundReader {
     pub fn response(&self, request_seq: i64) -> Result<Option<Response>> {
         response(&self.conn, request_seq)
     }
+}
+
+/// Stores `msg` in an open transaction (see [`InboundDb::insert`]).
+fn insert_in(
+    tx: &Connection,
+    msg: &NewInbound,
+    max_out: i64,
+    now: DateTime<Utc>,
+) -> Result<Inserted> {
+    let existing: Option<i64> = tx
+        .query_row(
+            "SELECT seq FROM messages_in WHERE id = ?1",
+            [&msg.id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(seq) = existing {
+        return Ok(Inserted::Duplicate(seq));
+    }
+    let max_in: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM messages_in", [], |r| {
+        r.get(0)
+    })?;
+    let seq = next_seq(Parity::Inbound, max_in.max(max_out));
+    tx.execute(
+        "INSERT INTO messages_in (seq, id, kind, created_at, process_after, trigger,
+             channel_type, platform_id, thread_id, sender_id, sender_name, content)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![
+            seq,
+            msg.id,
+            msg.kind.as_str(),
+            ts(now),
+            msg.process_after.map(ts),
+            msg.trigger,
+            msg.route.channel_type,
+            msg.route.platform_id,
+            msg.route.thread_id,
+            msg.sender_id,
+            msg.sender_name,
+            msg.content.to_string(),
+        ],
+    )?;
+    Ok(Inserted::New(seq))
+}
+
+/// A request row's delivery record: `delivered` (it never goes to a chat).
+fn mark_request_delivered(conn: &Connection, request_seq: i64, now: DateTime<Utc>) -> Result<()> {
+    conn.execute(
+        "INSERT INTO delivery (out_seq, status, attempts, updated_at) VALUES (?1, 'delivered', 1, ?2)
+         ON CONFLICT(out_seq) DO UPDATE SET status = 'delivered', last_error = NULL,
+             updated_at = excluded.updated_at",
+        params![request_seq, ts(now)],
+    )?;
+    Ok(())
 }
 
 fn status_counts(conn: &Connection) -> Result<Vec<(InboundStatus, u64)>> {

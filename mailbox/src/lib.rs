@@ -16,6 +16,7 @@ pub mod heartbeat;
 pub mod inbound;
 pub mod layout;
 pub mod outbound;
+pub mod questions;
 pub mod request;
 mod schema;
 pub mod seq;

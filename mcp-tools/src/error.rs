@@ -146,10 +146,15 @@ pub enum ToolError {
     /// Task tools: the host did not answer in time. It answers every request eventually, so the
     /// change may still be applied.
     #[error(
-        "the host did not answer within {} s; the change may still be applied — check with          list_tasks before trying again",
+        "the host did not answer within {} s; the change may still be applied — check with \
+         list_tasks before trying again",
         .0.as_secs()
     )]
     HostTimeout(std::time::Duration),
+    /// `ask_user_question`: the question breaks a rule (no options, a label too long for a
+    /// button…); the text says which.
+    #[error("{0}")]
+    InvalidQuestion(String),
     /// Task tools: the host's answer does not have the expected shape (a host of another version).
     #[error("unexpected answer from the host: {0}")]
     BadAnswer(String),

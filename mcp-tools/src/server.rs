@@ -46,7 +46,8 @@ impl Tools {
             + Self::search_router()
             + Self::bash_router()
             + Self::skill_router()
-            + Self::task_router();
+            + Self::task_router()
+            + Self::question_router();
         Tools {
             ctx: Arc::new(ctx),
             tool_router,

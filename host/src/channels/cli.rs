@@ -56,6 +56,22 @@ pub enum ChatEvent {
     Notice {
         text: String,
     },
+    /// An agent asks; the terminal answers with `answer` (1-based `choice`).
+    Question {
+        question_id: String,
+        session_id: String,
+        title: String,
+        question: String,
+        /// The option labels, in order.
+        options: Vec<String>,
+        /// RFC 3339.
+        expires_at: String,
+    },
+    /// A question was answered (here or elsewhere) or expired: `outcome` says how.
+    QuestionClosed {
+        question_id: String,
+        outcome: String,
+    },
 }
 
 #[derive(Clone)]
@@ -165,6 +181,31 @@ impl CliChannel {
             });
         }
         Ok(saved)
+    }
+
+    /// The event showing a question.
+    pub fn question_event(q: &crate::questions::Question) -> ChatEvent {
+        ChatEvent::Question {
+            question_id: q.id.clone(),
+            session_id: q.session_id.clone(),
+            title: q.title.clone(),
+            question: q.question.clone(),
+            options: q.options.iter().map(|c| c.label.clone()).collect(),
+            expires_at: crate::db::ts(q.expires_at),
+        }
+    }
+
+    pub(super) fn question(&self, q: &crate::questions::Question) {
+        // No terminal attached: it is shown when one attaches.
+        let _ = self.events.send(Self::question_event(q));
+    }
+
+    pub(super) fn question_closed(&self, q: &crate::questions::Question) {
+        // A terminal attaching later does not show closed questions, so none is missed.
+        let _ = self.events.send(ChatEvent::QuestionClosed {
+            question_id: q.id.clone(),
+            outcome: q.outcome_text().unwrap_or_default(),
+        });
     }
 
     pub(super) fn notice(&self, text: &str) -> Result<(), DeliveryError> {

@@ -175,6 +175,37 @@ impl Channels {
         }
     }
 
+    /// Shows a question from an agent; returns the platform's id of the message showing it.
+    /// The terminal shows it to attached terminals now and to others when they attach.
+    pub async fn ask(
+        &self,
+        q: &crate::questions::Question,
+    ) -> Result<Option<String>, DeliveryError> {
+        match (q.route.channel_type.as_str(), &self.telegram) {
+            ("cli", _) => {
+                self.cli.question(q);
+                Ok(None)
+            }
+            ("telegram", Some(tg)) => tg.ask(q).await.map(Some),
+            (other, _) => Err(no_adapter(other)),
+        }
+    }
+
+    /// Shows how a question ended (answered, expired) where it was asked.
+    pub async fn close_question(
+        &self,
+        q: &crate::questions::Question,
+    ) -> Result<(), DeliveryError> {
+        match (q.route.channel_type.as_str(), &self.telegram) {
+            ("cli", _) => {
+                self.cli.question_closed(q);
+                Ok(())
+            }
+            ("telegram", Some(tg)) => tg.close_question(q).await,
+            (other, _) => Err(no_adapter(other)),
+        }
+    }
+
     /// A host-originated notice to a chat (e.g. a message that failed for good).
     pub async fn notify(&self, route: &Route, text: &str) -> Result<(), DeliveryError> {
         match (route.channel_type.as_str(), &self.telegram) {

@@ -4,6 +4,7 @@ mod docker;
 mod doctor;
 mod operator;
 mod proxy;
+mod questions;
 mod recovery;
 mod router;
 mod support;

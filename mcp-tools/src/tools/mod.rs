@@ -5,6 +5,7 @@
 mod bash;
 mod files;
 mod message;
+mod question;
 mod search;
 mod send_file;
 mod skills;

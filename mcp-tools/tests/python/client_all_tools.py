@@ -34,6 +34,8 @@ EXPECTED_TOOLS = {
     "pause_task",
     "resume_task",
     "cancel_task",
+    # Questions for the user: a request answered later by the host.
+    "ask_user_question",
 }
 
 
@@ -124,6 +126,10 @@ async def main() -> None:
                 r'unknown skill "nope"; available skills: welcome',
             )
             expect(await call(session, "run_bash", {"command": "exit 3"}, error=True), r"\[exit 3\]\n\[no output\]")
+            expect(
+                await call(session, "ask_user_question", {"title": "T", "question": "Q?", "options": []}, error=True),
+                r"options is empty: give at least one choice",
+            )
 
     print(
         json.dumps(

@@ -4,6 +4,7 @@ mod files;
 mod harness;
 mod messaging;
 mod python_sdk;
+mod questions;
 mod search;
 mod send_file;
 mod server;

@@ -17,6 +17,7 @@ async fn lists_the_tools_with_schemas() {
         names,
         [
             "add_reaction",
+            "ask_user_question",
             "cancel_task",
             "edit_file",
             "edit_message",

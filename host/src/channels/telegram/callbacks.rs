@@ -1,11 +1,13 @@
-//! Inline buttons. Today: approving unknown senders (`request_approval` chats). The owners and
+//! Inline buttons: answers to agents' questions (`q:<question id>:<option index>`, the rules are
+//! questions.rs's) and approving unknown senders (`request_approval` chats). The owners and
 //! admins of the agent get a card with Allow / Deny in their private chat with the bot (or, when
 //! none of them can be reached there, in the chat the message came from); only they may press
 //! it — anyone else gets a short alert and nothing changes. Allow makes the sender a member and
 //! replays the held messages; Deny discards them and later messages of that sender are refused.
 //! Every card is edited to show the outcome and who decided.
 //!
-//! Callback data is `ap:<approval id>:y|n` (well under Telegram's 64 bytes).
+//! Approval callback data is `ap:<approval id>:y|n`; all callback data stays well under
+//! Telegram's 64 bytes.
 
 use chrono::Utc;
 use teloxide::payloads::{AnswerCallbackQuerySetters, SendMessageSetters};
@@ -17,11 +19,13 @@ use super::inbound::{display_name, user_id};
 use super::poll::message_id;
 use super::{call, thread_of};
 use crate::db::{self, Decision};
+use crate::questions::Pressed;
 use crate::router::InboundEvent;
 
 use super::poll::Chats;
 
 const APPROVAL_PREFIX: &str = "ap:";
+pub(super) const QUESTION_PREFIX: &str = "q:";
 
 /// Sends the cards asking the agent's owners and admins about a held sender.
 pub(super) async fn ask_approval(chats: &Chats, approval_id: &str, origin: &mailbox::Route) {
@@ -128,6 +132,10 @@ pub(super) async fn ask_approval(chats: &Chats, approval_id: &str, origin: &mail
 /// A button press.
 pub(super) async fn handle(chats: &Chats, query: CallbackQuery) {
     let data = query.data.clone().unwrap_or_default();
+    if let Some(rest) = data.strip_prefix(QUESTION_PREFIX) {
+        answer_question(chats, &query, rest).await;
+        return;
+    }
     let Some(rest) = data.strip_prefix(APPROVAL_PREFIX) else {
         answer(chats, &query, "This button is no longer active.", false).await;
         return;
@@ -245,6 +253,41 @@ pub(super) async fn handle(chats: &Chats, query: CallbackQuery) {
             }
         }
     }
+}
+
+/// A press on a question's option.
+async fn answer_question(chats: &Chats, query: &CallbackQuery, data: &str) {
+    let inactive = "This button is no longer active.";
+    let Some((id, index)) = data
+        .rsplit_once(':')
+        .and_then(|(id, i)| Some((id, i.parse::<usize>().ok()?)))
+    else {
+        answer(chats, query, inactive, false).await;
+        return;
+    };
+    let by = user_id(&query.from);
+    let name = display_name(&query.from);
+    let pressed = crate::questions::answer(chats.ctx(), id, index, &by, Some(&name)).await;
+    let (text, alert) = match pressed {
+        Ok(Pressed::Answered(q)) => {
+            let label = q.options.get(index).map_or("", |c| c.label.as_str());
+            (format!("Noted: {label}"), false)
+        }
+        Ok(Pressed::Unknown | Pressed::NoSuchOption { .. }) => (inactive.to_owned(), false),
+        Ok(Pressed::Closed(q)) if q.status == "expired" => {
+            ("This question has expired.".to_owned(), false)
+        }
+        Ok(Pressed::Closed(_)) => ("This question was answered already.".to_owned(), false),
+        Ok(Pressed::NotAllowed { asker }) => (
+            format!("Only {asker} or an owner or admin of the agent can answer this."),
+            true,
+        ),
+        Err(e) => {
+            tracing::error!("Telegram: cannot record an answer: {e}");
+            ("Something went wrong; please try again.".to_owned(), true)
+        }
+    };
+    answer(chats, query, &text, alert).await;
 }
 
 /// What a press on an approval button found.

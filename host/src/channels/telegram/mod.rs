@@ -29,7 +29,8 @@ use teloxide::payloads::{
 use teloxide::prelude::*;
 use teloxide::requests::Output;
 use teloxide::types::{
-    ChatAction, InputFile, MessageId, ParseMode, ReactionType, ReplyParameters, ThreadId,
+    ChatAction, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, MessageId, ParseMode,
+    ReactionType, ReplyParameters, ThreadId,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -413,6 +414,57 @@ impl TelegramChannel {
         }
     }
 
+    /// Shows a question with one button per option (`q:<question id>:<index>`); returns the
+    /// card's message id.
+    pub(super) async fn ask(
+        &self,
+        q: &crate::questions::Question,
+    ) -> Result<String, DeliveryError> {
+        let chat = chat_of(&q.route)?;
+        let keyboard = InlineKeyboardMarkup::new(q.options.iter().enumerate().map(|(i, c)| {
+            vec![InlineKeyboardButton::callback(
+                c.label.clone(),
+                format!("{}{}:{i}", callbacks::QUESTION_PREFIX, q.id),
+            )]
+        }));
+        let mut req = self
+            .bot()
+            .send_message(chat, question_card(q))
+            .parse_mode(ParseMode::Html)
+            .reply_markup(keyboard);
+        if let Some(t) = thread_of(&q.route) {
+            req = req.message_thread_id(t);
+        }
+        call(&req)
+            .await
+            .map(|m| m.id.0.to_string())
+            .map_err(classify)
+    }
+
+    /// Edits a question's card to say how it ended; the buttons go.
+    pub(super) async fn close_question(
+        &self,
+        q: &crate::questions::Question,
+    ) -> Result<(), DeliveryError> {
+        let chat = chat_of(&q.route)?;
+        let Some(card) = q.card.as_deref().and_then(first_id) else {
+            return Ok(());
+        };
+        let text = format!(
+            "{}\n\n{}",
+            question_card(q),
+            format::escape_text(&q.outcome_text().unwrap_or_default())
+        );
+        let req = self
+            .bot()
+            .edit_message_text(chat, card, text)
+            .parse_mode(ParseMode::Html);
+        match call(&req).await {
+            Ok(_) | Err(RequestError::Api(ApiError::MessageNotModified)) => Ok(()),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
     /// A host notice (plain text), in the chat's topic, replying to `reply_to` if given.
     pub(super) async fn notice(
         &self,
@@ -551,6 +603,15 @@ fn thread_of(route: &Route) -> Option<ThreadId> {
         .as_deref()
         .and_then(|t| t.parse().ok())
         .map(|t| ThreadId(MessageId(t)))
+}
+
+/// A question as its card shows it (HTML).
+fn question_card(q: &crate::questions::Question) -> String {
+    format!(
+        "❓ <b>{}</b>\n{}",
+        format::escape_text(&q.title),
+        format::escape_text(&q.question)
+    )
 }
 
 /// The first message id of a delivery record (`"12,13,14"` → 12).
