@@ -60,7 +60,8 @@ pub struct Question {
     pub timeout_s: u64,
     /// `pending` | `answered` | `expired`.
     pub status: String,
-    /// The platform's id of the message showing it.
+    /// Set once it was shown: the platform's id of the message showing it (empty where the
+    /// channel has none, the terminal).
     pub card: Option<String>,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
@@ -92,69 +93,61 @@ const COLS: &str = "id, session_id, agent_group_id, request_seq, channel_type, p
     thread_id, asked_by, title, question, options, timeout_s, status, card, created_at, \
     expires_at, outcome, delivered";
 
-fn row(r: &Row<'_>) -> rusqlite::Result<[Option<String>; 18]> {
-    let mut out: [Option<String>; 18] = Default::default();
-    for (i, slot) in out.iter_mut().enumerate() {
-        *slot = match r.get_ref(i)? {
-            rusqlite::types::ValueRef::Null => None,
-            rusqlite::types::ValueRef::Integer(n) => Some(n.to_string()),
-            other => Some(other.as_str()?.to_owned()),
-        };
-    }
-    Ok(out)
+/// A row as stored: times and JSON still text.
+struct Raw {
+    q: Question,
+    options: String,
+    created_at: String,
+    expires_at: String,
+    outcome: Option<String>,
 }
 
-fn decode(raw: [Option<String>; 18]) -> DbResult<Question> {
-    let bad = |what: &str| DbError::Malformed(format!("question {what}"));
-    let [
-        id,
-        session_id,
-        agent,
-        seq,
-        channel,
-        platform,
-        thread,
-        asked_by,
-        title,
-        question,
-        options,
-        timeout,
-        status,
-        card,
-        created,
-        expires,
-        outcome,
-        delivered,
-    ] = raw;
-    let text = |v: Option<String>, what: &str| v.ok_or_else(|| bad(what));
-    let number = |v: Option<String>, what: &str| -> DbResult<i64> {
-        v.and_then(|n| n.parse().ok()).ok_or_else(|| bad(what))
-    };
-    Ok(Question {
-        id: text(id, "id")?,
-        session_id: text(session_id, "session")?,
-        agent_group_id: text(agent, "agent")?,
-        request_seq: number(seq, "request_seq")?,
-        route: Route {
-            channel_type: text(channel, "channel")?,
-            platform_id: text(platform, "chat")?,
-            thread_id: thread,
+fn row(r: &Row<'_>) -> rusqlite::Result<Raw> {
+    Ok(Raw {
+        q: Question {
+            id: r.get(0)?,
+            session_id: r.get(1)?,
+            agent_group_id: r.get(2)?,
+            request_seq: r.get(3)?,
+            route: Route {
+                channel_type: r.get(4)?,
+                platform_id: r.get(5)?,
+                thread_id: r.get(6)?,
+            },
+            asked_by: r.get(7)?,
+            title: r.get(8)?,
+            question: r.get(9)?,
+            options: Vec::new(),
+            timeout_s: u64::try_from(r.get::<_, i64>(11)?).unwrap_or(0),
+            status: r.get(12)?,
+            card: r.get(13)?,
+            created_at: DateTime::<Utc>::UNIX_EPOCH,
+            expires_at: DateTime::<Utc>::UNIX_EPOCH,
+            outcome: None,
+            delivered: r.get(17)?,
         },
-        asked_by,
-        title: text(title, "title")?,
-        question: text(question, "question")?,
-        options: serde_json::from_str(&text(options, "options")?).map_err(|_| bad("options"))?,
-        timeout_s: u64::try_from(number(timeout, "timeout")?).unwrap_or(0),
-        status: text(status, "status")?,
-        card,
-        created_at: parse_ts(&text(created, "created_at")?)?,
-        expires_at: parse_ts(&text(expires, "expires_at")?)?,
-        outcome: outcome
-            .map(|o| serde_json::from_str(&o))
-            .transpose()
-            .map_err(|_| bad("outcome"))?,
-        delivered: number(delivered, "delivered")? != 0,
+        options: r.get(10)?,
+        created_at: r.get(14)?,
+        expires_at: r.get(15)?,
+        outcome: r.get(16)?,
     })
+}
+
+fn decode(raw: Raw) -> DbResult<Question> {
+    let mut q = raw.q;
+    let id = q.id.clone();
+    let bad =
+        |what: &str, e: serde_json::Error| DbError::Malformed(format!("question {id} {what}: {e}"));
+    q.options = serde_json::from_str(&raw.options).map_err(|e| bad("options", e))?;
+    q.outcome = raw
+        .outcome
+        .as_deref()
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| bad("outcome", e))?;
+    q.created_at = parse_ts(&raw.created_at)?;
+    q.expires_at = parse_ts(&raw.expires_at)?;
+    Ok(q)
 }
 
 fn query(conn: &Connection, filter: &str, p: impl rusqlite::Params) -> DbResult<Vec<Question>> {

@@ -37,6 +37,25 @@ async fn next_question(client: &mut Client) -> (String, Vec<String>) {
     }
 }
 
+/// Answers, expecting a refusal; returns its text.
+async fn answer_refused(client: &mut Client, question_id: String, choice: usize) -> String {
+    client
+        .request(&Request::Answer {
+            question_id,
+            choice,
+        })
+        .await
+        .unwrap();
+    match client
+        .wait_for(|e| matches!(e, Event::Error { .. }))
+        .await
+        .unwrap()
+    {
+        Event::Error { message } => message,
+        _ => unreachable!(),
+    }
+}
+
 async fn closed(client: &mut Client, id: &str) -> String {
     let id = id.to_owned();
     match client
@@ -85,21 +104,8 @@ async fn a_terminal_answers_and_the_tool_returns_the_value() {
     assert_eq!(model.request_count(), 2);
     assert_eq!(client.replies_to(seq), vec!["deploying to prod".to_owned()]);
     // Answering again is refused.
-    client
-        .request(&Request::Answer {
-            question_id: id,
-            choice: 1,
-        })
-        .await
-        .unwrap();
-    let refusal = client
-        .wait_for(|e| matches!(e, Event::Error { .. }))
-        .await
-        .unwrap();
-    assert!(
-        format!("{refusal:?}").contains("answered already"),
-        "{refusal:?}"
-    );
+    let refusal = answer_refused(&mut client, id, 1).await;
+    assert!(refusal.contains("answered already"), "{refusal}");
 }
 
 #[tokio::test]
@@ -122,21 +128,8 @@ async fn an_unanswered_question_expires_and_the_agent_is_told() {
         results[0].starts_with("No answer: nobody chose within 10 s"),
         "{results:?}"
     );
-    client
-        .request(&Request::Answer {
-            question_id: id,
-            choice: 1,
-        })
-        .await
-        .unwrap();
-    let refusal = client
-        .wait_for(|e| matches!(e, Event::Error { .. }))
-        .await
-        .unwrap();
-    assert!(
-        format!("{refusal:?}").contains("expired already"),
-        "{refusal:?}"
-    );
+    let refusal = answer_refused(&mut client, id, 1).await;
+    assert!(refusal.contains("expired already"), "{refusal}");
 }
 
 #[tokio::test]
@@ -241,17 +234,6 @@ async fn two_questions_at_once_are_told_apart() {
 // Telegram
 
 const TOKEN: &str = "42:questions";
-
-fn buttons(m: &BotMessage) -> Vec<String> {
-    m.reply_markup
-        .as_ref()
-        .and_then(|k| k["inline_keyboard"].as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .flat_map(|row| row.as_array().cloned().unwrap_or_default())
-        .filter_map(|b| b["callback_data"].as_str().map(str::to_owned))
-        .collect()
-}
 
 async fn telegram() -> (FakeModel, FakeTelegram, testkit::HostFixture) {
     let (model, mut fixture) = setup().await;

@@ -200,3 +200,15 @@ pub fn tool_results(request: &testkit::RecordedRequest) -> Vec<String> {
         })
         .collect()
 }
+
+/// The callback data of the inline buttons under a message the bot sent.
+pub fn buttons(m: &testkit::fake_telegram::BotMessage) -> Vec<String> {
+    m.reply_markup
+        .as_ref()
+        .and_then(|k| k["inline_keyboard"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|row| row.as_array().cloned().unwrap_or_default())
+        .filter_map(|b| b["callback_data"].as_str().map(str::to_owned))
+        .collect()
+}

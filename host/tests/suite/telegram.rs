@@ -340,17 +340,6 @@ async fn strict_chats_drop_unknown_senders_and_audit_them() {
     assert!(t.tg.bot_messages(-9999).is_empty());
 }
 
-fn buttons(m: &BotMessage) -> Vec<String> {
-    m.reply_markup
-        .as_ref()
-        .and_then(|k| k["inline_keyboard"].as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .flat_map(|row| row.as_array().cloned().unwrap_or_default())
-        .filter_map(|b| b["callback_data"].as_str().map(str::to_owned))
-        .collect()
-}
-
 #[tokio::test]
 async fn request_approval_asks_the_owner_and_replays_on_allow() {
     let mut t = Tg::new().await;
