@@ -22,6 +22,8 @@ use crate::server::{Context, Tools};
 
 /// Waited beyond the question's own timeout for the host to withdraw it.
 const WITHDRAW_GRACE: Duration = Duration::from_secs(5);
+/// How often a waiting question checks that the runner that asked is still there.
+const ORPHAN_CHECK: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -91,8 +93,30 @@ async fn ask_user_question(ctx: &Context, args: AskUserQuestionArgs) -> Result<S
         let row = request::outbound(new_message_id(), questions::ASK_QUESTION, body);
         let seq = OutboundDb::open(&session)?.insert_message(&row, Utc::now())?;
         tracing::info!(seq, "question asked");
-        match request::wait_for_response(&session.inbound_dir, seq, WaitOptions::with_timeout(wait))
-        {
+        // The runner that started this server. If it dies (a crash, a kill) this process is
+        // orphaned: its answer would reach nobody, and acking the host's notice would hide
+        // the answer from the runner that retries the turn. So the wait checks, in slices.
+        let runner = std::os::unix::process::parent_id();
+        let orphaned = || std::os::unix::process::parent_id() != runner;
+        let started = std::time::Instant::now();
+        let waited = loop {
+            let left = wait.saturating_sub(started.elapsed());
+            let slice = WaitOptions::with_timeout(left.min(ORPHAN_CHECK));
+            match request::wait_for_response(&session.inbound_dir, seq, slice) {
+                Err(WaitError::Timeout { .. }) if !left.is_zero() && !orphaned() => continue,
+                other => break other,
+            }
+        };
+        if orphaned() {
+            tracing::warn!(
+                seq,
+                "the runner is gone; the question's answer is left to its successor"
+            );
+            return Err(ToolError::Refused(
+                "the agent runner that asked is gone".into(),
+            ));
+        }
+        match waited {
             Ok(answer) if answer.ok => {
                 let outcome: Outcome = serde_json::from_value(answer.body)
                     .map_err(|e| ToolError::BadAnswer(e.to_string()))?;
