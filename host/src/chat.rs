@@ -28,10 +28,19 @@ use crate::protocol::{Event, Request};
 
 /// `println!` that ends the program quietly when stdout's reader has gone away
 /// (`clawbox chat | head`), as Unix tools do, instead of panicking.
+/// A line for stderr, made safe like [`say!`]'s.
+macro_rules! tell {
+    ($($arg:tt)*) => {{
+        eprintln!("{}", crate::render::terminal_safe(&format!($($arg)*)));
+    }};
+}
+
 macro_rules! say {
     ($($arg:tt)*) => {{
+        // Agents' text must not drive the terminal (escape sequences, bidi overrides).
+        let line = crate::render::terminal_safe(&format!($($arg)*));
         let mut out = std::io::stdout().lock();
-        if let Err(e) = writeln!(out, $($arg)*).and_then(|()| out.flush())
+        if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush())
             && e.kind() == std::io::ErrorKind::BrokenPipe
         {
             std::process::exit(0);
@@ -315,7 +324,7 @@ impl Session {
                 self.answered();
                 self.failed = true;
                 self.clear_status_line();
-                eprintln!("⚠ {reason}");
+                tell!("⚠ {reason}");
                 self.prompt();
             }
             Event::Chat(ChatEvent::Reply {
@@ -351,7 +360,7 @@ impl Session {
                 } else {
                     &agent
                 };
-                eprintln!("({who} reacted {emoji} to #{reaction_to})");
+                tell!("({who} reacted {emoji} to #{reaction_to})");
             }
             Event::Chat(ChatEvent::Done {
                 session_id,
@@ -402,7 +411,7 @@ impl Session {
                 let was_first = self.questions.front().is_some_and(|q| q.id == question_id);
                 self.questions.retain(|q| q.id != question_id);
                 self.clear_status_line();
-                eprintln!("{outcome}");
+                tell!("{outcome}");
                 match self.questions.front() {
                     Some(next) if was_first => next.show(),
                     _ => self.prompt(),
@@ -410,11 +419,11 @@ impl Session {
             }
             Event::Chat(ChatEvent::Notice { text }) => {
                 self.clear_status_line();
-                eprintln!("{text}");
+                tell!("{text}");
             }
             Event::Error { message } => {
                 self.clear_status_line();
-                eprintln!("clawbox: {message}");
+                tell!("clawbox: {message}");
             }
             Event::Attached { .. }
             | Event::Status { .. }

@@ -126,19 +126,36 @@ pub fn clean(text: &str) -> String {
     text.chars()
         .filter_map(|c| match c {
             '\n' => Some('↵'),
-            '\t' => Some(' '),
-            '\u{200B}'
-            | '\u{200C}'
-            | '\u{200E}'
-            | '\u{200F}'
-            | '\u{202A}'..='\u{202E}'
-            | '\u{2066}'..='\u{2069}'
-            | '\u{061C}'
-            | '\u{FEFF}' => None,
-            c if c.is_control() => None,
-            c => Some(c),
+            c => safe_char(c),
         })
         .collect()
+}
+
+/// `text` safe for a terminal but with its lines kept: like [`clean`], except that line breaks
+/// stay line breaks (what agents write in a chat).
+pub fn terminal_safe(text: &str) -> String {
+    text.chars()
+        .filter_map(|c| match c {
+            '\n' => Some('\n'),
+            c => safe_char(c),
+        })
+        .collect()
+}
+
+fn safe_char(c: char) -> Option<char> {
+    match c {
+        '\t' => Some(' '),
+        '\u{200B}'
+        | '\u{200C}'
+        | '\u{200E}'
+        | '\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2066}'..='\u{2069}'
+        | '\u{061C}'
+        | '\u{FEFF}' => None,
+        c if c.is_control() => None,
+        c => Some(c),
+    }
 }
 
 /// One clean line of at most `max` characters, cut with `…`.
@@ -786,6 +803,15 @@ fn log_line(event: &LogEvent, timezone: Tz) -> (String, String) {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn terminal_safe_keeps_lines_and_drops_what_drives_a_terminal() {
+        assert_eq!(
+            terminal_safe("a\u{1b}[31mb\tc\nd\u{202e}e\u{7}"),
+            "a[31mb c\nde"
+        );
+        assert_eq!(clean("a\nb"), "a↵b");
+    }
 
     #[test]
     fn durations() {

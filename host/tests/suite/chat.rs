@@ -197,3 +197,19 @@ async fn status_is_answered_by_the_host_without_waking_the_agent() {
     assert!(lines[1].starts_with("Andy is idle"), "{stdout}");
     assert_eq!(model.request_count(), 1, "/status never reaches the model");
 }
+
+#[tokio::test]
+async fn replies_cannot_drive_the_terminal() {
+    let (model, fixture) = setup().await;
+    model.push(Reply::text(
+        "\u{1b}[2J\u{1b}]0;pwned\u{7}red\nline two\u{202e}reversed",
+    ));
+    let out = fixture.chat("hi\n").await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        !stdout.contains('\u{1b}') && !stdout.contains('\u{7}') && !stdout.contains('\u{202e}'),
+        "{stdout:?}"
+    );
+    assert!(stdout.contains("red\nline two"), "{stdout:?}");
+}
