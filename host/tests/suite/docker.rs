@@ -671,6 +671,8 @@ async fn sessions_beyond_the_container_cap_wait_their_turn() {
 #[tokio::test]
 async fn a_task_script_runs_in_the_container_before_the_model() {
     let (model, mut fixture, _docker) = docker_setup().await;
+    // A zone without daylight saving time, so its offset is known.
+    fixture.set("TIMEZONE", "Asia/Kolkata");
     fixture.start().await.unwrap();
     let _cleanup = Cleanup {
         data_dir: fixture.data_dir(),
@@ -694,11 +696,12 @@ async fn a_task_script_runs_in_the_container_before_the_model() {
         "pwd > quiet-ran-in; echo '{\"wakeAgent\": false}'",
     )
     .await;
-    // What a real gate does: talk on its way, keep state in /tmp and in the workspace, and
-    // end with the verdict.
+    // What a real gate does: talk on its way, look at the (local) time, keep state in /tmp
+    // and in the workspace, and end with the verdict.
     let loud = schedule(
         "Tell me what broke.",
         r#"echo "checking the build"
+date +%z > loud-offset
 echo 40 > /tmp/base
 echo 2 > loud-step
 n=$(( $(cat /tmp/base) + $(cat loud-step) ))
@@ -745,6 +748,11 @@ printf '{"wakeAgent": true, "data": {"n": %d}}\n' "$n""#,
     assert!(
         !read.contains("checking the build"),
         "only the data: {read}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("loud-offset")).unwrap(),
+        "+0530\n",
+        "the script's TZ is TIMEZONE, and the image knows the zone"
     );
     let loud_run = wait_task(&fixture, &loud, |t| t["runs"][0]["outcome"] != "fired").await;
     assert_eq!(loud_run["runs"][0]["outcome"], "completed", "{loud_run:#}");
