@@ -19,16 +19,17 @@
 //! /bin/bash                              `exec /bin/sh "$@"`: the shell tool runs `bash -c`
 //! /etc/passwd, /etc/group                root and the runner user `clawbox` (10001:10001)
 //! /etc/ssl/certs/ca-certificates.crt     CA certificates (servers an agent reaches itself)
+//! /usr/share/zoneinfo/                   this machine's tzdata (without right/), when installed
 //! /tmp, /workspace, /mailbox, /run/clawbox   mount points
 //! ```
 //!
 //! The binaries are the ones next to the running `clawbox` (`CLAWBOX_RUNNER_BIN` and its
 //! sibling `mcp-tools`): `make image` uses the release builds, tests the debug builds.
 //!
-//! Freshness: the image carries `clawbox.binaries`, a SHA-256 of both binaries, the skills and
-//! the layout version, and `clawbox.stamp`, their sizes and modification times. A start whose
-//! stamp matches skips hashing (the common case costs one `inspect`); otherwise the hash
-//! decides whether to rebuild.
+//! Freshness: the image carries `clawbox.binaries`, a SHA-256 of both binaries, the skills,
+//! tzdata's `tzdata.zi` (its version) and the layout version, and `clawbox.stamp`, their sizes
+//! and modification times. A start whose stamp matches skips hashing (the common case costs
+//! one `inspect`); otherwise the hash decides whether to rebuild.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -51,10 +52,17 @@ pub const LABEL_STAMP: &str = "clawbox.stamp";
 /// rebuilds them.
 pub const LABEL_BUILDER: &str = "clawbox.builder";
 /// Bump when the layout changes, so older images are rebuilt.
-const LAYOUT_VERSION: u32 = 1;
+const LAYOUT_VERSION: u32 = 2;
 /// Where Debian's `busybox-static` installs busybox.
 const BUSYBOX_CANDIDATES: &[&str] = &["/bin/busybox", "/usr/bin/busybox"];
 const CA_CERTIFICATES: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// The time zone database, copied to the same path in the image. The runner and `run_bash`
+/// hand their shells `TZ=<IANA name>` (`TIMEZONE`); busybox (static glibc) reads that zone from
+/// here, and without the file it silently runs on UTC under the zone's name ("Europe", +0000):
+/// a task script checking the hour was off by the zone's offset.
+const ZONEINFO: &str = "/usr/share/zoneinfo";
+/// One file of tzdata that names its version: in the stamp, so a tzdata update rebuilds.
+const TZDATA_VERSION: &str = "tzdata.zi";
 
 /// Debian's `busybox-static`, which every build needs (the image's shell), if installed.
 pub fn find_busybox() -> Option<&'static Path> {
@@ -222,6 +230,9 @@ pub async fn build(
     ));
     let for_context = sources.clone();
     let context = blocking(move || build_context(&for_context)).await?;
+    for warning in &context.warnings {
+        progress(&format!("warning: {warning}"));
+    }
     let context_bytes = context.tar.len();
     progress(&format!(
         "importing a {:.1} MB root filesystem into the Docker engine",
@@ -297,6 +308,10 @@ fn stamp(sources: &ImageSources) -> Result<Stamp, ImageError> {
     ];
     if let Some(dir) = &sources.skills_dir {
         files.extend(skill_files(dir)?.into_values());
+    }
+    let tzdata = Path::new(ZONEINFO).join(TZDATA_VERSION);
+    if tzdata.is_file() {
+        files.push(tzdata);
     }
     let mut text = format!("v{LAYOUT_VERSION}");
     for f in &files {
@@ -386,6 +401,8 @@ fn skill_files(dir: &Path) -> Result<BTreeMap<PathBuf, PathBuf>, ImageError> {
 struct Context {
     tar: Vec<u8>,
     changes: Vec<String>,
+    /// What the image lacks that the user may want to install (progress lines).
+    warnings: Vec<String>,
 }
 
 /// `name:tag` → (`name`, `tag`); the tag defaults to `latest`. A colon before the last `/`
@@ -479,6 +496,14 @@ fn build_context(sources: &ImageSources) -> Result<Context, ImageError> {
         0o644,
     )?;
 
+    let mut warnings = Vec::new();
+    if !add_zoneinfo(&mut tar, Path::new(ZONEINFO))? {
+        warnings.push(format!(
+            "no time zone data at {ZONEINFO} (install tzdata): shell commands and task scripts \
+             in containers will see UTC whatever TIMEZONE says"
+        ));
+    }
+
     tar.dir("app/skills", 0o755)?;
     if let Some(dir) = &sources.skills_dir {
         for (rel, path) in skill_files(dir)? {
@@ -510,7 +535,61 @@ fn build_context(sources: &ImageSources) -> Result<Context, ImageError> {
     Ok(Context {
         tar: tar.finish()?,
         changes,
+        warnings,
     })
+}
+
+/// Copies the time zone database at `dir` (if any) to the same path in the image, links as
+/// links; returns whether there was one. Leaves out `right/` (the leap-second variants, as
+/// large again and never what a `TZ` name means) and absolute links (`localtime` points at this
+/// machine's own `/etc/localtime`).
+fn add_zoneinfo(tar: &mut Tar, dir: &Path) -> Result<bool, ImageError> {
+    if !dir.is_dir() {
+        return Ok(false);
+    }
+    let Some(root) = dir.strip_prefix("/").ok().and_then(Path::to_str) else {
+        return Ok(false);
+    };
+    // Sorted, so the same tzdata gives the same context.
+    let mut entries = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).map_err(io("list", &d))? {
+            let entry = entry.map_err(io("list", &d))?;
+            let path = entry.path();
+            let kind = entry.file_type().map_err(io("read", &path))?;
+            if kind.is_dir() {
+                if path != dir.join("right") {
+                    stack.push(path);
+                }
+            } else if kind.is_file() || kind.is_symlink() {
+                entries.insert(path, kind.is_symlink());
+            }
+        }
+    }
+    tar.dirs_for(root)?;
+    for (path, is_link) in entries {
+        let Some(rel) = path.strip_prefix("/").ok().and_then(Path::to_str) else {
+            continue;
+        };
+        if let Some(parent) = Path::new(rel).parent().and_then(Path::to_str) {
+            tar.dirs_for(parent)?;
+        }
+        if is_link {
+            let target = std::fs::read_link(&path).map_err(io("read", &path))?;
+            match target.to_str() {
+                Some(target) if !target.starts_with('/') => tar.symlink(rel, target)?,
+                _ => continue,
+            }
+        } else {
+            tar.file(
+                rel,
+                &std::fs::read(&path).map_err(io("read", &path))?,
+                0o644,
+            )?;
+        }
+    }
+    Ok(true)
 }
 
 /// `strip`ped copy of a binary (debug builds shrink six-fold); the original when `strip` is
@@ -780,6 +859,52 @@ mod tests {
         let after = stamp(&sources).unwrap();
         assert_ne!(after.text, before.text);
         assert_ne!(content_hash(&after.files).unwrap(), hash_before);
+    }
+
+    #[test]
+    fn the_zoneinfo_is_copied_with_its_links_and_without_right() {
+        let dir = tempfile::tempdir().unwrap();
+        let zi = dir.path().join("zoneinfo");
+        std::fs::create_dir_all(zi.join("Asia")).unwrap();
+        std::fs::create_dir_all(zi.join("right/Asia")).unwrap();
+        std::fs::create_dir_all(zi.join("posix")).unwrap();
+        std::fs::write(zi.join("Asia/Kolkata"), "TZif").unwrap();
+        std::fs::write(zi.join("right/Asia/Kolkata"), "TZif").unwrap();
+        std::os::unix::fs::symlink("Asia/Kolkata", zi.join("Asia/Calcutta")).unwrap();
+        std::os::unix::fs::symlink("../Asia", zi.join("posix/Asia")).unwrap();
+        std::os::unix::fs::symlink("/etc/localtime", zi.join("localtime")).unwrap();
+        let mut tar = Tar::new();
+        assert!(add_zoneinfo(&mut tar, &zi).unwrap());
+        let bytes = tar.finish().unwrap();
+        let root = zi.strip_prefix("/").unwrap().to_str().unwrap().to_owned();
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        let entries: Vec<(String, String)> = archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let path = e.path().unwrap().to_string_lossy().into_owned();
+                let what = match e.link_name().unwrap() {
+                    Some(target) => format!("-> {}", target.display()),
+                    None => format!("{:?}", e.header().entry_type()),
+                };
+                (path.replace(&root, "Z"), what)
+            })
+            .filter(|(path, _)| path.starts_with('Z'))
+            .collect();
+        let want: Vec<(String, String)> = [
+            ("Z/", "Directory"),
+            ("Z/Asia/", "Directory"),
+            ("Z/Asia/Calcutta", "-> Asia/Kolkata"),
+            ("Z/Asia/Kolkata", "Regular"),
+            ("Z/posix/", "Directory"),
+            ("Z/posix/Asia", "-> ../Asia"),
+        ]
+        .into_iter()
+        .map(|(p, w)| (p.to_owned(), w.to_owned()))
+        .collect();
+        assert_eq!(entries, want);
+        assert!(!add_zoneinfo(&mut Tar::new(), &dir.path().join("none")).unwrap());
     }
 
     #[test]

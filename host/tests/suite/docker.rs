@@ -25,6 +25,7 @@ use serde_json::json;
 use testkit::{FakeModel, HostFixture, Reply, ToolCall};
 
 use super::support::*;
+use super::tasks::{agent_calls, task_as_read, task_id, task_reply, tasks_json, wait_task};
 
 const TEST_IMAGE: &str = "clawbox-agent:test";
 /// The model key; it must never appear in a container.
@@ -664,5 +665,98 @@ async fn sessions_beyond_the_container_cap_wait_their_turn() {
         "{}",
         fixture.logs()
     );
+    fixture.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_task_script_runs_in_the_container_before_the_model() {
+    let (model, mut fixture, _docker) = docker_setup().await;
+    // A zone without daylight saving time, so its offset is known.
+    fixture.set("TIMEZONE", "Asia/Kolkata");
+    fixture.start().await.unwrap();
+    let _cleanup = Cleanup {
+        data_dir: fixture.data_dir(),
+    };
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    let mut schedule = async |prompt: &str, script: &str| {
+        task_id(
+            &agent_calls(
+                &mut client,
+                &model,
+                "watch the build",
+                "schedule_task",
+                // Yearly: only the runs the test starts by hand happen while it runs.
+                json!({ "prompt": prompt, "cron": "0 0 1 1 *", "script": script }),
+            )
+            .await,
+        )
+    };
+    let quiet = schedule(
+        "Nothing to say.",
+        "pwd > quiet-ran-in; echo '{\"wakeAgent\": false}'",
+    )
+    .await;
+    // What a real gate does: talk on its way, look at the (local) time, keep state in /tmp
+    // and in the workspace, and end with the verdict.
+    let loud = schedule(
+        "Tell me what broke.",
+        r#"echo "checking the build"
+date +%z > loud-offset
+echo 40 > /tmp/base
+echo 2 > loud-step
+n=$(( $(cat /tmp/base) + $(cat loud-step) ))
+echo "found $n"
+printf '{"wakeAgent": true, "data": {"n": %d}}\n' "$n""#,
+    )
+    .await;
+
+    let before = model.request_count();
+    tasks_json(&fixture, &["run-now", &quiet]).await;
+    let quiet_run = wait_task(&fixture, &quiet, |t| t["runs"][0]["outcome"] != "fired").await;
+    assert_eq!(
+        model.request_count(),
+        before,
+        "no request reached the model"
+    );
+    assert_eq!(
+        (
+            &quiet_run["runs"][0]["outcome"],
+            &quiet_run["runs"][0]["detail"]
+        ),
+        (
+            &json!("script-false"),
+            &json!("the script said wakeAgent: false")
+        ),
+        "{quiet_run:#}\n{}",
+        fixture.logs()
+    );
+    // It ran in the session's workspace, inside the container.
+    let session = quiet_run["task"]["session"].as_str().unwrap();
+    let workspace = session_dir(&fixture, session).join("workspace");
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("quiet-ran-in")).unwrap(),
+        "/workspace\n"
+    );
+
+    tasks_json(&fixture, &["run-now", &loud]).await;
+    let (_, seq) = task_reply(&mut client, "Tell me what broke.").await;
+    let read = task_as_read(&model, seq);
+    assert!(
+        read.contains("<script_output>{&quot;n&quot;:42}</script_output>"),
+        "{read}"
+    );
+    assert!(
+        !read.contains("checking the build"),
+        "only the data: {read}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(workspace.join("loud-offset")).unwrap(),
+        "+0530\n",
+        "the script's TZ is TIMEZONE, and the image knows the zone"
+    );
+    let loud_run = wait_task(&fixture, &loud, |t| t["runs"][0]["outcome"] != "fired").await;
+    assert_eq!(loud_run["runs"][0]["outcome"], "completed", "{loud_run:#}");
+    assert_eq!(loud_run["runs"][0]["detail"], "the script woke the agent");
+    assert!(model.violations().is_empty(), "{:?}", model.violations());
     fixture.stop().await.unwrap();
 }

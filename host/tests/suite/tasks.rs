@@ -16,7 +16,7 @@ use super::support::*;
 
 /// The agent (scripted) calls `tool` with `args` when told `text`, then says "done"; returns
 /// the tool's result as the model read it.
-async fn agent_calls(
+pub(super) async fn agent_calls(
     client: &mut Client,
     model: &FakeModel,
     text: &str,
@@ -39,7 +39,7 @@ async fn agent_calls(
 }
 
 /// The task id in a tool result (`scheduled task-… `).
-fn task_id(result: &str) -> String {
+pub(super) fn task_id(result: &str) -> String {
     result
         .split_whitespace()
         .find(|w| w.starts_with("task-"))
@@ -48,7 +48,7 @@ fn task_id(result: &str) -> String {
 }
 
 /// `clawbox tasks <args…> --json`, parsed; panics on failure.
-async fn tasks_json(fixture: &HostFixture, args: &[&str]) -> Value {
+pub(super) async fn tasks_json(fixture: &HostFixture, args: &[&str]) -> Value {
     let mut all = vec!["tasks"];
     all.extend_from_slice(args);
     all.push("--json");
@@ -87,7 +87,7 @@ fn inbound(fixture: &HostFixture, session: &str) -> Connection {
 
 /// Waits for the reply the agent gave to a task run whose prompt contains `needle` (the fake
 /// model echoes the task's text); returns the reply and the task message's seq.
-async fn task_reply(client: &mut Client, needle: &str) -> (String, i64) {
+pub(super) async fn task_reply(client: &mut Client, needle: &str) -> (String, i64) {
     match client
         .wait_for(|e| {
             matches!(e, Event::Chat(ChatEvent::Reply { text, in_reply_to: Some(_), .. })
@@ -106,7 +106,7 @@ async fn task_reply(client: &mut Client, needle: &str) -> (String, i64) {
 }
 
 /// The task message as the model read it: the last user message of the request for `seq`.
-fn task_as_read(model: &FakeModel, seq: i64) -> String {
+pub(super) fn task_as_read(model: &FakeModel, seq: i64) -> String {
     let open = format!("<task id=\"{seq}\"");
     model
         .requests()
@@ -117,7 +117,11 @@ fn task_as_read(model: &FakeModel, seq: i64) -> String {
 }
 
 /// Waits until `check` holds for the task's view from `clawbox tasks show`.
-async fn wait_task(fixture: &HostFixture, id: &str, check: impl Fn(&Value) -> bool) -> Value {
+pub(super) async fn wait_task(
+    fixture: &HostFixture,
+    id: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let shown = tasks_json(fixture, &["show", id]).await;
