@@ -129,7 +129,14 @@ pub async fn run_turn(
             .tools(/*step*/ 1, "task script".to_owned(), timeout)
             .await?;
         let mut script_env = env.config.inherited_env.clone();
-        script_env.push(("TZ".to_owned(), env.config.timezone.name().to_owned()));
+        // The task's own zone: the one its schedule (and so its script's idea of "now") is in.
+        let zone = task
+            .content
+            .get("timezone")
+            .and_then(Value::as_str)
+            .and_then(|name| name.parse::<chrono_tz::Tz>().ok())
+            .unwrap_or(env.config.timezone);
+        script_env.push(("TZ".to_owned(), zone.name().to_owned()));
         let gate = script::run(code, &env.config.workspace, &script_env, timeout).await;
         let report = match gate {
             Gate::Wake { data } => {

@@ -181,3 +181,27 @@ async fn a_late_run_tells_the_agent_so() {
         "{user}"
     );
 }
+
+#[tokio::test]
+async fn a_script_runs_in_the_tasks_time_zone() {
+    let model = FakeModel::start().await.unwrap();
+    let mut s = Session::new();
+    // The runner's zone is Europe/Berlin (the harness); this task's is Asia/Kolkata.
+    s.insert(
+        InboundKind::Task,
+        json!({
+            "prompt": "what offset?",
+            "task_id": "task-cd34",
+            "script": "printf '{\"wakeAgent\": true, \"data\": \"%s\"}\\n' \"$(date +%z)\"",
+            "scheduled_for": "2026-06-01T08:00:00.000Z",
+            "fired_at": "2026-06-01T08:00:00.100Z",
+            "timezone": "Asia/Kolkata",
+            "late": false,
+            "run_now": false,
+        }),
+        true,
+    );
+    s.run(&model).await;
+    let user = last_user(model.requests()[0].messages());
+    assert!(user.contains("&quot;+0530&quot;"), "{user}");
+}
