@@ -8,10 +8,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use mailbox::{Activity, InboundReader, OutboundReader, RunnerState, heartbeat};
 
+use crate::config::Config;
 use crate::sessions::SessionInfo;
-
-/// A runner whose heartbeat is older than this is not counted as running.
-const ALIVE_WITHIN: Duration = Duration::from_secs(30);
 
 /// The sentence for `/status`.
 pub fn sentence(
@@ -54,8 +52,10 @@ pub fn sentence(
     }
 }
 
-/// Reads the session's mailbox and describes it; problems reading it are said, not hidden.
-pub async fn describe(info: &SessionInfo) -> String {
+/// Reads the session's mailbox and describes it; problems reading it are said, not hidden. A
+/// runner counts as up by the same heartbeat rule as `clawbox status`'s.
+pub async fn describe(info: &SessionInfo, config: &Config) -> String {
+    let alive_within = Duration::from_millis(crate::inspect::stale_after(config));
     let agent = info.agent.name.clone();
     let paths = info.paths.clone();
     let read = tokio::task::spawn_blocking(move || -> mailbox::Result<_> {
@@ -78,15 +78,14 @@ pub async fn describe(info: &SessionInfo) -> String {
             .count();
         let alive = heartbeat::last_beat(&paths.heartbeat())
             .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age <= ALIVE_WITHIN);
+            .is_some_and(|age| age <= alive_within);
         Ok((state, alive, waiting, now))
     })
-    .await;
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r.map_err(|e| e.to_string()));
     match read {
-        Ok(Ok((state, alive, waiting, now))) => {
-            sentence(&agent, state.as_ref(), alive, waiting, now)
-        }
-        Ok(Err(e)) => format!("{agent}: its status cannot be read right now ({e})."),
+        Ok((state, alive, waiting, now)) => sentence(&agent, state.as_ref(), alive, waiting, now),
         Err(e) => format!("{agent}: its status cannot be read right now ({e})."),
     }
 }

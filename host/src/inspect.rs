@@ -312,7 +312,7 @@ const ERROR_LOOKBACK: u32 = 100;
 
 /// A heartbeat older than three periods (at least 5 s) means the runner is not beating: stuck,
 /// or gone. (The host's liveness check has its own, longer tolerance before it acts.)
-fn stale_after(config: &Config) -> u64 {
+pub(crate) fn stale_after(config: &Config) -> u64 {
     u64::try_from(config.heartbeat.as_millis().saturating_mul(3))
         .unwrap_or(u64::MAX)
         .max(5_000)

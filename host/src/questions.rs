@@ -270,12 +270,7 @@ pub struct Asking<'a> {
 
 impl Asking<'_> {
     pub async fn ask(&self, request: Request) -> Asked {
-        let refuse = |error: String, code: &str| {
-            Asked::Refused(Answer {
-                ok: false,
-                body: json!({ "error": error, "code": code }),
-            })
-        };
+        let refuse = |error: String, code: &str| Asked::Refused(Answer::refused(error, code));
         let ask: AskQuestion = match serde_json::from_value(request.args.clone()) {
             Ok(a) => a,
             Err(e) => return refuse(format!("malformed question: {e}"), "malformed"),

@@ -40,7 +40,8 @@ pub struct Answer {
 }
 
 impl Answer {
-    fn refused(error: impl Into<String>, code: &str) -> Self {
+    /// A refusal: `body.error` says why, `body.code` is stable for programs.
+    pub fn refused(error: impl Into<String>, code: &str) -> Self {
         Answer {
             ok: false,
             body: json!({ "error": error.into(), "code": code }),

@@ -158,7 +158,7 @@ impl Router {
                     db::messaging_group_by_platform(conn, &ev.channel_type, &ev.platform_id)?
                 else {
                     drop(conn, None, "unknown chat")?;
-                    return Ok(vec![Plan::Refuse(Routed::Refused {
+                    return Ok(vec![Plan::Done(Routed::Refused {
                         agent_id: None,
                         reason: "unknown chat".into(),
                         notice: None,
@@ -167,7 +167,7 @@ impl Router {
                 let wirings = db::wirings_of(conn, &chat.id)?;
                 if wirings.is_empty() {
                     drop(conn, None, "no agent wired")?;
-                    return Ok(vec![Plan::Refuse(Routed::Refused {
+                    return Ok(vec![Plan::Done(Routed::Refused {
                         agent_id: None,
                         reason: "no agent is wired to this chat".into(),
                         notice: None,
@@ -195,12 +195,11 @@ impl Router {
         let dir = inbound_files::message_dir(&event.platform_id, &event.message_id);
         for plan in plan {
             match plan {
-                Plan::Refuse(r) => out.push(r),
+                Plan::Done(r) => out.push(r),
                 Plan::Answer { agent_id, info } => {
-                    let text = crate::activity::describe(&info).await;
+                    let text = crate::activity::describe(&info, &shared.config).await;
                     out.push(Routed::Answered { agent_id, text });
                 }
-                Plan::Hold(r) => out.push(r),
                 Plan::Deliver { info, trigger } => {
                     let mut content = json!({
                         "text": event.text,
@@ -275,9 +274,8 @@ impl Router {
 }
 
 enum Plan {
-    Refuse(Routed),
-    /// Held for an owner's approval.
-    Hold(Routed),
+    /// Decided; nothing more to do than report it (refused, or held for an owner).
+    Done(Routed),
     /// `/status`: describe what the agent of this session is doing.
     Answer {
         agent_id: String,
@@ -323,7 +321,7 @@ fn plan_one(
     };
     let agent = wiring.agent_group_id.clone();
     let refuse = |reason: &str, notice: Option<String>| {
-        Plan::Refuse(Routed::Refused {
+        Plan::Done(Routed::Refused {
             agent_id: Some(agent.clone()),
             reason: reason.to_owned(),
             notice,
@@ -407,7 +405,7 @@ fn hold(
     now: DateTime<Utc>,
 ) -> db::DbResult<Plan> {
     let refused = |reason: &str| {
-        Plan::Refuse(Routed::Refused {
+        Plan::Done(Routed::Refused {
             agent_id: Some(agent.to_owned()),
             reason: reason.to_owned(),
             notice: None,
@@ -434,7 +432,7 @@ fn hold(
         db::Held::Queued {
             approval_id,
             new_request,
-        } => Ok(Plan::Hold(Routed::AwaitingApproval {
+        } => Ok(Plan::Done(Routed::AwaitingApproval {
             agent_id: agent.to_owned(),
             approval_id,
             new_request,

@@ -3,16 +3,16 @@
 //! Telegram buttons (the fake Bot API): answers, timeouts, who may answer, an answer that
 //! arrives after the runner was killed, and two questions at once.
 
-use std::path::Path;
 use std::time::Duration;
 
 use host::channels::cli::ChatEvent;
 use host::protocol::{Event, Request};
 use serde_json::{Value, json};
 use testkit::fake_telegram::{BotMessage, TgChat, TgUser};
-use testkit::{FakeModel, FakeTelegram, Reply, ToolCall};
+use testkit::{FakeTelegram, Reply, ToolCall};
 
 use super::support::*;
+use super::telegram::Tg;
 
 fn ask(title: &str, options: Value, timeout_s: u64) -> ToolCall {
     ToolCall::new(
@@ -233,45 +233,22 @@ async fn two_questions_at_once_are_told_apart() {
 // ---------------------------------------------------------------------------------------------
 // Telegram
 
-const TOKEN: &str = "42:questions";
-
-async fn telegram() -> (FakeModel, FakeTelegram, testkit::HostFixture) {
-    let (model, mut fixture) = setup().await;
-    let tg = FakeTelegram::start(TOKEN).await.unwrap();
-    fixture
-        .set("TELEGRAM_BOT_TOKEN", TOKEN)
-        .set("TELEGRAM_API_URL", tg.api_url())
-        .set("TELEGRAM_POLL_TIMEOUT_S", "1");
-    let out = fixture
-        .command_of(
-            Path::new(env!("CARGO_BIN_EXE_create-agent")),
-            &[
-                "--agent-id",
-                "andy",
-                "--agent-name",
-                "Andy",
-                "--telegram-chat-id",
-                "-2001",
-                "--owner-user-id",
-                "telegram:100",
-                "--engage-mode",
-                "pattern",
-                "--engage-pattern",
-                ".",
-                "--unknown-sender-policy",
-                "public",
-            ],
-        )
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    fixture.start().await.unwrap();
-    (model, tg, fixture)
+/// `andy` answering every message of the group -2001, from anyone.
+async fn telegram() -> Tg {
+    let mut t = Tg::new().await;
+    t.start_with_agent(
+        -2001,
+        &[
+            "--engage-mode",
+            "pattern",
+            "--engage-pattern",
+            ".",
+            "--unknown-sender-policy",
+            "public",
+        ],
+    )
+    .await;
+    t
 }
 
 async fn alert_count(tg: &FakeTelegram, n: usize) -> Vec<testkit::fake_telegram::Call> {
@@ -285,7 +262,11 @@ async fn alert_count(tg: &FakeTelegram, n: usize) -> Vec<testkit::fake_telegram:
 
 #[tokio::test]
 async fn telegram_buttons_only_answer_for_the_asker_or_an_owner() {
-    let (model, tg, _fixture) = telegram().await;
+    let Tg {
+        model,
+        tg,
+        fixture: _host,
+    } = telegram().await;
     let chat = TgChat::forum(-2001, "Team");
     let mike = TgUser::new(200, "Mike", Some("mike_m"));
     let sam = TgUser::new(300, "Sam", None);
@@ -379,7 +360,11 @@ async fn telegram_buttons_only_answer_for_the_asker_or_an_owner() {
 
 #[tokio::test]
 async fn telegram_cards_expire_and_stale_buttons_are_answered_politely() {
-    let (model, tg, _fixture) = telegram().await;
+    let Tg {
+        model,
+        tg,
+        fixture: _host,
+    } = telegram().await;
     let chat = TgChat::group(-2001, "Team");
     let olga = TgUser::new(100, "Olga", None);
     model.push(Reply::ToolCalls(vec![ask(

@@ -29,14 +29,15 @@ fn stranger() -> TgUser {
     TgUser::new(300, "Sam", None)
 }
 
-struct Tg {
-    model: FakeModel,
-    tg: FakeTelegram,
-    fixture: HostFixture,
+/// A host with the Telegram channel on, pointed at the fake Bot API.
+pub(super) struct Tg {
+    pub(super) model: FakeModel,
+    pub(super) tg: FakeTelegram,
+    pub(super) fixture: HostFixture,
 }
 
 impl Tg {
-    async fn new() -> Tg {
+    pub(super) async fn new() -> Tg {
         let (model, mut fixture) = setup().await;
         let tg = FakeTelegram::start(TOKEN).await.unwrap();
         fixture
@@ -62,7 +63,7 @@ impl Tg {
     }
 
     /// `andy`, owned by Olga, wired to `chat` with `extra` flags; then the host starts.
-    async fn start_with_agent(&mut self, chat: i64, extra: &[&str]) {
+    pub(super) async fn start_with_agent(&mut self, chat: i64, extra: &[&str]) {
         let chat = chat.to_string();
         let mut args = vec![
             "--agent-id",
