@@ -19,9 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::HostError;
 use crate::app::HostCtx;
-use crate::bootstrap::{CLI_USER, DEFAULT_AGENT};
 use crate::channels::cli::CliChannel;
 use crate::db;
+use crate::db::bootstrap::{CLI_USER, DEFAULT_AGENT};
 use crate::doctor::{self, AgentInfo, Agents};
 use crate::inspect;
 use crate::logs::{self, LogEntry, LogReader};
@@ -92,7 +92,7 @@ async fn connection(
     let mut followers: Vec<JoinHandle<()>> = Vec::new();
     let mut counter = 0u64;
     // Message ids must be unique across connections and host restarts.
-    let nonce = crate::bootstrap::random_id(10);
+    let nonce = crate::db::random_id(10);
     loop {
         let line = tokio::select! {
             () = cancel.cancelled() => break,

@@ -10,10 +10,10 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::HostError;
-use crate::bootstrap::{self, CLI_CHAT, DEFAULT_AGENT};
 use crate::channels::Channels;
 use crate::channels::telegram::TelegramChannel;
 use crate::config::{Config, RuntimeKind};
+use crate::db::bootstrap::{self, CLI_CHAT, DEFAULT_AGENT};
 use crate::db::{self, Db};
 use crate::inspect::{HostFacts, InspectError, ProxySummary};
 use crate::proxy::Proxy;

@@ -163,8 +163,8 @@ pub async fn run(config: &Config, agents: Agents, ran_by_host: bool) -> DoctorRe
 
 fn default_agent() -> AgentInfo {
     AgentInfo {
-        id: crate::bootstrap::DEFAULT_AGENT.to_owned(),
-        folder: crate::bootstrap::DEFAULT_AGENT.to_owned(),
+        id: crate::db::bootstrap::DEFAULT_AGENT.to_owned(),
+        folder: crate::db::bootstrap::DEFAULT_AGENT.to_owned(),
         model: None,
     }
 }
@@ -679,10 +679,7 @@ fn dir_check(name: &str, var: &str, path: &Path, private: bool) -> Check {
 
 /// Creates and removes a file in `dir`: the only sure test of writability (root ignores modes).
 fn probe_write(dir: &Path) -> std::io::Result<()> {
-    let probe = dir.join(format!(
-        ".clawbox-doctor-{}",
-        crate::bootstrap::random_id(8)
-    ));
+    let probe = dir.join(format!(".clawbox-doctor-{}", crate::db::random_id(8)));
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -19,16 +19,13 @@ use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, RuntimeKind};
-use crate::db::{self, DbError, SessionView, TokenUsage};
-use crate::provision::{self, AgentListing, ProvisionError};
+use crate::db::{self, AgentListing, DbError, SessionView, TokenUsage};
 use crate::supervisor::RunnerPhase;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
     #[error(transparent)]
     Db(#[from] DbError),
-    #[error(transparent)]
-    Provision(#[from] ProvisionError),
     /// `clawbox logs <session>` named nothing that exists.
     #[error("no session matches {0:?} (`clawbox sessions` lists them)")]
     UnknownSession(String),
@@ -550,7 +547,7 @@ pub fn agents(
     host: Option<&HostFacts>,
 ) -> Result<AgentList, InspectError> {
     let views = db::session_views(conn)?;
-    let agents = provision::list(conn)?
+    let agents = db::list_agents(conn)?
         .into_iter()
         .map(|agent| {
             let mine = views

@@ -5,7 +5,6 @@
 pub mod activity;
 pub mod admin;
 pub mod app;
-pub mod bootstrap;
 pub mod channels;
 pub mod chat;
 pub mod config;

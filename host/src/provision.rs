@@ -17,10 +17,9 @@ use std::path::{Path, PathBuf};
 use chrono::Utc;
 use clap::{Parser, ValueEnum};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use serde::{Deserialize, Serialize};
 
-use crate::bootstrap::{self, CLI_CHAT, CLI_USER, DEFAULT_AGENT};
 use crate::config::Config;
+use crate::db::bootstrap::{self, CLI_CHAT, CLI_USER, DEFAULT_AGENT};
 use crate::db::{self, Db, DbError, ts};
 
 /// mention-sticky: how long a chat (or topic) may be quiet before a new mention is needed.
@@ -362,9 +361,9 @@ fn execute(
     args: &Args,
 ) -> Result<String, ProvisionError> {
     if args.list {
-        let agents = list(conn)?;
+        let agents = db::list_agents(conn)?;
         return Ok(if args.json {
-            serde_json::to_string_pretty(&Listing { agents })
+            serde_json::to_string_pretty(&db::Listing { agents })
                 .map_err(|e| DbError::Malformed(e.to_string()))?
                 + "\n"
         } else {
@@ -542,7 +541,7 @@ fn provision(
     } else {
         "created"
     };
-    let agent = list(conn)?
+    let agent = db::list_agents(conn)?
         .into_iter()
         .find(|a| a.id == agent_id)
         .ok_or_else(|| DbError::Malformed(format!("agent {agent_id} vanished")))?;
@@ -762,117 +761,7 @@ fn remove(
     ))
 }
 
-// ---------------------------------------------------------------------------------------------
-// Listing
-
-/// What `--list --json` prints.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Listing {
-    pub agents: Vec<AgentListing>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AgentListing {
-    pub id: String,
-    pub name: String,
-    pub folder: String,
-    /// `None`: DEFAULT_MODEL.
-    pub model: Option<String>,
-    pub wirings: Vec<WiringListing>,
-    pub destinations: Vec<DestinationListing>,
-    pub roles: Vec<RoleListing>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WiringListing {
-    pub channel_type: String,
-    pub platform_id: String,
-    pub is_group: bool,
-    pub unknown_sender_policy: String,
-    pub engage_mode: String,
-    pub engage_pattern: Option<String>,
-    pub sticky_window_s: i64,
-    pub session_mode: String,
-    pub ignored_messages: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DestinationListing {
-    pub name: String,
-    pub channel_type: String,
-    pub platform_id: String,
-    pub thread_id: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RoleListing {
-    pub user_id: String,
-    pub role: String,
-}
-
-pub fn list(conn: &Connection) -> Result<Vec<AgentListing>, ProvisionError> {
-    let mut agents: Vec<AgentListing> = conn
-        .prepare("SELECT id, name, folder, model FROM agent_groups ORDER BY id")?
-        .query_map([], |r| {
-            Ok(AgentListing {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                folder: r.get(2)?,
-                model: r.get(3)?,
-                wirings: Vec::new(),
-                destinations: Vec::new(),
-                roles: Vec::new(),
-            })
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    for agent in &mut agents {
-        agent.wirings = conn
-            .prepare(
-                "SELECT m.channel_type, m.platform_id, m.is_group, m.unknown_sender_policy,
-                        w.engage_mode, w.engage_pattern, w.sticky_window_s, w.session_mode,
-                        w.ignored_message_policy
-                 FROM wirings w JOIN messaging_groups m ON m.id = w.messaging_group_id
-                 WHERE w.agent_group_id = ?1 ORDER BY m.channel_type, m.platform_id",
-            )?
-            .query_map([&agent.id], |r| {
-                Ok(WiringListing {
-                    channel_type: r.get(0)?,
-                    platform_id: r.get(1)?,
-                    is_group: r.get(2)?,
-                    unknown_sender_policy: r.get(3)?,
-                    engage_mode: r.get(4)?,
-                    engage_pattern: r.get(5)?,
-                    sticky_window_s: r.get(6)?,
-                    session_mode: r.get(7)?,
-                    ignored_messages: r.get(8)?,
-                })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        agent.destinations = db::destinations_of(conn, &agent.id)?
-            .into_iter()
-            .map(|d| DestinationListing {
-                name: d.name,
-                channel_type: d.channel_type,
-                platform_id: d.platform_id,
-                thread_id: d.thread_id,
-            })
-            .collect();
-        agent.roles = conn
-            .prepare(
-                "SELECT user_id, role FROM user_roles WHERE agent_group_id = ?1 ORDER BY role, user_id",
-            )?
-            .query_map([&agent.id], |r| {
-                Ok(RoleListing {
-                    user_id: r.get(0)?,
-                    role: r.get(1)?,
-                })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-    }
-    Ok(agents)
-}
-
-fn render(a: &AgentListing) -> String {
+fn render(a: &db::AgentListing) -> String {
     let mut out = format!(
         "{}  {:?}  folder={}  model={}\n",
         a.id,

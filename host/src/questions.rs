@@ -25,8 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::HostError;
 use crate::app::HostCtx;
-use crate::bootstrap::random_id;
 use crate::channels::Channels;
+use crate::db::random_id;
 use crate::db::{self, Db, DbError, DbResult, parse_ts, ts};
 use crate::requests::Answer;
 

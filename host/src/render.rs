@@ -860,11 +860,11 @@ mod tests {
     }
 
     use crate::db::TokenUsage;
+    use crate::db::{AgentListing, DestinationListing, RoleListing, WiringListing};
     use crate::doctor::Check;
     use crate::inspect::{
         AgentRow, ContainerCount, DroppedMessage, HostSummary, LastError, ProxySummary, SessionRow,
     };
-    use crate::provision::{AgentListing, DestinationListing, RoleListing, WiringListing};
 
     fn t(secs: i64) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-03-01T12:00:00Z")

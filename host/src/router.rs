@@ -412,7 +412,18 @@ fn hold(
         })
     };
     let event = serde_json::to_string(ev).map_err(|e| db::DbError::Malformed(e.to_string()))?;
-    match db::hold_message(conn, agent, &chat.id, ev, &event, MAX_HELD_MESSAGES, now)? {
+    match db::hold_message(
+        conn,
+        agent,
+        &chat.id,
+        db::HeldSender {
+            id: &ev.sender_id,
+            name: ev.sender_name.as_deref(),
+        },
+        &event,
+        MAX_HELD_MESSAGES,
+        now,
+    )? {
         db::Held::Denied => {
             record_drop(conn, ev, Some(agent), "sender denied by an owner", now)?;
             Ok(refused("an owner declined this sender"))

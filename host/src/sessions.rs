@@ -9,7 +9,7 @@ use chrono::Utc;
 use mailbox::{Destination, Route, SessionPaths};
 use rusqlite::Connection;
 
-use crate::bootstrap::random_id;
+use crate::db::random_id;
 use crate::db::{self, AgentGroup, DbError, DbResult, MessagingGroup, Session, Wiring};
 
 /// Everything the supervisor needs to run one session.

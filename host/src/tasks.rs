@@ -21,7 +21,7 @@ use mailbox::{InboundMessage, InboundStatus};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 
-use crate::bootstrap::random_id;
+use crate::db::random_id;
 use crate::db::{DbError, DbResult, parse_ts, ts};
 use crate::schedule::{self, CronSchedule, ScheduleError};
 

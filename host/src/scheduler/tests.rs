@@ -13,7 +13,7 @@ use pretty_assertions::assert_eq;
 use tokio::sync::watch;
 
 use super::*;
-use crate::bootstrap::{self, CLI_CHAT, DEFAULT_AGENT};
+use crate::db::bootstrap::{self, CLI_CHAT, DEFAULT_AGENT};
 use crate::tasks::Requester;
 
 /// A clock that only moves when the test says so.

@@ -7,7 +7,7 @@ use std::path::Path;
 use chrono::Utc;
 use rusqlite::{Connection, params};
 
-use crate::db::{self, DbResult, ts};
+use crate::db::{self, DbResult, random_id, ts};
 
 pub const CLI_USER: &str = "cli:local";
 pub const CLI_CHAT: &str = "cli:local";
@@ -85,16 +85,6 @@ pub fn ensure_group_folder(groups_dir: &Path, folder: &str) -> std::io::Result<(
         }
     }
     Ok(())
-}
-
-/// A random lowercase alphanumeric id.
-pub fn random_id(len: usize) -> String {
-    use rand::Rng;
-    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    (0..len)
-        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
-        .collect()
 }
 
 #[cfg(test)]
