@@ -30,9 +30,9 @@ use mailbox::{Ack, AckStatus, InboundKind, InboundMessage, InboundStatus, comman
 use serde::{Deserialize, Serialize};
 
 use crate::activity::ActivityRows;
+use crate::resume::resume_point;
 use crate::script::task_script;
 use crate::store::Dbs;
-use crate::turn::resume_point;
 
 /// The most messages one turn takes beyond the context rows that precede its first trigger.
 pub const MAX_BATCH: usize = 20;

@@ -29,6 +29,7 @@ pub mod hygiene;
 pub mod mcp;
 pub mod model;
 pub mod prompt;
+pub mod resume;
 pub mod runner;
 pub mod script;
 pub mod skills;

@@ -9,8 +9,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use host::admin::protocol::{Event, Request};
 use host::channels::cli::ChatEvent;
-use host::protocol::{Event, Request};
 use testkit::procs::{processes, rss_kib};
 use testkit::{FakeModel, HostFixture};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};

@@ -6,113 +6,33 @@
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use crate::HostError;
+use crate::admin::HostCtx;
 use crate::channels::Channels;
 use crate::channels::telegram::TelegramChannel;
 use crate::config::{Config, RuntimeKind};
-use crate::db::bootstrap::{self, CLI_CHAT, DEFAULT_AGENT};
+use crate::db::bootstrap::{self, DEFAULT_AGENT};
 use crate::db::{self, Db};
-use crate::inspect::{HostFacts, InspectError, ProxySummary};
 use crate::proxy::Proxy;
-use crate::questions::QuestionSignal;
-use crate::requests::Requests;
-use crate::router::Router;
 use crate::runtime::docker::DockerRuntime;
 use crate::runtime::process::ProcessRuntime;
 use crate::runtime::{AgentRuntime, RunnerSettings};
 use crate::scheduler::{Scheduler, SystemClock, TaskSignal};
-use crate::supervisor::{Shared, Supervisor};
+use crate::session::Inlet;
+use crate::session::questions::QuestionSignal;
+use crate::session::requests::Requests;
+use crate::session::router::Router;
+use crate::session::supervisor::{Shared, Supervisor};
 
-/// What request handlers need of a running host.
-#[derive(Clone)]
-pub struct HostCtx {
-    pub config: Arc<Config>,
-    pub db: Db,
-    pub supervisor: Supervisor,
-    pub router: Router,
-    pub channels: Channels,
-    pub runtime: Arc<dyn AgentRuntime>,
-    pub install_id: String,
-    pub proxy: Proxy,
-    pub started_at: DateTime<Utc>,
-    /// Fires scheduled tasks; `clawbox tasks` wakes it and runs tasks through it.
-    pub scheduler: Scheduler,
-}
-
-impl HostCtx {
-    pub fn runtime_name(&self) -> &'static str {
-        self.runtime.name()
-    }
-
-    pub fn runtime_isolated(&self) -> bool {
-        self.runtime.isolated()
-    }
-
-    pub async fn default_agent_name(&self) -> String {
-        self.db
-            .call(|conn| db::agent_group(conn, DEFAULT_AGENT))
-            .await
-            .ok()
-            .flatten()
-            .map_or_else(|| self.config.assistant_name.clone(), |a| a.name)
-    }
-
-    /// Wakes the sessions of the CLI chat so replies that waited for a terminal go out.
-    pub async fn wake_cli_sessions(&self) {
-        match self
-            .db
-            .call(|conn| db::sessions_of_chat(conn, CLI_CHAT))
-            .await
-        {
-            Ok(sessions) => {
-                for s in sessions {
-                    if let Err(e) = self.supervisor.wake(&s.id).await {
-                        tracing::warn!(session_id = %s.id, "cannot wake session: {e}");
-                    }
-                }
-            }
-            Err(e) => tracing::warn!("cannot list CLI sessions: {e}"),
-        }
-    }
-
-    /// What only this running host knows, for the operator reports (inspect.rs).
-    pub fn facts(&self) -> HostFacts {
-        HostFacts {
-            install_id: self.install_id.clone(),
-            started_at: self.started_at,
-            runtime: self.runtime.name().to_owned(),
-            isolated: self.runtime.isolated(),
-            live: self.supervisor.live(),
-            slot_cap: self.supervisor.slot_cap(),
-            model_proxy: ProxySummary {
-                loopback: self.proxy.loopback().to_string(),
-                socket: self.proxy.socket_path().to_path_buf(),
-                live_tokens: self.proxy.live_tokens(),
-                token_budget_per_session_day: self.proxy.budget(),
-            },
-        }
-    }
-
-    /// Runs an operator query on the blocking pool with its own read-only connection to the
-    /// central database: reading every session's mailbox must not hold the connection the
-    /// router and the supervisor write through.
-    pub async fn read_only<R, F>(&self, f: F) -> Result<R, HostError>
-    where
-        F: FnOnce(&rusqlite::Connection, &crate::config::Config) -> Result<R, InspectError>
-            + Send
-            + 'static,
-        R: Send + 'static,
-    {
-        let config = Arc::clone(&self.config);
-        tokio::task::spawn_blocking(move || {
-            let conn = db::open_read_only(&config.db_path())?;
-            Ok(f(&conn, &config)?)
-        })
-        .await
-        .map_err(|e| HostError::Task(e.to_string()))?
+/// What the channel adapters hand messages to.
+fn inlet(ctx: &HostCtx) -> Inlet {
+    Inlet {
+        db: ctx.db.clone(),
+        router: ctx.router.clone(),
+        supervisor: ctx.supervisor.clone(),
     }
 }
 
@@ -200,7 +120,7 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
         None => None,
     };
     let channels = Channels::new(config.data_dir.join("files"), telegram);
-    let watcher = match crate::watch::OutboundWatcher::new() {
+    let watcher = match crate::session::watch::OutboundWatcher::new() {
         Ok(w) => Some(Arc::new(w)),
         Err(e) => {
             tracing::warn!("no file notifications ({e}); sessions fall back to polling");
@@ -214,7 +134,7 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
         config: Arc::clone(&config),
         db: db.clone(),
         runtime: Arc::clone(&runtime),
-        channels: channels.clone(),
+        outlet: Arc::new(channels.clone()),
         proxy: proxy.clone(),
         requests: Requests::new(db.clone(), config.timezone, signal.clone()),
         questions: questions.clone(),
@@ -244,8 +164,8 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
     let cancel = CancellationToken::new();
     // After reconciliation: runs go into sessions whose leftovers are settled.
     let scheduler = tokio::spawn(ctx.scheduler.clone().run(cancel.clone()));
-    let questions = tokio::spawn(crate::questions::run(
-        ctx.clone(),
+    let questions = tokio::spawn(crate::session::questions::run(
+        ctx.supervisor.clone(),
         questions,
         cancel.clone(),
     ));
@@ -254,7 +174,7 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
         .channels
         .telegram
         .as_ref()
-        .map(|tg| tg.start(ctx.clone(), cancel.clone()));
+        .map(|tg| tg.start(inlet(&ctx), cancel.clone()));
     tracing::info!(
         data_dir = %config.data_dir.display(),
         runtime = ctx.runtime.name(),

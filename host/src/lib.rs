@@ -1,38 +1,38 @@
 //! The clawbox host: routes chat messages into per-session mailboxes, runs one agent runner per
 //! active session, and delivers the replies. `main.rs` is a thin CLI over [`app::start`],
-//! [`chat::run`] and the operator commands of [`ops`].
+//! [`cli::chat::run`] and the operator commands of [`cli::ops`].
+//!
+//! The modules are layers, listed here from the bottom up; a module uses its own layer and
+//! those below it, never one above (`make lint` checks that no import cycle between them
+//! comes back; docs/architecture.md draws the map):
+//!
+//! | layer | modules | owns |
+//! |---|---|---|
+//! | settings | [`config`], [`schedule`] | the typed configuration; the pure time rules of tasks |
+//! | store | [`db`] | the central database by entity, migrations, first-start defaults, task rows |
+//! | model access | [`proxy`] | the OpenAI-compatible proxy that holds the key |
+//! | execution | [`runtime`] | where runners run (process, docker), the agent image |
+//! | message path | [`session`] | router, session resolution, supervisor, delivery, requests, questions, and the [`session::outlet::Outlet`] port channels implement |
+//! | inbound sources | [`channels`], [`scheduler`] | the terminal and Telegram adapters; scheduled tasks firing into inboxes |
+//! | facts | [`report`] | what operators are shown: status, sessions, agents, logs, doctor |
+//! | operator server | [`admin`] | the admin socket, its protocol, the context handlers share |
+//! | assembly | [`app`] | starting and stopping a host |
+//! | clients | [`cli`] | `clawbox chat`, the operator commands, `clawbox tasks`, `create-agent` |
+//!
+//! [`HostError`] is the crate's error: the root holds it so that every layer can return it.
 
-pub mod activity;
 pub mod admin;
 pub mod app;
 pub mod channels;
-pub mod chat;
+pub mod cli;
 pub mod config;
 pub mod db;
-pub mod delivery;
-pub mod doctor;
-pub mod image;
-pub mod inbound_files;
-pub mod inspect;
-pub mod liveness;
-pub mod logs;
-pub mod ops;
-pub mod outbox;
-pub mod protocol;
-pub mod provision;
 pub mod proxy;
-pub mod questions;
-pub mod render;
-pub mod requests;
-pub mod router;
+pub mod report;
 pub mod runtime;
 pub mod schedule;
 pub mod scheduler;
-pub mod sessions;
-pub mod supervisor;
-pub mod task_cmd;
-pub mod tasks;
-pub mod watch;
+pub mod session;
 
 use std::path::{Path, PathBuf};
 
@@ -56,7 +56,7 @@ pub enum HostError {
     Docker(String),
     /// The agent image could not be checked or built; the host does not start.
     #[error("agent image: {0}")]
-    Image(#[from] image::ImageError),
+    Image(#[from] runtime::image::ImageError),
     #[error("{action} {}: {source}", path.display())]
     Io {
         action: &'static str,
@@ -71,13 +71,13 @@ pub enum HostError {
     UnknownSession(String),
     /// An operator query (`clawbox status`, `logs`, …) could not be answered.
     #[error(transparent)]
-    Inspect(#[from] inspect::InspectError),
+    Inspect(#[from] report::inspect::InspectError),
     /// The running host answered a request with an error event.
     #[error("the host answered: {0}")]
     Admin(String),
     /// A task operation was refused (unknown task, wrong state) or could not be applied.
     #[error(transparent)]
-    Tasks(#[from] tasks::TaskError),
+    Tasks(#[from] db::tasks::TaskError),
     /// A background task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(String),

@@ -76,7 +76,7 @@ enum Command {
     /// or on the database directly when none runs.
     Tasks {
         #[command(subcommand)]
-        command: host::task_cmd::TasksCommand,
+        command: host::cli::tasks::TasksCommand,
     },
     /// The agent image of the docker runtime.
     Image {
@@ -129,34 +129,36 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Run => {
-                host::chat::init_logging(None);
+                host::cli::chat::init_logging(None);
                 run(config).await
             }
-            Command::Chat => Ok(host::chat::run(config).await?),
-            Command::Status { json } => Ok(host::ops::status(config, json).await?),
-            Command::Sessions { json } => Ok(host::ops::sessions(config, json).await?),
-            Command::Agents { json } => Ok(host::ops::agents(config, json).await?),
+            Command::Chat => Ok(host::cli::chat::run(config).await?),
+            Command::Status { json } => Ok(host::cli::ops::status(config, json).await?),
+            Command::Sessions { json } => Ok(host::cli::ops::sessions(config, json).await?),
+            Command::Agents { json } => Ok(host::cli::ops::agents(config, json).await?),
             Command::Logs {
                 session,
                 follow,
                 json,
                 tail,
             } => {
-                let args = host::ops::LogsArgs {
+                let args = host::cli::ops::LogsArgs {
                     session,
                     follow,
                     json,
                     tail,
                 };
-                Ok(host::ops::logs(config, args).await?)
+                Ok(host::cli::ops::logs(config, args).await?)
             }
-            Command::Dropped { json, limit } => Ok(host::ops::dropped(config, json, limit).await?),
-            Command::Doctor { json } => Ok(host::ops::doctor(config, json).await?),
-            Command::Tasks { command } => Ok(host::task_cmd::run(config, command).await?),
+            Command::Dropped { json, limit } => {
+                Ok(host::cli::ops::dropped(config, json, limit).await?)
+            }
+            Command::Doctor { json } => Ok(host::cli::ops::doctor(config, json).await?),
+            Command::Tasks { command } => Ok(host::cli::tasks::run(config, command).await?),
             Command::Image {
                 command: ImageCommand::Build { tag },
             } => {
-                let built = host::image::build_command(&config, tag.as_deref()).await?;
+                let built = host::runtime::image::build_command(&config, tag.as_deref()).await?;
                 println!("{} ({:.1} MB)", built.tag, built.size_bytes as f64 / 1e6);
                 Ok(ExitCode::SUCCESS)
             }

@@ -28,16 +28,16 @@ use mailbox::inbound::Inserted;
 use mailbox::tasks::{RunOutcome, TaskStatus};
 use mailbox::{InboundKind, InboundMessage, InboundReader, InboundStatus, NewInbound, Route};
 use serde_json::json;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::HostError;
+pub use crate::db::tasks::TaskSignal;
+use crate::db::tasks::{self, Advance, NewRun, RunTrigger, Scope, Task, TaskError, TaskRun};
 use crate::db::{self, Db, ts};
-use crate::delivery::SessionMailbox;
 use crate::schedule::{self, human_duration, is_late};
-use crate::sessions::{self, SessionInfo};
-use crate::supervisor::Supervisor;
-use crate::tasks::{self, Advance, NewRun, RunTrigger, Scope, Task, TaskError, TaskRun};
+use crate::session::delivery::SessionMailbox;
+use crate::session::resolve::{self, SessionInfo};
+use crate::session::supervisor::Supervisor;
 
 /// The longest single sleep of the loop.
 pub const MAX_SLEEP: Duration = Duration::from_secs(30);
@@ -46,21 +46,6 @@ const FIRST_RETRY: Duration = Duration::from_secs(5);
 const MAX_RETRY: Duration = Duration::from_secs(300);
 /// Answers in the `tool_requests` journal older than this are deleted at start.
 const JOURNAL_KEEP: chrono::Duration = chrono::Duration::days(30);
-
-/// Wakes the scheduler when tasks changed (a new task, an update, a resume). Cheap to clone; a
-/// notification sent while the loop is busy is kept for its next wait.
-#[derive(Clone, Default)]
-pub struct TaskSignal(Arc<Notify>);
-
-impl TaskSignal {
-    pub fn notify(&self) {
-        self.0.notify_one();
-    }
-
-    async fn notified(&self) {
-        self.0.notified().await;
-    }
-}
 
 /// Where the scheduler gets the time and how it waits for a moment.
 pub trait Clock: Send + Sync {
@@ -380,7 +365,7 @@ impl Scheduler {
         Ok(self
             .0
             .db
-            .call(move |conn| sessions::load(conn, &dir, &id))
+            .call(move |conn| resolve::load(conn, &dir, &id))
             .await?)
     }
 

@@ -10,10 +10,10 @@ use serde_json::Value;
 
 use crate::events::{self, HostEvent, Stored};
 use crate::layout::SessionPaths;
-use crate::request::{Answered, Response};
 use crate::seq::{Parity, next_seq};
 use crate::sql::{self, parse_json, parse_ts, ts};
 use crate::types::*;
+use crate::types::{Answered, Response};
 use crate::{Result, schema};
 
 const TABLE: &str = "messages_in";

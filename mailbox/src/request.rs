@@ -29,6 +29,7 @@ use serde_json::{Value, json};
 
 use crate::inbound::InboundReader;
 use crate::layout::INBOUND_DB;
+pub use crate::types::{Answered, Response};
 use crate::types::{NewOutbound, OutboundKind, OutboundMessage, Route};
 use crate::{Error, Result};
 
@@ -85,35 +86,6 @@ pub fn outbound(id: String, op: &str, args: Value) -> NewOutbound {
         route: Route::new(HOST_ROUTE.0, HOST_ROUTE.1),
         content: json!({ "op": op, "args": args }),
     }
-}
-
-/// The host's answer to one request.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Response {
-    pub request_seq: i64,
-    /// Whether the host did what was asked; `body` is the result, or `{"error": …}`.
-    pub ok: bool,
-    pub body: Value,
-    pub at: DateTime<Utc>,
-}
-
-impl Response {
-    /// The error text of a refused request (`body.error`), or the whole body.
-    pub fn error_text(&self) -> String {
-        self.body
-            .get("error")
-            .and_then(Value::as_str)
-            .map_or_else(|| self.body.to_string(), str::to_owned)
-    }
-}
-
-/// What [`crate::InboundDb::answer`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Answered {
-    /// The answer was recorded.
-    New,
-    /// The request had been answered before; that answer stands.
-    Already,
 }
 
 /// How long to wait, and how often to look when no file event arrives.

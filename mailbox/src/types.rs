@@ -285,6 +285,35 @@ pub fn command_of(text: &str) -> Option<String> {
     (!cmd.is_empty()).then(|| format!("/{}", cmd.to_lowercase()))
 }
 
+/// The host's answer to one request (see [`crate::request`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    pub request_seq: i64,
+    /// Whether the host did what was asked; `body` is the result, or `{"error": …}`.
+    pub ok: bool,
+    pub body: Value,
+    pub at: DateTime<Utc>,
+}
+
+impl Response {
+    /// The error text of a refused request (`body.error`), or the whole body.
+    pub fn error_text(&self) -> String {
+        self.body
+            .get("error")
+            .and_then(Value::as_str)
+            .map_or_else(|| self.body.to_string(), str::to_owned)
+    }
+}
+
+/// What [`crate::InboundDb::answer`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answered {
+    /// The answer was recorded.
+    New,
+    /// The request had been answered before; that answer stands.
+    Already,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

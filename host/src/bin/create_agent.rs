@@ -1,11 +1,11 @@
 //! `create-agent`: create or update an agent and wire it to chats; `--list`, `--remove`.
-//! A thin CLI over [`host::provision::run`]; exit status 2 for usage errors, 1 for the rest.
+//! A thin CLI over [`host::cli::provision::run`]; exit status 2 for usage errors, 1 for the rest.
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use host::cli::provision::{self, Args};
 use host::config::Config;
-use host::provision::{self, Args};
 
 fn main() -> ExitCode {
     // clap exits with status 2 on a malformed flag, naming it.

@@ -11,8 +11,8 @@ use mailbox::{InboundStatus, OutboundMessage};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use super::{Content, DeliveryError, Outcome};
-use crate::outbox::Attachment;
+use crate::session::outbox::Attachment;
+use crate::session::outlet::{Content, DeliveryError, Outcome};
 
 /// A file the agent sent, saved where the terminal's user can open it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,7 +184,7 @@ impl CliChannel {
     }
 
     /// The event showing a question.
-    pub fn question_event(q: &crate::questions::Question) -> ChatEvent {
+    pub fn question_event(q: &crate::session::questions::Question) -> ChatEvent {
         ChatEvent::Question {
             question_id: q.id.clone(),
             session_id: q.session_id.clone(),
@@ -195,12 +195,12 @@ impl CliChannel {
         }
     }
 
-    pub(super) fn question(&self, q: &crate::questions::Question) {
+    pub(super) fn question(&self, q: &crate::session::questions::Question) {
         // No terminal attached: it is shown when one attaches.
         let _ = self.events.send(Self::question_event(q));
     }
 
-    pub(super) fn question_closed(&self, q: &crate::questions::Question) {
+    pub(super) fn question_closed(&self, q: &crate::session::questions::Question) {
         // A terminal attaching later does not show closed questions, so none is missed.
         let _ = self.events.send(ChatEvent::QuestionClosed {
             question_id: q.id.clone(),

@@ -3,7 +3,7 @@
 //! (`chats.rs`), sessions (`sessions.rs`), dropped messages (`dropped.rs`), token usage
 //! (`usage.rs`), the Telegram update journal (`journal.rs`), numbered migrations
 //! (`migrations.rs`) and first-start defaults (`bootstrap.rs`). Scheduled tasks keep their
-//! rows in this database too, but their rules are `crate::tasks`'s.
+//! rows in this database too, but their rules are `crate::db::tasks`'s.
 //!
 //! The bottom layer of the host: it uses nothing of the crate but `config`. One connection
 //! behind a mutex; every query runs on tokio's blocking pool through [`Db::call`], never on an
@@ -17,6 +17,7 @@ pub mod dropped;
 pub mod journal;
 mod migrations;
 pub mod sessions;
+pub mod tasks;
 pub mod usage;
 
 pub use agents::*;

@@ -2,7 +2,7 @@
 //! (bollard). Owns the container's shape (mounts, user, limits, hardening, labels), its life
 //! (create, start, logs, exit status, removal) and finding containers a previous host left.
 //! The agent's own settings come from `container_json.rs`, file ownership from
-//! `ownership.rs`, what the engine accepts from `probe.rs`, the image from `crate::image`.
+//! `ownership.rs`, what the engine accepts from `probe.rs`, the image from `crate::runtime::image`.
 //!
 //! A container, for session `S` of agent `A` (folder `F`):
 //!
@@ -50,8 +50,8 @@ use super::probe::{self, Accepted};
 use super::*;
 use crate::HostError;
 use crate::config::{Config, ContainerLimits};
-use crate::image::{self, ImageSources};
 use crate::proxy;
+use crate::runtime::image::{self, ImageSources};
 
 pub const LABEL_SESSION: &str = "clawbox.session";
 pub const LABEL_AGENT: &str = "clawbox.agent";
@@ -59,7 +59,7 @@ pub const LABEL_INSTALL: &str = "clawbox.install";
 /// The memory limit the container was created with, to word an OOM kill.
 const LABEL_MEMORY_MB: &str = "clawbox.memory_mb";
 
-/// Paths inside the container (the image's layout, `crate::image`).
+/// Paths inside the container (the image's layout, `crate::runtime::image`).
 pub const MAILBOX_DIR: &str = "/mailbox";
 pub const WORKSPACE: &str = "/workspace";
 pub const AGENT_DIR: &str = "/workspace/agent";

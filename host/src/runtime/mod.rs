@@ -5,6 +5,7 @@
 
 pub mod container_json;
 pub mod docker;
+pub mod image;
 pub mod ownership;
 pub mod probe;
 pub mod process;

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use super::*;
 use crate::db::bootstrap::{self, CLI_CHAT, DEFAULT_AGENT};
-use crate::tasks::Requester;
+use crate::db::tasks::Requester;
 
 /// A clock that only moves when the test says so.
 struct ManualClock(watch::Sender<DateTime<Utc>>);
@@ -68,7 +68,7 @@ impl Fixture {
             .call(move |conn| {
                 bootstrap::ensure_defaults(conn, "Andy")?;
                 db::insert_session(conn, "sess-1", DEFAULT_AGENT, CLI_CHAT, None, Utc::now())?;
-                Ok(sessions::load(conn, &dir2, "sess-1")?.expect("session"))
+                Ok(resolve::load(conn, &dir2, "sess-1")?.expect("session"))
             })
             .await
             .unwrap();

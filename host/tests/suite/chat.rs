@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use host::protocol::Event;
+use host::admin::protocol::Event;
 use mailbox::InboundStatus;
 use testkit::Reply;
 

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use host::admin::protocol::Event;
 use host::channels::cli::ChatEvent;
-use host::protocol::Event;
 use pretty_assertions::assert_eq;
 use rusqlite::Connection;
 use testkit::Reply;
@@ -369,7 +369,8 @@ fn a_second_chat_gets_its_own_destination_and_replies_stay_in_their_chat() {
             .unwrap();
         let w = host::db::wirings_of(&conn, &mg.id).unwrap().remove(0);
         let info =
-            host::sessions::resolve(&mut conn, &d.data().join("sessions"), &w, &mg, None).unwrap();
+            host::session::resolve::resolve(&mut conn, &d.data().join("sessions"), &w, &mg, None)
+                .unwrap();
         assert_eq!(info.route.channel_type, "telegram");
         assert_eq!(info.route.platform_id, chat);
         assert_eq!(info.destinations.len(), 2);

@@ -18,8 +18,8 @@ use bollard::query_parameters::{
     InspectContainerOptions, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
 };
 use futures::StreamExt;
+use host::admin::protocol::{Event, Request};
 use host::channels::cli::ChatEvent;
-use host::protocol::{Event, Request};
 use mailbox::InboundStatus;
 use serde_json::json;
 use testkit::{FakeModel, HostFixture, Reply, ToolCall};
@@ -489,7 +489,7 @@ async fn a_host_restart_stops_the_orphan_and_the_conversation_continues() {
 async fn the_image_is_built_when_missing() {
     let (model, mut fixture, docker) = docker_setup().await;
     let tag = format!("clawbox-agent:test-auto-{}", std::process::id());
-    host::image::remove(&docker, &tag).await.unwrap();
+    host::runtime::image::remove(&docker, &tag).await.unwrap();
     fixture.set("CONTAINER_IMAGE", tag.clone());
     fixture.start().await.unwrap();
     let _cleanup = Cleanup {
@@ -497,7 +497,7 @@ async fn the_image_is_built_when_missing() {
     };
     let image = docker.inspect_image(&tag).await.unwrap();
     let labels = image.config.unwrap().labels.unwrap();
-    assert_eq!(labels[host::image::LABEL_BINARIES].len(), 64);
+    assert_eq!(labels[host::runtime::image::LABEL_BINARIES].len(), 64);
     let logs = fixture.logs();
     assert!(
         logs.contains(&format!("agent image {tag} not found; building it")),
@@ -514,7 +514,7 @@ async fn the_image_is_built_when_missing() {
     assert_eq!(fixture.logs().matches("building it").count(), 1);
     fixture.stop().await.unwrap();
     assert!(model.violations().is_empty());
-    host::image::remove(&docker, &tag).await.unwrap();
+    host::runtime::image::remove(&docker, &tag).await.unwrap();
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use std::process::Output;
 use axum::Router;
 use axum::extract::Path;
 use axum::routing::get;
-use host::doctor::{Check, DoctorReport, Level};
+use host::report::doctor::{Check, DoctorReport, Level};
 use pretty_assertions::assert_eq;
 use serde_json::json;
 use testkit::{FakeModel, HostFixture};

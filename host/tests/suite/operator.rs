@@ -7,9 +7,9 @@
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use host::inspect::{AgentList, DroppedList, SessionList, StatusReport};
-use host::logs::{LogEntry, LogEvent};
-use host::protocol::{Event, Request};
+use host::admin::protocol::{Event, Request};
+use host::report::inspect::{AgentList, DroppedList, SessionList, StatusReport};
+use host::report::logs::{LogEntry, LogEvent};
 use mailbox::{Activity, InboundDb, InboundKind, NewInbound, Route, SessionPaths};
 use pretty_assertions::assert_eq;
 use serde_json::json;
@@ -157,7 +157,7 @@ async fn status_and_logs_tell_the_story_of_a_session() {
     assert_eq!(row.tokens_today.total(), 1230);
     assert!(matches!(
         row.container,
-        host::inspect::ContainerState::Running { .. }
+        host::report::inspect::ContainerState::Running { .. }
     ));
     let busy = text(&busy);
     assert_aligned(
@@ -356,7 +356,7 @@ async fn without_a_host_status_shows_what_the_dead_host_left_busy() {
     assert_eq!(row.id, session);
     assert_eq!(
         row.container,
-        host::inspect::ContainerState::Recorded {
+        host::report::inspect::ContainerState::Recorded {
             recorded: "running".into()
         }
     );

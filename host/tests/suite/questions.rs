@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
+use host::admin::protocol::{Event, Request};
 use host::channels::cli::ChatEvent;
-use host::protocol::{Event, Request};
 use serde_json::{Value, json};
 use testkit::fake_telegram::{BotMessage, TgChat, TgUser};
 use testkit::{FakeTelegram, Reply, ToolCall};

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use host::router::{InboundEvent, Routed};
+use host::session::router::{InboundEvent, Routed};
 use testkit::FakeModel;
 
 fn event(chat: &str, sender: &str, text: &str) -> InboundEvent {

@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use host::admin::protocol::{Event, Request};
 use host::channels::cli::ChatEvent;
-use host::protocol::{Event, Request};
 use mailbox::InboundStatus;
 use testkit::{FakeModel, HostFixture};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use host::admin::protocol::Event;
 use host::channels::cli::ChatEvent;
-use host::protocol::Event;
 use mailbox::InboundStatus;
 use rusqlite::{Connection, OptionalExtension};
 use serde_json::{Value, json};

@@ -202,8 +202,8 @@ async fn two_sessions_cannot_see_each_others_workspace() {
 
 #[tokio::test]
 async fn files_edits_and_reactions_reach_the_terminal() {
+    use host::admin::protocol::Event;
     use host::channels::cli::ChatEvent;
-    use host::protocol::Event;
 
     let (model, mut fixture) = setup().await;
     fixture.start().await.unwrap();

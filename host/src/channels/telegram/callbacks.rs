@@ -19,8 +19,8 @@ use super::inbound::{display_name, user_id};
 use super::poll::message_id;
 use super::{call, thread_of};
 use crate::db::{self, Decision};
-use crate::questions::Pressed;
-use crate::router::InboundEvent;
+use crate::session::questions::Pressed;
+use crate::session::router::InboundEvent;
 
 use super::poll::Chats;
 
@@ -267,7 +267,9 @@ async fn answer_question(chats: &Chats, query: &CallbackQuery, data: &str) {
     };
     let by = user_id(&query.from);
     let name = display_name(&query.from);
-    let pressed = crate::questions::answer(chats.ctx(), id, index, &by, Some(&name)).await;
+    let pressed =
+        crate::session::questions::answer(&chats.ctx().supervisor, id, index, &by, Some(&name))
+            .await;
     let (text, alert) = match pressed {
         Ok(Pressed::Answered(q)) => {
             let label = q.options.get(index).map_or("", |c| c.label.as_str());

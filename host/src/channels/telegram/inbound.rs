@@ -5,8 +5,8 @@
 
 use teloxide::types::{Message, MessageEntityKind, User};
 
-use crate::inbound_files::IncomingFile;
-use crate::router::InboundEvent;
+use crate::session::inbound_files::IncomingFile;
+use crate::session::router::InboundEvent;
 
 /// This bot, as `getMe` described it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -34,11 +34,11 @@ use teloxide::types::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{Content, DeliveryError, PlatformRefs};
 use crate::HostError;
-use crate::app::HostCtx;
 use crate::config::Config;
-use crate::outbox::Attachment;
+use crate::session::Inlet;
+use crate::session::outbox::Attachment;
+use crate::session::outlet::{Content, DeliveryError, PlatformRefs};
 use format::{CAPTION_LIMIT, MESSAGE_LIMIT, Part};
 use inbound::BotIdentity;
 
@@ -102,7 +102,7 @@ impl TelegramChannel {
     }
 
     /// Starts receiving: `getMe`, then long polling until `cancel`.
-    pub fn start(&self, ctx: HostCtx, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
+    pub fn start(&self, ctx: Inlet, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
         tokio::spawn(poll::run(self.clone(), ctx, cancel))
     }
 
@@ -418,7 +418,7 @@ impl TelegramChannel {
     /// card's message id.
     pub(super) async fn ask(
         &self,
-        q: &crate::questions::Question,
+        q: &crate::session::questions::Question,
     ) -> Result<String, DeliveryError> {
         let chat = chat_of(&q.route)?;
         let keyboard = InlineKeyboardMarkup::new(q.options.iter().enumerate().map(|(i, c)| {
@@ -444,7 +444,7 @@ impl TelegramChannel {
     /// Edits a question's card to say how it ended; the buttons go.
     pub(super) async fn close_question(
         &self,
-        q: &crate::questions::Question,
+        q: &crate::session::questions::Question,
     ) -> Result<(), DeliveryError> {
         let chat = chat_of(&q.route)?;
         let Some(card) = q.card.as_deref().and_then(first_id) else {
@@ -606,7 +606,7 @@ fn thread_of(route: &Route) -> Option<ThreadId> {
 }
 
 /// A question as its card shows it (HTML).
-fn question_card(q: &crate::questions::Question) -> String {
+fn question_card(q: &crate::session::questions::Question) -> String {
     format!(
         "❓ <b>{}</b>\n{}",
         format::escape_text(&q.title),

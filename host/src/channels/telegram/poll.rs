@@ -28,10 +28,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::TelegramChannel;
 use super::inbound::{self, BotIdentity, Incoming};
-use crate::app::HostCtx;
 use crate::db::{self, JournalEntry};
-use crate::inbound_files::{FetchError, FileSource, IncomingFile};
-use crate::router::{InboundEvent, Routed};
+use crate::session::Inlet;
+use crate::session::inbound_files::{FetchError, FileSource, IncomingFile};
+use crate::session::router::{InboundEvent, Routed};
 
 /// A chat's task ends after this long without updates.
 const CHAT_IDLE: Duration = Duration::from_secs(60);
@@ -42,7 +42,7 @@ const JOURNAL_KEEP: chrono::Duration = chrono::Duration::days(7);
 /// The journal is pruned at start and after this many updates.
 const PRUNE_EVERY: usize = 1000;
 
-pub(super) async fn run(tg: TelegramChannel, ctx: HostCtx, cancel: CancellationToken) {
+pub(super) async fn run(tg: TelegramChannel, ctx: Inlet, cancel: CancellationToken) {
     let Some(me) = identify(&tg, &cancel).await else {
         return;
     };
@@ -231,7 +231,7 @@ fn journal_entry(update: &Update) -> Option<JournalEntry> {
 #[derive(Clone)]
 pub(super) struct Chats {
     tg: TelegramChannel,
-    ctx: HostCtx,
+    ctx: Inlet,
     me: BotIdentity,
     bot_id: i64,
     /// std Mutex, never held across an await.
@@ -400,7 +400,7 @@ impl Chats {
         &self.tg
     }
 
-    pub(super) fn ctx(&self) -> &HostCtx {
+    pub(super) fn ctx(&self) -> &Inlet {
         &self.ctx
     }
 }
@@ -429,7 +429,7 @@ impl FileSource for TelegramFiles {
                 return Err(FetchError::TooLarge { limit_mb });
             }
             let mut out = tokio::fs::File::from_std(
-                crate::inbound_files::create_download(dest).map_err(|e| failed(&e))?,
+                crate::session::inbound_files::create_download(dest).map_err(|e| failed(&e))?,
             );
             let mut stream = self.bot.download_file_stream(&meta.path);
             let mut written: u64 = 0;

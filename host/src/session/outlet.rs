@@ -1,0 +1,137 @@
+//! The port through which the message path shows things in chats: [`Outlet`], implemented by
+//! the channel adapters' registry (`crate::channels::Channels`), which sits above this layer.
+//! The supervisor, delivery and questions hand it outbound rows, notices, questions, verdicts and
+//! "the agent is working"; what an outbound row asks a channel to show ([`Content`]) is decoded
+//! here once for every adapter.
+
+use futures::future::BoxFuture;
+use mailbox::{InboundStatus, OutboundKind, OutboundMessage, Route};
+
+use crate::session::outbox::Attachment;
+use crate::session::questions::Question;
+
+/// Where the message path's output goes: one implementation dispatches to every channel.
+pub trait Outlet: Send + Sync {
+    /// Whether someone can receive on `route` now (a terminal is attached); replies to an
+    /// unavailable route stay pending.
+    fn is_available(&self, route: &Route) -> bool;
+    /// Whether the channel of `route` shows that the agent is working (Telegram's "typing…");
+    /// the supervisor only tracks work for those.
+    fn shows_typing(&self, route: &Route) -> bool;
+    /// Starts or stops the "working" indicator in the chat of `route`.
+    fn typing(&self, route: &Route, on: bool);
+    /// Sends one outbound row of the agent `agent_name` with its (already validated)
+    /// attachments; returns the platform's message id when it has one.
+    fn deliver<'a>(
+        &'a self,
+        session_id: &'a str,
+        agent_name: &'a str,
+        msg: &'a OutboundMessage,
+        attachments: &'a [Attachment],
+        refs: &'a PlatformRefs,
+    ) -> BoxFuture<'a, Result<Option<String>, DeliveryError>>;
+    /// Shows a question from an agent; returns the platform's id of the message showing it.
+    fn ask<'a>(&'a self, q: &'a Question) -> BoxFuture<'a, Result<Option<String>, DeliveryError>>;
+    /// Shows how a question ended (answered, expired) where it was asked.
+    fn close_question<'a>(&'a self, q: &'a Question) -> BoxFuture<'a, Result<(), DeliveryError>>;
+    /// A host-originated notice to a chat (e.g. a message that failed for good).
+    fn notify<'a>(
+        &'a self,
+        route: &'a Route,
+        text: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>>;
+    /// Tells channels that show progress that an inbound message reached a final state.
+    fn outcome(&self, route: &Route, outcome: Outcome<'_>);
+}
+
+/// Why a send did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryError {
+    /// Nobody can receive on this route right now (no terminal attached); not an attempt: the
+    /// row stays pending until the channel becomes available.
+    #[error("channel unavailable")]
+    Unavailable,
+    /// Worth another attempt (network error, rate limit).
+    #[error("{0}")]
+    Transient(String),
+    /// Will never work (unknown chat, forbidden destination, malformed content).
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// What an outbound row asks a channel to show, decoded once for every adapter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Content<'a> {
+    Text {
+        text: &'a str,
+        /// Set when this replaces the text of the earlier message with this seq.
+        edit_of: Option<i64>,
+    },
+    Reaction {
+        reaction_to: i64,
+        emoji: &'a str,
+    },
+}
+
+impl<'a> Content<'a> {
+    pub fn of(msg: &'a OutboundMessage) -> Result<Self, DeliveryError> {
+        let malformed = |what: &str| DeliveryError::Permanent(format!("{what} ({} row)", msg.kind));
+        let text = msg.text().unwrap_or_default();
+        let seq_field = |field: &str| msg.content.get(field).and_then(serde_json::Value::as_i64);
+        match msg.kind {
+            OutboundKind::Chat => Ok(Content::Text {
+                text,
+                edit_of: None,
+            }),
+            OutboundKind::Edit => Ok(Content::Text {
+                text,
+                edit_of: Some(seq_field("edit_of").ok_or_else(|| malformed("no edit_of"))?),
+            }),
+            OutboundKind::Reaction => Ok(Content::Reaction {
+                reaction_to: seq_field("reaction_to").ok_or_else(|| malformed("no reaction_to"))?,
+                emoji: msg
+                    .content
+                    .get("emoji")
+                    .and_then(serde_json::Value::as_str)
+                    .filter(|e| !e.is_empty())
+                    .ok_or_else(|| malformed("no emoji"))?,
+            }),
+            // The delivery pass answers requests itself; one reaching a channel is a bug there.
+            OutboundKind::Request => Err(malformed("a request for the host, not for a chat")),
+        }
+    }
+}
+
+/// The names of the files attached to an outbound row (`content.files`).
+pub fn attachment_names(msg: &OutboundMessage) -> Vec<String> {
+    msg.content
+        .get("files")
+        .and_then(serde_json::Value::as_array)
+        .map(|files| {
+            files
+                .iter()
+                .filter_map(|f| f.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The platform's ids of the messages an outbound row refers to, looked up by delivery.rs
+/// (channels that address messages by their own ids need them; the terminal does not).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlatformRefs {
+    /// The message this row answers (`in_reply_to`).
+    pub reply_to: Option<String>,
+    /// The message an edit replaces or a reaction is for (as delivered, comma-separated when
+    /// it went out in parts).
+    pub target: Option<String>,
+}
+
+/// A verdict on an inbound message, for channels that show progress (the terminal chat).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome<'a> {
+    pub session_id: &'a str,
+    pub seq: i64,
+    pub status: InboundStatus,
+    pub error: Option<&'a str>,
+}

@@ -1,0 +1,526 @@
+//! From a chat message to session mailboxes: find the chat and its wirings, decide per wiring
+//! whether the agent engages, check the sender (unknown senders per the chat's policy: refused,
+//! welcome, or held for the owner's approval) and the permission for admin commands such as
+//! `/clear`, answer `/status` without waking the agent, resolve the session, fetch the message's
+//! files, and write the message into the session's `inbound.db`. Every refusal is recorded in
+//! `dropped_messages` with its reason.
+
+use chrono::{DateTime, Utc};
+use mailbox::{InboundKind, NewInbound, Route, command_of};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::HostError;
+use crate::db::{self, Dropped, MessagingGroup, Wiring};
+use crate::session::inbound_files::{self, FileSource, IncomingFile};
+use crate::session::resolve::{self, SessionInfo};
+use crate::session::supervisor::Supervisor;
+
+/// A message as a channel adapter hands it over.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InboundEvent {
+    pub channel_type: String,
+    pub platform_id: String,
+    /// A forum topic (Telegram) or other sub-conversation of the chat.
+    pub thread_id: Option<String>,
+    /// The platform's id of the message; with the chat and agent it forms the idempotency key.
+    pub message_id: String,
+    /// Stable platform identity, e.g. `telegram:123456`, `cli:local`.
+    pub sender_id: String,
+    pub sender_name: Option<String>,
+    /// Other names roles may have been granted to before the stable id was known
+    /// (`telegram:@username`); the first message binds them to `sender_id`.
+    #[serde(default)]
+    pub sender_aliases: Vec<String>,
+    pub text: String,
+    pub is_mention: bool,
+    /// A group chat (private chats engage mention modes without a mention).
+    #[serde(default)]
+    pub is_group: bool,
+    /// Files the message carries; fetched only when an agent takes the message.
+    #[serde(default)]
+    pub files: Vec<IncomingFile>,
+    /// Set when a held message is replayed after its sender was approved: it engaged when it
+    /// arrived, so the stickiness that may have run out since does not matter.
+    #[serde(default)]
+    pub engaged_before: bool,
+}
+
+/// What happened to a message for one wired agent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Routed {
+    /// Written to the session's mailbox (or already there: `duplicate`).
+    Accepted {
+        agent_id: String,
+        session_id: String,
+        seq: i64,
+        duplicate: bool,
+    },
+    /// Refused; `notice` is what the sender should be told, if anything.
+    Refused {
+        agent_id: Option<String>,
+        reason: String,
+        notice: Option<String>,
+    },
+    /// A command the host answered itself (`/status`); `text` goes back to the chat.
+    Answered { agent_id: String, text: String },
+    /// The sender is unknown and the chat asks an owner first; the message is held.
+    /// `new_request`: no request was pending, so the owners have to be asked now.
+    AwaitingApproval {
+        agent_id: String,
+        approval_id: String,
+        new_request: bool,
+    },
+}
+
+/// Commands only an agent's owner or admins may send.
+const ADMIN_COMMANDS: &[&str] = &["/clear"];
+/// Messages held for one unknown sender while an owner decides; more are refused.
+pub const MAX_HELD_MESSAGES: usize = 20;
+
+/// Whether the wiring's agent engages with a message. `sticky_until` is when the agent's
+/// stickiness in this scope (chat or topic) runs out, if it was engaged there. In private chats
+/// the mention modes always engage: there is nobody else to address.
+pub fn engages(
+    wiring: &Wiring,
+    text: &str,
+    is_mention: bool,
+    is_group: bool,
+    sticky_until: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> bool {
+    match wiring.engage_mode.as_str() {
+        "pattern" => match wiring.engage_pattern.as_deref() {
+            None | Some(".") => true,
+            // A pattern that does not compile engages nobody (fail closed); create-agent
+            // refuses such patterns in the first place. The regex crate matches in linear
+            // time, so a pattern cannot be used to stall the router.
+            Some(p) => regex::Regex::new(p).is_ok_and(|re| re.is_match(text)),
+        },
+        "mention" => is_mention || !is_group,
+        "mention-sticky" => is_mention || !is_group || sticky_until.is_some_and(|t| now <= t),
+        _ => false,
+    }
+}
+
+/// Files are not fetched (channels without attachments).
+pub struct NoFiles;
+
+impl FileSource for NoFiles {
+    fn fetch<'a>(
+        &'a self,
+        _file: &'a IncomingFile,
+        _dest: &'a std::path::Path,
+        _max_bytes: u64,
+    ) -> futures::future::BoxFuture<'a, Result<u64, inbound_files::FetchError>> {
+        Box::pin(async {
+            Err(inbound_files::FetchError::Failed(
+                "this channel cannot fetch files".into(),
+            ))
+        })
+    }
+}
+
+#[derive(Clone)]
+pub struct Router {
+    supervisor: Supervisor,
+}
+
+impl Router {
+    pub fn new(supervisor: Supervisor) -> Self {
+        Router { supervisor }
+    }
+
+    /// Routes a message that carries no files.
+    pub async fn route(&self, event: InboundEvent) -> Result<Vec<Routed>, HostError> {
+        self.route_with(event, &NoFiles, 0).await
+    }
+
+    /// Routes a message, fetching its files from `files` (at most `max_file_bytes` each) for
+    /// the agents that take it.
+    pub async fn route_with(
+        &self,
+        event: InboundEvent,
+        files: &dyn FileSource,
+        max_file_bytes: u64,
+    ) -> Result<Vec<Routed>, HostError> {
+        let shared = self.supervisor.shared();
+        let sessions_dir = shared.config.sessions_dir();
+        let ev = event.clone();
+        let plan = shared
+            .db
+            .call(move |conn| {
+                let now = Utc::now();
+                let drop = |conn: &rusqlite::Connection, agent: Option<&str>, reason: &str| {
+                    record_drop(conn, &ev, agent, reason, now)
+                };
+                let Some(chat) =
+                    db::messaging_group_by_platform(conn, &ev.channel_type, &ev.platform_id)?
+                else {
+                    drop(conn, None, "unknown chat")?;
+                    return Ok(vec![Plan::Done(Routed::Refused {
+                        agent_id: None,
+                        reason: "unknown chat".into(),
+                        notice: None,
+                    })]);
+                };
+                let wirings = db::wirings_of(conn, &chat.id)?;
+                if wirings.is_empty() {
+                    drop(conn, None, "no agent wired")?;
+                    return Ok(vec![Plan::Done(Routed::Refused {
+                        agent_id: None,
+                        reason: "no agent is wired to this chat".into(),
+                        notice: None,
+                    })]);
+                }
+                db::note_user(
+                    conn,
+                    &ev.sender_id,
+                    ev.sender_name.as_deref(),
+                    &ev.sender_aliases,
+                    now,
+                )?;
+                let mut plans = Vec::new();
+                for wiring in wirings {
+                    plans.push(plan_one(conn, &sessions_dir, &chat, &wiring, &ev, now)?);
+                }
+                Ok(plans)
+            })
+            .await?;
+
+        let mut out = Vec::new();
+        // Files are fetched once, for the first session that takes the message, and copied
+        // to the others.
+        let mut fetched: Option<(std::path::PathBuf, Vec<inbound_files::StoredFile>)> = None;
+        let dir = inbound_files::message_dir(&event.platform_id, &event.message_id);
+        for plan in plan {
+            match plan {
+                Plan::Done(r) => out.push(r),
+                Plan::Answer { agent_id, info } => {
+                    let text = crate::session::activity::describe(&info, &shared.config).await;
+                    out.push(Routed::Answered { agent_id, text });
+                }
+                Plan::Deliver { info, trigger } => {
+                    let mut content = json!({
+                        "text": event.text,
+                        "platform_message_id": event.message_id,
+                    });
+                    if !event.files.is_empty() {
+                        let root = info.paths.inbound_files();
+                        let stored = match &fetched {
+                            Some((first_root, stored)) => {
+                                let (from, to, d, s) = (
+                                    first_root.clone(),
+                                    root.clone(),
+                                    dir.clone(),
+                                    stored.clone(),
+                                );
+                                tokio::task::spawn_blocking(move || {
+                                    inbound_files::copy_stored(&from, &to, &d, &s)
+                                })
+                                .await
+                                .map_err(|e| HostError::Task(e.to_string()))?
+                                .map_err(|e| HostError::io("copy inbound files", &root, e))?;
+                                stored.clone()
+                            }
+                            None => {
+                                let stored = inbound_files::fetch_all(
+                                    files,
+                                    &event.files,
+                                    &root,
+                                    &dir,
+                                    max_file_bytes,
+                                )
+                                .await;
+                                fetched = Some((root.clone(), stored.clone()));
+                                stored
+                            }
+                        };
+                        content["files"] = stored
+                            .iter()
+                            .map(|f| f.to_json(&dir))
+                            .collect::<Vec<_>>()
+                            .into();
+                    }
+                    let msg = NewInbound {
+                        id: format!(
+                            "{}:{}:{}:{}",
+                            event.channel_type, event.platform_id, event.message_id, info.agent.id
+                        ),
+                        kind: InboundKind::Chat,
+                        trigger,
+                        route: Route {
+                            channel_type: event.channel_type.clone(),
+                            platform_id: event.platform_id.clone(),
+                            thread_id: event.thread_id.clone(),
+                        },
+                        sender_id: Some(event.sender_id.clone()),
+                        sender_name: event.sender_name.clone(),
+                        content,
+                        process_after: None,
+                    };
+                    let inserted = self.supervisor.submit(&info, msg).await?;
+                    out.push(Routed::Accepted {
+                        agent_id: info.agent.id.clone(),
+                        session_id: info.session.id.clone(),
+                        seq: inserted.seq(),
+                        duplicate: matches!(inserted, mailbox::inbound::Inserted::Duplicate(_)),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+enum Plan {
+    /// Decided; nothing more to do than report it (refused, or held for an owner).
+    Done(Routed),
+    /// `/status`: describe what the agent of this session is doing.
+    Answer {
+        agent_id: String,
+        info: Box<SessionInfo>,
+    },
+    Deliver {
+        info: Box<SessionInfo>,
+        trigger: bool,
+    },
+}
+
+fn record_drop(
+    conn: &rusqlite::Connection,
+    ev: &InboundEvent,
+    agent: Option<&str>,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> db::DbResult<()> {
+    db::record_dropped(
+        conn,
+        &Dropped {
+            channel_type: &ev.channel_type,
+            platform_id: &ev.platform_id,
+            sender_id: Some(&ev.sender_id),
+            sender_name: ev.sender_name.as_deref(),
+            agent_group_id: agent,
+            reason,
+        },
+        now,
+    )
+}
+
+fn plan_one(
+    conn: &mut rusqlite::Connection,
+    sessions_dir: &std::path::Path,
+    chat: &MessagingGroup,
+    wiring: &Wiring,
+    ev: &InboundEvent,
+    now: DateTime<Utc>,
+) -> db::DbResult<Plan> {
+    let drop = |conn: &rusqlite::Connection, agent: Option<&str>, reason: &str| {
+        record_drop(conn, ev, agent, reason, now)
+    };
+    let agent = wiring.agent_group_id.clone();
+    let refuse = |reason: &str, notice: Option<String>| {
+        Plan::Done(Routed::Refused {
+            agent_id: Some(agent.clone()),
+            reason: reason.to_owned(),
+            notice,
+        })
+    };
+    let scope = ev.thread_id.as_deref().unwrap_or_default();
+    let sticky_until = if wiring.engage_mode == "mention-sticky" {
+        db::engagement(conn, &agent, &chat.id, scope)?
+            .map(|last| last + chrono::Duration::seconds(wiring.sticky_window_s))
+    } else {
+        None
+    };
+    let engaged = ev.engaged_before
+        || engages(
+            wiring,
+            &ev.text,
+            ev.is_mention,
+            ev.is_group,
+            sticky_until,
+            now,
+        );
+    if !engaged && wiring.ignored_message_policy != "accumulate" {
+        drop(conn, Some(&agent), "not engaged")?;
+        return Ok(refuse("the agent was not addressed", None));
+    }
+    let role = db::role_of(conn, &ev.sender_id, &agent)?;
+    if role.is_none() {
+        let policy = if wiring.sender_scope == "known" {
+            "strict"
+        } else {
+            chat.unknown_sender_policy.as_str()
+        };
+        match policy {
+            "public" => {}
+            "request_approval" if engaged => {
+                return hold(conn, chat, &agent, ev, now);
+            }
+            _ => {
+                drop(conn, Some(&agent), "unknown sender")?;
+                return Ok(refuse("the sender is not allowed to use this agent", None));
+            }
+        }
+    }
+    let command = if engaged { command_of(&ev.text) } else { None };
+    if let Some(cmd) = &command
+        && ADMIN_COMMANDS.contains(&cmd.as_str())
+        && !matches!(role.as_deref(), Some("owner" | "admin"))
+    {
+        drop(conn, Some(&agent), "admin command from non-admin")?;
+        return Ok(refuse(
+            "permission denied",
+            Some(format!(
+                "Only an owner or admin of this agent can use {cmd}."
+            )),
+        ));
+    }
+    if engaged && wiring.engage_mode == "mention-sticky" {
+        db::touch_engagement(conn, &agent, &chat.id, scope, now)?;
+    }
+    let info = resolve::resolve(conn, sessions_dir, wiring, chat, ev.thread_id.as_deref())?;
+    if command.as_deref() == Some("/status") {
+        return Ok(Plan::Answer {
+            agent_id: agent,
+            info: Box::new(info),
+        });
+    }
+    db::touch_session(conn, &info.session.id, now)?;
+    Ok(Plan::Deliver {
+        info: Box::new(info),
+        trigger: engaged,
+    })
+}
+
+/// Holds a message of an unknown sender until an owner decides (or refuses it when the sender
+/// was denied, or too many wait already).
+fn hold(
+    conn: &rusqlite::Connection,
+    chat: &MessagingGroup,
+    agent: &str,
+    ev: &InboundEvent,
+    now: DateTime<Utc>,
+) -> db::DbResult<Plan> {
+    let refused = |reason: &str| {
+        Plan::Done(Routed::Refused {
+            agent_id: Some(agent.to_owned()),
+            reason: reason.to_owned(),
+            notice: None,
+        })
+    };
+    let event = serde_json::to_string(ev).map_err(|e| db::DbError::Malformed(e.to_string()))?;
+    match db::hold_message(
+        conn,
+        agent,
+        &chat.id,
+        db::HeldSender {
+            id: &ev.sender_id,
+            name: ev.sender_name.as_deref(),
+        },
+        &event,
+        MAX_HELD_MESSAGES,
+        now,
+    )? {
+        db::Held::Denied => {
+            record_drop(conn, ev, Some(agent), "sender denied by an owner", now)?;
+            Ok(refused("an owner declined this sender"))
+        }
+        db::Held::Full => {
+            record_drop(
+                conn,
+                ev,
+                Some(agent),
+                "too many messages awaiting approval",
+                now,
+            )?;
+            Ok(refused(
+                "too many messages are waiting for an owner's approval",
+            ))
+        }
+        db::Held::Queued {
+            approval_id,
+            new_request,
+        } => Ok(Plan::Done(Routed::AwaitingApproval {
+            agent_id: agent.to_owned(),
+            approval_id,
+            new_request,
+        })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wiring(mode: &str, pattern: Option<&str>) -> Wiring {
+        Wiring {
+            id: "w".into(),
+            messaging_group_id: "mg".into(),
+            agent_group_id: "a".into(),
+            engage_mode: mode.into(),
+            engage_pattern: pattern.map(str::to_owned),
+            sticky_window_s: 600,
+            sender_scope: "all".into(),
+            ignored_message_policy: "drop".into(),
+            session_mode: "shared".into(),
+            priority: 0,
+        }
+    }
+
+    #[test]
+    fn engage_table() {
+        let now = Utc::now();
+        let later = Some(now + chrono::Duration::seconds(10));
+        let expired = Some(now - chrono::Duration::seconds(10));
+        let table = [
+            (wiring("pattern", Some(".")), "", false, None, true),
+            (wiring("pattern", None), "hi", false, None, true),
+            (
+                wiring("pattern", Some("(?i)andy")),
+                "hey Andy!",
+                false,
+                None,
+                true,
+            ),
+            (
+                wiring("pattern", Some("(unclosed")),
+                "(unclosed",
+                false,
+                None,
+                false,
+            ),
+            (wiring("pattern", Some("Andy")), "hello", false, None, false),
+            (wiring("mention", None), "hi", false, None, false),
+            (wiring("mention", None), "hi", true, None, true),
+            (wiring("mention-sticky", None), "hi", false, later, true),
+            (wiring("mention-sticky", None), "hi", false, expired, false),
+            (wiring("mention-sticky", None), "hi", false, None, false),
+            (wiring("mention-sticky", None), "hi", true, None, true),
+            (wiring("bogus", None), "hi", true, None, false),
+        ];
+        for (w, text, mention, sticky, want) in table {
+            assert_eq!(
+                engages(&w, text, mention, true, sticky, now),
+                want,
+                "{} {:?} {text:?} mention={mention}",
+                w.engage_mode,
+                w.engage_pattern
+            );
+        }
+        // Private chats: mention modes always engage, patterns still apply.
+        for (mode, pattern, want) in [
+            ("mention", None, true),
+            ("mention-sticky", None, true),
+            ("pattern", Some("^!ask"), false),
+        ] {
+            assert_eq!(
+                engages(&wiring(mode, pattern), "hi", false, false, None, now),
+                want,
+                "{mode} in a private chat"
+            );
+        }
+    }
+}
