@@ -21,7 +21,7 @@ use rmcp::ServiceExt;
 use rmcp::service::ServerInitializeError;
 
 pub use config::{Config, ConfigError};
-pub use server::Tools;
+pub use tools::Tools;
 
 /// Why the server stopped abnormally; `main` logs it and exits non-zero.
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,7 @@
 //! Provisioning agents from the command line (`create-agent`): create or update an agent, wire
 //! it to a Telegram chat and/or the terminal, grant its owner, list agents, remove one. Owns
-//! flag parsing and validation and the rows it writes; routing decisions stay in `router.rs`,
-//! first-start defaults in `bootstrap.rs`.
+//! flag parsing and validation and the rows it writes; routing decisions stay in `session::router`,
+//! first-start defaults in `db::bootstrap`.
 //!
 //! Unlike clawside's `create_telegram_agent.py` (reference §12): every value is checked before
 //! anything is written, a re-run changes only what its flags name, the agent folder's files are

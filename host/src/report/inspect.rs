@@ -1,7 +1,7 @@
 //! What the operator commands report — `clawbox status`, `sessions`, `agents`, `dropped` —
 //! gathered from the central database and the session mailboxes, read-only. The same functions
 //! serve a running host (which adds what only it knows: runner phases, uptime, the proxy) and
-//! the commands' fallback when no host runs. Rendering the reports is `render.rs`'s business;
+//! the commands' fallback when no host runs. Rendering the reports is `cli::render`'s business;
 //! the admin socket carries them as they are (`--json` prints them).
 //!
 //! A session whose mailbox cannot be read does not spoil the report: its row says why in

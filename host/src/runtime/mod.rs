@@ -1,7 +1,7 @@
 //! Where agent runners run. [`AgentRuntime`] is the seam between the supervisor and an
 //! execution environment: `docker` (one hardened container per session, `docker.rs`, the
 //! default) and `process` (a child process, unisolated), others behind the same trait. Owns the runner's environment contract (docs/architecture.md); the
-//! decision *when* to start or stop a runner lives in `supervisor.rs`.
+//! decision *when* to start or stop a runner lives in `session::supervisor`.
 
 pub mod container_json;
 pub mod docker;

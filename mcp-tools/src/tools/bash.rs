@@ -28,8 +28,8 @@ use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::time::Instant;
 
+use super::{Context, Tools};
 use crate::error::{ToolError, tool_result};
-use crate::server::{Context, Tools};
 
 const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 const MAX_TIMEOUT_MS: u64 = 600_000;

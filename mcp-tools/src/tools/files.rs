@@ -15,10 +15,10 @@ use rmcp::model::CallToolResult;
 use rmcp::{tool, tool_router};
 use serde::Deserialize;
 
+use super::{Context, Tools};
 use crate::beneath::{Lookup, Refusal, Root, open_at};
 use crate::error::{ToolError, tool_result};
 use crate::paths::{Area, PathError, Resolved};
-use crate::server::{Context, Tools};
 
 /// Lines returned when `limit` is not given.
 const DEFAULT_LIMIT: u64 = 2000;

@@ -12,8 +12,8 @@ use rmcp::model::CallToolResult;
 use rmcp::{tool, tool_router};
 use serde::{Deserialize, Deserializer};
 
+use super::{Context, Tools};
 use crate::error::{ToolError, tool_result};
-use crate::server::{Context, Tools};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct SendMessageArgs {

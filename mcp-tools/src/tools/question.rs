@@ -17,8 +17,8 @@ use rmcp::{tool, tool_router};
 use serde::Deserialize;
 
 use super::message::new_message_id;
+use super::{Context, Tools};
 use crate::error::{ToolError, tool_result};
-use crate::server::{Context, Tools};
 
 /// Waited beyond the question's own timeout for the host to withdraw it.
 const WITHDRAW_GRACE: Duration = Duration::from_secs(5);

@@ -17,11 +17,11 @@ use super::files::{EditFileArgs, WriteFileArgs, edit_resolved, read_resolved, wr
 use super::search::{Search, grep_resolved, list_resolved};
 use super::send_file::{SendFileArgs, send_resolved};
 use super::skills::open_agent_skill_at;
+use super::{Context, Tools};
 use crate::beneath::Lookup;
 use crate::config::Config;
 use crate::error::ToolError;
 use crate::paths::Resolved;
-use crate::server::{Context, Tools};
 
 /// A session whose workspace and agent folder hold the same names as a folder outside them,
 /// so that a followed link would find something to read or overwrite.

@@ -23,10 +23,10 @@ use rmcp::{tool, tool_router};
 use serde::Deserialize;
 
 use super::files::{OPEN_FLAGS, next_line, open_root, refused};
+use super::{Context, Tools};
 use crate::beneath::{Lookup, open_at, read_dir_at, read_link_at, stat_at};
 use crate::error::{ToolError, tool_result};
 use crate::paths::{Area, Resolved};
-use crate::server::{Context, Tools};
 
 /// Entries one `list_files` answer shows.
 const MAX_ENTRIES: usize = 500;

@@ -30,10 +30,10 @@ use serde::Deserialize;
 
 use super::files::{Access, open_file};
 use super::message::{choose_route, new_message_id};
+use super::{Context, Tools};
 use crate::beneath::{Lookup, mkdir_at, open_at, unlink_at};
 use crate::error::{ToolError, tool_result};
 use crate::paths::Resolved;
-use crate::server::{Context, Tools};
 
 /// How the folders below `outbound/` are opened: never through a link.
 const DIR_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;

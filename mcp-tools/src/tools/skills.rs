@@ -22,10 +22,10 @@ use rmcp::{tool, tool_router};
 use serde::Deserialize;
 
 use super::files::{open_in, open_root, refused};
+use super::{Context, Tools};
 use crate::beneath::{Lookup, Refusal, open_at, stat_at};
 use crate::error::{ToolError, tool_result};
 use crate::paths::{PathError, Resolved};
-use crate::server::{Context, Tools};
 
 const SKILL_FILE: &str = "SKILL.md";
 /// [`SKILL_FILE`], for `openat`.

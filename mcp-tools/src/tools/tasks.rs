@@ -20,8 +20,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::message::new_message_id;
+use super::{Context, Tools};
 use crate::error::{ToolError, tool_result};
-use crate::server::{Context, Tools};
 
 /// How long a tool waits for the host's answer (it normally comes within milliseconds).
 pub const HOST_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
