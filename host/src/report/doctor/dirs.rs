@@ -1,0 +1,127 @@
+//! The data and groups directories: present or creatable, writable, private where they must be,
+//! with enough free disk.
+
+use super::*;
+
+/// Whether the host can use `path` (`var` names its setting); `private`: it should be 0700.
+pub(super) fn dir_check(name: &str, var: &str, path: &Path, private: bool) -> Check {
+    let fix = format!(
+        "make {} a directory this user can write (owner and permissions), or point {var} \
+         elsewhere",
+        path.display()
+    );
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_dir() => {
+            Check::fail(name, format!("{} is not a directory", path.display()), fix)
+        }
+        Ok(meta) => {
+            if let Err(e) = probe_write(path) {
+                return Check::fail(
+                    name,
+                    format!("{} is not writable: {e}", path.display()),
+                    fix,
+                );
+            }
+            let mode = meta.permissions().mode() & 0o777;
+            let free = free_bytes(path);
+            let free_text = free.map_or_else(String::new, |b| format!(", {} free", bytes(b)));
+            if private && mode & 0o077 != 0 {
+                return Check::warn(
+                    name,
+                    format!(
+                        "{} is writable{free_text}, but other users may read it (mode {mode:o})",
+                        path.display()
+                    ),
+                    format!(
+                        "it holds every conversation: `chmod 700 {}` (the host does this at start)",
+                        path.display()
+                    ),
+                );
+            }
+            if let Some(b) = free.filter(|b| *b < LOW_DISK_BYTES) {
+                return Check::warn(
+                    name,
+                    format!(
+                        "{} is writable, but only {} are free",
+                        path.display(),
+                        bytes(b)
+                    ),
+                    "free some disk space: conversations and their workspaces live here",
+                );
+            }
+            Check::ok(name, format!("{} is writable{free_text}", path.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match creatable(path) {
+            Ok(parent) => Check::ok(
+                name,
+                format!(
+                    "{} does not exist yet; the host creates it (in {}, which is writable)",
+                    path.display(),
+                    parent.display()
+                ),
+            ),
+            Err(detail) => Check::fail(
+                name,
+                format!(
+                    "{} does not exist and cannot be created: {detail}",
+                    path.display()
+                ),
+                fix,
+            ),
+        },
+        Err(e) => Check::fail(name, format!("{}: {e}", path.display()), fix),
+    }
+}
+
+/// Creates and removes a file in `dir`: the only sure test of writability (root ignores modes).
+pub(super) fn probe_write(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".clawbox-doctor-{}", crate::db::random_id(8)));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    std::fs::remove_file(&probe)
+}
+
+/// The nearest existing ancestor of a missing `path`, if it is a writable directory.
+pub(super) fn creatable(path: &Path) -> Result<PathBuf, String> {
+    let mut current = path.parent();
+    while let Some(dir) = current {
+        match std::fs::metadata(dir) {
+            Ok(meta) if meta.is_dir() => {
+                return probe_write(dir)
+                    .map(|()| dir.to_path_buf())
+                    .map_err(|e| format!("{} is not writable: {e}", dir.display()));
+            }
+            Ok(_) => return Err(format!("{} is not a directory", dir.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => current = dir.parent(),
+            Err(e) => return Err(format!("{}: {e}", dir.display())),
+        }
+    }
+    Err("no existing parent directory".to_owned())
+}
+
+pub(super) fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs fills the struct we own; the path is a valid NUL-terminated string.
+    unsafe {
+        let mut stat: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c_path.as_ptr(), &mut stat) != 0 {
+            return None;
+        }
+        #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
+        Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
+    }
+}
+
+pub(super) fn bytes(n: u64) -> String {
+    const GB: f64 = 1024.0 * 1024.0 * 1024.0;
+    const MB: f64 = 1024.0 * 1024.0;
+    let n = n as f64;
+    if n >= GB {
+        format!("{:.1} GB", n / GB)
+    } else {
+        format!("{:.0} MB", n / MB)
+    }
+}
