@@ -48,12 +48,13 @@ serve: build busybox
 status: build
 	./target/debug/clawbox status
 
-## Formatting, lints and the whole test suite (what CI runs).
+## Formatting, lints, the layering check and the whole test suite (what CI runs).
 test: lint venv busybox
 	$(CARGO) build --workspace --bins
 	CLAWBOX_TEST_PYTHON=$(CURDIR)/$(VENV)/bin/python $(CARGO) test --workspace
 
 lint:
+	python3 scripts/check-layers
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
