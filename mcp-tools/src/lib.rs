@@ -12,6 +12,7 @@ mod beneath;
 pub mod config;
 pub mod error;
 pub mod paths;
+mod reaper;
 mod server;
 mod tools;
 
@@ -37,12 +38,12 @@ pub enum Error {
 /// Serves the tools on stdin/stdout until the client closes the channel or the process gets
 /// SIGTERM / SIGINT.
 pub async fn run(config: Config) -> Result<(), Error> {
+    reaper::become_subreaper();
     serve(config, rmcp::transport::stdio(), terminated()).await
 }
 
 /// Serves the tools on any rmcp transport until it closes or `shutdown` completes. Commands
-/// still running are killed with their process groups: those of calls in flight when the
-/// runtime drops their futures, those left in the background here.
+/// still running are killed, with everything below the server, before it returns.
 pub async fn serve<T, E, A>(
     config: Config,
     transport: T,
@@ -59,7 +60,10 @@ where
         reason = running.waiting() => tracing::info!(reason = ?reason?, "MCP client disconnected"),
         () = shutdown => tracing::info!("shutting down on signal"),
     }
-    ctx.lingering.kill_all();
+    let killed = ctx.reaper.kill_all();
+    if killed > 0 {
+        tracing::info!(killed, "killed the processes of commands still running");
+    }
     Ok(())
 }
 

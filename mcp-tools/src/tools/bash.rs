@@ -3,10 +3,12 @@
 //! command's lifetime and its output cap; paths inside the command are not confined (see
 //! `paths.rs`).
 //!
-//! Lifetime: on timeout, and when the call is cancelled (the future is dropped), the whole
-//! process group gets SIGKILL, so `sleep 300 &` dies with it. When bash exits by itself,
-//! background jobs it started keep running (a model may start a server on purpose); we stop
-//! reading their output shortly after bash exits.
+//! Lifetime: nothing a command starts outlives its call. When bash exits, times out, or the call
+//! is cancelled (the future is dropped), the process group gets SIGKILL and then the server's
+//! sweep (`reaper.rs`) kills whatever is left: background jobs, processes that left the group
+//! with `setsid`, a fork bomb's children. So `sleep 300 &` dies with the call, and a later call
+//! never finds the container's process table full of an earlier call's leftovers. A model that
+//! needs a server runs it and its client in one command.
 //!
 //! Result: a non-zero exit, a signal or a timeout is a tool error (`is_error: true`) whose text
 //! starts with `[exit N]`, `[killed by signal N]` or `[timed out …]` and still carries the full
@@ -59,9 +61,10 @@ impl Tools {
                        the first line. The command is killed, with everything it started, after \
                        `timeout_ms` (default 30 s, at most 10 min). Output beyond about 30 000 \
                        characters is cut in the middle. No input can be given (stdin is empty). \
-                       Background jobs (`cmd &`) keep running after the command returns; \
-                       redirect their output to a file. The files people sent (inbound/… for the \
-                       file tools) are under $INBOUND_FILES."
+                       Nothing the command starts outlives it: background jobs (`cmd &`) still \
+                       running when it returns are killed, so start a server and its client in \
+                       the same command. The files people sent (inbound/… for the file tools) \
+                       are under $INBOUND_FILES."
     )]
     async fn run_bash(&self, Parameters(args): Parameters<RunBashArgs>) -> CallToolResult {
         match run_bash(self.ctx.clone(), args).await {
@@ -160,18 +163,30 @@ async fn run_bash(ctx: Arc<Context>, args: RunBashArgs) -> Result<Outcome, ToolE
     if let Some(tz) = &config.timezone {
         command.env("TZ", tz);
     }
-    let spawned = command.spawn();
-    // The command holds our copies of the pipe's write end; until they are closed the read end
-    // never reaches EOF.
-    drop(command);
-    let mut child = spawned.map_err(ToolError::Spawn)?;
-    let Some(pid) = child.id() else {
-        return Err(ToolError::Spawn(std::io::Error::other(
-            "bash exited before its process id was known",
-        )));
+    // The registry is held from spawn to registration, so no sweep of another call mistakes
+    // this bash for an orphan.
+    let (child, pid) = {
+        let mut live = ctx.reaper.lock();
+        let spawned = command.spawn();
+        // The command holds our copies of the pipe's write end; until they are closed the read
+        // end never reaches EOF.
+        drop(command);
+        let child = spawned.map_err(ToolError::Spawn)?;
+        let Some(pid) = child.id() else {
+            return Err(ToolError::Spawn(std::io::Error::other(
+                "bash exited before its process id was known",
+            )));
+        };
+        // process_group(0): the group id is bash's pid.
+        let pid = pid as libc::pid_t;
+        live.insert(pid);
+        (child, pid)
     };
-    // process_group(0): the group id is bash's pid.
-    let mut group = GroupGuard::new(pid);
+    let mut call = Call {
+        ctx: ctx.clone(),
+        pid,
+        child: Some(child),
+    };
     let mut reader =
         pipe::Receiver::from_owned_fd(OwnedFd::from(reader)).map_err(ToolError::Spawn)?;
     tracing::debug!(pid, timeout_ms, command = %args.command, "bash started");
@@ -190,29 +205,26 @@ async fn run_bash(ctx: Arc<Context>, args: RunBashArgs) -> Result<Outcome, ToolE
                     eof = true;
                 }
             },
-            status = child.wait() => {
+            status = call.wait() => {
                 break match status {
                     Ok(status) => Ending::from_status(status),
                     Err(e) => return Err(ToolError::Spawn(e)),
                 };
             }
             () = tokio::time::sleep_until(deadline) => {
-                group.kill();
+                kill_group(pid);
                 // Reap bash so it leaves no zombie; SIGKILL makes this immediate.
-                if let Err(e) = child.wait().await {
+                if let Err(e) = call.wait().await {
                     tracing::warn!(pid, error = %e, "waiting for killed bash failed");
                 }
                 break Ending::TimedOut(timeout);
             }
         }
     };
-    if !matches!(ending, Ending::TimedOut(_)) {
-        // bash is done; its background jobs, if any, may keep running (see the module doc)
-        // until the server stops.
-        group.disarm();
-        if group_alive(group.pgid) {
-            ctx.lingering.add(group.pgid);
-        }
+    // bash is done; what it left running goes now, which also closes the pipe's write ends.
+    let killed = call.finish().await;
+    if killed > 0 {
+        tracing::info!(pid, killed, "killed processes the command left running");
     }
     let grace = Instant::now() + DRAIN_GRACE;
     while !eof {
@@ -233,44 +245,6 @@ async fn run_bash(ctx: Arc<Context>, args: RunBashArgs) -> Result<Outcome, ToolE
     })
 }
 
-/// Process groups of finished commands whose background jobs were still running. The server
-/// kills them when it stops, so a session's processes do not outlive it.
-#[derive(Debug, Default)]
-pub(crate) struct Lingering(std::sync::Mutex<Vec<libc::pid_t>>);
-
-impl Lingering {
-    fn add(&self, pgid: libc::pid_t) {
-        let mut groups = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        groups.retain(|&g| group_alive(g));
-        groups.push(pgid);
-    }
-
-    pub(crate) fn kill_all(&self) {
-        let groups = std::mem::take(
-            &mut *self
-                .0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
-        for pgid in groups {
-            // A group id cannot be reused while the group has members, so a live group here is
-            // still ours.
-            if group_alive(pgid) {
-                tracing::info!(pgid, "killing background processes of an earlier command");
-                kill_group(pgid);
-            }
-        }
-    }
-}
-
-fn group_alive(pgid: libc::pid_t) -> bool {
-    // SAFETY: signal 0 only checks that the group exists and may be signalled.
-    unsafe { libc::killpg(pgid, 0) == 0 }
-}
-
 fn kill_group(pgid: libc::pid_t) {
     // SAFETY: killpg only sends a signal; no memory is shared with the callee. ESRCH (the
     // group is already gone) is the only expected failure and needs no handling.
@@ -279,34 +253,58 @@ fn kill_group(pgid: libc::pid_t) {
     }
 }
 
-/// SIGKILLs a process group when dropped while armed: a cancelled call leaves nothing behind.
-struct GroupGuard {
-    pgid: libc::pid_t,
-    armed: bool,
+/// One command in flight: its bash (until reaped) and the group it leads. Dropped before
+/// [`Call::finish`] (the call was cancelled), it kills the group and hands bash and the sweep
+/// to a task of their own, so a cancelled call leaves nothing behind either.
+struct Call {
+    ctx: Arc<Context>,
+    pid: libc::pid_t,
+    child: Option<tokio::process::Child>,
 }
 
-impl GroupGuard {
-    fn new(pid: u32) -> Self {
-        GroupGuard {
-            pgid: pid as libc::pid_t,
-            armed: true,
+impl Call {
+    async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        match &mut self.child {
+            Some(child) => child.wait().await,
+            None => Err(std::io::Error::other("bash was already reaped")),
         }
     }
 
-    fn kill(&mut self) {
-        self.armed = false;
-        kill_group(self.pgid);
-    }
-
-    fn disarm(&mut self) {
-        self.armed = false;
+    /// bash has been waited for: leaves the registry and sweeps the call's leftovers. Returns
+    /// how many processes were killed.
+    async fn finish(&mut self) -> usize {
+        self.child = None;
+        sweep(self.ctx.clone(), self.pid).await
     }
 }
 
-impl Drop for GroupGuard {
+async fn sweep(ctx: Arc<Context>, pid: libc::pid_t) -> usize {
+    ctx.reaper.finished(pid);
+    match tokio::task::spawn_blocking(move || ctx.reaper.sweep(pid)).await {
+        Ok(killed) => killed,
+        Err(e) => {
+            tracing::warn!(pid, error = %e, "sweeping a command's processes failed");
+            0
+        }
+    }
+}
+
+impl Drop for Call {
     fn drop(&mut self) {
-        if self.armed {
-            self.kill();
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        kill_group(self.pid);
+        let (ctx, pid) = (self.ctx.clone(), self.pid);
+        // Outside a runtime (the server is being torn down) `kill_on_drop` still kills bash and
+        // the server's final `kill_all` takes the rest.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = child.wait().await {
+                    tracing::warn!(pid, error = %e, "waiting for a cancelled bash failed");
+                }
+                sweep(ctx, pid).await;
+            });
         }
     }
 }

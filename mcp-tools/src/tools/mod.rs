@@ -22,15 +22,15 @@ use rmcp::handler::server::router::tool::ToolRouter;
 
 use crate::config::Config;
 use crate::paths::Confinement;
-use bash::Lingering;
+use crate::reaper::Registry;
 
 /// What every tool call may use; built once at startup.
 pub(crate) struct Context {
     pub config: Arc<Config>,
     pub session: SessionPaths,
     pub confinement: Confinement,
-    /// Process groups left running by `run_bash`; killed when the server stops.
-    pub lingering: Lingering,
+    /// `run_bash` commands in flight; what they leave behind is swept when they end.
+    pub reaper: Registry,
 }
 
 #[derive(Clone)]
@@ -49,7 +49,7 @@ impl Tools {
                 &config.session_paths().inbound_files(),
             ),
             config,
-            lingering: Lingering::default(),
+            reaper: Registry::default(),
         };
         // One router per tool module; a new module adds its router here.
         let tool_router = Self::message_router()

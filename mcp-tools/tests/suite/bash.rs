@@ -1,4 +1,5 @@
-//! `run_bash`: output, exit status, environment, timeouts and the output cap.
+//! `run_bash`: output, exit status, environment, timeouts, the output cap, and the sweep that
+//! kills whatever a command leaves running.
 
 use std::time::{Duration, Instant};
 
@@ -158,4 +159,109 @@ async fn commands_do_not_block_the_server() {
     assert!(!slow.is_finished());
     let slow = slow.await.unwrap();
     assert_eq!(slow.content[0].as_text().unwrap().text, "slow\n");
+}
+
+/// Processes whose environment carries `marker` (every descendant of a command inherits it
+/// unless it clears its environment, which the commands below do not).
+fn processes_marked(marker: &str) -> Vec<i32> {
+    let needle = format!("CLAWBOX_TEST_MARK={marker}");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                env.split(|b| *b == 0)
+                    .any(|var| var == needle.as_bytes())
+            }) && !process_gone(*pid)
+        })
+        .collect()
+}
+
+/// Nothing a command starts outlives the call: a background job, a `setsid` escapee and a
+/// double-forked orphan are all gone when the result arrives.
+#[tokio::test]
+async fn leftovers_die_with_the_call() {
+    let s = Session::start().await;
+    let marker = format!("leftovers-{}", std::process::id());
+    let out = s
+        .call(
+            "run_bash",
+            json!({"command": format!(
+                "export CLAWBOX_TEST_MARK={marker}; \
+                 sleep 300 & echo $! > job; \
+                 setsid sleep 300 & echo $! > escapee; \
+                 (setsid sleep 300 & echo $! > orphan) ; \
+                 echo done"
+            )}),
+        )
+        .await
+        .ok();
+    assert_eq!(out, "done\n");
+    for name in ["job", "escapee", "orphan"] {
+        let pid = read_pid(&s.workspace().join(name));
+        assert!(process_gone(pid), "{name} {pid} outlived the call");
+    }
+    assert_eq!(processes_marked(&marker), Vec::<i32>::new());
+}
+
+/// A process tree that keeps forking from outside the call's process group (each forker in a
+/// session of its own, re-spawning as fast as it can) is killed to the last process, and the
+/// next call runs at once. Bounded, so that a broken sweep cannot take the machine down.
+#[tokio::test]
+async fn a_forking_tree_outside_the_group_is_swept() {
+    let s = Session::start().await;
+    let marker = format!("forker-{}", std::process::id());
+    let out = s
+        .call(
+            "run_bash",
+            json!({"command": format!(
+                "export CLAWBOX_TEST_MARK={marker}; \
+                 for i in 1 2 3 4 5 6 7 8; do \
+                   (setsid bash -c 'for j in $(seq 150); do sleep 300 & (sleep 300 &); done; wait' >/dev/null 2>&1 &); \
+                 done; \
+                 sleep 0.3; echo started"
+            )}),
+        )
+        .await
+        .ok();
+    assert_eq!(out, "started\n");
+    assert_eq!(processes_marked(&marker), Vec::<i32>::new());
+    assert_eq!(
+        s.call("run_bash", json!({"command": "echo after"}))
+            .await
+            .ok(),
+        "after\n"
+    );
+}
+
+/// A cleanup after one call leaves a concurrent call's processes alone.
+#[tokio::test]
+async fn a_sweep_spares_other_calls() {
+    let s = Session::start().await;
+    let peer = s.client.peer().clone();
+    let slow = tokio::spawn(async move {
+        let serde_json::Value::Object(args) =
+            json!({"command": "sleep 300 & echo $! > slowjob; sleep 2; kill -0 $(cat slowjob) && echo alive"})
+        else {
+            unreachable!()
+        };
+        peer.call_tool(rmcp::model::CallToolRequestParams::new("run_bash").with_arguments(args))
+            .await
+            .unwrap()
+    });
+    assert!(
+        eventually(Duration::from_secs(5), || s.workspace().join("slowjob").exists()).await,
+        "the slow call did not start"
+    );
+    assert_eq!(
+        s.call("run_bash", json!({"command": "sleep 100 & echo quick"}))
+            .await
+            .ok(),
+        "quick\n"
+    );
+    let slow = slow.await.unwrap();
+    assert_eq!(slow.content[0].as_text().unwrap().text, "alive\n");
+    let pid = read_pid(&s.workspace().join("slowjob"));
+    assert!(process_gone(pid), "slow call's job {pid} outlived it");
 }
