@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::events::{self, HostEvent, Stored};
 use crate::layout::SessionPaths;
-use crate::seq::{Parity, next_seq};
+use crate::seq::{MAX_SEQ, MAX_SEQ_FILTER, Parity, next_seq};
 use crate::sql::{self, parse_json, parse_ts, ts};
 use crate::types::*;
 use crate::types::{Answered, Response};
@@ -318,13 +318,26 @@ impl InboundDb {
         Ok(())
     }
 
-    /// The highest outbound seq the host has recorded a delivery for.
+    /// The highest outbound seq within range ([`crate::seq::MAX_SEQ`]) the host has recorded a
+    /// delivery for.
     pub fn out_cursor(&self) -> Result<i64> {
-        Ok(self
-            .conn
-            .query_row("SELECT COALESCE(MAX(out_seq), 0) FROM delivery", [], |r| {
-                r.get(0)
-            })?)
+        Ok(self.conn.query_row(
+            "SELECT COALESCE(MAX(out_seq), 0) FROM delivery WHERE out_seq <= ?1",
+            [MAX_SEQ],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Where the host is in the container's rows: in range, and (forged) out of range.
+    pub fn out_cursors(&self) -> Result<crate::outbound::OutCursors> {
+        Ok(crate::outbound::OutCursors {
+            in_range: self.out_cursor()?,
+            out_of_range: self.conn.query_row(
+                "SELECT COALESCE(MAX(out_seq), ?1) FROM delivery WHERE out_seq > ?1",
+                [MAX_SEQ],
+                |r| r.get(0),
+            )?,
+        })
     }
 
     /// Deliveries not yet finished, oldest first.
@@ -600,13 +613,26 @@ impl InboundReader {
         status_counts(&self.conn)
     }
 
-    /// The highest outbound seq the host has recorded a delivery for.
+    /// The highest outbound seq within range ([`crate::seq::MAX_SEQ`]) the host has recorded a
+    /// delivery for.
     pub fn out_cursor(&self) -> Result<i64> {
-        Ok(self
-            .conn
-            .query_row("SELECT COALESCE(MAX(out_seq), 0) FROM delivery", [], |r| {
-                r.get(0)
-            })?)
+        Ok(self.conn.query_row(
+            "SELECT COALESCE(MAX(out_seq), 0) FROM delivery WHERE out_seq <= ?1",
+            [MAX_SEQ],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Where the host is in the container's rows: in range, and (forged) out of range.
+    pub fn out_cursors(&self) -> Result<crate::outbound::OutCursors> {
+        Ok(crate::outbound::OutCursors {
+            in_range: self.out_cursor()?,
+            out_of_range: self.conn.query_row(
+                "SELECT COALESCE(MAX(out_seq), ?1) FROM delivery WHERE out_seq > ?1",
+                [MAX_SEQ],
+                |r| r.get(0),
+            )?,
+        })
     }
 
     /// Deliveries in each state.
@@ -670,9 +696,13 @@ fn insert_in(
     if let Some(seq) = existing {
         return Ok(Inserted::Duplicate(seq));
     }
-    let max_in: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM messages_in", [], |r| {
-        r.get(0)
-    })?;
+    // The host's own rows; bounded like the other side's max so that a seq near `i64::MAX`
+    // (only possible in a file written by hand) cannot overflow the next one.
+    let max_in: i64 = tx.query_row(
+        &format!("SELECT COALESCE(MAX(seq), 0) FROM messages_in WHERE {MAX_SEQ_FILTER}"),
+        [],
+        |r| r.get(0),
+    )?;
     let seq = next_seq(Parity::Inbound, max_in.max(max_out));
     tx.execute(
         "INSERT INTO messages_in (seq, id, kind, created_at, process_after, trigger,

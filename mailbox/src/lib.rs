@@ -27,7 +27,7 @@ pub mod types;
 pub use events::{HostEvent, RunnerEvent, Stored};
 pub use inbound::{InboundDb, InboundReader};
 pub use layout::SessionPaths;
-pub use outbound::{OutboundDb, OutboundReader, OutboundTx};
+pub use outbound::{BadRow, OutCursors, OutboundDb, OutboundReader, OutboundTx, RowRead};
 pub use types::*;
 
 use std::path::PathBuf;

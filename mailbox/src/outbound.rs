@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::events::{self, RunnerEvent, Stored};
 use crate::layout::SessionPaths;
-use crate::seq::{Parity, next_seq};
+use crate::seq::{MAX_SEQ, MAX_SEQ_FILTER, Parity, in_range, next_seq};
 use crate::sql::{self, parse_json, parse_ts, ts};
 use crate::types::*;
 use crate::{Result, schema};
@@ -18,10 +18,18 @@ use crate::{Result, schema};
 const TABLE: &str = "messages_out";
 const SELECT_OUT: &str = "SELECT seq, id, kind, in_reply_to, created_at, channel_type, platform_id, \
      thread_id, content FROM messages_out";
-const SELECT_ACK: &str = "SELECT id, message_seq, attempt, status, error, at, detail FROM acks";
+/// Acks are the container's too: an error text or a detail beyond these sizes is not loaded
+/// (the error is replaced by a note, the detail dropped), so a forged ack cannot grow the
+/// host's memory.
+const SELECT_ACK: &str = "SELECT id, message_seq, attempt, status, \
+     CASE WHEN octet_length(error) <= 8192 THEN error \
+          WHEN error IS NOT NULL THEN '[error text too long to show]' END, at, \
+     CASE WHEN octet_length(detail) <= 65536 THEN detail END FROM acks";
 /// The same for an `outbound.db` an older runner left without `acks.detail`.
-const SELECT_ACK_V1: &str =
-    "SELECT id, message_seq, attempt, status, error, at, NULL AS detail FROM acks";
+const SELECT_ACK_V1: &str = "SELECT id, message_seq, attempt, status, \
+     CASE WHEN octet_length(error) <= 8192 THEN error \
+          WHEN error IS NOT NULL THEN '[error text too long to show]' END, at, \
+     NULL AS detail FROM acks";
 
 /// One stored conversation message (an OpenAI chat message as JSON) and the turn it belongs to.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +38,42 @@ pub struct HistoryEntry {
     pub turn: i64,
     pub message: Value,
 }
+
+/// The largest row of `messages_out` the host reads, all its text columns together: a reply of
+/// `MAX_REPLY_CHARS` (32 000 by default, 128 KB at worst in UTF-8) fits many times over, and a
+/// forged 400 MB row is refused from its size alone, without being loaded.
+pub const MAX_ROW_BYTES: i64 = 4 << 20;
+/// What one page of [`OutboundReader::page_after`] holds at most: rows, and their bytes
+/// together (a single row may be up to [`MAX_ROW_BYTES`]).
+pub const PAGE_ROWS: u32 = 64;
+pub const PAGE_BYTES: i64 = 8 << 20;
+
+/// The size of a row as SQLite stores it. `octet_length` reads the length from the record
+/// header without loading the value (SQLite ≥ 3.43), so measuring a huge row costs nothing.
+const ROW_SIZE: &str = "(COALESCE(octet_length(id), 0) + COALESCE(octet_length(kind), 0) \
+     + COALESCE(octet_length(in_reply_to), 0) + COALESCE(octet_length(created_at), 0) \
+     + COALESCE(octet_length(channel_type), 0) + COALESCE(octet_length(platform_id), 0) \
+     + COALESCE(octet_length(thread_id), 0) + COALESCE(octet_length(content), 0))";
+
+/// Where the host is in `messages_out` ([`crate::InboundDb::out_cursors`]): the highest seq
+/// within range it has recorded, and the highest out-of-range one (or [`MAX_SEQ`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutCursors {
+    pub in_range: i64,
+    pub out_of_range: i64,
+}
+
+/// An outbound row the host cannot use: too large, out of range, or not decodable. It fails
+/// alone (the host records it failed and tells the chat); the rows after it flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRow {
+    pub seq: i64,
+    /// Why, in words for the chat ("the agent produced a reply clawbox could not deliver: …").
+    pub reason: String,
+}
+
+/// One row as the host reads it.
+pub type RowRead = std::result::Result<OutboundMessage, BadRow>;
 
 /// The container's read-write handle on `outbound.db`.
 pub struct OutboundDb {
@@ -140,11 +184,11 @@ pub struct OutboundTx<'a> {
 impl OutboundTx<'_> {
     /// Inserts a message with the next odd seq above both tables and returns that seq.
     pub fn insert_message(&mut self, msg: &NewOutbound, now: DateTime<Utc>) -> Result<i64> {
-        let max_out: i64 =
-            self.tx
-                .query_row("SELECT COALESCE(MAX(seq), 0) FROM messages_out", [], |r| {
-                    r.get(0)
-                })?;
+        let max_out: i64 = self.tx.query_row(
+            &format!("SELECT COALESCE(MAX(seq), 0) FROM messages_out WHERE {MAX_SEQ_FILTER}"),
+            [],
+            |r| r.get(0),
+        )?;
         let seq = next_seq(Parity::Outbound, max_out.max(self.max_in));
         self.tx.execute(
             "INSERT INTO messages_out (seq, id, kind, in_reply_to, created_at, channel_type,
@@ -346,6 +390,80 @@ impl OutboundReader {
         message(&self.conn, seq)
     }
 
+    /// The next rows after `cursors`, oldest first, bounded: at most [`PAGE_ROWS`] rows and
+    /// [`PAGE_BYTES`] (at least one row), each row measured before it is loaded and decoded on
+    /// its own. Rows in range come first; once they are exhausted, out-of-range rows (seq above
+    /// [`MAX_SEQ`]) follow as [`BadRow`]s without being loaded. An empty page means nothing new.
+    pub fn page_after(&self, cursors: OutCursors) -> Result<Vec<RowRead>> {
+        // One read transaction: the sizes and the rows come from the same snapshot.
+        let tx = self.conn.unchecked_transaction()?;
+        let sizes: Vec<(i64, i64)> = {
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT seq, {ROW_SIZE} FROM messages_out WHERE seq > ?1 AND seq <= ?2
+                 ORDER BY seq LIMIT ?3"
+            ))?;
+            stmt.query_map(params![cursors.in_range, MAX_SEQ, PAGE_ROWS], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?
+        };
+        let mut page = Vec::new();
+        if let Some(last) = page_end(&sizes) {
+            let mut stmt = tx.prepare_cached(&select_bounded("seq > ?1 AND seq <= ?2"))?;
+            let rows = stmt.query_map(
+                params![cursors.in_range, last, MAX_ROW_BYTES],
+                RawOut::from_row,
+            )?;
+            for raw in rows {
+                page.push(raw?.decode());
+            }
+        }
+        let room = PAGE_ROWS as usize - page.len();
+        if room > 0 {
+            let mut stmt = tx.prepare_cached(
+                "SELECT seq FROM messages_out WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let forged = stmt.query_map(
+                params![cursors.out_of_range.max(MAX_SEQ), room as i64],
+                |r| r.get::<_, i64>(0),
+            )?;
+            for seq in forged {
+                let seq = seq?;
+                page.push(Err(BadRow {
+                    seq,
+                    reason: format!("its message id {seq} is out of range"),
+                }));
+            }
+        }
+        tx.finish()?;
+        Ok(page)
+    }
+
+    /// Row `seq` read like [`OutboundReader::page_after`] reads it (size checked first, decoded
+    /// on its own); `None` if there is no such row.
+    pub fn read_message(&self, seq: i64) -> Result<Option<RowRead>> {
+        if !in_range(seq) {
+            let exists: bool = self.conn.query_row(
+                "SELECT EXISTS(SELECT 1 FROM messages_out WHERE seq = ?1)",
+                [seq],
+                |r| r.get(0),
+            )?;
+            return Ok(exists.then(|| {
+                Err(BadRow {
+                    seq,
+                    reason: format!("its message id {seq} is out of range"),
+                })
+            }));
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached(&select_bounded("seq >= ?1 AND seq <= ?2"))?;
+        let row = stmt
+            .query_row(params![seq, seq, MAX_ROW_BYTES], RawOut::from_row)
+            .optional()?;
+        Ok(row.map(RawOut::decode))
+    }
+
     pub fn runner_state(&self) -> Result<Option<RunnerState>> {
         runner_state(&self.conn)
     }
@@ -386,6 +504,109 @@ impl OutboundReader {
             |r| r.get(0),
         )?;
         Ok(n.max(0) as u64)
+    }
+}
+
+/// Where a page of rows with these `(seq, size)` ends: before the row that would take the page
+/// past [`PAGE_BYTES`], but never before its first row. Oversized rows count as nothing (they
+/// are not loaded).
+fn page_end(sizes: &[(i64, i64)]) -> Option<i64> {
+    let mut total = 0i64;
+    let mut last = None;
+    for &(seq, size) in sizes {
+        let size = if size > MAX_ROW_BYTES { 0 } else { size };
+        if last.is_some() && total.saturating_add(size) > PAGE_BYTES {
+            break;
+        }
+        total = total.saturating_add(size);
+        last = Some(seq);
+    }
+    last
+}
+
+/// A `messages_out` query whose row values are only loaded when the row's size is at most `?3`;
+/// `filter` uses `?1` and `?2`.
+fn select_bounded(filter: &str) -> String {
+    let col = |name: &str| format!("CASE WHEN {ROW_SIZE} <= ?3 THEN {name} END");
+    format!(
+        "SELECT seq, {ROW_SIZE}, {}, {}, {}, {}, {}, {}, {}, {} FROM messages_out
+         WHERE {filter} ORDER BY seq",
+        col("id"),
+        col("kind"),
+        col("in_reply_to"),
+        col("created_at"),
+        col("channel_type"),
+        col("platform_id"),
+        col("thread_id"),
+        col("content"),
+    )
+}
+
+/// A row of [`select_bounded`], its values as SQLite holds them: the container may have
+/// stored any type in any column, so nothing is assumed until [`RawOut::decode`].
+struct RawOut {
+    seq: i64,
+    size: i64,
+    values: Vec<rusqlite::types::Value>,
+}
+
+impl RawOut {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(RawOut {
+            seq: r.get(0)?,
+            size: r.get(1)?,
+            values: (2..10)
+                .map(|i| r.get::<_, rusqlite::types::Value>(i))
+                .collect::<rusqlite::Result<_>>()?,
+        })
+    }
+
+    fn decode(self) -> RowRead {
+        let seq = self.seq;
+        let bad = |reason: String| BadRow { seq, reason };
+        if self.size > MAX_ROW_BYTES {
+            return Err(bad(format!(
+                "it is {} bytes, more than the {} MiB a reply may be",
+                self.size,
+                MAX_ROW_BYTES >> 20
+            )));
+        }
+        if !in_range(seq) || Parity::of(seq) != Parity::Outbound {
+            return Err(bad(format!("its message id {seq} is out of range")));
+        }
+        use rusqlite::types::Value as V;
+        let text = |i: usize, name: &str| -> std::result::Result<Option<String>, BadRow> {
+            match &self.values[i] {
+                V::Null => Ok(None),
+                V::Text(s) => Ok(Some(s.clone())),
+                _ => Err(bad(format!("its {name} is not text"))),
+            }
+        };
+        let required = |i: usize, name: &str| -> std::result::Result<String, BadRow> {
+            text(i, name)?.ok_or_else(|| bad(format!("its {name} is missing")))
+        };
+        let in_reply_to = match &self.values[2] {
+            V::Null => None,
+            V::Integer(n) => Some(*n),
+            _ => return Err(bad("its in_reply_to is not a number".to_owned())),
+        };
+        let kind = required(1, "kind")?;
+        let created_at = required(3, "created_at")?;
+        let content = required(7, "content")?;
+        Ok(OutboundMessage {
+            seq,
+            id: required(0, "id")?,
+            kind: OutboundKind::parse(TABLE, &kind)
+                .map_err(|_| bad(format!("its kind {kind:?} is unknown")))?,
+            in_reply_to,
+            created_at: parse_ts(TABLE, &created_at).map_err(|e| bad(e.to_string()))?,
+            route: Route {
+                channel_type: required(4, "channel_type")?,
+                platform_id: required(5, "platform_id")?,
+                thread_id: text(6, "thread_id")?,
+            },
+            content: parse_json(TABLE, &content).map_err(|e| bad(e.to_string()))?,
+        })
     }
 }
 
@@ -490,19 +711,37 @@ fn query_acks<P: rusqlite::Params>(conn: &Connection, sql: &str, params: P) -> R
             r.get::<_, Option<String>>(6)?,
         ))
     })?;
-    rows.map(|r| {
-        let (id, message_seq, attempt, status, error, at, detail) = r?;
-        Ok(Ack {
-            id,
-            message_seq,
-            attempt,
-            status: AckStatus::parse("acks", &status)?,
-            error,
-            detail: detail.map(|d| parse_json("acks", &d)).transpose()?,
-            at: parse_ts("acks", &at)?,
-        })
-    })
-    .collect()
+    let mut acks = Vec::new();
+    for r in rows {
+        // An ack the container wrote with values of the wrong type, or values that do not
+        // parse, is skipped: it counts as no ack (a claim without a verdict ends in a retry and,
+        // after MAX_TRIES, a failure the sender is told about), and never blocks the acks after
+        // it. Errors of SQLite itself still fail the read.
+        let (id, message_seq, attempt, status, error, at, detail) = match r {
+            Ok(row) => row,
+            Err(
+                rusqlite::Error::InvalidColumnType(..)
+                | rusqlite::Error::FromSqlConversionFailure(..)
+                | rusqlite::Error::IntegralValueOutOfRange(..),
+            ) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let decoded = (|| -> Result<Ack> {
+            Ok(Ack {
+                id,
+                message_seq,
+                attempt,
+                status: AckStatus::parse("acks", &status)?,
+                error,
+                detail: detail.map(|d| parse_json("acks", &d)).transpose()?,
+                at: parse_ts("acks", &at)?,
+            })
+        })();
+        if let Ok(ack) = decoded {
+            acks.push(ack);
+        }
+    }
+    Ok(acks)
 }
 
 fn runner_state(conn: &Connection) -> Result<Option<RunnerState>> {

@@ -1,5 +1,11 @@
 //! Seq parity: inbound rows get even seqs, outbound rows odd ones, so a seq alone says which
 //! table a message lives in (`<message id="12">`, `send_message → id 13`).
+//!
+//! Seqs are bounded by [`MAX_SEQ`]. The container writes `outbound.db` as it likes, so a seq
+//! there may be anything up to `i64::MAX`; both sides compute "the max of both tables" over
+//! seqs up to [`MAX_SEQ`] only ([`MAX_SEQ_FILTER`]), so one forged row can neither overflow the
+//! next seq nor push the host's own counter out of range. A row above it is out of range: the
+//! host reports it as undeliverable and goes on.
 
 /// Which side of the mailbox a seq belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +24,19 @@ impl Parity {
             Parity::Outbound
         }
     }
+}
+
+/// The largest seq either side allocates or accepts: 2^53 − 1, the largest integer a JSON
+/// number keeps exactly (the model sees seqs as message ids), and far below `i64::MAX`, so the
+/// next seq never overflows.
+pub const MAX_SEQ: i64 = (1 << 53) - 1;
+
+/// The SQL condition that keeps a seq column within range when taking a max.
+pub(crate) const MAX_SEQ_FILTER: &str = "seq <= 9007199254740991";
+
+/// Whether `seq` is one the host accepts from the container.
+pub fn in_range(seq: i64) -> bool {
+    (1..=MAX_SEQ).contains(&seq)
 }
 
 /// The smallest seq of `parity` strictly greater than `max_seen` (the max over both tables).
@@ -50,6 +69,21 @@ mod tests {
         for (parity, max, want) in table {
             assert_eq!(next_seq(parity, max), want, "{parity:?} after {max}");
             assert_eq!(Parity::of(want), parity);
+        }
+    }
+
+    #[test]
+    fn range() {
+        assert_eq!(MAX_SEQ_FILTER, format!("seq <= {MAX_SEQ}"));
+        for (seq, ok) in [
+            (0, false),
+            (1, true),
+            (MAX_SEQ, true),
+            (MAX_SEQ + 1, false),
+            (i64::MAX, false),
+            (-3, false),
+        ] {
+            assert_eq!(in_range(seq), ok, "{seq}");
         }
     }
 }

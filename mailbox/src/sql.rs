@@ -101,7 +101,8 @@ impl OtherSide {
         }
     }
 
-    /// Max seq of the other side's table, 0 while that database does not exist yet.
+    /// Max seq (within [`crate::seq::MAX_SEQ`]) of the other side's table, 0 while that
+    /// database does not exist yet.
     pub(crate) fn max_seq(&mut self) -> Result<i64> {
         if self.conn.is_none() {
             if !self.path.exists() {
@@ -120,7 +121,11 @@ impl OtherSide {
         }
         let Some(conn) = &self.conn else { return Ok(0) };
         Ok(conn.query_row(
-            &format!("SELECT COALESCE(MAX(seq), 0) FROM {}", self.table),
+            &format!(
+                "SELECT COALESCE(MAX(seq), 0) FROM {} WHERE {}",
+                self.table,
+                crate::seq::MAX_SEQ_FILTER
+            ),
             [],
             |r| r.get(0),
         )?)
