@@ -340,6 +340,13 @@ impl Incoming<'_> {
         self
     }
 
+    /// Adds `entity` to the text's entities as given, unchecked: a real client can send
+    /// entities whose offsets lie outside the text, and the host must survive them.
+    pub fn raw_entity(mut self, entity: Value) -> Self {
+        self.extra_entities.push(entity);
+        self
+    }
+
     pub fn photo(mut self, bytes: &[u8]) -> Self {
         let file = self.fake.add_file("photo.jpg", bytes);
         let size = bytes.len();
