@@ -760,3 +760,48 @@ printf '{"wakeAgent": true, "data": {"n": %d}}\n' "$n""#,
     assert!(model.violations().is_empty(), "{:?}", model.violations());
     fixture.stop().await.unwrap();
 }
+
+/// A fork bomb and processes that leave the call's process group (`setsid`) fill the
+/// container's pid limit, but nothing of them outlives the call: the next call runs at once,
+/// and the container holds only the runner's own processes afterwards.
+#[tokio::test]
+async fn a_fork_bomb_ends_with_its_call_and_the_next_call_runs() {
+    let (model, mut fixture, docker) = docker_setup().await;
+    let agent = fixture.groups_dir().join("default");
+    std::fs::create_dir_all(&agent).unwrap();
+    std::fs::write(agent.join("container.json"), r#"{"pids_limit": 64}"#).unwrap();
+    fixture.start().await.unwrap();
+    let _cleanup = Cleanup {
+        data_dir: fixture.data_dir(),
+    };
+    model.push(Reply::ToolCalls(vec![ToolCall::new(
+        "run_bash",
+        json!({
+            "command": "b(){ b | b & }; b; for i in $(seq 100); do setsid sleep 600 & done; echo launched",
+            "timeout_ms": 5000
+        }),
+    )]));
+    model.push(Reply::ToolCalls(vec![ToolCall::new(
+        "run_bash",
+        json!({"command": "echo second call"}),
+    )]));
+    model.push(Reply::Hang);
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    let (session, _seq) = client.send("go wild").await.unwrap();
+    let requests = model.wait_for_requests(3, WAIT).await.unwrap();
+    let results = tool_results(&requests[2]);
+    assert_eq!(
+        results.last().map(String::as_str),
+        Some("second call\n"),
+        "{results:?}"
+    );
+    let id = container_of(&docker, &session, None).await.id.unwrap();
+    // Processes in the container: agent-runner, mcp-tools, and this exec's shell and ls.
+    let (_, out) = exec(&docker, &id, "ls /proc | grep -c '^[0-9]'").await;
+    let count: u32 = out.trim().parse().unwrap_or(u32::MAX);
+    assert!(
+        count <= 6,
+        "{count} processes left in the container:\n{out}"
+    );
+    fixture.stop().await.unwrap();
+}
