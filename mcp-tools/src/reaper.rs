@@ -57,9 +57,7 @@ impl Registry {
     pub(crate) fn sweep(&self, pgid: libc::pid_t) -> usize {
         let live_calls = self.lock();
         let me = std::process::id() as libc::pid_t;
-        sweep_where(me, |table| {
-            leftovers(table, me, Some(pgid), &live_calls)
-        })
+        sweep_where(me, |table| leftovers(table, me, Some(pgid), &live_calls))
     }
 
     /// Kills and reaps every descendant of the server, calls in flight included (the server is

@@ -170,10 +170,9 @@ fn processes_marked(marker: &str) -> Vec<i32> {
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
-                env.split(|b| *b == 0)
-                    .any(|var| var == needle.as_bytes())
-            }) && !process_gone(*pid)
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == needle.as_bytes()))
+                && !process_gone(*pid)
         })
         .collect()
 }
@@ -241,8 +240,7 @@ async fn a_sweep_spares_other_calls() {
     let s = Session::start().await;
     let peer = s.client.peer().clone();
     let slow = tokio::spawn(async move {
-        let serde_json::Value::Object(args) =
-            json!({"command": "sleep 300 & echo $! > slowjob; sleep 2; kill -0 $(cat slowjob) && echo alive"})
+        let serde_json::Value::Object(args) = json!({"command": "sleep 300 & echo $! > slowjob; sleep 2; kill -0 $(cat slowjob) && echo alive"})
         else {
             unreachable!()
         };
@@ -251,7 +249,11 @@ async fn a_sweep_spares_other_calls() {
             .unwrap()
     });
     assert!(
-        eventually(Duration::from_secs(5), || s.workspace().join("slowjob").exists()).await,
+        eventually(Duration::from_secs(5), || s
+            .workspace()
+            .join("slowjob")
+            .exists())
+        .await,
         "the slow call did not start"
     );
     assert_eq!(
