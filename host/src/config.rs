@@ -107,6 +107,12 @@ pub struct Config {
     /// `TOKEN_BUDGET_PER_SESSION_DAY` (default 0 = unlimited): prompt plus completion tokens one
     /// session may use per calendar day in `TIMEZONE`; the model proxy answers 429 beyond it.
     pub token_budget: Option<u64>,
+    /// `PROXY_REQUESTS_PER_MINUTE` (default 120): model requests one runner's token may make per
+    /// minute (bursts up to the same number); beyond it the proxy answers 429.
+    pub proxy_requests_per_minute: u32,
+    /// `PROXY_MAX_REQUEST_MB` (default 32): largest model request body the proxy reads, in
+    /// bytes; a larger one gets 413.
+    pub proxy_max_request_bytes: usize,
 }
 
 /// Resource limits of one agent container. Defaults live in [`Config`]; [`ContainerLimits`]
@@ -340,6 +346,29 @@ impl Config {
                 0u64,
             )?)
             .filter(|n| *n > 0),
+            proxy_requests_per_minute: positive(
+                "PROXY_REQUESTS_PER_MINUTE",
+                parse_num(
+                    "PROXY_REQUESTS_PER_MINUTE",
+                    var("PROXY_REQUESTS_PER_MINUTE"),
+                    120,
+                )?,
+            )?,
+            proxy_max_request_bytes: positive(
+                "PROXY_MAX_REQUEST_MB",
+                parse_num("PROXY_MAX_REQUEST_MB", var("PROXY_MAX_REQUEST_MB"), 32u32)?,
+            )
+            .and_then(|mb| {
+                if mb > 1024 {
+                    Err(ConfigError {
+                        var: "PROXY_MAX_REQUEST_MB",
+                        value: mb.to_string(),
+                        problem: "must be at most 1024".into(),
+                    })
+                } else {
+                    Ok(mb as usize * 1024 * 1024)
+                }
+            })?,
         };
         if config.claim_stuck <= config.heartbeat * 2 {
             return Err(ConfigError {
@@ -485,6 +514,16 @@ mod tests {
         assert_eq!(c.token_budget, None);
         let c = config(&[("TOKEN_BUDGET_PER_SESSION_DAY", "5000")]).unwrap();
         assert_eq!(c.token_budget, Some(5000));
+        let c = config(&[]).unwrap();
+        assert_eq!(c.proxy_requests_per_minute, 120);
+        assert_eq!(c.proxy_max_request_bytes, 32 << 20);
+        let c = config(&[
+            ("PROXY_REQUESTS_PER_MINUTE", "5"),
+            ("PROXY_MAX_REQUEST_MB", "1"),
+        ])
+        .unwrap();
+        assert_eq!(c.proxy_requests_per_minute, 5);
+        assert_eq!(c.proxy_max_request_bytes, 1 << 20);
     }
 
     #[test]
@@ -531,6 +570,9 @@ mod tests {
             ("TELEGRAM_API_URL", "api.telegram.org"),
             ("CLAIM_STUCK_MS", "1000"),
             ("TOKEN_BUDGET_PER_SESSION_DAY", "lots"),
+            ("PROXY_REQUESTS_PER_MINUTE", "0"),
+            ("PROXY_MAX_REQUEST_MB", "0"),
+            ("PROXY_MAX_REQUEST_MB", "4096"),
             ("CONTAINER_MEMORY_MB", "1g"),
             ("CONTAINER_MEMORY_MB", "8"),
             ("CONTAINER_CPUS", "0"),

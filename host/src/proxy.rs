@@ -12,8 +12,16 @@
 //!
 //! Only a known `Authorization: Bearer <session token>` is forwarded; anything else is a 401.
 //! Only the inference routes are forwarded (see [`route`]): a token must not let an agent manage
-//! the account behind the key (files, fine-tunes, batches). Response bodies are streamed through
-//! unchanged, SSE included, while a tap on the stream reads the `usage` the server reports.
+//! the account behind the key (files, fine-tunes, batches). The route is checked as whole path
+//! segments, each made of plain characters only — no `%` escape, no `.` or `..`, no empty
+//! segment — and the upstream URL is built by pushing those segments onto `OPENAI_BASE_URL` and
+//! checked to lie under it, so nothing a URL library normalises later can move the request
+//! elsewhere (`/v1/models/%2e%2e/files` once reached `/v1/files` with the real key). Only an
+//! allow-list of request headers is forwarded ([`FORWARDED_REQUEST_HEADERS`]): an agent cannot
+//! pick the organisation or project the key bills, or override the method. Each token gets a
+//! request rate ([`RateLimit`], `PROXY_REQUESTS_PER_MINUTE`) and a body size cap
+//! (`PROXY_MAX_REQUEST_MB`). Response bodies are streamed through unchanged, SSE included,
+//! while a tap on the stream reads the `usage` the server reports.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -48,8 +56,6 @@ pub const CONTAINER_MODEL_SOCKET: &str = "/run/clawbox/model.sock";
 /// `OPENAI_BASE_URL` of a runner that talks over the socket: only the path matters, the runner
 /// connects to `CLAWBOX_MODEL_SOCKET` whatever the host name says.
 pub const SOCKET_BASE_URL: &str = "http://clawbox-proxy/v1";
-/// Largest request body forwarded (conversation histories with inline images are big).
-const MAX_REQUEST_BYTES: usize = 64 << 20;
 /// A non-streaming response larger than this is passed through but not scanned for `usage`.
 const MAX_SCANNED_BYTES: usize = 16 << 20;
 /// An SSE line longer than this is passed through but not scanned.
@@ -89,11 +95,44 @@ pub struct ModelAccess {
     pub token: Token,
 }
 
-/// Who a token was issued to.
+/// Who a token was issued to, and its request allowance.
 #[derive(Debug, Clone)]
 struct Caller {
     session_id: String,
     agent_id: String,
+    rate: Arc<Mutex<RateLimit>>,
+}
+
+/// A token bucket: `per_minute` requests a minute on average, bursts up to `per_minute`.
+#[derive(Debug)]
+pub struct RateLimit {
+    per_minute: u32,
+    available: f64,
+    updated: std::time::Instant,
+}
+
+impl RateLimit {
+    pub fn new(per_minute: u32, now: std::time::Instant) -> Self {
+        RateLimit {
+            per_minute,
+            available: f64::from(per_minute),
+            updated: now,
+        }
+    }
+
+    /// Takes one request's worth if there is one; otherwise says how long until there is.
+    pub fn take(&mut self, now: std::time::Instant) -> Result<(), Duration> {
+        let rate = f64::from(self.per_minute) / 60.0;
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        self.available = (self.available + elapsed * rate).min(f64::from(self.per_minute));
+        self.updated = now;
+        if self.available >= 1.0 {
+            self.available -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - self.available) / rate))
+        }
+    }
 }
 
 /// Live tokens. std Mutex: held for a map operation only, never across an await.
@@ -143,9 +182,15 @@ struct Inner {
     upstream: String,
     /// `Bearer <OPENAI_API_KEY>`, marked sensitive; `None` sends no `Authorization`.
     authorization: Option<HeaderValue>,
+    /// `OPENAI_BASE_URL` parsed: the URL every forwarded request must stay under.
+    base: url::Url,
     http: reqwest::Client,
     db: Db,
     budget: Option<u64>,
+    /// `PROXY_REQUESTS_PER_MINUTE` per token.
+    requests_per_minute: u32,
+    /// `PROXY_MAX_REQUEST_MB`, in bytes.
+    max_request_bytes: usize,
     /// The zone whose calendar day the budget counts.
     timezone: Tz,
     loopback: SocketAddr,
@@ -181,6 +226,16 @@ impl Proxy {
                 HostError::Config(format!("cannot build the model proxy's client: {e}"))
             })?;
 
+        let mut base = url::Url::parse(&config.openai_base_url)
+            .map_err(|e| HostError::Config(format!("OPENAI_BASE_URL is not a URL: {e}")))?;
+        if base.cannot_be_a_base() {
+            return Err(HostError::Config(
+                "OPENAI_BASE_URL must be an http(s) URL such as https://api.openai.com/v1".into(),
+            ));
+        }
+        base.set_query(None);
+        base.set_fragment(None);
+
         let socket_path = config.model_socket_path();
         let unix = bind_socket(&socket_path)?;
         let tcp = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
@@ -196,10 +251,13 @@ impl Proxy {
         let inner = Arc::new(Inner {
             registry: Arc::default(),
             upstream: config.openai_base_url.clone(),
+            base,
             authorization,
             http,
             db,
             budget: config.token_budget,
+            requests_per_minute: config.proxy_requests_per_minute,
+            max_request_bytes: config.proxy_max_request_bytes,
             timezone: config.timezone,
             loopback,
             socket_path,
@@ -243,6 +301,10 @@ impl Proxy {
             Caller {
                 session_id: session_id.to_owned(),
                 agent_id: agent_id.to_owned(),
+                rate: Arc::new(Mutex::new(RateLimit::new(
+                    self.inner.requests_per_minute,
+                    std::time::Instant::now(),
+                ))),
             },
         );
         Grant {
@@ -298,24 +360,54 @@ fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, HostError> {
     Ok(listener)
 }
 
-/// The upstream path (after `/v1`) of a request the proxy forwards, or `None`: inference and
-/// model listing only.
-pub fn route<'a>(method: &Method, path: &'a str) -> Option<&'a str> {
-    let rest = path.strip_prefix("/v1")?;
-    let allowed = match *method {
-        Method::POST => matches!(
-            rest,
-            "/chat/completions" | "/completions" | "/embeddings" | "/responses"
-        ),
-        Method::GET => {
-            rest == "/models"
-                || rest
-                    .strip_prefix("/models/")
-                    .is_some_and(|id| !id.is_empty() && !id.contains(".."))
-        }
-        _ => false,
-    };
-    allowed.then_some(rest)
+/// Characters a route segment (a model id included) may hold. Anything else — `%` above all —
+/// is refused rather than decoded: a check on the raw path followed by a URL library that
+/// decodes and normalises `%2e%2e` is how `..` once slipped through.
+fn segment_ok(segment: &str) -> bool {
+    !segment.is_empty()
+        && segment != "."
+        && segment != ".."
+        && segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'@'))
+}
+
+/// The upstream route (the segments after `/v1`) of a request the proxy forwards, or `None`:
+/// inference and model listing only (`models/<id>` may be `models/<org>/<id>`, as some
+/// servers name models).
+pub fn route(method: &Method, path: &str) -> Option<Vec<String>> {
+    let segments: Vec<&str> = path.strip_prefix("/v1/")?.split('/').collect();
+    if !segments.iter().all(|s| segment_ok(s)) {
+        return None;
+    }
+    let allowed = matches!(
+        (method, segments.as_slice()),
+        (
+            &Method::POST,
+            ["chat", "completions"] | ["completions"] | ["embeddings"] | ["responses"],
+        ) | (&Method::GET, ["models"] | ["models", _] | ["models", _, _])
+    );
+    allowed.then(|| segments.into_iter().map(str::to_owned).collect())
+}
+
+/// `base` with `segments` pushed as path segments and `query` set, or `None` if the result does
+/// not lie under `base` — which [`route`]'s rules already rule out; this is the second fence.
+pub fn upstream_url(base: &url::Url, segments: &[String], query: Option<&str>) -> Option<url::Url> {
+    let mut url = base.clone();
+    url.path_segments_mut()
+        .ok()?
+        .pop_if_empty()
+        .extend(segments);
+    url.set_query(query);
+    let base_path = base.path().trim_end_matches('/');
+    let under = url.scheme() == base.scheme()
+        && url.host() == base.host()
+        && url.port_or_known_default() == base.port_or_known_default()
+        && url
+            .path()
+            .strip_prefix(base_path)
+            .is_some_and(|rest| rest.starts_with('/'));
+    under.then_some(url)
 }
 
 /// The token of an `Authorization: Bearer <token>` header.
@@ -328,23 +420,12 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Request headers not passed upstream: hop-by-hop, the runner's credential, the length (the
-/// client recomputes it) and `accept-encoding` (the tap reads the body, so it stays identity).
-const DROPPED_REQUEST_HEADERS: &[&str] = &[
-    "host",
-    "authorization",
-    "proxy-authorization",
-    "api-key",
-    "x-api-key",
-    "content-length",
-    "accept-encoding",
-    "connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+/// The only request headers passed upstream (the real `Authorization` is added). Everything
+/// else stays behind: the runner's token, hop-by-hop headers, and headers that would let an
+/// agent choose what the key is used for (`OpenAI-Organization`, `OpenAI-Project`,
+/// `X-HTTP-Method-Override`, a gateway's own headers). `accept-encoding` is not forwarded either:
+/// the tap reads the body, so it stays identity.
+const FORWARDED_REQUEST_HEADERS: &[&str] = &["content-type", "accept", "user-agent"];
 
 /// Response headers not passed back: hop-by-hop only (the body is passed byte for byte, so
 /// `content-length` stays true).
@@ -358,10 +439,10 @@ const DROPPED_RESPONSE_HEADERS: &[&str] = &[
     "upgrade",
 ];
 
-fn filtered(headers: &HeaderMap, dropped: &[&str]) -> HeaderMap {
+fn filtered(headers: &HeaderMap, keep: impl Fn(&str) -> bool) -> HeaderMap {
     let mut out = HeaderMap::new();
     for (name, value) in headers {
-        if !dropped.contains(&name.as_str()) {
+        if keep(name.as_str()) {
             out.append(name.clone(), value.clone());
         }
     }
@@ -374,6 +455,18 @@ fn error(status: StatusCode, kind: &str, code: &str, message: &str) -> Response 
         "error": { "message": message, "type": kind, "param": null, "code": code },
     });
     (status, Json(body)).into_response()
+}
+
+/// The 404 for a route the proxy does not forward.
+fn not_forwarded(method: &Method, path: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        "unknown_url",
+        &format!(
+            "clawbox model proxy: {method} {path} is not forwarded (inference and model listing only)"
+        ),
+    )
 }
 
 async fn handle(State(proxy): State<Arc<Inner>>, request: Request) -> Response {
@@ -394,26 +487,46 @@ async fn handle(State(proxy): State<Arc<Inner>>, request: Request) -> Response {
             "clawbox model proxy: missing or unknown session token",
         );
     };
-    let Some(rest) = route(&parts.method, path) else {
+    let Some(segments) = route(&parts.method, path) else {
         tracing::warn!(session_id = %caller.session_id, method = %parts.method, path, "model proxy refused a route it does not forward");
-        return error(
-            StatusCode::NOT_FOUND,
-            "invalid_request_error",
-            "unknown_url",
+        return not_forwarded(&parts.method, path);
+    };
+    let Some(url) = upstream_url(&proxy.base, &segments, parts.uri.query()) else {
+        tracing::warn!(session_id = %caller.session_id, method = %parts.method, path, "model proxy refused a path that leaves OPENAI_BASE_URL");
+        return not_forwarded(&parts.method, path);
+    };
+    let limited = {
+        let mut rate = caller.rate.lock().unwrap_or_else(|e| e.into_inner());
+        rate.take(std::time::Instant::now())
+    };
+    if let Err(wait) = limited {
+        tracing::warn!(session_id = %caller.session_id, per_minute = proxy.requests_per_minute, "model proxy refused a request over the token's rate (PROXY_REQUESTS_PER_MINUTE)");
+        let mut response = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "requests",
+            "rate_limit_exceeded",
             &format!(
-                "clawbox model proxy: {} {path} is not forwarded (inference and model listing only)",
-                parts.method
+                "clawbox model proxy: more than {} requests a minute from this session (PROXY_REQUESTS_PER_MINUTE)",
+                proxy.requests_per_minute
             ),
         );
-    };
-    let mut body = match axum::body::to_bytes(body, MAX_REQUEST_BYTES).await {
+        if let Ok(value) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
+    }
+    let mut body = match axum::body::to_bytes(body, proxy.max_request_bytes).await {
         Ok(body) => body,
         Err(e) => {
+            tracing::warn!(session_id = %caller.session_id, limit = proxy.max_request_bytes, "model proxy refused a request body over PROXY_MAX_REQUEST_MB");
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "invalid_request_error",
                 "request_too_large",
-                &format!("clawbox model proxy: cannot read the request body: {e}"),
+                &format!(
+                    "clawbox model proxy: the request body is larger than {} MB (PROXY_MAX_REQUEST_MB): {e}",
+                    proxy.max_request_bytes >> 20
+                ),
             );
         }
     };
@@ -426,17 +539,15 @@ async fn handle(State(proxy): State<Arc<Inner>>, request: Request) -> Response {
             body = with_usage;
         }
     }
-    let url = match parts.uri.query() {
-        Some(query) => format!("{}{rest}?{query}", proxy.upstream),
-        None => format!("{}{rest}", proxy.upstream),
-    };
-    let mut headers = filtered(&parts.headers, DROPPED_REQUEST_HEADERS);
+    let mut headers = filtered(&parts.headers, |name| {
+        FORWARDED_REQUEST_HEADERS.contains(&name)
+    });
     if let Some(auth) = &proxy.authorization {
         headers.insert(header::AUTHORIZATION, auth.clone());
     }
     let sent = proxy
         .http
-        .request(parts.method.clone(), &url)
+        .request(parts.method.clone(), url)
         .headers(headers)
         .body(body)
         .send()
@@ -473,7 +584,9 @@ async fn handle(State(proxy): State<Arc<Inner>>, request: Request) -> Response {
     };
     let mut response = Response::builder().status(status);
     if let Some(headers) = response.headers_mut() {
-        *headers = filtered(upstream.headers(), DROPPED_RESPONSE_HEADERS);
+        *headers = filtered(upstream.headers(), |name| {
+            !DROPPED_RESPONSE_HEADERS.contains(&name)
+        });
     }
     // The meter lives in the stream: it records when the body is dropped (fully sent, or the
     // runner went away), without buffering anything the runner waits for.
@@ -730,27 +843,104 @@ mod tests {
 
     #[test]
     fn routes_table() {
+        let seg = |path: &str| -> Option<Vec<String>> {
+            Some(path.split('/').map(str::to_owned).collect())
+        };
         let table = [
             (
                 Method::POST,
                 "/v1/chat/completions",
-                Some("/chat/completions"),
+                seg("chat/completions"),
             ),
-            (Method::POST, "/v1/completions", Some("/completions")),
-            (Method::POST, "/v1/embeddings", Some("/embeddings")),
-            (Method::GET, "/v1/models", Some("/models")),
-            (Method::GET, "/v1/models/gpt-4o", Some("/models/gpt-4o")),
+            (Method::POST, "/v1/completions", seg("completions")),
+            (Method::POST, "/v1/embeddings", seg("embeddings")),
+            (Method::POST, "/v1/responses", seg("responses")),
+            (Method::GET, "/v1/models", seg("models")),
+            (Method::GET, "/v1/models/gpt-4o", seg("models/gpt-4o")),
+            (
+                Method::GET,
+                "/v1/models/llama3.1:8b",
+                seg("models/llama3.1:8b"),
+            ),
+            (
+                Method::GET,
+                "/v1/models/meta-llama/Llama-3-8B",
+                seg("models/meta-llama/Llama-3-8B"),
+            ),
             (Method::GET, "/v1/models/", None),
             (Method::GET, "/v1/models/../files", None),
+            (Method::GET, "/v1/models/%2e%2e/files", None),
+            (Method::GET, "/v1/models/%2E%2E", None),
+            (Method::GET, "/v1/models/..%2ffiles", None),
+            (Method::GET, "/v1/models/./x", None),
+            (Method::GET, "/v1/models//x", None),
+            (Method::GET, "/v1//models", None),
+            (Method::GET, "/v1/models/a/b/c", None),
+            (Method::GET, "/v1/models/a b", None),
+            (Method::GET, "/v1/models/a\\b", None),
             (Method::GET, "/v1/chat/completions", None),
+            (Method::POST, "/v1/chat/completions/", None),
             (Method::POST, "/v1/files", None),
             (Method::DELETE, "/v1/models/ft-1", None),
             (Method::POST, "/chat/completions", None),
             (Method::POST, "/v2/chat/completions", None),
+            (Method::POST, "/v1", None),
         ];
         for (method, path, want) in table {
             assert_eq!(route(&method, path), want, "{method} {path}");
         }
+    }
+
+    #[test]
+    fn upstream_urls_stay_under_the_base() {
+        let base = url::Url::parse("https://gw.example/tenant/v1").unwrap();
+        let segs = |s: &[&str]| s.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            upstream_url(&base, &segs(&["chat", "completions"]), None)
+                .unwrap()
+                .as_str(),
+            "https://gw.example/tenant/v1/chat/completions"
+        );
+        assert_eq!(
+            upstream_url(&base, &segs(&["models"]), Some("api-version=1"))
+                .unwrap()
+                .as_str(),
+            "https://gw.example/tenant/v1/models?api-version=1"
+        );
+        let slash = url::Url::parse("http://127.0.0.1:8080/v1/").unwrap();
+        assert_eq!(
+            upstream_url(&slash, &segs(&["models", "x"]), None)
+                .unwrap()
+                .as_str(),
+            "http://127.0.0.1:8080/v1/models/x"
+        );
+        // Pushed segments are escaped, never interpreted: even a segment that slipped past
+        // `route` cannot climb out.
+        for bad in [&["..", "files"][..], &["%2e%2e", "files"], &["a/../../b"]] {
+            let url = upstream_url(&base, &segs(bad), None);
+            assert!(
+                url.as_ref()
+                    .is_none_or(|u| u.path().starts_with("/tenant/v1/")),
+                "{bad:?} → {url:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn rate_limit_refills_over_time() {
+        let t0 = std::time::Instant::now();
+        let mut rate = RateLimit::new(/*per_minute*/ 2, t0);
+        assert_eq!(rate.take(t0), Ok(()));
+        assert_eq!(rate.take(t0), Ok(()));
+        let wait = rate.take(t0).unwrap_err();
+        assert!((29..=30).contains(&wait.as_secs()), "{wait:?}");
+        assert_eq!(rate.take(t0 + Duration::from_secs(30)), Ok(()));
+        assert!(rate.take(t0 + Duration::from_secs(30)).is_err());
+        // The bucket never holds more than a minute's worth.
+        let later = t0 + Duration::from_secs(3600);
+        assert_eq!(rate.take(later), Ok(()));
+        assert_eq!(rate.take(later), Ok(()));
+        assert!(rate.take(later).is_err());
     }
 
     #[test]

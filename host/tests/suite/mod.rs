@@ -2,6 +2,7 @@ mod chat;
 mod create_agent;
 mod docker;
 mod doctor;
+mod hostile;
 mod operator;
 mod proxy;
 mod questions;
