@@ -12,13 +12,13 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use mailbox::request::Request;
 use mailbox::{
-    Ack, AckStatus, Destination, InboundDb, InboundKind, InboundMessage, InboundStatus, NewInbound,
-    OutboundKind, OutboundMessage, OutboundReader, Route, SessionPaths,
+    Ack, AckStatus, BadRow, Destination, InboundDb, InboundKind, InboundMessage, InboundStatus,
+    NewInbound, OutboundKind, OutboundMessage, OutboundReader, Route, SessionPaths,
 };
 use serde_json::json;
 
 use crate::db::Db;
-use crate::session::outbox::{Attachment, AttachmentError, read_attachment};
+use crate::session::outbox::{Attachment, AttachmentError, read_attachments};
 use crate::session::outlet::{DeliveryError, Outcome, Outlet, PlatformRefs, attachment_names};
 use crate::session::questions::{Asked, Asking, QuestionSignal};
 use crate::session::requests::{Answer, Asker, Requests};
@@ -113,7 +113,7 @@ where
     }
 }
 
-/// What one session may send to: its own chat and the agent's destinations.
+/// What one session may send to: its own chat and thread, and the agent's destinations.
 #[derive(Debug, Clone)]
 pub struct Acl {
     pub origin: Route,
@@ -121,11 +121,23 @@ pub struct Acl {
 }
 
 impl Acl {
+    /// Whether a row may go to `route`. In the session's own chat only its own thread (forum
+    /// topic) is allowed: a row the agent forged with another topic's `thread_id` would post
+    /// into a conversation that belongs to another session.
     pub fn allows(&self, route: &Route) -> bool {
         let same_chat =
             |r: &Route| r.channel_type == route.channel_type && r.platform_id == route.platform_id;
-        same_chat(&self.origin) || self.destinations.iter().any(|d| same_chat(&d.route))
+        let same_thread = |r: &Route| same_chat(r) && r.thread_id == route.thread_id;
+        same_thread(&self.origin)
+            || (!same_chat(&self.origin) && self.destinations.iter().any(|d| same_chat(&d.route)))
+            || self.destinations.iter().any(|d| same_thread(&d.route))
     }
+}
+
+/// The notice a chat gets for a reply that could not be delivered because of what the agent
+/// wrote (the row, its files), with the reason.
+pub fn undeliverable_notice(reason: &str) -> String {
+    format!("⚠ the agent produced a reply clawbox could not deliver: {reason}")
 }
 
 /// What the first half of a pump decided.
@@ -139,6 +151,10 @@ struct Plan {
     refused: Vec<OutboundMessage>,
     /// Requests for the host (answered here, never sent to a chat).
     requests: Vec<OutboundMessage>,
+    /// Rows that cannot be used at all (too large, out of range, not decodable).
+    bad: Vec<BadRow>,
+    /// The page of new rows was full: more may follow at once.
+    more: bool,
     /// Whom the turn that sent the requests answers.
     requested_by: Option<String>,
     /// Whether some row waits for its channel to become available.
@@ -217,6 +233,21 @@ impl Delivery<'_> {
     /// request): one records what is new and starts the attempts, one records what was
     /// delivered and folds the acks.
     pub async fn pump(&self) -> mailbox::Result<Pumped> {
+        // New rows are read a page at a time (mailbox::outbound::page_after); a full page means
+        // more may be waiting, so pass again until a page is not full.
+        let mut all = Pumped::default();
+        loop {
+            let (pumped, more) = self.pump_page().await?;
+            all.waiting_for_channel |= pumped.waiting_for_channel;
+            all.retry_soon |= pumped.retry_soon;
+            all.finished_tasks.extend(pumped.finished_tasks);
+            if !more {
+                return Ok(all);
+            }
+        }
+    }
+
+    async fn pump_page(&self) -> mailbox::Result<(Pumped, bool)> {
         let outlet = Arc::clone(self.outlet);
         let acl = self.acl.clone();
         // Acks are read before messages: a runner writes a reply and its ack in one
@@ -224,22 +255,42 @@ impl Delivery<'_> {
         // and terminals see the reply before the verdict.
         let plan = with_mailbox(self.mailbox, move |mb| {
             let cursor = mb.inbound.ack_cursor()?;
-            let out_cursor = mb.inbound.out_cursor()?;
+            let out_cursors = mb.inbound.out_cursors()?;
             let older = mb.inbound.open_deliveries()?;
             let Some(out) = mb.outbound()? else {
                 return Ok(Plan::default());
             };
             let acks = out.acks_after(cursor)?;
-            let mut open = out.messages_after(out_cursor)?;
-            let seen: Vec<i64> = open.iter().map(|m| m.seq).collect();
+            // Each row is measured before it is loaded and decoded on its own: a bad one fails
+            // alone and the rows after it flow (DESIGN §4, invariant 9).
+            let page = out.page_after(out_cursors)?;
+            let more = page.len() >= mailbox::outbound::PAGE_ROWS as usize;
+            let seen: Vec<i64> = page
+                .iter()
+                .map(|r| match r {
+                    Ok(m) => m.seq,
+                    Err(bad) => bad.seq,
+                })
+                .collect();
+            let mut rows = page;
             for d in older {
-                if let Some(m) = out.message(d.out_seq)? {
-                    open.push(m);
+                if let Some(row) = out.read_message(d.out_seq)? {
+                    rows.push(row);
+                }
+            }
+            let mut open = Vec::new();
+            let mut bad = Vec::new();
+            for row in rows {
+                match row {
+                    Ok(m) => open.push(m),
+                    Err(b) => bad.push(b),
                 }
             }
             open.sort_by_key(|m| m.seq);
             let mut plan = Plan {
                 acks,
+                bad,
+                more,
                 ..Plan::default()
             };
             let mut start = Vec::new();
@@ -275,6 +326,9 @@ impl Delivery<'_> {
         for msg in plan.requests {
             self.answer(msg, plan.requested_by.clone()).await?;
         }
+        for bad in plan.bad {
+            self.undeliverable(bad.seq, bad.reason).await?;
+        }
 
         let mut waiting = plan.waiting;
         let mut retry_soon = false;
@@ -297,7 +351,7 @@ impl Delivery<'_> {
             let attachments = match self.attachments(&msg).await {
                 Ok(a) => a,
                 Err(e) => {
-                    self.fail(msg, e.to_string(), true).await?;
+                    self.undeliverable(msg.seq, e.to_string()).await?;
                     continue;
                 }
             };
@@ -346,11 +400,54 @@ impl Delivery<'_> {
             .collect();
         finished_tasks.dedup_by_key(|m| m.seq);
         self.report(failed).await?;
-        Ok(Pumped {
-            waiting_for_channel: waiting,
-            retry_soon,
-            finished_tasks,
+        Ok((
+            Pumped {
+                waiting_for_channel: waiting,
+                retry_soon,
+                finished_tasks,
+            },
+            plan.more,
+        ))
+    }
+
+    /// A row that cannot be delivered because of what the agent wrote (the row itself, or its
+    /// files): recorded as failed for good, the chat told, and the agent told on its next turn.
+    /// Nothing of the row is used: the notice goes to the session's own chat, whatever route the
+    /// row names.
+    async fn undeliverable(&self, seq: i64, reason: String) -> mailbox::Result<()> {
+        tracing::warn!(out_seq = seq, "undeliverable row from the agent: {reason}");
+        let origin = self.acl.origin.clone();
+        let error = reason.clone();
+        with_mailbox(self.mailbox, move |mb| {
+            let now = Utc::now();
+            mb.inbound.delivery_failed(seq, &error, true, now)?;
+            mb.inbound.insert(
+                &NewInbound {
+                    id: format!("delivery-failed:{seq}"),
+                    kind: InboundKind::System,
+                    trigger: false,
+                    route: origin,
+                    sender_id: None,
+                    sender_name: Some("clawbox".into()),
+                    content: json!({
+                        "text": format!("Your message {seq} could not be delivered: {error}")
+                    }),
+                    process_after: None,
+                },
+                now,
+            )?;
+            Ok(())
         })
+        .await?;
+        match self
+            .outlet
+            .notify(&self.acl.origin, &undeliverable_notice(&reason))
+            .await
+        {
+            Ok(()) | Err(DeliveryError::Unavailable) => {}
+            Err(e) => tracing::warn!(out_seq = seq, "cannot send the undeliverable notice: {e}"),
+        }
+        Ok(())
     }
 
     /// Answers one request and records it delivered, in one transaction of the inbox.
@@ -425,10 +522,7 @@ impl Delivery<'_> {
         };
         let id = msg.id.clone();
         tokio::task::spawn_blocking(move || {
-            names
-                .iter()
-                .map(|name| read_attachment(&dir, &id, name))
-                .collect()
+            read_attachments(&dir, &id, &names)
         })
         .await
         .map_err(|e| AttachmentError::Io {

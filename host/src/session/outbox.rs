@@ -4,6 +4,12 @@
 //! every component is opened relative to the already-opened parent with `O_NOFOLLOW`: a link
 //! anywhere on the way is refused, and nothing is checked by path and then opened by path.
 //! The host only reads here; it never deletes through the runner's tree.
+//!
+//! One row may not make the host copy more than it could send: every file of a message is
+//! opened and checked (regular, one link, its size) before any is read, the message carries at
+//! most [`MAX_ATTACHMENTS`] files and [`MAX_MESSAGE_ATTACHMENT_BYTES`] together. A file with
+//! several hard links is refused: listed under each of its names, one 50 MB file was read and
+//! copied twenty times.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -13,6 +19,11 @@ use std::path::Path;
 
 /// Largest attachment the host will read (Telegram's bot upload limit is 50 MB).
 pub const MAX_ATTACHMENT_BYTES: u64 = 50 * 1024 * 1024;
+/// Files one message may carry (Telegram's media groups hold 10).
+pub const MAX_ATTACHMENTS: usize = 10;
+/// Bytes the files of one message may hold together: what the host holds in memory for one
+/// delivery at most.
+pub const MAX_MESSAGE_ATTACHMENT_BYTES: u64 = 50 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attachment {
@@ -30,6 +41,14 @@ pub enum AttachmentError {
     NotRegular(String),
     #[error("attachment {name:?} is {size} bytes; the limit is {limit}")]
     TooLarge { name: String, size: u64, limit: u64 },
+    /// The file has other names too (hard links): one file listed many times would be copied
+    /// many times.
+    #[error("attachment {0:?} is a hard link (the same file under several names)")]
+    HardLink(String),
+    #[error("{count} files attached; a message may carry at most {limit}")]
+    TooMany { count: usize, limit: usize },
+    #[error("the attached files hold {size} bytes in total; a message may carry at most {limit}")]
+    TooLargeTogether { size: u64, limit: u64 },
     #[error("cannot read attachment {name:?}: {error}")]
     Io { name: String, error: String },
 }
@@ -60,12 +79,56 @@ fn open_at(dir: Option<&OwnedFd>, path: &Path, name: &str, flags: i32) -> std::i
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Reads `outbound_dir/files/<message_id>/<name>`, refusing links and special files.
+/// Reads the files `names` of one message, each as [`read_attachment`] does, after checking
+/// them all: at most [`MAX_ATTACHMENTS`], at most [`MAX_MESSAGE_ATTACHMENT_BYTES`] together.
+/// Nothing is read unless every file passes.
+pub fn read_attachments(
+    outbound_dir: &Path,
+    message_id: &str,
+    names: &[String],
+) -> Result<Vec<Attachment>, AttachmentError> {
+    if names.len() > MAX_ATTACHMENTS {
+        return Err(AttachmentError::TooMany {
+            count: names.len(),
+            limit: MAX_ATTACHMENTS,
+        });
+    }
+    let mut opened = Vec::with_capacity(names.len());
+    let mut total = 0u64;
+    for name in names {
+        let (file, size) = open_attachment(outbound_dir, message_id, name)?;
+        total = total.saturating_add(size);
+        if total > MAX_MESSAGE_ATTACHMENT_BYTES {
+            return Err(AttachmentError::TooLargeTogether {
+                size: total,
+                limit: MAX_MESSAGE_ATTACHMENT_BYTES,
+            });
+        }
+        opened.push((name, file, size));
+    }
+    opened
+        .into_iter()
+        .map(|(name, file, size)| read_opened(name, file, size))
+        .collect()
+}
+
+/// Reads `outbound_dir/files/<message_id>/<name>`, refusing links, hard links and special
+/// files.
 pub fn read_attachment(
     outbound_dir: &Path,
     message_id: &str,
     name: &str,
 ) -> Result<Attachment, AttachmentError> {
+    let (file, size) = open_attachment(outbound_dir, message_id, name)?;
+    read_opened(name, file, size)
+}
+
+/// Opens one attachment and checks it without reading it; returns it with its size.
+fn open_attachment(
+    outbound_dir: &Path,
+    message_id: &str,
+    name: &str,
+) -> Result<(File, u64), AttachmentError> {
     if !safe_component(name) {
         return Err(AttachmentError::UnsafeName(name.to_owned()));
     }
@@ -91,10 +154,13 @@ pub fn read_attachment(
         libc::O_RDONLY | libc::O_NONBLOCK,
     )
     .map_err(refused)?;
-    let mut file = File::from(fd);
+    let file = File::from(fd);
     let meta = file.metadata().map_err(refused)?;
     if !meta.file_type().is_file() {
         return Err(AttachmentError::NotRegular(name.to_owned()));
+    }
+    if std::os::unix::fs::MetadataExt::nlink(&meta) > 1 {
+        return Err(AttachmentError::HardLink(name.to_owned()));
     }
     if meta.len() > MAX_ATTACHMENT_BYTES {
         return Err(AttachmentError::TooLarge {
@@ -103,17 +169,25 @@ pub fn read_attachment(
             limit: MAX_ATTACHMENT_BYTES,
         });
     }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    // Bounded even if the file grows while we read it.
+    Ok((file, meta.len()))
+}
+
+/// Reads an opened attachment of `size` bytes; a file that grew since it was checked is
+/// refused rather than read on.
+fn read_opened(name: &str, mut file: File, size: u64) -> Result<Attachment, AttachmentError> {
+    let mut bytes = Vec::with_capacity(size as usize);
     file.by_ref()
-        .take(MAX_ATTACHMENT_BYTES + 1)
+        .take(size + 1)
         .read_to_end(&mut bytes)
-        .map_err(refused)?;
-    if bytes.len() as u64 > MAX_ATTACHMENT_BYTES {
+        .map_err(|e| AttachmentError::Io {
+            name: name.to_owned(),
+            error: e.to_string(),
+        })?;
+    if bytes.len() as u64 > size {
         return Err(AttachmentError::TooLarge {
             name: name.to_owned(),
             size: bytes.len() as u64,
-            limit: MAX_ATTACHMENT_BYTES,
+            limit: size,
         });
     }
     Ok(Attachment {
@@ -184,6 +258,39 @@ mod tests {
         std::fs::rename(outbound.join("files"), dir.path().join("old-files")).unwrap();
         symlink(dir.path().join("old-files"), outbound.join("files")).unwrap();
         assert!(read_attachment(&outbound, "out-1", "report.txt").is_err());
+    }
+
+    #[test]
+    fn refuses_hard_links_and_too_much_together() {
+        let (_dir, outbound) = setup();
+        let dir = outbound.join("files/out-1");
+        std::fs::hard_link(dir.join("report.txt"), dir.join("again.txt")).unwrap();
+        assert_eq!(
+            read_attachment(&outbound, "out-1", "report.txt"),
+            Err(AttachmentError::HardLink("report.txt".into()))
+        );
+        std::fs::remove_file(dir.join("again.txt")).unwrap();
+        let names: Vec<String> = (0..=MAX_ATTACHMENTS).map(|i| format!("f{i}")).collect();
+        assert_eq!(
+            read_attachments(&outbound, "out-1", &names),
+            Err(AttachmentError::TooMany {
+                count: MAX_ATTACHMENTS + 1,
+                limit: MAX_ATTACHMENTS
+            })
+        );
+        for name in ["a", "b"] {
+            std::fs::File::create(dir.join(name))
+                .unwrap()
+                .set_len(MAX_MESSAGE_ATTACHMENT_BYTES / 2 + 1)
+                .unwrap();
+        }
+        assert!(matches!(
+            read_attachments(&outbound, "out-1", &["a".into(), "b".into()]),
+            Err(AttachmentError::TooLargeTogether { .. })
+        ));
+        let read = read_attachments(&outbound, "out-1", &["report.txt".into(), "a".into()]).unwrap();
+        assert_eq!(read[0].bytes, b"hello");
+        assert_eq!(read[1].bytes.len() as u64, MAX_MESSAGE_ATTACHMENT_BYTES / 2 + 1);
     }
 
     #[test]

@@ -757,3 +757,40 @@ async fn typing_edits_reactions_status_and_a_plain_text_fallback() {
     assert_eq!(replies[3].visible, "some bold words");
     assert_eq!(replies[3].parse_mode, None);
 }
+
+/// Entities whose offsets lie outside the text (or inside a surrogate pair) are what a
+/// hostile client can send; teloxide's entity parsing panics on them. The host validates them
+/// first: the message is handled without them, the next update is answered, and a restart does
+/// not handle the poison update again.
+#[tokio::test]
+async fn out_of_range_entities_are_ignored_and_the_host_goes_on() {
+    let mut t = Tg::new().await;
+    t.start_with_agent(100, &[]).await;
+    let private = TgChat::private(&owner());
+    t.tg.message(&private, &owner())
+        .text("hi")
+        .raw_entity(json!({ "type": "mention", "offset": 50, "length": 9 }))
+        .send();
+    t.tg.message(&private, &owner())
+        .text("😀 ok")
+        .raw_entity(json!({ "type": "bold", "offset": 1, "length": 2 }))
+        .send();
+    t.tg.message(&private, &owner())
+        .text("@x")
+        .raw_entity(json!({ "type": "bot_command", "offset": 0, "length": 4000000000u64 }))
+        .send();
+    let replies = t.bot_messages(100, 3).await;
+    assert!(replies[0].visible.contains("hi"), "{:?}", replies[0]);
+    t.tg.say(&private, &owner(), "and now?");
+    let replies = t.bot_messages(100, 4).await;
+    assert!(replies[3].visible.contains("and now?"), "{:?}", replies[3]);
+    assert_eq!(t.model.request_count(), 4);
+    // Nothing is handled again after a restart.
+    t.fixture.stop().await.unwrap();
+    t.fixture.start().await.unwrap();
+    t.tg.say(&private, &owner(), "after the restart");
+    let replies = t.bot_messages(100, 5).await;
+    assert!(replies[4].visible.contains("after the restart"));
+    t.settle().await;
+    assert_eq!(t.model.request_count(), 5);
+}
