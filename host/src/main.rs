@@ -3,6 +3,15 @@
 
 use std::process::ExitCode;
 
+/// `eprintln!` without its panic: when stderr is a closed pipe (`clawbox run 2>&1 | tee log`
+/// after Ctrl-C) the line is lost, and there is nowhere left to report that.
+macro_rules! stderr_line {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 use clap::{Parser, Subcommand};
 use host::config::Config;
 
@@ -102,13 +111,13 @@ fn main() -> ExitCode {
     if let Err(e) = dotenvy::dotenv()
         && !e.not_found()
     {
-        eprintln!("clawbox: cannot read .env: {e}");
+        stderr_line!("clawbox: cannot read .env: {e}");
         return ExitCode::from(2);
     }
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("clawbox: invalid configuration: {e}");
+            stderr_line!("clawbox: invalid configuration: {e}");
             return ExitCode::from(2);
         }
     };
@@ -122,7 +131,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("clawbox: cannot start the async runtime: {e}");
+            stderr_line!("clawbox: cannot start the async runtime: {e}");
             return ExitCode::from(2);
         }
     };
@@ -167,7 +176,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("clawbox: {e:#}");
+            stderr_line!("clawbox: {e:#}");
             ExitCode::from(1)
         }
     }

@@ -52,7 +52,12 @@ macro_rules! say {
 pub fn init_logging(file: Option<&Path>) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // A log line that cannot be written (stderr is a pipe whose reader is gone, as with
+    // `clawbox run 2>&1 | tee log` after Ctrl-C) is dropped: reporting it would write to
+    // stderr again, and Rust's `eprintln!` panics on a closed pipe.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .log_internal_errors(false);
     let opened = file.and_then(|path| {
         std::fs::create_dir_all(path.parent()?).ok()?;
         std::fs::OpenOptions::new()

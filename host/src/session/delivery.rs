@@ -341,6 +341,17 @@ impl Delivery<'_> {
         }
         let mut delivered = Vec::new();
         for (msg, attempt, mut refs) in plan.started {
+            if attempt > 1 {
+                // An earlier attempt was started and not recorded as done: it failed, or the host
+                // died around the send. On a channel without idempotency keys (Telegram) that
+                // earlier attempt may have reached the chat, so this send can be a duplicate.
+                tracing::warn!(
+                    session_id = self.session_id,
+                    out_seq = msg.seq,
+                    attempt,
+                    "re-sending a reply whose earlier attempt may have reached the chat"
+                );
+            }
             // An edit of (or reaction to) a row delivered earlier in this same pass.
             if refs.target.is_none()
                 && let Some(target) = target_seq(&msg)
@@ -521,14 +532,12 @@ impl Delivery<'_> {
             mb.paths.outbound_dir.clone()
         };
         let id = msg.id.clone();
-        tokio::task::spawn_blocking(move || {
-            read_attachments(&dir, &id, &names)
-        })
-        .await
-        .map_err(|e| AttachmentError::Io {
-            name: msg.id.clone(),
-            error: e.to_string(),
-        })?
+        tokio::task::spawn_blocking(move || read_attachments(&dir, &id, &names))
+            .await
+            .map_err(|e| AttachmentError::Io {
+                name: msg.id.clone(),
+                error: e.to_string(),
+            })?
     }
 
     /// Records a failed attempt; a final failure is also told to the agent on its next turn.
@@ -610,5 +619,56 @@ impl Delivery<'_> {
                 error: m.error.as_deref(),
             },
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(platform: &str, thread: Option<&str>) -> Route {
+        Route {
+            thread_id: thread.map(str::to_owned),
+            ..Route::new("telegram", platform)
+        }
+    }
+
+    #[test]
+    fn acl_keeps_a_session_in_its_own_thread() {
+        let acl = Acl {
+            origin: route("-100", Some("10")),
+            destinations: vec![
+                Destination {
+                    name: "ops".into(),
+                    display_name: None,
+                    route: route("-200", None),
+                },
+                Destination {
+                    name: "news".into(),
+                    display_name: None,
+                    route: route("-100", Some("30")),
+                },
+            ],
+        };
+        let table = [
+            (route("-100", Some("10")), true),
+            // Another topic of the session's own chat: another session's conversation.
+            (route("-100", Some("20")), false),
+            (route("-100", None), false),
+            // Unless a destination names that topic.
+            (route("-100", Some("30")), true),
+            // Destinations in other chats, any thread.
+            (route("-200", None), true),
+            (route("-200", Some("5")), true),
+            (route("-300", None), false),
+        ];
+        for (r, want) in table {
+            assert_eq!(acl.allows(&r), want, "{r:?}");
+        }
+        let cli = Acl {
+            origin: Route::new("cli", "local"),
+            destinations: vec![],
+        };
+        assert!(cli.allows(&Route::new("cli", "local")));
     }
 }

@@ -288,9 +288,13 @@ mod tests {
             read_attachments(&outbound, "out-1", &["a".into(), "b".into()]),
             Err(AttachmentError::TooLargeTogether { .. })
         ));
-        let read = read_attachments(&outbound, "out-1", &["report.txt".into(), "a".into()]).unwrap();
+        let read =
+            read_attachments(&outbound, "out-1", &["report.txt".into(), "a".into()]).unwrap();
         assert_eq!(read[0].bytes, b"hello");
-        assert_eq!(read[1].bytes.len() as u64, MAX_MESSAGE_ATTACHMENT_BYTES / 2 + 1);
+        assert_eq!(
+            read[1].bytes.len() as u64,
+            MAX_MESSAGE_ATTACHMENT_BYTES / 2 + 1
+        );
     }
 
     #[test]

@@ -198,3 +198,48 @@ async fn a_runner_that_cannot_start_fails_the_message_instead_of_looping() {
     );
     fixture.stop().await.unwrap();
 }
+
+/// `clawbox run 2>&1 | tee log`, then Ctrl-C: the pipe's reader is gone before the host has
+/// finished logging. The host must not panic on the closed stderr: it answers, and it stops
+/// cleanly on SIGTERM with its runner stopped.
+#[tokio::test]
+async fn a_closed_stderr_pipe_does_not_crash_the_host() {
+    let (_model, fixture) = setup().await;
+    let mut child = fixture
+        .command(&["run"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::net::UnixStream::connect(fixture.socket_path())
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the host did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The reader goes away; every log line from now on meets a closed pipe.
+    drop(child.stderr.take());
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    let (session, seq) = client.send("hello").await.unwrap();
+    assert_eq!(client.done(seq).await.unwrap().0, InboundStatus::Completed);
+    let runner = runner_pid(&fixture, &session, None).await;
+    signal(child.id().unwrap(), libc::SIGTERM);
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "clawbox run exited with {status}");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{runner}")).exists()
+            || std::fs::read_to_string(format!("/proc/{runner}/stat")).is_ok_and(|s| s
+                .rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))),
+        "runner {runner} outlived the host"
+    );
+}

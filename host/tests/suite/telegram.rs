@@ -767,14 +767,17 @@ async fn out_of_range_entities_are_ignored_and_the_host_goes_on() {
     let mut t = Tg::new().await;
     t.start_with_agent(100, &[]).await;
     let private = TgChat::private(&owner());
+    // One at a time: messages arriving together would be answered in one turn.
     t.tg.message(&private, &owner())
         .text("hi")
         .raw_entity(json!({ "type": "mention", "offset": 50, "length": 9 }))
         .send();
+    t.bot_messages(100, 1).await;
     t.tg.message(&private, &owner())
         .text("😀 ok")
         .raw_entity(json!({ "type": "bold", "offset": 1, "length": 2 }))
         .send();
+    t.bot_messages(100, 2).await;
     t.tg.message(&private, &owner())
         .text("@x")
         .raw_entity(json!({ "type": "bot_command", "offset": 0, "length": 4000000000u64 }))

@@ -29,6 +29,23 @@ pub fn user_id(user: &User) -> String {
     format!("telegram:{}", user.id.0)
 }
 
+/// Whether every entity starts and ends inside `text` on a character boundary, counted in
+/// UTF-16 code units as Telegram counts them.
+pub fn entities_fit(text: &str, entities: &[teloxide::types::MessageEntity]) -> bool {
+    let mut boundaries = Vec::with_capacity(text.len() + 1);
+    let mut at = 0usize;
+    boundaries.push(0);
+    for c in text.chars() {
+        at += c.len_utf16();
+        boundaries.push(at);
+    }
+    entities.iter().all(|e| {
+        e.offset.checked_add(e.length).is_some_and(|end| {
+            boundaries.binary_search(&e.offset).is_ok() && boundaries.binary_search(&end).is_ok()
+        })
+    })
+}
+
 /// A display name: the full name, with the username when there is one.
 pub fn display_name(user: &User) -> String {
     match &user.username {
@@ -48,10 +65,25 @@ pub fn event_of(msg: &Message, me: &BotIdentity) -> Incoming {
         return Incoming::Ignore("a channel");
     }
     let text = msg.text().or(msg.caption()).unwrap_or_default();
-    let entities = msg
-        .parse_entities()
-        .or_else(|| msg.parse_caption_entities())
+    // teloxide slices the text at the entities' offsets and panics when one lies outside it,
+    // which a client can send: entities are checked first, and a message whose entities do not
+    // fit its text is read without them.
+    let raw = msg
+        .entities()
+        .or(msg.caption_entities())
         .unwrap_or_default();
+    let entities = if entities_fit(text, raw) {
+        msg.parse_entities()
+            .or_else(|| msg.parse_caption_entities())
+            .unwrap_or_default()
+    } else {
+        tracing::warn!(
+            chat_id = msg.chat.id.0,
+            message_id = msg.id.0,
+            "ignoring message entities that do not fit the text"
+        );
+        Vec::new()
+    };
     let me_at = format!("@{}", me.username);
     // `/cmd@otherbot` in a group is addressed to another bot.
     if let Some(first) = entities.first()
@@ -283,6 +315,28 @@ mod tests {
 
     fn entity(kind: &str, offset: usize, length: usize) -> Value {
         json!({ "type": kind, "offset": offset, "length": length })
+    }
+
+    #[test]
+    fn entities_must_fit_the_text_in_utf16() {
+        use teloxide::types::MessageEntity;
+        let e = |offset, length| MessageEntity::bold(offset, length);
+        let table = [
+            ("hi", vec![e(0, 2)], true),
+            ("hi", vec![e(0, 3)], false),
+            ("hi", vec![e(50, 9)], false),
+            ("hi", vec![e(usize::MAX, 2)], false),
+            ("hi", vec![e(1, usize::MAX)], false),
+            // 😀 is two UTF-16 units: offsets 1 and 3 split it or not.
+            ("😀 ok", vec![e(0, 2)], true),
+            ("😀 ok", vec![e(1, 2)], false),
+            ("😀 ok", vec![e(3, 2)], true),
+            ("", vec![], true),
+            ("", vec![e(0, 0)], true),
+        ];
+        for (text, entities, fits) in table {
+            assert_eq!(entities_fit(text, &entities), fits, "{text:?} {entities:?}");
+        }
     }
 
     #[test]

@@ -206,6 +206,20 @@ async fn identify(tg: &TelegramChannel, cancel: &CancellationToken) -> Option<Bo
     }
 }
 
+/// What a handling task that failed left to say: its panic message, or that it was cancelled.
+fn panic_text(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return "its handling was cancelled".to_owned();
+    }
+    let payload = e.into_panic();
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    format!("it panicked: {text}")
+}
+
 fn journal_entry(update: &Update) -> Option<JournalEntry> {
     let payload = match serde_json::to_string(update) {
         Ok(p) => p,
@@ -280,7 +294,47 @@ impl Chats {
                 }
             };
             let Some(entry) = entry else { return };
-            self.handle(&entry).await;
+            // Each update on a task of its own: a panic while handling one (a parser that
+            // trusts what a client sent) is recorded and the update marked handled like any
+            // other, so it is neither lost silently nor handled again at every start, and the
+            // chat's next updates go on.
+            let handling = {
+                let (chats, entry) = (self.clone(), entry.clone());
+                tokio::spawn(async move { chats.handle(&entry).await })
+            };
+            if let Err(e) = handling.await {
+                let reason = format!(
+                    "update {} could not be handled: {}",
+                    entry.update_id,
+                    panic_text(e)
+                );
+                tracing::error!(update_id = entry.update_id, "Telegram: {reason}");
+                let chat = entry.chat_key.clone();
+                if let Err(e) = self
+                    .ctx
+                    .db
+                    .call(move |conn| {
+                        db::record_dropped(
+                            conn,
+                            &db::Dropped {
+                                channel_type: "telegram",
+                                platform_id: &chat,
+                                sender_id: None,
+                                sender_name: None,
+                                agent_group_id: None,
+                                reason: &reason,
+                            },
+                            Utc::now(),
+                        )
+                    })
+                    .await
+                {
+                    tracing::error!(
+                        update_id = entry.update_id,
+                        "Telegram: cannot record a dropped update: {e}"
+                    );
+                }
+            }
             let (bot_id, update_id) = (self.bot_id, entry.update_id);
             if let Err(e) = self
                 .ctx
