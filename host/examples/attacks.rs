@@ -1,0 +1,183 @@
+//! Figures for the hostile-agent defences (issue: "a hostile agent cannot hurt the host"): the
+//! host's peak memory while an agent forges a 400 MB row and a 50 MB file listed under 20 hard
+//! links, and the disk those attacks make the host write. Process runtime, fake model. Prints
+//! figures; asserts nothing (the machine is shared and noisy).
+//!
+//! Usage: `attacks [path/to/clawbox]` (default `target/release/clawbox`); needs about 1.5 GB
+//! of free disk in the temporary directory.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use testkit::procs::processes;
+use testkit::{FakeModel, HostFixture};
+
+/// Peak resident memory (VmHWM) of `pid`, in MB.
+fn peak_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn host_pid(fixture: &HostFixture) -> u32 {
+    let root = fixture.root().as_os_str().as_encoded_bytes().to_vec();
+    processes()
+        .into_iter()
+        .find(|p| {
+            p.args().nth(1) == Some(b"run".as_slice())
+                && p.environ.windows(root.len()).any(|w| w == root.as_slice())
+        })
+        .map(|p| p.pid)
+        .expect("host process not found")
+}
+
+fn session_dir(fixture: &HostFixture) -> PathBuf {
+    let agent = fixture.data_dir().join("sessions/default");
+    std::fs::read_dir(agent)
+        .unwrap()
+        .flatten()
+        .next()
+        .expect("a session")
+        .path()
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .map(|e| {
+                let meta = e.metadata().unwrap();
+                if meta.is_dir() {
+                    dir_bytes(&e.path())
+                } else {
+                    meta.len()
+                }
+            })
+            .sum()
+    })
+}
+
+/// Waits until the host has recorded row `seq` as failed (it read and refused it).
+async fn refused(session: &Path, seq: i64) -> Duration {
+    let started = Instant::now();
+    let db = session.join("inbound/inbound.db");
+    loop {
+        let status: Option<String> = rusqlite::Connection::open(&db).ok().and_then(|c| {
+            c.query_row(
+                "SELECT status FROM delivery WHERE out_seq = ?1",
+                [seq],
+                |r| r.get(0),
+            )
+            .ok()
+        });
+        if status.as_deref() == Some("failed") {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "row {seq} never refused"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn forge(session: &Path, seq: i64, content_sql: &str) {
+    let conn = rusqlite::Connection::open(session.join("outbound/outbound.db")).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn.execute(
+        &format!(
+            "INSERT INTO messages_out (seq, id, kind, created_at, channel_type, platform_id, content)
+             VALUES (?1, ?2, 'chat', '2026-01-02T03:04:05.000Z', 'cli', 'local', {content_sql})"
+        ),
+        rusqlite::params![seq, format!("forged-{seq}")],
+    )
+    .unwrap();
+}
+
+#[tokio::main]
+async fn main() {
+    let bin: PathBuf = std::env::args()
+        .nth(1)
+        .map_or_else(|| PathBuf::from("target/release/clawbox"), PathBuf::from);
+    let bin =
+        std::fs::canonicalize(&bin).expect("clawbox binary (build with `make build-release`)");
+    let model = FakeModel::start().await.unwrap();
+    let mut fixture = HostFixture::new(&bin, &model.base_url()).unwrap();
+    fixture.set("RUST_LOG", "warn");
+    fixture.start().await.unwrap();
+    let out = fixture.chat("hello\n").await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let session = session_dir(&fixture);
+    let pid = host_pid(&fixture);
+    let idle = peak_mb(pid);
+    let files_before = dir_bytes(&fixture.data_dir().join("files"));
+
+    // 1. A 400 MB row.
+    forge(
+        &session,
+        1001,
+        "'{\"text\":\"' || printf('%.*c', 419430400, 'x') || '\"}'",
+    );
+    let took = refused(&session, 1001).await;
+    let after_row = peak_mb(pid);
+    println!(
+        "400 MB row: host peak RSS {idle:.1} MB before, {after_row:.1} MB after (+{:.1} MB); refused {:.0} ms after it was written",
+        after_row - idle,
+        took.as_secs_f64() * 1000.0
+    );
+
+    // 2. One 50 MB file listed under 21 names (20 hard links). Files are read only when the
+    // reply's chat is there to take them: a terminal stays attached meanwhile.
+    let mut terminal = fixture
+        .command(&["chat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let dir = session.join("outbound/files/forged-1003");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::File::create(dir.join("big.bin"))
+        .unwrap()
+        .set_len(50 << 20)
+        .unwrap();
+    let mut names = vec!["big.bin".to_owned()];
+    for i in 0..20 {
+        let name = format!("link{i}.bin");
+        std::fs::hard_link(dir.join("big.bin"), dir.join(&name)).unwrap();
+        names.push(name);
+    }
+    let content = serde_json::json!({"text": "files", "files": names}).to_string();
+    forge(
+        &session,
+        1003,
+        &format!("'{}'", content.replace('\'', "''")),
+    );
+    refused(&session, 1003).await;
+    let after_links = peak_mb(pid);
+    drop(terminal.stdin.take());
+    terminal.wait().await.unwrap();
+    let copied = dir_bytes(&fixture.data_dir().join("files")) - files_before;
+    println!(
+        "50 MB file + 20 hard links: host peak RSS {after_row:.1} MB before, {after_links:.1} MB after (+{:.1} MB); {copied} bytes copied into DATA_DIR/files",
+        after_links - after_row
+    );
+    let out = fixture.chat("still there?\n").await.unwrap();
+    println!(
+        "a turn after the attacks: {}",
+        if out.status.success() {
+            "answered"
+        } else {
+            "FAILED"
+        }
+    );
+    fixture.stop().await.unwrap();
+}
