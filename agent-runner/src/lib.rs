@@ -6,6 +6,9 @@
 //! Modules, one responsibility each:
 //! - [`config`]: the environment, parsed once;
 //! - [`runner`]: the main loop (wake-ups, heartbeat, idle exit, shutdown);
+//! - [`budget`]: the context budget and token counting;
+//! - [`compact`]: summarising the oldest history, the memory flush, archives;
+//! - [`overflow`]: recognising "too long for the context" refusals;
 //! - [`claim`]: what to work on next (batching, `/clear`, resume) and the claim;
 //! - [`turn`]: the ReAct loop of one batch and its verdict;
 //! - [`model`]: the chat-completions client with retries and a tolerant parser;
@@ -21,13 +24,16 @@
 //! - [`check`]: `agent-runner check-mcp`, the MCP servers of `container.json` for `clawbox doctor`.
 
 pub mod activity;
+pub mod budget;
 pub mod check;
 pub mod claim;
+pub mod compact;
 pub mod config;
 pub mod container_config;
 pub mod hygiene;
 pub mod mcp;
 pub mod model;
+pub mod overflow;
 pub mod prompt;
 pub mod resume;
 pub mod runner;

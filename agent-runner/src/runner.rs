@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::activity::ActivityLog;
+use crate::budget::{Budget, Sizer};
 use crate::claim::{self, Plan};
 use crate::config::Config;
 use crate::container_config;
@@ -124,6 +125,7 @@ async fn serve(
         () = shutdown.cancelled() => return Ok(()),
         started = McpManager::start(specs, config.tool_timeout) => started?,
     };
+    let context_tokens = user.context_tokens;
     let mut setup_problems = user.problems;
     setup_problems.extend(mcp.problems().iter().cloned());
     tracing::info!(tools = mcp.tools().len(), "tools ready");
@@ -140,6 +142,13 @@ async fn serve(
     activity
         .ready(mcp.tools().len(), setup_problems.clone())
         .await?;
+    let budget = Budget::new(context_tokens.unwrap_or(config.context_tokens));
+    let sizer = Sizer::for_model(&config.model);
+    tracing::info!(
+        context_tokens = budget.context,
+        tokenizer = sizer.tokenizer(),
+        "context budget"
+    );
     let env = TurnEnv {
         config,
         store: &store,
@@ -147,6 +156,8 @@ async fn serve(
         mcp: &mcp,
         activity: &activity,
         setup_problems: &setup_problems,
+        budget,
+        sizer: &sizer,
     };
     let result = work_loop(&env, &wake, poll, shutdown).await;
     drop(watcher);
