@@ -32,10 +32,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::budget::{Budget, Sizer, cut_message, raw_request};
+use mailbox::{AckStatus, InboundMessage, NewOutbound, OutboundKind};
+
+use crate::budget::{Budget, RATIO_KEY, Sizer, cut_message, raw_request};
 use crate::model::ModelError;
+use crate::prompt::format_batch;
 use crate::store::StoreError;
-use crate::turn::{TurnEnv, run_calls};
+use crate::turn::{TurnEnv, TurnError, run_calls, system_message};
 
 /// The system prompt of a summary request. Its first words are what the testkit's fake model
 /// recognises a summary request by.
@@ -327,6 +330,129 @@ pub async fn compact(
     }))
 }
 
+/// `/compact`: compacts now (harder than the automatic compaction: it keeps
+/// [`Budget::keep`]`(true)`), then answers `messages` (the last is the `/compact`; the ones before
+/// are context rows, appended to the history with the answer) with how much was kept, and
+/// records Idle, in one transaction. A summary that fails answers with a `failed` ack and its
+/// reason; the history is unchanged. Returns the reply's seq.
+pub async fn compact_command(
+    env: &TurnEnv<'_>,
+    messages: Vec<InboundMessage>,
+    cancel: &CancellationToken,
+) -> Result<Option<i64>, TurnError> {
+    let Some(command) = messages.last().cloned() else {
+        return Ok(None);
+    };
+    let (destinations, ratio) = env
+        .store
+        .run(|dbs| Ok((dbs.inbound.destinations()?, dbs.outbound.kv(RATIO_KEY)?)))
+        .await?;
+    let mut sizer = env.sizer.clone();
+    if let Some(ratio) = ratio.and_then(|r| r.parse::<f64>().ok()) {
+        sizer.set_ratio(ratio);
+    }
+    env.activity.model(1).await?;
+    let system = system_message(env, &command.route.channel_type, &destinations, false).await;
+    let request = CompactRequest {
+        system: &system,
+        turn: None,
+        hard: true,
+    };
+    let outcome = compact(env, &sizer, env.budget, request, cancel).await;
+    let (text, failure) = match outcome {
+        Ok(compacted) => {
+            let conversation = match &compacted {
+                Some(c) => c.conversation.clone(),
+                None => {
+                    env.store
+                        .run(|dbs| {
+                            Ok(dbs
+                                .outbound
+                                .history()?
+                                .into_iter()
+                                .map(|e| e.message)
+                                .collect::<Vec<_>>())
+                        })
+                        .await?
+                }
+            };
+            let mut request = vec![system.clone()];
+            request.extend(conversation.iter().cloned());
+            let size = sizer.scale(raw_request(&sizer, &request, env.mcp.tools()));
+            let context = env.budget.context;
+            let text = match compacted {
+                Some(c) => format!(
+                    "Compacted the conversation: {} earlier messages are now one summary, the \
+                     newest {} are kept word for word. It now takes about {size} of {context} \
+                     tokens. The full transcript is in {} in the workspace.",
+                    c.record.replaced, c.record.kept, c.record.archive
+                ),
+                None => format!(
+                    "Nothing to compact yet: the conversation has {} messages, about {size} of \
+                     {context} tokens.",
+                    conversation.len()
+                ),
+            };
+            (text, None)
+        }
+        Err(CompactError::Store(err)) => return Err(TurnError::Store(err)),
+        Err(CompactError::Model(ModelError::Cancelled)) => return Err(TurnError::Cancelled),
+        Err(err @ (CompactError::Model(_) | CompactError::Archive { .. })) => {
+            tracing::warn!(error = %err, "/compact failed");
+            let reason = format!(
+                "The conversation could not be compacted ({err}); nothing was changed. Try \
+                 /compact again later, or /clear to start a new conversation."
+            );
+            (String::new(), Some(reason))
+        }
+    };
+
+    let context_rows: Vec<InboundMessage> = messages[..messages.len() - 1].to_vec();
+    let context = (!context_rows.is_empty()).then(|| {
+        (
+            context_rows[0].seq,
+            json!({
+                "role": "user",
+                "content": format_batch(&context_rows, env.config.timezone),
+            }),
+        )
+    });
+    let reply = failure.is_none().then(|| NewOutbound {
+        id: format!("compact-{}-{:016x}", command.seq, rand::random::<u64>()),
+        kind: OutboundKind::Chat,
+        in_reply_to: Some(command.seq),
+        route: command.route.clone(),
+        content: json!({ "text": text }),
+    });
+    let rows = env.activity.rows();
+    let seq = env
+        .store
+        .run(move |dbs| {
+            let now = Utc::now();
+            let mut tx = dbs.outbound.transaction()?;
+            if let Some((turn, message)) = &context {
+                tx.append_history(*turn, std::slice::from_ref(message))?;
+            }
+            let seq = match &reply {
+                Some(reply) => Some(tx.insert_message(reply, now)?),
+                None => None,
+            };
+            let (status, error) = match &failure {
+                None => (AckStatus::Completed, None),
+                Some(reason) => (AckStatus::Failed, Some(reason.as_str())),
+            };
+            for m in &messages {
+                tx.ack(m.seq, m.attempt(), status, error, now)?;
+            }
+            tx.set_runner_state(&rows.idle())?;
+            tx.commit()?;
+            Ok(seq)
+        })
+        .await?;
+    tracing::info!(command = command.seq, reply_seq = seq, "/compact answered");
+    Ok(seq)
+}
+
 /// The memory flush: the part to be compacted, the instruction, up to [`FLUSH_STEPS`] requests
 /// with tools. Skipped when it would not fit the budget. A model failure here only skips the
 /// flush: the compaction matters more.
@@ -368,8 +494,8 @@ async fn flush_memory(
         let (results, _events) = run_calls(env, &reply.tool_calls, 0, step, cancel)
             .await
             .map_err(|err| match err {
-                crate::turn::TurnError::Store(err) => CompactError::Store(err),
-                crate::turn::TurnError::Cancelled => CompactError::Model(ModelError::Cancelled),
+                TurnError::Store(err) => CompactError::Store(err),
+                TurnError::Cancelled => CompactError::Model(ModelError::Cancelled),
             })?;
         messages.push(assistant);
         messages.extend(results);

@@ -19,6 +19,7 @@ use tracing::Instrument;
 use crate::activity::ActivityLog;
 use crate::budget::{Budget, Sizer};
 use crate::claim::{self, Plan};
+use crate::compact::compact_command;
 use crate::config::Config;
 use crate::container_config;
 use crate::mcp::{self, McpError, McpManager};
@@ -207,6 +208,16 @@ async fn work_loop(
             }
             Plan::Clear(messages) => {
                 clear_conversation(env.store, env.activity.rows(), messages).await?;
+                last_work = Instant::now();
+                continue;
+            }
+            Plan::Compact(messages) => {
+                let cancel = shutdown.child_token();
+                match compact_command(env, messages, &cancel).await {
+                    Ok(_) => {}
+                    Err(TurnError::Cancelled) => return Ok(()),
+                    Err(TurnError::Store(err)) => return Err(err.into()),
+                }
                 last_work = Instant::now();
                 continue;
             }
