@@ -7,7 +7,7 @@
 //!
 //! Steps, in order:
 //! 1. **Cut**: history is grouped by turn; the newest turns are kept verbatim up to
-//!    [`Budget::keep`], the turn in progress always, everything older (including an earlier
+//!    [`Budget::keep`] (nothing for `/compact`), the turn in progress always, everything older (including an earlier
 //!    summary) is compacted. Cuts fall between turns only, so a tool call and its result are
 //!    never split.
 //! 2. **Memory flush**: when the agent has tools, it first gets the part about to be compacted
@@ -237,8 +237,8 @@ pub struct CompactRequest<'a> {
     pub system: &'a Value,
     /// The turn in progress, whose entries are kept (`None` for `/compact`).
     pub turn: Option<i64>,
-    /// Compact harder: keep less verbatim (after an overflow, and for `/compact`).
-    pub hard: bool,
+    /// Tokens of the newest history kept verbatim ([`Budget::keep`]; 0 for `/compact`).
+    pub keep: u64,
 }
 
 /// Compacts the history now if there is anything to compact (`Ok(None)` if not).
@@ -261,7 +261,7 @@ pub async fn compact(
     let previous: CompactionRecord = record
         .and_then(|text| serde_json::from_str(&text).ok())
         .unwrap_or_default();
-    let Some(cut) = choose_cut(&entries, request.turn, sizer, budget.keep(request.hard)) else {
+    let Some(cut) = choose_cut(&entries, request.turn, sizer, request.keep) else {
         return Ok(None);
     };
     let count = previous.count + 1;
@@ -269,7 +269,7 @@ pub async fn compact(
         compacted = cut.compacted.len(),
         kept = cut.kept,
         kept_tokens = cut.kept_tokens,
-        hard = request.hard,
+        keep = request.keep,
         "compacting the conversation"
     );
 
@@ -330,8 +330,8 @@ pub async fn compact(
     }))
 }
 
-/// `/compact`: compacts now (harder than the automatic compaction: it keeps
-/// [`Budget::keep`]`(true)`), then answers `messages` (the last is the `/compact`; the ones before
+/// `/compact`: compacts now, everything (the summary keeps what matters; the archive all of it),
+/// then answers `messages` (the last is the `/compact`; the ones before
 /// are context rows, appended to the history with the answer) with how much was kept, and
 /// records Idle, in one transaction. A summary that fails answers with a `failed` ack and its
 /// reason; the history is unchanged. Returns the reply's seq.
@@ -356,7 +356,7 @@ pub async fn compact_command(
     let request = CompactRequest {
         system: &system,
         turn: None,
-        hard: true,
+        keep: 0,
     };
     let outcome = compact(env, &sizer, env.budget, request, cancel).await;
     let (text, failure) = match outcome {

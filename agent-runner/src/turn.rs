@@ -58,6 +58,9 @@ use crate::resume::resume_point;
 use crate::script::{self, Gate, task_script};
 use crate::store::{Store, StoreError};
 
+/// The kv key of the context a model's refusal stated, when smaller than the budget.
+pub const STATED_CONTEXT_KEY: &str = "context_stated";
+
 /// The reply to `/clear`.
 pub const CLEARED: &str = "Conversation cleared.";
 
@@ -125,8 +128,8 @@ pub async fn run_turn(
         destinations,
         first_message_in_session,
         mut sizer,
+        mut budget,
     } = start(env, batch).await?;
-    let mut budget = env.budget;
 
     // The script gate: only for a fresh start (a resumed turn already has its user message).
     let mut detail = None;
@@ -219,7 +222,7 @@ pub async fn run_turn(
                 CompactRequest {
                     system: &system,
                     turn: Some(turn),
-                    hard: false,
+                    keep: budget.keep(false),
                 },
                 cancel,
             )
@@ -256,6 +259,14 @@ pub async fn run_turn(
                         "the model's context is smaller than the budget"
                     );
                     budget = Budget::new(stated);
+                    // Kept for later turns and runners, so they do not hit the wall again.
+                    env.store
+                        .run(move |dbs| {
+                            let mut tx = dbs.outbound.transaction()?;
+                            tx.set_kv(STATED_CONTEXT_KEY, &stated.to_string())?;
+                            tx.commit()
+                        })
+                        .await?;
                 }
                 tracing::warn!(parent: &span, error = %err, size, "the model refused the request as too long; compacting harder");
                 let compacted = compact(
@@ -265,7 +276,7 @@ pub async fn run_turn(
                     CompactRequest {
                         system: &system,
                         turn: Some(turn),
-                        hard: true,
+                        keep: budget.keep(true),
                     },
                     cancel,
                 )
@@ -482,22 +493,29 @@ struct Start {
     first_message_in_session: bool,
     /// The counter with the session's calibration.
     sizer: Sizer,
+    /// The budget: the configured one, or the smaller context a model's refusal stated.
+    budget: Budget,
 }
 
 /// Loads the conversation. A resumed turn continues from its persisted steps if they are whole;
 /// anything else this turn wrote before is discarded and the turn starts over.
 async fn start(env: &TurnEnv<'_>, batch: &Batch) -> Result<Start, TurnError> {
     let turn = batch.turn;
-    let (history, destinations, ratio) = env
+    let (history, destinations, ratio, stated) = env
         .store
         .run(|dbs| {
             Ok((
                 dbs.outbound.history()?,
                 dbs.inbound.destinations()?,
                 dbs.outbound.kv(RATIO_KEY)?,
+                dbs.outbound.kv(STATED_CONTEXT_KEY)?,
             ))
         })
         .await?;
+    let budget = match stated.and_then(|s| s.parse::<u64>().ok()) {
+        Some(stated) if stated < env.budget.context => Budget::new(stated),
+        _ => env.budget,
+    };
     let mut sizer = env.sizer.clone();
     if let Some(ratio) = ratio.and_then(|r| r.parse::<f64>().ok()) {
         sizer.set_ratio(ratio);
@@ -548,6 +566,7 @@ async fn start(env: &TurnEnv<'_>, batch: &Batch) -> Result<Start, TurnError> {
         destinations,
         first_message_in_session,
         sizer,
+        budget,
     })
 }
 
