@@ -37,7 +37,7 @@ pub const SUMMARY_TURN: i64 = 0;
 
 /// The container's read-write handle on `outbound.db`.
 pub struct OutboundDb {
-    conn: Connection,
+    pub(crate) conn: Connection,
     inbound: sql::OtherSide,
 }
 
