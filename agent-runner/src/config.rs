@@ -85,6 +85,9 @@ pub struct Config {
     /// the budget of every request (see `budget.rs`); `context_tokens` in the agent's
     /// `container.json` overrides it.
     pub context_tokens: u64,
+    /// `CLAWBOX_RETENTION_DAYS` (default 30, at least 1): replies and acks the host has settled
+    /// are deleted from `outbound.db` after this many days, when a runner starts.
+    pub retention_days: u32,
     /// `CLAWBOX_MCP_TOOLS_BIN` (default `mcp-tools` next to the running executable). Set to the
     /// empty string to run without the built-in tools (debugging, tests of the bare loop).
     pub mcp_tools_bin: Option<PathBuf>,
@@ -181,6 +184,7 @@ impl Config {
                 crate::budget::DEFAULT_CONTEXT_TOKENS,
                 /*min*/ crate::budget::MIN_CONTEXT_TOKENS,
             )?,
+            retention_days: number(&get, env::RETENTION_DAYS, 30, /*min*/ 1)?,
             mcp_tools_bin,
             inherited_env: INHERITED
                 .iter()
@@ -276,6 +280,7 @@ mod tests {
         assert_eq!(c.tool_timeout, Duration::from_millis(600_000));
         assert_eq!(c.task_script_timeout, Duration::from_secs(30));
         assert_eq!(c.context_tokens, 128_000);
+        assert_eq!(c.retention_days, 30);
         assert_eq!(c.timezone, Tz::UTC);
         assert_eq!(c.assistant_name, "Andy");
         assert_eq!(c.base_url, "https://api.openai.com/v1");
@@ -332,6 +337,7 @@ mod tests {
             (env::TASK_SCRIPT_TIMEOUT_MS, "0"),
             (env::CONTEXT_TOKENS, "999"),
             (env::CONTEXT_TOKENS, "lots"),
+            (env::RETENTION_DAYS, "0"),
         ];
         for (var, value) in table {
             let mut vars = MINIMAL.to_vec();

@@ -100,6 +100,19 @@ async fn serve(
     let store = Store::open(paths.clone()).await?;
     let activity = ActivityLog::new(store.clone());
     activity.starting(&config.model).await?;
+    // Once per runner, before any work: settled rows older than the retention (batches of a
+    // few hundred rows; nothing to do costs one indexed query per table).
+    let cutoff = Utc::now() - chrono::Duration::days(i64::from(config.retention_days));
+    let pruned = store
+        .run(move |dbs| dbs.outbound.prune_settled(&dbs.inbound, cutoff))
+        .await?;
+    if pruned.rows > 0 {
+        tracing::info!(
+            rows = pruned.rows,
+            bytes = pruned.bytes,
+            "old settled rows pruned"
+        );
+    }
 
     let model = ModelClient::new(ModelSettings {
         base_url: config.base_url.clone(),

@@ -36,3 +36,6 @@ pub const SKILLS_DIR: &str = "CLAWBOX_SKILLS_DIR";
 /// The model's context in tokens (prompt plus answer), the runner's budget for one request; an
 /// agent's `container.json` `context_tokens` overrides it.
 pub const CONTEXT_TOKENS: &str = "CLAWBOX_CONTEXT_TOKENS";
+/// Days after which settled mailbox rows are deleted (the runner prunes `outbound.db` when it
+/// starts; see `retention.rs`).
+pub const RETENTION_DAYS: &str = "CLAWBOX_RETENTION_DAYS";

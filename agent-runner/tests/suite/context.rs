@@ -422,3 +422,56 @@ async fn a_runner_killed_during_compaction_answers_the_turn_once() {
     );
     assert!(fake.violations().is_empty(), "{:?}", fake.violations());
 }
+
+#[tokio::test]
+async fn a_starting_runner_prunes_old_settled_rows_and_keeps_pending_work() {
+    let fake = FakeModel::start().await.unwrap();
+    let mut session = Session::new();
+    let old = session.send("an old question");
+    session.run(&fake).await;
+    // The host takes the reply for delivery and folds the acks, as it does.
+    let outbound = session.outbound();
+    let reply = session.replies()[0].seq;
+    session
+        .inbound
+        .begin_deliveries(&[reply], &[reply], Utc::now())
+        .unwrap();
+    session
+        .inbound
+        .settle(
+            &[(reply, None)],
+            &outbound.acks_after(0).unwrap(),
+            Utc::now(),
+        )
+        .unwrap();
+    let fresh = session.send("a new question");
+    session.run(&fake).await;
+    assert_eq!(session.replies().len(), 2);
+
+    // A runner started with a retention of one day prunes the first exchange's
+    // reply and acks (delivered, folded), and nothing of the second (not yet taken by the host).
+    session.set_env("CLAWBOX_RETENTION_DAYS", "1");
+    // The days pass on the rows themselves: the first exchange is three days old.
+    {
+        let conn = rusqlite::Connection::open(session.paths.outbound_db()).unwrap();
+        let before = Utc::now() - chrono::Duration::days(3);
+        let at = before.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+        conn.execute(
+            "UPDATE messages_out SET created_at = ?1 WHERE seq = ?2",
+            (&at, reply),
+        )
+        .unwrap();
+        conn.execute("UPDATE acks SET at = ?1 WHERE message_seq = ?2", (&at, old))
+            .unwrap();
+    }
+    session.run(&fake).await;
+    let left: Vec<i64> = session.replies().iter().map(|m| m.seq).collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0] > reply);
+    let acked: Vec<i64> = session.acks().iter().map(|a| a.message_seq).collect();
+    assert!(!acked.contains(&old), "{acked:?}");
+    assert!(acked.contains(&fresh), "{acked:?}");
+    assert!(session.log().contains("old settled rows pruned"));
+    // The history is compaction's business, not retention's.
+    assert_eq!(session.history().len(), 4);
+}
