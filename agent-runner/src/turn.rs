@@ -308,7 +308,12 @@ pub async fn run_turn(
                     {
                         pending_user = Some(cut);
                     }
-                    context_failure(&err)
+                    let prefix = sizer.scale(raw_request(
+                        &sizer,
+                        std::slice::from_ref(&system),
+                        env.mcp.tools(),
+                    ));
+                    context_failure(&err, prefix, budget)
                 } else {
                     err.user_message()
                 };
@@ -423,12 +428,23 @@ fn compacted_conversation(
     }
 }
 
-/// The reason shown when the model refused a request as too long even after compacting.
-pub fn context_failure(err: &ModelError) -> String {
+/// The reason shown when the model refused a request as too long even after compacting;
+/// `prefix` is the size of what every request carries (system prompt and tool schemas).
+pub fn context_failure(err: &ModelError, prefix: u64, budget: Budget) -> String {
     let detail = match err {
         ModelError::Status { status, detail, .. } => format!("HTTP {status} {detail}"),
         other => other.to_string(),
     };
+    if prefix > budget.limit() {
+        return format!(
+            "The model refused the request as too long for its context ({detail}). The agent's \
+             instructions, memory and tool descriptions alone take about {prefix} tokens, more \
+             than the budget of {} leaves for a request: raise CONTEXT_TOKENS (or \
+             context_tokens in the agent's container.json) if the model's context allows, or \
+             shorten CLAUDE.md and CLAUDE.local.md.",
+            budget.context
+        );
+    }
     format!(
         "The model refused the conversation as too long for its context, even after it was \
          compacted ({detail}). The model's context is probably smaller than the budget clawbox \
