@@ -7,7 +7,7 @@
 //! - [`config`]: the environment, parsed once;
 //! - [`runner`]: the main loop (wake-ups, heartbeat, idle exit, shutdown);
 //! - [`budget`]: the context budget and token counting;
-//! - [`compact`]: summarising the oldest history, the memory flush, archives;
+//! - [`compact`] (part of [`turn`]): summarising the oldest history, the memory flush, archives;
 //! - [`overflow`]: recognising "too long for the context" refusals;
 //! - [`claim`]: what to work on next (batching, `/clear`, resume) and the claim;
 //! - [`turn`]: the ReAct loop of one batch and its verdict;
@@ -27,7 +27,6 @@ pub mod activity;
 pub mod budget;
 pub mod check;
 pub mod claim;
-pub mod compact;
 pub mod config;
 pub mod container_config;
 pub mod hygiene;
@@ -45,3 +44,4 @@ pub mod turn;
 
 pub use config::Config;
 pub use runner::{RunError, run};
+pub use turn::compact;

@@ -19,12 +19,12 @@ use tracing::Instrument;
 use crate::activity::ActivityLog;
 use crate::budget::{Budget, Sizer};
 use crate::claim::{self, Plan};
-use crate::compact::compact_command;
 use crate::config::Config;
 use crate::container_config;
 use crate::mcp::{self, McpError, McpManager};
 use crate::model::{ModelClient, ModelSettings};
 use crate::store::{Store, StoreError};
+use crate::turn::compact::compact_command;
 use crate::turn::{TurnEnv, TurnError, clear_conversation, run_turn};
 
 /// The safety-net poll for missed file notifications.

@@ -31,6 +31,8 @@
 //!   `tool_call` events commit with the step's history, the last step's with the verdict, a
 //!   model failure's `model_failed` with the failure.
 
+pub mod compact;
+
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -45,7 +47,6 @@ use tracing::Instrument;
 use crate::activity::{ActivityLog, ActivityRows};
 use crate::budget::{Budget, RATIO_KEY, Sizer, cut_message, fit_request, raw_request};
 use crate::claim::{Batch, TURN_KEY};
-use crate::compact::{CompactError, CompactRequest, compact};
 use crate::config::Config;
 use crate::hygiene::clean_tool_output;
 use crate::mcp::{McpManager, ToolOutput};
@@ -57,6 +58,7 @@ use crate::prompt::{
 use crate::resume::resume_point;
 use crate::script::{self, Gate, task_script};
 use crate::store::{Store, StoreError};
+use compact::{CompactError, CompactRequest, compact};
 
 /// The kv key of the context a model's refusal stated, when smaller than the budget.
 pub const STATED_CONTEXT_KEY: &str = "context_stated";
@@ -415,7 +417,7 @@ pub async fn run_turn(
 /// or the summary failed: the turn goes on with the history as it is, and the request is fitted
 /// by cutting).
 fn compacted_conversation(
-    result: Result<Option<crate::compact::Compacted>, CompactError>,
+    result: Result<Option<compact::Compacted>, CompactError>,
 ) -> Result<Option<Vec<Value>>, TurnError> {
     match result {
         Ok(compacted) => Ok(compacted.map(|c| c.conversation)),
