@@ -949,6 +949,32 @@ mod tests {
     }
 
     #[test]
+    fn context_failures_say_what_to_do() {
+        let err = ModelError::Status {
+            status: 400,
+            detail: "This model's maximum context length is 8192 tokens.".to_owned(),
+            attempts: 1,
+        };
+        let budget = Budget::new(32_000);
+        let history = context_failure(&err, /*prefix*/ 2_000, budget);
+        assert!(
+            history.contains("HTTP 400 This model's maximum context length"),
+            "{history}"
+        );
+        assert!(history.contains("lower CONTEXT_TOKENS"), "{history}");
+        assert!(
+            history.contains("/compact") && history.contains("/clear"),
+            "{history}"
+        );
+        let prompt = context_failure(&err, /*prefix*/ 40_000, budget);
+        assert!(
+            prompt.contains("tool descriptions alone take about 40000 tokens"),
+            "{prompt}"
+        );
+        assert!(prompt.contains("raise CONTEXT_TOKENS"), "{prompt}");
+    }
+
+    #[test]
     fn duplicate_call_ids_are_renamed() {
         let call = |id: &str| ModelCall {
             id: id.to_owned(),
