@@ -11,6 +11,10 @@
 //!   [`MAX_BATCH`] in total.
 //! - If the batch contains `/clear`, the rows up to the last `/clear` are answered by the clear
 //!   itself; the rows after it wait for the next decision (and start the new conversation).
+//! - `/compact` (a triggering one: the host let it through only from an owner or admin) is
+//!   handled alone, between turns: the rows before it in the window form the turn before it; when
+//!   it is the first trigger, it is answered with the context rows before it (they go into the
+//!   history first, so nothing they said is lost). `/clear` in the same window wins.
 //! - A scheduled task with a script runs alone: its script may end the run without the model
 //!   (see `script.rs`), which must not leave other messages unanswered. When it is the first
 //!   trigger it is the whole batch (context rows before it wait for the next trigger); a later
@@ -85,6 +89,9 @@ pub enum Plan {
     WaitForResume,
     /// Clear the conversation, answering these rows (the last is the `/clear`).
     Clear(Vec<InboundMessage>),
+    /// Compact the conversation now, answering these rows (the last is the `/compact`; the
+    /// ones before it are context rows to keep in the history).
+    Compact(Vec<InboundMessage>),
     /// Run this (already claimed) batch.
     Turn(Batch),
 }
@@ -97,6 +104,7 @@ pub enum Decision {
     /// The record names no pending row any more: delete it and decide again.
     DropRecord,
     Clear(Vec<InboundMessage>),
+    Compact(Vec<InboundMessage>),
     Turn {
         turn: i64,
         messages: Vec<InboundMessage>,
@@ -151,9 +159,15 @@ pub fn decide(
     {
         end = first_trigger + 1 + gated;
     }
-    let window = &candidates[..end];
+    let mut window = &candidates[..end];
     if let Some(last_clear) = window.iter().rposition(|m| is_clear(m)) {
         return Decision::Clear(window[..=last_clear].iter().map(|m| (*m).clone()).collect());
+    }
+    if let Some(compact) = window.iter().position(|m| is_compact(m)) {
+        if compact == first_trigger {
+            return Decision::Compact(window[..=compact].iter().map(|m| (*m).clone()).collect());
+        }
+        window = &window[..compact];
     }
     Decision::Turn {
         turn: window[0].seq,
@@ -165,6 +179,14 @@ pub fn decide(
 /// A chat message asking to clear the conversation (the host already checked the sender may).
 pub fn is_clear(m: &InboundMessage) -> bool {
     m.kind == InboundKind::Chat && m.text().and_then(command_of).as_deref() == Some("/clear")
+}
+
+/// A chat message asking to compact the conversation now (the host already checked the
+/// sender may; only a triggering one, which is what the host checks).
+pub fn is_compact(m: &InboundMessage) -> bool {
+    m.kind == InboundKind::Chat
+        && m.trigger
+        && m.text().and_then(command_of).as_deref() == Some("/compact")
 }
 
 /// Decides and, for a turn, claims: `processing` acks for the batch, the kv record and the
@@ -217,6 +239,7 @@ pub fn next(
         Decision::Idle | Decision::DropRecord => Plan::Idle,
         Decision::WaitForResume => Plan::WaitForResume,
         Decision::Clear(messages) => Plan::Clear(messages),
+        Decision::Compact(messages) => Plan::Compact(messages),
         Decision::Turn {
             turn,
             messages,
@@ -327,6 +350,7 @@ mod tests {
             Decision::WaitForResume => ("wait", vec![]),
             Decision::DropRecord => ("drop", vec![]),
             Decision::Clear(m) => ("clear", m.iter().map(|m| m.seq).collect()),
+            Decision::Compact(m) => ("compact", m.iter().map(|m| m.seq).collect()),
             Decision::Turn {
                 turn,
                 messages,
@@ -477,6 +501,46 @@ mod tests {
                 None,
                 vec![],
                 ("turn", vec![4, 4, 6]),
+            ),
+            (
+                "/compact is answered alone, with the context rows before it",
+                vec![
+                    msg(2, "ctx", false, 0),
+                    msg(4, "/compact", true, 0),
+                    msg(6, "a", true, 0),
+                ],
+                vec![],
+                None,
+                vec![],
+                ("compact", vec![2, 4]),
+            ),
+            (
+                "the turn before a /compact ends before it",
+                vec![
+                    msg(2, "a", true, 0),
+                    msg(4, "/Compact@bot", true, 0),
+                    msg(6, "b", true, 0),
+                ],
+                vec![],
+                None,
+                vec![],
+                ("turn", vec![2, 2]),
+            ),
+            (
+                "an unaddressed /compact is only context",
+                vec![msg(2, "/compact", false, 0), msg(4, "a", true, 0)],
+                vec![],
+                None,
+                vec![],
+                ("turn", vec![2, 2, 4]),
+            ),
+            (
+                "/clear wins over /compact",
+                vec![msg(2, "/compact", true, 0), msg(4, "/clear", true, 0)],
+                vec![],
+                None,
+                vec![],
+                ("clear", vec![2, 4]),
             ),
             (
                 "/clearx is not /clear",

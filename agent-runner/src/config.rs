@@ -81,6 +81,13 @@ pub struct Config {
     pub tool_timeout: Duration,
     /// `CLAWBOX_TASK_SCRIPT_TIMEOUT_MS` (default 30000): one run of a scheduled task's script.
     pub task_script_timeout: Duration,
+    /// `CLAWBOX_CONTEXT_TOKENS` (default 128000, at least 1000): the model's context in tokens,
+    /// the budget of every request (see `budget.rs`); `context_tokens` in the agent's
+    /// `container.json` overrides it.
+    pub context_tokens: u64,
+    /// `CLAWBOX_RETENTION_DAYS` (default 30, at least 1): replies and acks the host has settled
+    /// are deleted from `outbound.db` after this many days, when a runner starts.
+    pub retention_days: u32,
     /// `CLAWBOX_MCP_TOOLS_BIN` (default `mcp-tools` next to the running executable). Set to the
     /// empty string to run without the built-in tools (debugging, tests of the bare loop).
     pub mcp_tools_bin: Option<PathBuf>,
@@ -171,6 +178,13 @@ impl Config {
             model_backoff: millis(&get, env::MODEL_BACKOFF_MS, 500)?,
             tool_timeout: millis(&get, env::TOOL_TIMEOUT_MS, 600_000)?,
             task_script_timeout: millis(&get, env::TASK_SCRIPT_TIMEOUT_MS, 30_000)?,
+            context_tokens: number(
+                &get,
+                env::CONTEXT_TOKENS,
+                crate::budget::DEFAULT_CONTEXT_TOKENS,
+                /*min*/ crate::budget::MIN_CONTEXT_TOKENS,
+            )?,
+            retention_days: number(&get, env::RETENTION_DAYS, 30, /*min*/ 1)?,
             mcp_tools_bin,
             inherited_env: INHERITED
                 .iter()
@@ -265,6 +279,8 @@ mod tests {
         assert_eq!(c.model_backoff, Duration::from_millis(500));
         assert_eq!(c.tool_timeout, Duration::from_millis(600_000));
         assert_eq!(c.task_script_timeout, Duration::from_secs(30));
+        assert_eq!(c.context_tokens, 128_000);
+        assert_eq!(c.retention_days, 30);
         assert_eq!(c.timezone, Tz::UTC);
         assert_eq!(c.assistant_name, "Andy");
         assert_eq!(c.base_url, "https://api.openai.com/v1");
@@ -292,6 +308,7 @@ mod tests {
             (env::SKILLS_DIR, "/app/skills"),
             (env::MODEL_SOCKET, "/run/clawbox/model.sock"),
             (env::TASK_SCRIPT_TIMEOUT_MS, "1500"),
+            (env::CONTEXT_TOKENS, "8000"),
         ]);
         let c = config(&vars).unwrap();
         assert_eq!(c.timezone, chrono_tz::Europe::Berlin);
@@ -299,6 +316,7 @@ mod tests {
         assert_eq!(c.model_retries, 0);
         assert_eq!(c.max_steps, 5);
         assert_eq!(c.task_script_timeout, Duration::from_millis(1500));
+        assert_eq!(c.context_tokens, 8_000);
         assert_eq!(c.mcp_tools_bin, None);
         assert_eq!(c.skills_dir, Some(PathBuf::from("/app/skills")));
         assert_eq!(
@@ -317,6 +335,9 @@ mod tests {
             (env::MODEL_RETRIES, "-1"),
             (env::OPENAI_BASE_URL, "api.openai.com"),
             (env::TASK_SCRIPT_TIMEOUT_MS, "0"),
+            (env::CONTEXT_TOKENS, "999"),
+            (env::CONTEXT_TOKENS, "lots"),
+            (env::RETENTION_DAYS, "0"),
         ];
         for (var, value) in table {
             let mut vars = MINIMAL.to_vec();

@@ -6,7 +6,7 @@
 //! Accepted (all keys optional; other top-level keys, such as clawside's `model` or `packages`,
 //! belong to the host and are ignored here):
 //! ```json
-//! { "mcp_call_timeout_s": 120,
+//! { "mcp_call_timeout_s": 120, "context_tokens": 32000,
 //!   "mcp_servers": [ { "name": "time", "command": "uvx", "args": ["mcp-server-time"],
 //!                      "env": { "KEY": "value" }, "startup_timeout_ms": 30000,
 //!                      "call_timeout_ms": 60000 } ] }
@@ -37,6 +37,9 @@ pub struct UserServers {
     /// `mcp_call_timeout_s`: the call timeout of servers without their own `call_timeout_ms`
     /// (`None`: the runner's `CLAWBOX_TOOL_TIMEOUT_MS`).
     pub call_timeout: Option<Duration>,
+    /// `context_tokens`: this agent's context budget, overriding `CLAWBOX_CONTEXT_TOKENS`
+    /// (a model with a smaller or larger context than the host's default).
+    pub context_tokens: Option<u64>,
     /// One readable line per problem, each naming the file and the entry.
     pub problems: Vec<String>,
 }
@@ -64,6 +67,8 @@ struct RawFile {
     mcp_servers: Option<RawServers>,
     #[serde(default)]
     mcp_call_timeout_s: Option<Value>,
+    #[serde(default)]
+    context_tokens: Option<Value>,
 }
 
 /// Entries stay untyped until each is parsed on its own, so one bad entry spoils only itself.
@@ -202,6 +207,23 @@ pub fn parse(bytes: &[u8]) -> UserServers {
                 out.problems.push(format!(
                     "{CONTAINER_JSON}: mcp_call_timeout_s={value} is not a positive number of \
                      seconds; using the default"
+                ));
+                None
+            }
+        },
+    };
+    out.context_tokens = match raw.context_tokens {
+        None | Some(Value::Null) => None,
+        Some(value) => match value
+            .as_u64()
+            .filter(|n| *n >= crate::budget::MIN_CONTEXT_TOKENS)
+        {
+            Some(n) => Some(n),
+            None => {
+                out.problems.push(format!(
+                    "{CONTAINER_JSON}: context_tokens={value} is not a whole number of at least \
+                     {}; using the default",
+                    crate::budget::MIN_CONTEXT_TOKENS
                 ));
                 None
             }
@@ -372,6 +394,7 @@ mod tests {
             UserServers {
                 servers: vec![time_server()],
                 call_timeout: None,
+                context_tokens: None,
                 problems: vec![],
             }
         );
@@ -390,6 +413,22 @@ mod tests {
             .map(|s| s.name)
             .collect();
         assert_eq!(names, ["zeta", "alpha"]);
+    }
+
+    #[test]
+    fn context_tokens() {
+        let parsed = parse_json(json!({ "context_tokens": 32000 }));
+        assert_eq!(
+            (parsed.context_tokens, parsed.problems),
+            (Some(32_000), Vec::<String>::new())
+        );
+        assert_eq!(parse_json(json!({})).context_tokens, None);
+        for bad in [json!(10), json!(-1), json!("big"), json!(1.5)] {
+            let parsed = parse_json(json!({ "context_tokens": bad }));
+            assert_eq!(parsed.context_tokens, None, "{bad}");
+            assert_eq!(parsed.problems.len(), 1, "{bad}");
+            assert!(parsed.problems[0].contains("context_tokens"), "{bad}");
+        }
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //! Modules, one responsibility each:
 //! - [`config`]: the environment, parsed once;
 //! - [`runner`]: the main loop (wake-ups, heartbeat, idle exit, shutdown);
+//! - [`budget`]: the context budget and token counting;
+//! - [`compact`] (part of [`turn`]): summarising the oldest history, the memory flush, archives;
+//! - [`overflow`]: recognising "too long for the context" refusals;
 //! - [`claim`]: what to work on next (batching, `/clear`, resume) and the claim;
 //! - [`turn`]: the ReAct loop of one batch and its verdict;
 //! - [`model`]: the chat-completions client with retries and a tolerant parser;
@@ -21,6 +24,7 @@
 //! - [`check`]: `agent-runner check-mcp`, the MCP servers of `container.json` for `clawbox doctor`.
 
 pub mod activity;
+pub mod budget;
 pub mod check;
 pub mod claim;
 pub mod config;
@@ -28,6 +32,7 @@ pub mod container_config;
 pub mod hygiene;
 pub mod mcp;
 pub mod model;
+pub mod overflow;
 pub mod prompt;
 pub mod resume;
 pub mod runner;
@@ -39,3 +44,4 @@ pub mod turn;
 
 pub use config::Config;
 pub use runner::{RunError, run};
+pub use turn::compact;

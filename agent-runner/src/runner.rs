@@ -17,12 +17,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::activity::ActivityLog;
+use crate::budget::{Budget, Sizer};
 use crate::claim::{self, Plan};
 use crate::config::Config;
 use crate::container_config;
 use crate::mcp::{self, McpError, McpManager};
 use crate::model::{ModelClient, ModelSettings};
 use crate::store::{Store, StoreError};
+use crate::turn::compact::compact_command;
 use crate::turn::{TurnEnv, TurnError, clear_conversation, run_turn};
 
 /// The safety-net poll for missed file notifications.
@@ -98,6 +100,19 @@ async fn serve(
     let store = Store::open(paths.clone()).await?;
     let activity = ActivityLog::new(store.clone());
     activity.starting(&config.model).await?;
+    // Once per runner, before any work: settled rows older than the retention (batches of a
+    // few hundred rows; nothing to do costs one indexed query per table).
+    let cutoff = Utc::now() - chrono::Duration::days(i64::from(config.retention_days));
+    let pruned = store
+        .run(move |dbs| dbs.outbound.prune_settled(&dbs.inbound, cutoff))
+        .await?;
+    if pruned.rows > 0 {
+        tracing::info!(
+            rows = pruned.rows,
+            bytes = pruned.bytes,
+            "old settled rows pruned"
+        );
+    }
 
     let model = ModelClient::new(ModelSettings {
         base_url: config.base_url.clone(),
@@ -124,6 +139,7 @@ async fn serve(
         () = shutdown.cancelled() => return Ok(()),
         started = McpManager::start(specs, config.tool_timeout) => started?,
     };
+    let context_tokens = user.context_tokens;
     let mut setup_problems = user.problems;
     setup_problems.extend(mcp.problems().iter().cloned());
     tracing::info!(tools = mcp.tools().len(), "tools ready");
@@ -140,6 +156,13 @@ async fn serve(
     activity
         .ready(mcp.tools().len(), setup_problems.clone())
         .await?;
+    let budget = Budget::new(context_tokens.unwrap_or(config.context_tokens));
+    let sizer = Sizer::for_model(&config.model);
+    tracing::info!(
+        context_tokens = budget.context,
+        tokenizer = sizer.tokenizer(),
+        "context budget"
+    );
     let env = TurnEnv {
         config,
         store: &store,
@@ -147,6 +170,8 @@ async fn serve(
         mcp: &mcp,
         activity: &activity,
         setup_problems: &setup_problems,
+        budget,
+        sizer: &sizer,
     };
     let result = work_loop(&env, &wake, poll, shutdown).await;
     drop(watcher);
@@ -196,6 +221,16 @@ async fn work_loop(
             }
             Plan::Clear(messages) => {
                 clear_conversation(env.store, env.activity.rows(), messages).await?;
+                last_work = Instant::now();
+                continue;
+            }
+            Plan::Compact(messages) => {
+                let cancel = shutdown.child_token();
+                match compact_command(env, messages, &cancel).await {
+                    Ok(_) => {}
+                    Err(TurnError::Cancelled) => return Ok(()),
+                    Err(TurnError::Store(err)) => return Err(err.into()),
+                }
                 last_work = Instant::now();
                 continue;
             }

@@ -31,6 +31,8 @@
 //!   `tool_call` events commit with the step's history, the last step's with the verdict, a
 //!   model failure's `model_failed` with the failure.
 
+pub mod compact;
+
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -43,17 +45,23 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::activity::{ActivityLog, ActivityRows};
+use crate::budget::{Budget, RATIO_KEY, Sizer, cut_message, fit_request, raw_request};
 use crate::claim::{Batch, TURN_KEY};
 use crate::config::Config;
 use crate::hygiene::clean_tool_output;
 use crate::mcp::{McpManager, ToolOutput};
 use crate::model::{ModelCall, ModelClient, ModelError};
+use crate::overflow::{is_context_overflow, stated_context};
 use crate::prompt::{
     PromptContext, PromptFiles, format_batch, format_batch_with, read_prompt_files, system_prompt,
 };
 use crate::resume::resume_point;
 use crate::script::{self, Gate, task_script};
 use crate::store::{Store, StoreError};
+use compact::{CompactError, CompactRequest, compact};
+
+/// The kv key of the context a model's refusal stated, when smaller than the budget.
+pub const STATED_CONTEXT_KEY: &str = "context_stated";
 
 /// The reply to `/clear`.
 pub const CLEARED: &str = "Conversation cleared.";
@@ -68,6 +76,11 @@ pub struct TurnEnv<'a> {
     /// What failed to load at startup (`container.json`, user MCP servers), one line each; shown
     /// to the agent in every turn's context.
     pub setup_problems: &'a [String],
+    /// The context budget of every request (`CLAWBOX_CONTEXT_TOKENS`, or the agent's
+    /// `context_tokens`).
+    pub budget: Budget,
+    /// Token counting for the model, uncalibrated; each turn applies the session's ratio.
+    pub sizer: &'a Sizer,
 }
 
 /// How a turn ended (both are verdicts already written to the mailbox).
@@ -116,6 +129,8 @@ pub async fn run_turn(
         steps_done,
         destinations,
         first_message_in_session,
+        mut sizer,
+        mut budget,
     } = start(env, batch).await?;
 
     // The script gate: only for a fresh start (a resumed turn already has its user message).
@@ -162,33 +177,67 @@ pub async fn run_turn(
         env.activity.model(1).await?;
     }
 
-    let files = prompt_files(env.config).await;
-    let system = system_prompt(
-        &files,
-        &PromptContext {
-            now: Utc::now(),
-            timezone: env.config.timezone,
-            assistant_name: &env.config.assistant_name,
-            channel: Some(&origin.route.channel_type),
-            destinations: &destinations,
-            first_message_in_session,
-            setup_problems: env.setup_problems,
-        },
-    );
-    let system = json!({ "role": "system", "content": system });
+    let system = system_message(
+        env,
+        &origin.route.channel_type,
+        &destinations,
+        first_message_in_session,
+    )
+    .await;
+
+    // A message too large for any request is cut for good (the history keeps the cut one, so
+    // that no later request carries it whole).
+    if let Some(user) = &pending_user
+        && let Some(cut) = cut_message(&sizer, user, budget.message_cap())
+    {
+        tracing::warn!(
+            turn,
+            "the turn's messages are too long for the budget; cutting them"
+        );
+        pending_user = Some(cut);
+    }
 
     let max_steps = env.config.max_steps;
     let mut step = steps_done;
+    let mut overflowed = false;
     while step < max_steps {
         step += 1;
         if cancel.is_cancelled() {
             return Err(TurnError::Cancelled);
         }
         let span = tracing::info_span!("step", step);
-        let mut request = Vec::with_capacity(conversation.len() + 2);
-        request.push(system.clone());
-        request.extend(conversation.iter().cloned());
-        request.extend(pending_user.iter().cloned());
+        let build = |conversation: &[Value], pending_user: &Option<Value>| {
+            let mut request = Vec::with_capacity(conversation.len() + 2);
+            request.push(system.clone());
+            request.extend(conversation.iter().cloned());
+            request.extend(pending_user.iter().cloned());
+            request
+        };
+        let mut request = build(&conversation, &pending_user);
+        let size = sizer.scale(raw_request(&sizer, &request, env.mcp.tools()));
+        if size > budget.threshold() {
+            tracing::info!(parent: &span, size, threshold = budget.threshold(), "over the compaction threshold");
+            let compacted = compact(
+                env,
+                &sizer,
+                budget,
+                CompactRequest {
+                    system: &system,
+                    turn: Some(turn),
+                    keep: budget.keep(false),
+                },
+                cancel,
+            )
+            .instrument(span.clone())
+            .await;
+            if let Some(new) = compacted_conversation(compacted)? {
+                conversation = new;
+                request = build(&conversation, &pending_user);
+            }
+        }
+        let size = fit_request(&sizer, budget.limit(), &mut request, env.mcp.tools());
+        let raw = raw_request(&sizer, &request, env.mcp.tools());
+        tracing::debug!(parent: &span, size, limit = budget.limit(), "request sized");
         let asked = Instant::now();
         let reply = match env
             .model
@@ -198,6 +247,54 @@ pub async fn run_turn(
         {
             Ok(reply) => reply,
             Err(ModelError::Cancelled) => return Err(TurnError::Cancelled),
+            Err(err) if is_context_overflow(&err) && !overflowed => {
+                // The model counts more than we do: trust it, compact harder, try once more.
+                overflowed = true;
+                sizer.distrust();
+                if let ModelError::Status { detail, .. } = &err
+                    && let Some(stated) = stated_context(detail)
+                    && stated < budget.context
+                {
+                    tracing::warn!(
+                        stated,
+                        budget = budget.context,
+                        "the model's context is smaller than the budget"
+                    );
+                    budget = Budget::new(stated);
+                    // Kept for later turns and runners, so they do not hit the wall again.
+                    env.store
+                        .run(move |dbs| {
+                            let mut tx = dbs.outbound.transaction()?;
+                            tx.set_kv(STATED_CONTEXT_KEY, &stated.to_string())?;
+                            tx.commit()
+                        })
+                        .await?;
+                }
+                tracing::warn!(parent: &span, error = %err, size, "the model refused the request as too long; compacting harder");
+                let compacted = compact(
+                    env,
+                    &sizer,
+                    budget,
+                    CompactRequest {
+                        system: &system,
+                        turn: Some(turn),
+                        keep: budget.keep(true),
+                    },
+                    cancel,
+                )
+                .instrument(span.clone())
+                .await;
+                if let Some(new) = compacted_conversation(compacted)? {
+                    conversation = new;
+                }
+                if let Some(user) = &pending_user
+                    && let Some(cut) = cut_message(&sizer, user, budget.keep(true))
+                {
+                    pending_user = Some(cut);
+                }
+                step -= 1;
+                continue;
+            }
             Err(err) => {
                 tracing::warn!(parent: &span, error = %err, "model failed; failing the turn");
                 let event = RunnerEvent::ModelFailed {
@@ -206,7 +303,23 @@ pub async fn run_turn(
                     latency_ms: millis(asked.elapsed()),
                     error: err.to_string(),
                 };
-                return fail(env, batch, pending_user, err.user_message(), event, detail).await;
+                let reason = if is_context_overflow(&err) {
+                    // Kept small, so that the next message is not refused for this one.
+                    if let Some(user) = &pending_user
+                        && let Some(cut) = cut_message(&sizer, user, budget.keep(true) / 2)
+                    {
+                        pending_user = Some(cut);
+                    }
+                    let prefix = sizer.scale(raw_request(
+                        &sizer,
+                        std::slice::from_ref(&system),
+                        env.mcp.tools(),
+                    ));
+                    context_failure(&err, prefix, budget)
+                } else {
+                    err.user_message()
+                };
+                return fail(env, batch, pending_user, reason, event, detail).await;
             }
         };
         let step_event = (
@@ -230,6 +343,8 @@ pub async fn run_turn(
             completion_tokens = reply.usage.completion_tokens,
             "model replied"
         );
+        sizer.calibrate(raw, reply.usage.prompt_tokens);
+        let ratio = sizer.ratio();
         let mut reply = reply;
         if reply.tool_calls.is_empty() {
             let final_message = reply.to_message();
@@ -240,6 +355,7 @@ pub async fn run_turn(
                 steps: step,
                 events: vec![step_event],
                 detail,
+                ratio,
             };
             return finish(env, batch, &origin, pending_user, ending).await;
         }
@@ -266,6 +382,7 @@ pub async fn run_turn(
                 let mut tx = dbs.outbound.transaction()?;
                 tx.append_history(turn, &persisted)?;
                 tx.record_events(&events)?;
+                tx.set_kv(RATIO_KEY, &ratio.to_string())?;
                 if let Some(next_step) = next_step {
                     tx.set_runner_state(&rows.model(next_step))?;
                 }
@@ -291,8 +408,75 @@ pub async fn run_turn(
         // The last step's events were committed with its history.
         events: Vec::new(),
         detail,
+        ratio: sizer.ratio(),
     };
     finish(env, batch, &origin, pending_user, ending).await
+}
+
+/// The conversation after a compaction, `None` when nothing was compacted (nothing to compact,
+/// or the summary failed: the turn goes on with the history as it is, and the request is fitted
+/// by cutting).
+fn compacted_conversation(
+    result: Result<Option<compact::Compacted>, CompactError>,
+) -> Result<Option<Vec<Value>>, TurnError> {
+    match result {
+        Ok(compacted) => Ok(compacted.map(|c| c.conversation)),
+        Err(CompactError::Store(err)) => Err(TurnError::Store(err)),
+        Err(CompactError::Model(ModelError::Cancelled)) => Err(TurnError::Cancelled),
+        Err(err @ (CompactError::Model(_) | CompactError::Archive { .. })) => {
+            tracing::warn!(error = %err, "compaction failed; going on without it");
+            Ok(None)
+        }
+    }
+}
+
+/// The reason shown when the model refused a request as too long even after compacting;
+/// `prefix` is the size of what every request carries (system prompt and tool schemas).
+pub fn context_failure(err: &ModelError, prefix: u64, budget: Budget) -> String {
+    let detail = match err {
+        ModelError::Status { status, detail, .. } => format!("HTTP {status} {detail}"),
+        other => other.to_string(),
+    };
+    if prefix > budget.limit() {
+        return format!(
+            "The model refused the request as too long for its context ({detail}). The agent's \
+             instructions, memory and tool descriptions alone take about {prefix} tokens, more \
+             than the budget of {} leaves for a request: raise CONTEXT_TOKENS (or \
+             context_tokens in the agent's container.json) if the model's context allows, or \
+             shorten CLAUDE.md and CLAUDE.local.md.",
+            budget.context
+        );
+    }
+    format!(
+        "The model refused the conversation as too long for its context, even after it was \
+         compacted ({detail}). The model's context is probably smaller than the budget clawbox \
+         was given: lower CONTEXT_TOKENS (or context_tokens in the agent's container.json). \
+         Your message was kept, shortened; send /compact to compact the conversation now, or \
+         /clear to start a new one."
+    )
+}
+
+/// The turn's system message.
+pub async fn system_message(
+    env: &TurnEnv<'_>,
+    channel: &str,
+    destinations: &[Destination],
+    first_message_in_session: bool,
+) -> Value {
+    let files = prompt_files(env.config).await;
+    let system = system_prompt(
+        &files,
+        &PromptContext {
+            now: Utc::now(),
+            timezone: env.config.timezone,
+            assistant_name: &env.config.assistant_name,
+            channel: Some(channel),
+            destinations,
+            first_message_in_session,
+            setup_problems: env.setup_problems,
+        },
+    );
+    json!({ "role": "system", "content": system })
 }
 
 /// Milliseconds, saturating (for event fields).
@@ -325,22 +509,42 @@ struct Start {
     /// No assistant message in the conversation before this turn (a resumed turn's own steps
     /// do not count, so its prompt is the one its first attempt had).
     first_message_in_session: bool,
+    /// The counter with the session's calibration.
+    sizer: Sizer,
+    /// The budget: the configured one, or the smaller context a model's refusal stated.
+    budget: Budget,
 }
 
 /// Loads the conversation. A resumed turn continues from its persisted steps if they are whole;
 /// anything else this turn wrote before is discarded and the turn starts over.
 async fn start(env: &TurnEnv<'_>, batch: &Batch) -> Result<Start, TurnError> {
     let turn = batch.turn;
-    let (history, destinations) = env
+    let (history, destinations, ratio, stated) = env
         .store
-        .run(|dbs| Ok((dbs.outbound.history()?, dbs.inbound.destinations()?)))
+        .run(|dbs| {
+            Ok((
+                dbs.outbound.history()?,
+                dbs.inbound.destinations()?,
+                dbs.outbound.kv(RATIO_KEY)?,
+                dbs.outbound.kv(STATED_CONTEXT_KEY)?,
+            ))
+        })
         .await?;
+    let budget = match stated.and_then(|s| s.parse::<u64>().ok()) {
+        Some(stated) if stated < env.budget.context => Budget::new(stated),
+        _ => env.budget,
+    };
+    let mut sizer = env.sizer.clone();
+    if let Some(ratio) = ratio.and_then(|r| r.parse::<f64>().ok()) {
+        sizer.set_ratio(ratio);
+    }
     let resumed = resume_point(&history, turn, batch.resume);
     let continue_own = resumed.is_some();
     let steps_done = resumed.unwrap_or(0);
-    let first_message_in_session = !history
-        .iter()
-        .any(|e| e.turn != turn && e.message["role"] == "assistant");
+    let first_message_in_session = !history.iter().any(|e| {
+        e.turn == mailbox::outbound::SUMMARY_TURN
+            || (e.turn != turn && e.message["role"] == "assistant")
+    });
     let own = history.iter().filter(|e| e.turn == turn).count();
     if continue_own {
         tracing::info!(
@@ -379,6 +583,8 @@ async fn start(env: &TurnEnv<'_>, batch: &Batch) -> Result<Start, TurnError> {
         steps_done,
         destinations,
         first_message_in_session,
+        sizer,
+        budget,
     })
 }
 
@@ -441,7 +647,7 @@ pub fn parse_arguments(text: &str) -> Result<Map<String, Value>, String> {
 
 /// Runs a step's calls concurrently; returns one `tool` message per call, in call order, and
 /// one `tool_call` event per call.
-async fn run_calls(
+pub(crate) async fn run_calls(
     env: &TurnEnv<'_>,
     calls: &[ModelCall],
     turn: i64,
@@ -527,6 +733,8 @@ struct Ending {
     events: Vec<(DateTime<Utc>, RunnerEvent)>,
     /// The verdict's detail for the host (what a task's script decided).
     detail: Option<Value>,
+    /// The calibration ratio to keep (`budget.rs`).
+    ratio: f64,
 }
 
 /// Ends the turn with its answer: one transaction for reply, history, acks, events and the
@@ -544,6 +752,7 @@ async fn finish(
         steps,
         events,
         detail,
+        ratio,
     } = ending;
     let turn = batch.turn;
     let acks = batch.claims();
@@ -569,6 +778,7 @@ async fn finish(
             let mut tx = dbs.outbound.transaction()?;
             tx.append_history(turn, &messages)?;
             tx.record_events(&events)?;
+            tx.set_kv(RATIO_KEY, &ratio.to_string())?;
             let reply_seq = match &reply {
                 Some(reply) => Some(tx.insert_message(reply, now)?),
                 None => None,
@@ -736,6 +946,32 @@ mod tests {
         for (text, want) in table {
             assert_eq!(event_error(text), want, "{text:?}");
         }
+    }
+
+    #[test]
+    fn context_failures_say_what_to_do() {
+        let err = ModelError::Status {
+            status: 400,
+            detail: "This model's maximum context length is 8192 tokens.".to_owned(),
+            attempts: 1,
+        };
+        let budget = Budget::new(32_000);
+        let history = context_failure(&err, /*prefix*/ 2_000, budget);
+        assert!(
+            history.contains("HTTP 400 This model's maximum context length"),
+            "{history}"
+        );
+        assert!(history.contains("lower CONTEXT_TOKENS"), "{history}");
+        assert!(
+            history.contains("/compact") && history.contains("/clear"),
+            "{history}"
+        );
+        let prompt = context_failure(&err, /*prefix*/ 40_000, budget);
+        assert!(
+            prompt.contains("tool descriptions alone take about 40000 tokens"),
+            "{prompt}"
+        );
+        assert!(prompt.contains("raise CONTEXT_TOKENS"), "{prompt}");
     }
 
     #[test]

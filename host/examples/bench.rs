@@ -1,7 +1,10 @@
 //! `make bench`: latency and memory of the host with the process runtime and a fake model that
 //! answers instantly, then the same for the docker runtime (image size, cold start, added warm
 //! latency, runner memory inside a container; skipped with `BENCH_DOCKER=0`). Prints figures;
-//! asserts nothing (the machine is shared and noisy).
+//! asserts nothing (the machine is shared and noisy). The long-conversation figures (request
+//! size, turn latency, runner RSS and `outbound.db` size at turns 10, 100, 1000 and 3000 of one
+//! conversation under a 16k-token budget; `BENCH_LONG_TURNS` overrides the length, 0 skips it)
+//! show that compaction keeps them flat.
 //!
 //! Usage: `bench [path/to/clawbox]` (default `target/release/clawbox`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -275,9 +278,104 @@ async fn main() {
     drop(client);
     fixture.stop().await.unwrap();
 
+    let long_turns = std::env::var("BENCH_LONG_TURNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(LONG_TURNS);
+    if long_turns > 0 {
+        long_conversation(&bin, long_turns).await;
+    }
+
     if std::env::var("BENCH_DOCKER").as_deref() != Ok("0") {
         docker_figures(&bin, &model, percentile(&samples, 0.5)).await;
     }
+}
+
+/// Turns of the long conversation, and its budget (`context_tokens` in the agent's
+/// `container.json`).
+const LONG_TURNS: usize = 3000;
+const LONG_CONTEXT_TOKENS: u64 = 16_000;
+
+/// The `outbound.db` (with its WAL) of the only session of a fixture, in bytes.
+fn outbound_bytes(fixture: &HostFixture) -> u64 {
+    let sessions = fixture.data_dir().join("sessions");
+    let mut total = 0;
+    for agent in std::fs::read_dir(&sessions).into_iter().flatten().flatten() {
+        for session in std::fs::read_dir(agent.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for name in ["outbound.db", "outbound.db-wal"] {
+                total += std::fs::metadata(session.path().join("outbound").join(name))
+                    .map_or(0, |m| m.len());
+            }
+        }
+    }
+    total
+}
+
+/// One conversation of `turns` messages of ~600 bytes, each answered with its echo, under a
+/// small budget: the figures at turns 10, 100, 1000 and 3000 must stay flat once compaction
+/// starts (within 2× of turn 100).
+async fn long_conversation(bin: &Path, turns: usize) {
+    // A model of its own: its request log is read for the sizes.
+    let model = FakeModel::start().await.unwrap();
+    model.summarise_when(agent_runner::compact::SUMMARY_PROMPT);
+    let mut fixture = HostFixture::new(bin, &model.base_url()).unwrap();
+    fixture.set("RUST_LOG", "warn");
+    let agent = fixture.groups_dir().join("default");
+    std::fs::create_dir_all(&agent).unwrap();
+    std::fs::write(
+        agent.join("container.json"),
+        format!("{{\"context_tokens\": {LONG_CONTEXT_TOKENS}}}"),
+    )
+    .unwrap();
+    fixture.start().await.unwrap();
+    let mut client = Client::attach(&fixture.socket_path()).await;
+    println!(
+        "\nlong conversation, {turns} turns of ~600 bytes answered at length, budget \
+         {LONG_CONTEXT_TOKENS} tokens:"
+    );
+    println!(
+        "  {:>6}  {:>14}  {:>16}  {:>11}  {:>13}  {:>11}",
+        "turn", "request bytes", "turn latency", "runner RSS", "outbound.db", "summaries"
+    );
+    let checkpoints = [10, 100, 1000, 3000];
+    let mut recent: Vec<Duration> = Vec::new();
+    let filler = "lorem ipsum dolor sit amet ".repeat(22);
+    for i in 1..=turns {
+        recent.push(client.round_trip(&format!("message {i}: {filler}")).await);
+        if recent.len() > 10 {
+            recent.remove(0);
+        }
+        if !checkpoints.contains(&i) && i != turns {
+            continue;
+        }
+        let requests = model.requests();
+        let summary = |r: &&testkit::RecordedRequest| {
+            r.messages().first().and_then(|m| m["content"].as_str())
+                == Some(agent_runner::compact::SUMMARY_PROMPT)
+        };
+        let summaries = requests.iter().filter(summary).count();
+        let last = requests
+            .iter()
+            .rev()
+            .find(|r| !summary(r))
+            .map_or(0, |r| r.body.to_string().len());
+        let latency = recent.iter().sum::<Duration>() / recent.len().max(1) as u32;
+        let rss = runner_pids(&fixture)
+            .first()
+            .and_then(|p| rss_kib(*p))
+            .map_or("?".into(), |k| format!("{:.1} MB", k as f64 / 1024.0));
+        println!(
+            "  {i:>6}  {last:>14}  {:>16}  {rss:>11}  {:>10.1} KB  {summaries:>11}",
+            format!("{} (last 10)", ms(latency)),
+            outbound_bytes(&fixture) as f64 / 1024.0,
+        );
+    }
+    drop(client);
+    fixture.stop().await.unwrap();
 }
 
 /// Warm messages through a container.

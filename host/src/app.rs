@@ -24,6 +24,7 @@ use crate::scheduler::{Scheduler, SystemClock, TaskSignal};
 use crate::session::Inlet;
 use crate::session::questions::QuestionSignal;
 use crate::session::requests::Requests;
+use crate::session::retention::Retention;
 use crate::session::router::Router;
 use crate::session::supervisor::{Shared, Supervisor};
 
@@ -46,6 +47,8 @@ pub struct RunningHost {
     scheduler: tokio::task::JoinHandle<()>,
     /// Expires questions and delivers their outcomes.
     questions: tokio::task::JoinHandle<()>,
+    /// Deletes old settled rows (`RETENTION_DAYS`).
+    retention: tokio::task::JoinHandle<()>,
     /// Stops the model proxy, after the runners are gone.
     proxy_cancel: CancellationToken,
     _lock: std::fs::File,
@@ -62,6 +65,7 @@ impl RunningHost {
         // Before the supervisor: no run is written into an inbox whose session is stopping.
         let _ = self.scheduler.await;
         let _ = self.questions.await;
+        let _ = self.retention.await;
         self.ctx.supervisor.shutdown().await;
         self.proxy_cancel.cancel();
         self.ctx.proxy.remove_files(&self.ctx.config);
@@ -146,6 +150,7 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
         signal,
         config.sessions_dir(),
     );
+    let retention = Retention::new(Arc::clone(&config), db.clone());
     let ctx = HostCtx {
         router: Router::new(supervisor.clone()),
         config: Arc::clone(&config),
@@ -157,6 +162,7 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
         proxy,
         started_at: Utc::now(),
         scheduler,
+        retention,
     };
     reconcile(&ctx).await?;
 
@@ -169,6 +175,7 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
         questions,
         cancel.clone(),
     ));
+    let retention = tokio::spawn(ctx.retention.clone().run(cancel.clone()));
     let admin = tokio::spawn(crate::admin::serve(listener, ctx.clone(), cancel.clone()));
     let telegram = ctx
         .channels
@@ -187,6 +194,7 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
         telegram,
         scheduler,
         questions,
+        retention,
         proxy_cancel,
         _lock: lock,
     })

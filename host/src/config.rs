@@ -104,6 +104,13 @@ pub struct Config {
     /// `CLAWBOX_SKILLS_DIR` (default `./container/skills` when it exists): built-in skills for
     /// runners on the host; agents' own `skills/` override them by name.
     pub skills_dir: Option<PathBuf>,
+    /// `CONTEXT_TOKENS` (default 128000, at least 1000): the model's context in tokens, which
+    /// every runner budgets its requests against and compacts conversations to fit (an agent's
+    /// `context_tokens` in `container.json` overrides it).
+    pub context_tokens: u64,
+    /// `RETENTION_DAYS` (default 30, at least 1): delivered and acknowledged mailbox rows older
+    /// than this are deleted (conversation history is governed by compaction, not by this).
+    pub retention_days: u32,
     /// `TOKEN_BUDGET_PER_SESSION_DAY` (default 0 = unlimited): prompt plus completion tokens one
     /// session may use per calendar day in `TIMEZONE`; the model proxy answers 429 beyond it.
     pub token_budget: Option<u64>,
@@ -340,6 +347,21 @@ impl Config {
                 Some(p) => Some(cwd.join(p)),
                 None => Some(cwd.join("container/skills")).filter(|p| p.is_dir()),
             },
+            context_tokens: {
+                let n = parse_num("CONTEXT_TOKENS", var("CONTEXT_TOKENS"), 128_000u64)?;
+                if n < 1_000 {
+                    return Err(ConfigError {
+                        var: "CONTEXT_TOKENS",
+                        value: n.to_string(),
+                        problem: "must be at least 1000 (tokens)".into(),
+                    });
+                }
+                n
+            },
+            retention_days: positive(
+                "RETENTION_DAYS",
+                parse_num("RETENTION_DAYS", var("RETENTION_DAYS"), 30)?,
+            )?,
             token_budget: Some(parse_num(
                 "TOKEN_BUDGET_PER_SESSION_DAY",
                 var("TOKEN_BUDGET_PER_SESSION_DAY"),
@@ -507,6 +529,7 @@ mod tests {
         assert_eq!(c.openai_base_url, "https://api.openai.com/v1");
         assert_eq!(c.telegram_api_url, "https://api.telegram.org");
         assert_eq!(c.token_budget, None);
+        assert_eq!((c.context_tokens, c.retention_days), (128_000, 30));
         assert_eq!(c.telegram_poll_timeout, Duration::from_secs(30));
         assert_eq!(c.telegram_max_file_bytes, 20 * 1024 * 1024);
         assert_eq!(c.task_script_timeout, Duration::from_secs(30));
@@ -585,6 +608,9 @@ mod tests {
             ("TELEGRAM_MAX_FILE_MB", "0"),
             ("TASK_SCRIPT_TIMEOUT_MS", "0"),
             ("TASK_SCRIPT_TIMEOUT_MS", "half a minute"),
+            ("CONTEXT_TOKENS", "999"),
+            ("CONTEXT_TOKENS", "128k"),
+            ("RETENTION_DAYS", "0"),
         ];
         for (var, value) in table {
             let err = config(&[(var, value)]).unwrap_err();

@@ -33,3 +33,9 @@ pub const TOOL_TIMEOUT_MS: &str = "CLAWBOX_TOOL_TIMEOUT_MS";
 pub const TASK_SCRIPT_TIMEOUT_MS: &str = "CLAWBOX_TASK_SCRIPT_TIMEOUT_MS";
 pub const MCP_TOOLS_BIN: &str = "CLAWBOX_MCP_TOOLS_BIN";
 pub const SKILLS_DIR: &str = "CLAWBOX_SKILLS_DIR";
+/// The model's context in tokens (prompt plus answer), the runner's budget for one request; an
+/// agent's `container.json` `context_tokens` overrides it.
+pub const CONTEXT_TOKENS: &str = "CLAWBOX_CONTEXT_TOKENS";
+/// Days after which settled mailbox rows are deleted (the runner prunes `outbound.db` when it
+/// starts; see `retention.rs`).
+pub const RETENTION_DAYS: &str = "CLAWBOX_RETENTION_DAYS";

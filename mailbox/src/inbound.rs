@@ -39,7 +39,7 @@ impl Inserted {
 
 /// The host's read-write handle on one session's `inbound.db`.
 pub struct InboundDb {
-    conn: Connection,
+    pub(crate) conn: Connection,
     outbound: sql::OtherSide,
 }
 
@@ -552,7 +552,7 @@ fn advance_host_cursor(conn: &Connection, key: &str, value: i64) -> Result<()> {
 
 /// The container's read-only handle on `inbound.db`.
 pub struct InboundReader {
-    conn: Connection,
+    pub(crate) conn: Connection,
 }
 
 impl InboundReader {

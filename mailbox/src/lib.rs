@@ -18,6 +18,7 @@ pub mod layout;
 pub mod outbound;
 pub mod questions;
 pub mod request;
+pub mod retention;
 mod schema;
 pub mod seq;
 mod sql;

@@ -75,9 +75,13 @@ pub struct BadRow {
 /// One row as the host reads it.
 pub type RowRead = std::result::Result<OutboundMessage, BadRow>;
 
+/// The `turn` of a history entry that summarises compacted entries (turn keys are seqs of
+/// inbound messages, which are even and positive, so 0 is never a real turn).
+pub const SUMMARY_TURN: i64 = 0;
+
 /// The container's read-write handle on `outbound.db`.
 pub struct OutboundDb {
-    conn: Connection,
+    pub(crate) conn: Connection,
     inbound: sql::OtherSide,
 }
 
@@ -136,19 +140,35 @@ impl OutboundDb {
 
     /// The conversation since the last clear, oldest first.
     pub fn history(&self) -> Result<Vec<HistoryEntry>> {
+        Ok(self
+            .history_with_ids()?
+            .into_iter()
+            .map(|(_, entry)| entry)
+            .collect())
+    }
+
+    /// The same, each entry with its row id (what [`OutboundTx::compact_history`] cuts at).
+    pub fn history_with_ids(&self) -> Result<Vec<(i64, HistoryEntry)>> {
         let epoch = epoch(&self.conn)?;
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT turn, message FROM history WHERE epoch = ?1 ORDER BY id")?;
+            .prepare_cached("SELECT id, turn, message FROM history WHERE epoch = ?1 ORDER BY id")?;
         let rows = stmt.query_map([epoch], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
         })?;
         rows.map(|r| {
-            let (turn, message) = r?;
-            Ok(HistoryEntry {
-                turn,
-                message: parse_json("history", &message)?,
-            })
+            let (id, turn, message) = r?;
+            Ok((
+                id,
+                HistoryEntry {
+                    turn,
+                    message: parse_json("history", &message)?,
+                },
+            ))
         })
         .collect()
     }
@@ -265,6 +285,26 @@ impl OutboundTx<'_> {
             params![epoch, turn],
         )?;
         Ok(())
+    }
+
+    /// Compaction: replaces the current conversation's entries up to and including row
+    /// `through_id` with one `summary` entry (turn [`SUMMARY_TURN`]). The summary takes the id of
+    /// the last entry it replaces, so it sorts before every entry that was kept. Returns how
+    /// many entries it replaced. Part of the caller's transaction: the summary, the removal and
+    /// whatever the caller records about it commit together or not at all.
+    pub fn compact_history(&mut self, through_id: i64, summary: &Value) -> Result<usize> {
+        let epoch = epoch(&self.tx)?;
+        let removed = self.tx.execute(
+            "DELETE FROM history WHERE epoch = ?1 AND id <= ?2",
+            params![epoch, through_id],
+        )?;
+        if removed > 0 {
+            self.tx.execute(
+                "INSERT INTO history (id, epoch, turn, message) VALUES (?1, ?2, ?3, ?4)",
+                params![through_id, epoch, SUMMARY_TURN, summary.to_string()],
+            )?;
+        }
+        Ok(removed)
     }
 
     /// Starts a new, empty conversation (`/clear`). Old entries are deleted, not archived.

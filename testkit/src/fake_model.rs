@@ -1,6 +1,10 @@
 //! A fake OpenAI-compatible chat-completions server on 127.0.0.1. Owns the wire shapes (JSON
 //! `chat.completion` and SSE `chat.completion.chunk`), the scripted reply queue, request recording
-//! and the tool-call pairing check the real API enforces. `GET /v1/models` answers 404 (as
+//! and the tool-call pairing check the real API enforces. Two behaviours of real servers can be
+//! switched on: a context limit ([`FakeModel::set_context_limit`]: a request estimated above it
+//! gets OpenAI's 400 `context_length_exceeded`), and summaries ([`FakeModel::summarise_when`]:
+//! a request whose system prompt contains a marker gets a deterministic summary of its last
+//! user message, without taking a scripted reply). `GET /v1/models` answers 404 (as
 //! servers without a model list do) until a test sets a list with [`FakeModel::serve_models`]. Real-world deviations from the standard
 //! shape live in `quirks`; tokenisation, auth and rate limits are not modelled beyond what a test
 //! scripts with `Reply::Status`.
@@ -89,6 +93,8 @@ pub enum Reply {
     Hang,
     /// Text `echo: <text of the last user message>`; the default reply.
     Echo,
+    /// HTTP 400 as OpenAI refuses a request longer than the model's context.
+    ContextExceeded { limit: u64, requested: u64 },
 }
 
 impl Reply {
@@ -160,6 +166,10 @@ struct ScriptState {
     models: Option<Vec<String>>,
     /// `(prompt, completion)` reported by every answer instead of the estimate.
     fixed_usage: Option<(u64, u64)>,
+    /// Requests estimated above this many prompt tokens are refused as too long.
+    context_limit: Option<u64>,
+    /// A system prompt containing this asks for a summary.
+    summary_marker: Option<String>,
 }
 
 impl Shared {
@@ -186,6 +196,8 @@ impl FakeModel {
                 violations: Vec::new(),
                 models: None,
                 fixed_usage: None,
+                context_limit: None,
+                summary_marker: None,
             }),
             request_count: watch::Sender::new(0),
             shutdown: CancellationToken::new(),
@@ -247,6 +259,21 @@ impl FakeModel {
     /// the sizes of request and answer), for output that must not vary with the prompt.
     pub fn set_usage(&self, prompt_tokens: u64, completion_tokens: u64) {
         self.shared.lock().fixed_usage = Some((prompt_tokens, completion_tokens));
+    }
+
+    /// Refuses every request estimated (at four bytes of body per token, the figure `usage`
+    /// reports) above `tokens` with HTTP 400 and OpenAI's body (`code:
+    /// context_length_exceeded`, "This model's maximum context length is … tokens…"). A refused
+    /// request is recorded but takes no scripted reply.
+    pub fn set_context_limit(&self, tokens: u64) {
+        self.shared.lock().context_limit = Some(tokens);
+    }
+
+    /// Answers requests whose system message contains `marker` with a deterministic summary of
+    /// their last user message ([`summary_of`]), before any scripted reply; such requests are
+    /// recorded like any other.
+    pub fn summarise_when(&self, marker: &str) {
+        self.shared.lock().summary_marker = Some(marker.to_owned());
     }
 
     /// Queued replies not yet taken.
@@ -483,16 +510,33 @@ async fn chat_completions(
         // A rejected request does not consume a scripted reply: the test fails on
         // `violations()` and the script stays aligned with the requests that were valid.
         let model = body_model(&state.requests);
-        let reply = problems.is_empty().then(|| {
-            let scripted = state
-                .per_model
-                .get_mut(&model)
-                .and_then(VecDeque::pop_front);
-            match scripted.or_else(|| state.queue.pop_front()) {
-                Some(reply) => reply,
-                None => state.default.clone(),
-            }
+        let too_long = state
+            .context_limit
+            .filter(|limit| ask.prompt_tokens > *limit);
+        let summary = state.summary_marker.as_deref().and_then(|marker| {
+            let system = state.requests.last()?.messages().first()?;
+            (system["role"] == "system" && system["content"].as_str()?.contains(marker))
+                .then(|| Reply::Text(summary_of(&ask.last_user_text)))
         });
+        let reply = if let Some(limit) = too_long {
+            Some(Reply::ContextExceeded {
+                limit,
+                requested: ask.prompt_tokens,
+            })
+        } else if problems.is_empty() && summary.is_some() {
+            summary
+        } else {
+            problems.is_empty().then(|| {
+                let scripted = state
+                    .per_model
+                    .get_mut(&model)
+                    .and_then(VecDeque::pop_front);
+                match scripted.or_else(|| state.queue.pop_front()) {
+                    Some(reply) => reply,
+                    None => state.default.clone(),
+                }
+            })
+        };
         (reply, state.requests.len())
     };
     shared.request_count.send_replace(count);
@@ -546,6 +590,19 @@ async fn respond(mut reply: Reply, ask: &Ask, shutdown: &CancellationToken) -> R
                 shutdown.cancelled().await;
                 return shutting_down();
             }
+            Reply::ContextExceeded { limit, requested } => {
+                let body = json!({ "error": {
+                    "message": format!(
+                        "This model's maximum context length is {limit} tokens. However, your \
+                         messages resulted in {requested} tokens. Please reduce the length of \
+                         the messages."
+                    ),
+                    "type": "invalid_request_error",
+                    "param": "messages",
+                    "code": "context_length_exceeded",
+                }});
+                return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+            }
         }
     }
 }
@@ -596,6 +653,18 @@ fn usage(prompt_tokens: u64, completion_tokens: u64) -> Value {
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     })
+}
+
+/// The fake's summary of a text: its size, its first and its last 60 characters.
+/// Deterministic, short whatever the input, and it shows what was summarised.
+pub fn summary_of(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let head: String = chars.iter().take(60).collect();
+    let tail: String = chars[chars.len().saturating_sub(60)..].iter().collect();
+    format!(
+        "Summary of {} characters. Starts: {head:?}. Ends: {tail:?}.",
+        chars.len()
+    )
 }
 
 /// Roughly four bytes per token, at least one.

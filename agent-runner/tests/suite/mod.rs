@@ -1,6 +1,7 @@
 //! Test modules of the agent-runner integration binary.
 
 mod activity;
+mod context;
 mod events;
 mod harness;
 mod lifecycle;

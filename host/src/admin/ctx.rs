@@ -15,6 +15,7 @@ use crate::proxy::Proxy;
 use crate::report::inspect::{HostFacts, InspectError, ProxySummary};
 use crate::runtime::AgentRuntime;
 use crate::scheduler::Scheduler;
+use crate::session::retention::Retention;
 use crate::session::router::Router;
 use crate::session::supervisor::Supervisor;
 
@@ -32,6 +33,8 @@ pub struct HostCtx {
     pub started_at: DateTime<Utc>,
     /// Fires scheduled tasks; `clawbox tasks` wakes it and runs tasks through it.
     pub scheduler: Scheduler,
+    /// Deletes old settled rows in the background; its summary is in `clawbox status`.
+    pub retention: Retention,
 }
 
 impl HostCtx {
@@ -85,6 +88,7 @@ impl HostCtx {
                 live_tokens: self.proxy.live_tokens(),
                 token_budget_per_session_day: self.proxy.budget(),
             },
+            retention: self.retention.summary(),
         }
     }
 

@@ -60,11 +60,7 @@ pub fn init_logging(file: Option<&Path>) {
         .log_internal_errors(false);
     let opened = file.and_then(|path| {
         std::fs::create_dir_all(path.parent()?).ok()?;
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .ok()
+        super::logfile::RotatingLog::open(path, super::logfile::LOG_CAP_BYTES).ok()
     });
     // A second init (tests, embedding) keeps the first subscriber; that is fine.
     let _ = match opened {

@@ -6,6 +6,7 @@
 //! The top layer: nothing in the library imports from here.
 
 pub mod chat;
+pub mod logfile;
 pub mod ops;
 pub mod provision;
 pub mod render;

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, RuntimeKind};
 use crate::db::{self, AgentListing, DbError, SessionView, TokenUsage};
 use crate::session::liveness::stale_after;
+use crate::session::retention::RetentionSummary;
 use crate::session::supervisor::RunnerPhase;
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +51,8 @@ pub struct HostFacts {
     /// `MAX_CONCURRENT_CONTAINERS`; `None` when runners are not capped (process runtime).
     pub slot_cap: Option<usize>,
     pub model_proxy: ProxySummary,
+    /// What the background retention did since the host started.
+    pub retention: RetentionSummary,
 }
 
 /// The model proxy of a running host.
@@ -92,6 +95,9 @@ pub struct HostSummary {
     pub uptime_s: u64,
     pub data_dir: PathBuf,
     pub model_proxy: ProxySummary,
+    /// What the background retention did since the host started.
+    #[serde(default)]
+    pub retention: RetentionSummary,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -259,6 +265,7 @@ pub fn status(
             uptime_s: seconds_between(h.started_at, now),
             data_dir: config.data_dir.clone(),
             model_proxy: h.model_proxy.clone(),
+            retention: h.retention,
         }),
         runtime,
         isolated,

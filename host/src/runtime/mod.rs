@@ -135,6 +135,10 @@ pub struct RunnerSettings {
     pub model_backoff: Duration,
     pub tool_timeout: Duration,
     pub task_script_timeout: Duration,
+    /// The context budget of every request (`CONTEXT_TOKENS`).
+    pub context_tokens: u64,
+    /// Days after which the runner prunes settled rows of `outbound.db` (`RETENTION_DAYS`).
+    pub retention_days: u32,
     /// Built-in skills, as a host path (the process runtime passes it through).
     pub skills_dir: Option<std::path::PathBuf>,
 }
@@ -152,6 +156,8 @@ impl RunnerSettings {
             model_backoff: config.model_backoff,
             tool_timeout: config.tool_timeout,
             task_script_timeout: config.task_script_timeout,
+            context_tokens: config.context_tokens,
+            retention_days: config.retention_days,
             skills_dir: config.skills_dir.clone(),
         }
     }
@@ -189,6 +195,8 @@ impl RunnerSettings {
             (env::MODEL_BACKOFF_MS, ms(self.model_backoff)),
             (env::TOOL_TIMEOUT_MS, ms(self.tool_timeout)),
             (env::TASK_SCRIPT_TIMEOUT_MS, ms(self.task_script_timeout)),
+            (env::CONTEXT_TOKENS, self.context_tokens.to_string()),
+            (env::RETENTION_DAYS, self.retention_days.to_string()),
         ];
         if let Some(dir) = &paths.skills_dir {
             env.push((env::SKILLS_DIR, dir.clone()));

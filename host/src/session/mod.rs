@@ -19,6 +19,7 @@ pub mod outlet;
 pub mod questions;
 pub mod requests;
 pub mod resolve;
+pub mod retention;
 pub mod router;
 pub mod supervisor;
 pub mod watch;

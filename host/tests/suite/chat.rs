@@ -213,3 +213,35 @@ async fn replies_cannot_drive_the_terminal() {
     );
     assert!(stdout.contains("red\nline two"), "{stdout:?}");
 }
+
+#[tokio::test]
+async fn context_tokens_reaches_the_runner_and_long_chats_are_compacted() {
+    let (model, mut fixture) = setup().await;
+    model.summarise_when(agent_runner::compact::SUMMARY_PROMPT);
+    model.set_context_limit(8_000);
+    fixture.set("CONTEXT_TOKENS", "8000");
+    fixture.start().await.unwrap();
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    let filler = "lorem ipsum dolor sit amet ".repeat(30);
+    for i in 0..16 {
+        let (_session, seq) = client
+            .send(&format!("message {i}: {filler}"))
+            .await
+            .unwrap();
+        assert_eq!(
+            client.done(seq).await.unwrap(),
+            (InboundStatus::Completed, None),
+            "message {i}"
+        );
+    }
+    let summaries = model
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.messages().first().and_then(|m| m["content"].as_str())
+                == Some(agent_runner::compact::SUMMARY_PROMPT)
+        })
+        .count();
+    assert!(summaries >= 1, "no compaction under an 8000-token budget");
+    fixture.stop().await.unwrap();
+}

@@ -646,3 +646,92 @@ async fn an_unreadable_answer_ends_the_command_with_an_error() {
     assert!(stderr.contains("unreadable answer"), "{stderr}");
     assert!(stderr.contains("another clawbox version"), "{stderr}");
 }
+
+#[tokio::test]
+async fn retention_deletes_what_is_old_and_settled_and_status_says_so() {
+    let (_model, mut fixture) = setup().await;
+    fixture.set("RETENTION_DAYS", "1");
+    fixture.start().await.unwrap();
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    let (session, old) = client.send("an old question").await.unwrap();
+    client.done(old).await.unwrap();
+    let (_, new) = client.send("a new question").await.unwrap();
+    client.done(new).await.unwrap();
+    client.settle(Duration::from_millis(300)).await;
+    drop(client);
+    fixture.stop().await.unwrap();
+
+    // Three days pass for the first exchange, and for a refusal and a day of tokens.
+    let long_ago = (chrono::Utc::now() - chrono::Duration::days(3))
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string();
+    let inbound =
+        rusqlite::Connection::open(session_dir(&fixture, &session).join("inbound/inbound.db"))
+            .unwrap();
+    inbound
+        .execute(
+            "UPDATE messages_in SET created_at = ?1 WHERE seq = ?2",
+            (&long_ago, old),
+        )
+        .unwrap();
+    let central = rusqlite::Connection::open(fixture.data_dir().join("clawbox.db")).unwrap();
+    central
+        .execute_batch(&format!(
+            "INSERT INTO dropped_messages (channel_type, platform_id, reason, at)
+                 VALUES ('cli', 'local', 'old refusal', '{long_ago}'), ('cli', 'local', 'new refusal', '2999-01-01T00:00:00.000Z');
+             INSERT INTO token_usage (session_id, day, prompt_tokens) VALUES ('{session}', '2000-01-01', 7);"
+        ))
+        .unwrap();
+
+    // The first pass runs when the host starts; status tells when it has.
+    fixture.start().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let status = text(&clawbox(&fixture, &["status"], true).await);
+        if status.contains("retention:") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no pass; {}",
+            fixture.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.contains("retention: 3 old rows deleted"), "{status}");
+    let gone: i64 = inbound
+        .query_row(
+            "SELECT COUNT(*) FROM messages_in WHERE seq = ?1",
+            [old],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(gone, 0, "the old answered message is deleted");
+    let kept: i64 = inbound
+        .query_row(
+            "SELECT COUNT(*) FROM messages_in WHERE seq = ?1",
+            [new],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(kept, 1, "today's message stays");
+    let reasons: Vec<String> = central
+        .prepare("SELECT reason FROM dropped_messages")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(!reasons.contains(&"old refusal".to_owned()), "{reasons:?}");
+    assert!(reasons.contains(&"new refusal".to_owned()), "{reasons:?}");
+    let old_days: i64 = central
+        .query_row(
+            "SELECT COUNT(*) FROM token_usage WHERE day = '2000-01-01'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(old_days, 0);
+
+    fixture.stop().await.unwrap();
+}

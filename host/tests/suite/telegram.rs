@@ -263,6 +263,72 @@ async fn a_reply_to_the_bot_is_a_mention_and_clear_needs_an_owner() {
 }
 
 #[tokio::test]
+async fn compact_needs_an_owner_and_says_what_it_kept() {
+    let mut t = Tg::new().await;
+    t.model
+        .summarise_when(agent_runner::compact::SUMMARY_PROMPT);
+    t.create_agent(&[
+        "--agent-id",
+        "andy",
+        "--agent-name",
+        "Andy",
+        "--telegram-chat-id",
+        "-1009",
+        "--owner-user-id",
+        "telegram:100",
+        "--engage-mode",
+        "mention",
+    ])
+    .await;
+    t.db()
+        .execute_batch(
+            "INSERT INTO users (id, kind, created_at) VALUES ('telegram:200', 'telegram', 'x');
+             INSERT INTO user_roles (user_id, agent_group_id, role, granted_at)
+                 VALUES ('telegram:200', 'andy', 'member', 'x');",
+        )
+        .unwrap();
+    t.fixture.start().await.unwrap();
+    let chat = TgChat::group(-1009, "Team");
+    let at = t.tg.bot_mention();
+    t.tg.say(
+        &chat,
+        &owner(),
+        &format!("{at} remember the launch is on Friday"),
+    );
+    t.bot_messages(-1009, 1).await;
+
+    // A member may not compact.
+    let cmd = t.tg.say(&chat, &member(), "/compact@clawbox_test_bot");
+    let replies = t.bot_messages(-1009, 2).await;
+    assert_eq!(
+        replies[1].visible,
+        "Only an owner or admin of this agent can use /compact."
+    );
+    assert_eq!(replies[1].reply_to, Some(cmd.message_id));
+    t.wait_dropped("admin command from non-admin", 1).await;
+    // The owner may; the answer says how much was kept.
+    t.tg.say(&chat, &owner(), "/compact@clawbox_test_bot");
+    let replies = t.bot_messages(-1009, 3).await;
+    assert!(
+        replies[2]
+            .visible
+            .starts_with("Compacted the conversation: 2 earlier messages are now one summary"),
+        "{}",
+        replies[2].visible
+    );
+    let summaries = t
+        .model
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.messages().first().and_then(|m| m["content"].as_str())
+                == Some(agent_runner::compact::SUMMARY_PROMPT)
+        })
+        .count();
+    assert_eq!(summaries, 1);
+}
+
+#[tokio::test]
 async fn pattern_mode_and_an_invalid_pattern_is_refused_by_create_agent() {
     let mut t = Tg::new().await;
     t.start_with_agent(

@@ -153,3 +153,71 @@ fn a_corrupt_epoch_is_reported_not_reset() {
         Err(mailbox::Error::Malformed { table: "kv", .. })
     ));
 }
+
+#[test]
+fn compaction_replaces_the_oldest_entries_with_one_summary_or_nothing() {
+    let s = Session::new();
+    let mut runner = OutboundDb::open(&s.paths).unwrap();
+    let mut tx = runner.transaction().unwrap();
+    tx.append_history(2, &[msg("user", "one"), msg("assistant", "1")])
+        .unwrap();
+    tx.append_history(4, &[msg("user", "two"), msg("assistant", "2")])
+        .unwrap();
+    tx.append_history(6, &[msg("user", "three"), msg("assistant", "3")])
+        .unwrap();
+    tx.commit().unwrap();
+    let ids: Vec<i64> = runner
+        .history_with_ids()
+        .unwrap()
+        .iter()
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(ids.len(), 6);
+
+    // A compaction that is not committed changes nothing.
+    let mut tx = runner.transaction().unwrap();
+    assert_eq!(
+        tx.compact_history(ids[3], &msg("user", "summary")).unwrap(),
+        4
+    );
+    drop(tx);
+    assert_eq!(runner.history().unwrap().len(), 6);
+
+    let mut tx = runner.transaction().unwrap();
+    tx.compact_history(ids[3], &msg("user", "summary of one and two"))
+        .unwrap();
+    tx.set_kv("compaction", "{\"count\":1}").unwrap();
+    tx.commit().unwrap();
+    assert_eq!(
+        runner.history().unwrap(),
+        [
+            entry(
+                mailbox::outbound::SUMMARY_TURN,
+                "user",
+                "summary of one and two"
+            ),
+            entry(6, "user", "three"),
+            entry(6, "assistant", "3"),
+        ]
+    );
+    // New entries go after the kept ones; a second compaction folds the summary in.
+    let mut tx = runner.transaction().unwrap();
+    tx.append_history(8, &[msg("user", "four")]).unwrap();
+    tx.commit().unwrap();
+    let ids: Vec<i64> = runner
+        .history_with_ids()
+        .unwrap()
+        .iter()
+        .map(|(id, _)| *id)
+        .collect();
+    let mut tx = runner.transaction().unwrap();
+    assert_eq!(tx.compact_history(ids[2], &msg("user", "all")).unwrap(), 3);
+    tx.commit().unwrap();
+    assert_eq!(
+        runner.history().unwrap(),
+        [
+            entry(mailbox::outbound::SUMMARY_TURN, "user", "all"),
+            entry(8, "user", "four"),
+        ]
+    );
+}

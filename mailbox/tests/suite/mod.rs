@@ -11,6 +11,7 @@ mod idempotent;
 mod order;
 mod requests;
 mod requeue;
+mod retention;
 mod schema;
 mod seq;
 mod state;

@@ -122,6 +122,17 @@ fn since(then: DateTime<Utc>, now: DateTime<Utc>) -> u64 {
     u64::try_from((now - then).num_seconds()).unwrap_or(0)
 }
 
+/// `512 B`, `12.3 KB`, `4.5 MB`, `1.2 GB`.
+pub fn bytes(n: u64) -> String {
+    let n = n as f64;
+    match n {
+        _ if n < 1024.0 => format!("{n} B"),
+        _ if n < 1024.0 * 1024.0 => format!("{:.1} KB", n / 1024.0),
+        _ if n < 1024.0 * 1024.0 * 1024.0 => format!("{:.1} MB", n / (1024.0 * 1024.0)),
+        _ => format!("{:.1} GB", n / (1024.0 * 1024.0 * 1024.0)),
+    }
+}
+
 /// `1,234,567`.
 pub fn thousands(n: u64) -> String {
     let digits = n.to_string();

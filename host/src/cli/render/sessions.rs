@@ -24,10 +24,20 @@ pub fn status(report: &StatusReport) -> String {
     );
     let tokens = format!("{} tokens today", thousands(report.tokens_today));
     match &report.host {
-        Some(host) => out.push_str(&format!(
-            "host up {} · {runtime} · {containers} · {live} · {tokens}\n",
-            duration(host.uptime_s)
-        )),
+        Some(host) => {
+            out.push_str(&format!(
+                "host up {} · {runtime} · {containers} · {live} · {tokens}\n",
+                duration(host.uptime_s)
+            ));
+            let r = &host.retention;
+            if r.rows > 0 {
+                out.push_str(&format!(
+                    "retention: {} old rows deleted, {} reclaimed since the host started\n",
+                    thousands(r.rows),
+                    bytes(r.bytes)
+                ));
+            }
+        }
         None => {
             out.push_str(
                 "no host is running — this is what the files say; sessions listed are those \

@@ -176,6 +176,7 @@ fn busy_report() -> StatusReport {
                 live_tokens: 2,
                 token_budget_per_session_day: None,
             },
+            retention: Default::default(),
         }),
         runtime: "docker".into(),
         isolated: true,
@@ -186,6 +187,30 @@ fn busy_report() -> StatusReport {
         tokens_today: 49_120,
         sessions: vec![working, stuck, retrying, waiting],
     }
+}
+
+#[test]
+fn status_says_what_retention_reclaimed() {
+    let mut report = busy_report();
+    assert!(
+        !status(&report).contains("retention"),
+        "nothing said while nothing was pruned"
+    );
+    if let Some(host) = report.host.as_mut() {
+        host.retention.rows = 12_345;
+        host.retention.bytes = 3 * 1024 * 1024;
+    }
+    assert!(
+        status(&report).contains(
+            "retention: 12,345 old rows deleted, 3.0 MB reclaimed since the host started\n"
+        ),
+        "{}",
+        status(&report)
+    );
+    assert_eq!(
+        (bytes(512), bytes(2048)),
+        ("512 B".to_owned(), "2.0 KB".to_owned())
+    );
 }
 
 #[test]

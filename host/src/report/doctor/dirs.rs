@@ -73,6 +73,48 @@ pub(super) fn dir_check(name: &str, var: &str, path: &Path, private: bool) -> Ch
     }
 }
 
+/// How much of the disk `DATA_DIR` takes, and how much of that is sessions (`None` when it does
+/// not exist yet). Informational: retention (`RETENTION_DAYS`) and compaction keep it in check.
+pub(super) fn disk_use_check(data_dir: &Path, retention_days: u32) -> Option<Check> {
+    if !data_dir.is_dir() {
+        return None;
+    }
+    let total = tree_bytes(data_dir);
+    let sessions = tree_bytes(&data_dir.join("sessions"));
+    Some(Check::ok(
+        "data dir use",
+        format!(
+            "{} in {} ({} of it sessions); settled rows are deleted after {retention_days} \
+             days (RETENTION_DAYS)",
+            bytes(total),
+            data_dir.display(),
+            bytes(sessions)
+        ),
+    ))
+}
+
+/// Bytes of the regular files under `dir` (symlinks are not followed).
+pub(super) fn tree_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.path().symlink_metadata() else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if meta.is_file() {
+                total += meta.len();
+            }
+        }
+    }
+    total
+}
+
 /// Creates and removes a file in `dir`: the only sure test of writability (root ignores modes).
 pub(super) fn probe_write(dir: &Path) -> std::io::Result<()> {
     let probe = dir.join(format!(".clawbox-doctor-{}", crate::db::random_id(8)));
@@ -121,7 +163,9 @@ pub(super) fn bytes(n: u64) -> String {
     let n = n as f64;
     if n >= GB {
         format!("{:.1} GB", n / GB)
-    } else {
+    } else if n >= MB {
         format!("{:.0} MB", n / MB)
+    } else {
+        format!("{:.0} KB", n / 1024.0)
     }
 }

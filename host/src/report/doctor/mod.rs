@@ -19,7 +19,7 @@ mod telegram;
 #[cfg(test)]
 mod tests;
 
-use dirs::dir_check;
+use dirs::{dir_check, disk_use_check};
 use mcp::mcp_checks;
 use model::model_checks;
 use runtime::runtime_checks;
@@ -161,6 +161,13 @@ pub async fn run(config: &Config, agents: Agents, ran_by_host: bool) -> DoctorRe
     checks.extend(model);
     checks.push(telegram);
     checks.push(dir_check("data dir", "DATA_DIR", &config.data_dir, true));
+    let data_dir = config.data_dir.clone();
+    let retention = config.retention_days;
+    if let Ok(Some(check)) =
+        tokio::task::spawn_blocking(move || disk_use_check(&data_dir, retention)).await
+    {
+        checks.push(check);
+    }
     checks.push(dir_check(
         "groups dir",
         "GROUPS_DIR",

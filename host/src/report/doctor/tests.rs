@@ -147,3 +147,36 @@ fn directories() {
     let check = dir_check("data dir", "DATA_DIR", &below, true);
     assert_eq!(check.level, Level::Fail, "{check:?}");
 }
+
+#[test]
+fn disk_use_of_the_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    assert_eq!(
+        disk_use_check(&data, 30),
+        None,
+        "nothing to say before the first start"
+    );
+    std::fs::create_dir_all(data.join("sessions/default/s1")).unwrap();
+    std::fs::write(data.join("clawbox.db"), vec![0u8; 3 * 1024 * 1024]).unwrap();
+    std::fs::write(
+        data.join("sessions/default/s1/inbound.db"),
+        vec![0u8; 1024 * 1024],
+    )
+    .unwrap();
+    let check = disk_use_check(&data, 30).unwrap();
+    assert_eq!(check.level, Level::Ok);
+    assert!(
+        check
+            .detail
+            .starts_with(&format!("4 MB in {} (1 MB of it sessions)", data.display())),
+        "{}",
+        check.detail
+    );
+    assert!(
+        check.detail.contains("after 30 days (RETENTION_DAYS)"),
+        "{}",
+        check.detail
+    );
+    assert_eq!(bytes(2048), "2 KB");
+}
