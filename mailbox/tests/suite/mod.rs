@@ -14,4 +14,5 @@ mod requeue;
 mod schema;
 mod seq;
 mod state;
+mod wal;
 mod writers;
