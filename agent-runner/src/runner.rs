@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use mailbox::layout::INBOUND_DB;
+use mailbox::layout::{INBOUND_DB, is_commit_file};
 use notify::event::ModifyKind;
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::Notify;
@@ -250,15 +250,14 @@ fn is_change(kind: &EventKind) -> bool {
     }
 }
 
-/// Wakes the loop on changes of `inbound.db` (or its rollback journal). `None` when inotify is
-/// unavailable; the loop then polls faster.
+/// Wakes the loop on commits to `inbound.db` (the file, its rollback journal or its WAL).
+/// `None` when inotify is unavailable; the loop then polls faster.
 fn watch_inbound(dir: &Path, wake: Arc<Notify>) -> Option<RecommendedWatcher> {
-    let journal = format!("{INBOUND_DB}-journal");
     let handler = move |event: notify::Result<notify::Event>| match event {
         Ok(event) => {
             let ours = event.paths.iter().any(|p| {
                 p.file_name()
-                    .is_some_and(|name| name == INBOUND_DB || name == journal.as_str())
+                    .is_some_and(|name| is_commit_file(name, INBOUND_DB))
             });
             if ours && is_change(&event.kind) {
                 wake.notify_one();

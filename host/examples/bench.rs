@@ -22,8 +22,9 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 const WARM_MESSAGES: usize = 300;
 const COLD_SESSIONS: usize = 15;
 const FANOUT_SESSIONS: usize = 100;
-/// Warm messages sent under strace to count fsyncs (after the timed ones, which run untraced).
-const SYNC_MESSAGES: usize = 20;
+/// Warm messages sent under strace to count fsyncs (after the timed ones, which run untraced);
+/// enough that WAL checkpoints, which sync, are part of the average.
+const SYNC_MESSAGES: usize = 100;
 
 struct Client {
     write: OwnedWriteHalf,

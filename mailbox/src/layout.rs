@@ -25,6 +25,18 @@ pub const INBOUND_DB: &str = "inbound.db";
 pub const OUTBOUND_DB: &str = "outbound.db";
 pub const HEARTBEAT: &str = "heartbeat";
 
+/// Whether a change to the file `name` is a commit to database `db` (`INBOUND_DB` or
+/// `OUTBOUND_DB`): the database itself or its rollback journal, or in WAL mode its `-wal`, the
+/// only file a WAL commit touches. The `-shm` index is left out: readers write to it too, so a
+/// side watching it would wake itself with its own reads.
+pub fn is_commit_file(name: &std::ffi::OsStr, db: &str) -> bool {
+    let Some(name) = name.to_str() else {
+        return false;
+    };
+    name.strip_prefix(db)
+        .is_some_and(|rest| matches!(rest, "" | "-journal" | "-wal"))
+}
+
 impl SessionPaths {
     /// The host's view: `<sessions_root>/<agent_id>/<session_id>/…`. Both ids are validated so
     /// that no id can point outside `sessions_root`.
@@ -115,6 +127,26 @@ mod tests {
             validate_id("session id", good).unwrap();
         }
         assert!(SessionPaths::for_session(Path::new("/s"), "..", "x").is_err());
+    }
+
+    #[test]
+    fn commits_show_in_the_database_its_journal_or_its_log() {
+        use std::ffi::OsStr;
+        for (name, commit) in [
+            ("inbound.db", true),
+            ("inbound.db-journal", true),
+            ("inbound.db-wal", true),
+            ("inbound.db-shm", false),
+            ("outbound.db-wal", false),
+            ("inbound.dbx", false),
+            ("heartbeat", false),
+        ] {
+            assert_eq!(
+                is_commit_file(OsStr::new(name), INBOUND_DB),
+                commit,
+                "{name}"
+            );
+        }
     }
 
     #[test]

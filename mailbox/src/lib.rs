@@ -27,8 +27,8 @@ pub mod types;
 pub use events::{HostEvent, RunnerEvent, Stored};
 pub use inbound::{InboundDb, InboundReader};
 pub use layout::SessionPaths;
-pub use sql::Journal;
 pub use outbound::{OutboundDb, OutboundReader, OutboundTx};
+pub use sql::Journal;
 pub use types::*;
 
 use std::path::PathBuf;

@@ -28,7 +28,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use serde_json::{Value, json};
 
 use crate::inbound::InboundReader;
-use crate::layout::INBOUND_DB;
+use crate::layout::{INBOUND_DB, is_commit_file};
 pub use crate::types::{Answered, Response};
 use crate::types::{NewOutbound, OutboundKind, OutboundMessage, Route};
 use crate::{Error, Result};
@@ -132,12 +132,11 @@ pub fn wait_for_response(
     let started = Instant::now();
     // The watch starts before the first look, so an answer committed in between still wakes us.
     let (tx, rx) = mpsc::channel::<()>();
-    let journal = format!("{INBOUND_DB}-journal");
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
         let ours = event.paths.iter().any(|p| {
             p.file_name()
-                .is_some_and(|name| name == INBOUND_DB || name == journal.as_str())
+                .is_some_and(|name| is_commit_file(name, INBOUND_DB))
         });
         if ours && is_write(&event.kind) {
             // The receiver is gone once the wait is over; nothing to tell then.

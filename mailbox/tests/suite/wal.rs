@@ -85,7 +85,11 @@ fn open_keeps_the_mode_and_open_with_switches_it() {
     assert_eq!(journal_mode(&s.paths.outbound_db()), "delete");
     assert_eq!(file_names(&s.paths.inbound_dir), ["inbound.db"]);
     assert_eq!(file_names(&s.paths.outbound_dir), ["outbound.db"]);
-    assert_eq!(host.pending().unwrap().len(), 1, "nothing lost in the switch");
+    assert_eq!(
+        host.pending().unwrap().len(),
+        1,
+        "nothing lost in the switch"
+    );
     host.insert(&chat("tg:2", "y"), t(1)).unwrap();
 }
 
@@ -196,7 +200,12 @@ fn a_host_killed_mid_commit_keeps_every_committed_message() {
         // Everything the dead host had committed is there; a commit it did not finish is
         // either whole (committed, its report lost with the process) or absent.
         let reader = InboundReader::open(&s.paths.inbound_db()).unwrap();
-        let stored: Vec<i64> = reader.messages_after(0).unwrap().iter().map(|m| m.seq).collect();
+        let stored: Vec<i64> = reader
+            .messages_after(0)
+            .unwrap()
+            .iter()
+            .map(|m| m.seq)
+            .collect();
         assert!(
             committed.iter().all(|seq| stored.contains(seq)),
             "round {round}: lost a committed row"
@@ -219,7 +228,10 @@ fn a_host_killed_mid_commit_keeps_every_committed_message() {
     // The next host continues with the next even seq.
     let max = committed.iter().copied().max().unwrap();
     let mut host = InboundDb::open_with(&s.paths, Journal::Wal).unwrap();
-    assert_eq!(host.insert(&chat("tg:next", "x"), t(9)).unwrap().seq(), max + 2);
+    assert_eq!(
+        host.insert(&chat("tg:next", "x"), t(9)).unwrap().seq(),
+        max + 2
+    );
 }
 
 #[test]
@@ -300,8 +312,11 @@ fn crash_child() {
             let seq = tx
                 .insert_message(&reply(&format!("r{pid}:{i}"), Some(2), &big), t(0))
                 .unwrap();
-            tx.append_history(2, &[serde_json::json!({"role": "assistant", "content": big})])
-                .unwrap();
+            tx.append_history(
+                2,
+                &[serde_json::json!({"role": "assistant", "content": big})],
+            )
+            .unwrap();
             tx.ack(2, 1, AckStatus::Completed, None, t(0)).unwrap();
             tx.commit().unwrap();
             seq
