@@ -387,9 +387,60 @@ async fn main() {
     drop(client);
     fixture.stop().await.unwrap();
 
+    host_start_figures(&bin, &model).await;
+
     if std::env::var("BENCH_DOCKER").as_deref() != Ok("0") {
         docker_figures(&bin, &model, percentile(&samples, 0.5)).await;
     }
+}
+
+/// Unrelated processes running while the host starts.
+const BYSTANDERS: usize = 1000;
+const HOST_STARTS: usize = 5;
+
+/// Host start (process runtime: `clawbox run` until its admin socket answers, which includes
+/// looking for runners a previous host left), on an idle machine and with [`BYSTANDERS`]
+/// unrelated processes running. A restart of a host that has served a session, so there is a
+/// runner record to check.
+async fn host_start_figures(bin: &Path, model: &FakeModel) {
+    let mut fixture = new_fixture(bin, model);
+    fixture.set("RUST_LOG", "warn");
+    fixture.start().await.unwrap();
+    let mut client = Client::attach(&fixture.socket_path()).await;
+    client.round_trip("hello").await;
+    drop(client);
+    fixture.stop().await.unwrap();
+    println!();
+    time_starts(&mut fixture, "idle machine").await;
+    let mut bystanders: Vec<std::process::Child> = (0..BYSTANDERS)
+        .map(|_| {
+            std::process::Command::new("sleep")
+                .arg("600")
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    time_starts(&mut fixture, "1000 unrelated processes running").await;
+    for b in &mut bystanders {
+        let _ = b.kill();
+        let _ = b.wait();
+    }
+}
+
+async fn time_starts(fixture: &mut HostFixture, label: &str) {
+    let mut times = Vec::with_capacity(HOST_STARTS);
+    for _ in 0..HOST_STARTS {
+        let start = Instant::now();
+        fixture.start().await.unwrap();
+        times.push(start.elapsed());
+        fixture.stop().await.unwrap();
+    }
+    times.sort();
+    println!(
+        "host start, {label}: p50 {}   max {}",
+        ms(percentile(&times, 0.5)),
+        ms(*times.last().unwrap())
+    );
 }
 
 /// Warm messages through a container.

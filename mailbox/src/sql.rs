@@ -101,6 +101,31 @@ impl Journal {
 /// this); without a limit the file keeps its largest size for ever.
 const WAL_SIZE_LIMIT: i64 = 1 << 20;
 
+/// WAL frames after which a commit checkpoints (SQLite's default auto-checkpoint).
+const CHECKPOINT_FRAMES: i32 = 1000;
+
+fn wal_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+/// Tells the other side's file watch that a WAL commit is complete, by setting the `-wal`
+/// file's modification time (an attribute event).
+///
+/// The file events of the commit itself do not do that: SQLite appends the frames to `-wal`
+/// and only then publishes the commit in the `-shm` index, through a memory map, which raises
+/// no event. A reader woken by the last frame's write could look before the commit was
+/// visible, find nothing, and wait for its fallback poll. This call comes from the WAL hook,
+/// which SQLite runs after the commit is published and the write lock released.
+fn announce_commit(wal: &Path) {
+    // A failure (the file replaced meanwhile, a filesystem without times) costs the other
+    // side at most its fallback poll; the commit itself is not affected, so it is not an error.
+    if let Ok(file) = std::fs::File::open(wal) {
+        let _ = file.set_modified(std::time::SystemTime::now());
+    }
+}
+
 /// Opens a session database for writing, in `journal` mode (switching a file that is in the
 /// other mode; that needs no other connection on the file, which holds when the setting
 /// changes between two runs of the host).
@@ -137,6 +162,17 @@ pub(crate) fn open_rw(path: &Path, journal: Journal) -> Result<Connection> {
         Journal::Wal => {
             conn.pragma_update(None, "synchronous", "NORMAL")?;
             conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
+            let wal = wal_path(path);
+            conn.wal_hook(Some(move |log: &mut rusqlite::hooks::Wal, frames| {
+                announce_commit(&wal);
+                if frames >= CHECKPOINT_FRAMES {
+                    // What SQLite's own auto-checkpoint does (this hook replaces it). A
+                    // checkpoint that a reader holds up (busy) is retried at the next commit;
+                    // the commit itself is done either way, so nothing is reported.
+                    let _ = log.checkpoint();
+                }
+                Ok(())
+            }))?;
         }
         Journal::Delete => conn.pragma_update(None, "synchronous", "FULL")?,
     }
