@@ -114,6 +114,8 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
                 .await?,
         ),
     };
+    let journal = config.mailbox_journal.resolve(runtime.shares_kernel());
+    tracing::info!(journal = journal.as_str(), "session mailboxes");
 
     let telegram = match &config.telegram_bot_token {
         Some(token) => Some(TelegramChannel::new(&config, token)?),
@@ -138,6 +140,7 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
         proxy: proxy.clone(),
         requests: Requests::new(db.clone(), config.timezone, signal.clone()),
         questions: questions.clone(),
+        journal,
     });
     let scheduler = Scheduler::new(
         db.clone(),

@@ -130,6 +130,10 @@ impl AgentRuntime for ProcessRuntime {
         false
     }
 
+    fn shares_kernel(&self) -> bool {
+        true
+    }
+
     fn start(&self, spec: RunnerSpec) -> BoxFuture<'_, Result<RunnerHandle, RuntimeError>> {
         Box::pin(async move { self.spawn(&spec) })
     }
