@@ -51,9 +51,7 @@ impl JournalSetting {
     pub fn resolve(self, shares_kernel: bool) -> mailbox::Journal {
         match (self, shares_kernel) {
             (JournalSetting::Wal, _) | (JournalSetting::Auto, true) => mailbox::Journal::Wal,
-            (JournalSetting::Delete, _) | (JournalSetting::Auto, false) => {
-                mailbox::Journal::Delete
-            }
+            (JournalSetting::Delete, _) | (JournalSetting::Auto, false) => mailbox::Journal::Delete,
         }
     }
 }

@@ -745,15 +745,34 @@ mod tests {
     fn a_vm_boundary_is_told_by_the_kernel_or_docker_desktop() {
         let linux = "6.8.0-49-generic";
         for (kernel, os, local, shared) in [
-            (Some(linux), Some("Ubuntu 24.04.1 LTS"), Some("6.8.0-49-generic\n"), true),
-            (Some(linux), Some("Ubuntu 24.04.1 LTS"), Some("6.1.0-13-amd64"), false),
+            (
+                Some(linux),
+                Some("Ubuntu 24.04.1 LTS"),
+                Some("6.8.0-49-generic\n"),
+                true,
+            ),
+            (
+                Some(linux),
+                Some("Ubuntu 24.04.1 LTS"),
+                Some("6.1.0-13-amd64"),
+                false,
+            ),
             // Docker Desktop on Linux or macOS: the engine runs in a VM of its own.
-            (Some("6.10.14-linuxkit"), Some("Docker Desktop"), Some(linux), false),
+            (
+                Some("6.10.14-linuxkit"),
+                Some("Docker Desktop"),
+                Some(linux),
+                false,
+            ),
             (Some(linux), Some("Docker Desktop"), Some(linux), false),
             (None, Some("Ubuntu"), Some(linux), false),
             (Some(linux), None, None, false),
         ] {
-            assert_eq!(shares_kernel(kernel, os, local), shared, "{kernel:?} {os:?}");
+            assert_eq!(
+                shares_kernel(kernel, os, local),
+                shared,
+                "{kernel:?} {os:?}"
+            );
         }
     }
 
