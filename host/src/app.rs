@@ -107,6 +107,7 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
             Arc::new(ProcessRuntime::new(
                 config.runner_bin.clone(),
                 RunnerSettings::from_config(&config, &install_id),
+                config.data_dir.join("runners"),
             ))
         }
         RuntimeKind::Docker => Arc::new(
