@@ -2,7 +2,7 @@
 CARGO ?= cargo
 RELEASE_BIN := target/release
 
-.PHONY: all build build-release run serve status test lint fmt bench clean venv image busybox
+.PHONY: all build build-release run serve status test lint fmt bench clean venv image busybox strace
 
 # A Python environment with the official MCP SDK and a third-party MCP server, for the
 # interoperability tests. Rebuilt when tests/requirements.txt changes.
@@ -27,6 +27,13 @@ busybox:
 ## when it is missing or older than the binaries next to them.
 image: build-release busybox
 	$(RELEASE_BIN)/clawbox image build
+
+# `make bench` counts fsyncs with strace. Installed when missing.
+strace:
+	@command -v strace >/dev/null || { \
+		echo "installing strace (make bench counts fsyncs with it)"; \
+		apt-get install -y -qq strace || \
+		{ apt-get update -qq && apt-get install -y -qq strace; }; }
 
 all: build
 
@@ -62,7 +69,7 @@ fmt:
 	$(CARGO) fmt --all
 
 ## Latency and memory figures (release build, fake model; process runtime, then docker).
-bench: build-release busybox
+bench: build-release busybox strace
 	$(CARGO) build --release -p host --example bench
 	$(RELEASE_BIN)/examples/bench $(RELEASE_BIN)/clawbox
 

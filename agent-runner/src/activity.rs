@@ -2,8 +2,9 @@
 //! `outbound.runner_state`, for `clawbox status` and for the host's liveness tolerance (a tool
 //! with a long declared timeout may keep a claim longer). The heartbeat file is `runner.rs`'s.
 //!
-//! Every commit to `outbound.db` costs about four fsyncs (rollback journal, `synchronous=FULL`),
-//! and separate activity commits once dominated the per-message latency. So on the per-message
+//! A commit to `outbound.db` costs about four fsyncs with the rollback journal
+//! (`synchronous=FULL`), and separate activity commits once dominated the per-message latency;
+//! in WAL mode it costs none, but each commit still wakes the host. So on the per-message
 //! path the row rides along with a transaction the turn commits anyway ([`ActivityRows`] builds
 //! it; the transaction's owner writes it):
 //!

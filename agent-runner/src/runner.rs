@@ -8,9 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use mailbox::layout::INBOUND_DB;
-use notify::event::ModifyKind;
-use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use mailbox::layout::{INBOUND_DB, is_commit_event};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -275,27 +274,12 @@ async fn beat(path: std::path::PathBuf, period: Duration, stop: CancellationToke
     }
 }
 
-/// A write by the host. Our own reads of `inbound.db` cause open events and (atime) metadata
-/// events; reacting to those would wake the loop with every read it makes.
-fn is_change(kind: &EventKind) -> bool {
-    match kind {
-        EventKind::Create(_) | EventKind::Remove(_) => true,
-        EventKind::Modify(modify) => !matches!(modify, ModifyKind::Metadata(_)),
-        EventKind::Any | EventKind::Access(_) | EventKind::Other => false,
-    }
-}
-
-/// Wakes the loop on changes of `inbound.db` (or its rollback journal). `None` when inotify is
-/// unavailable; the loop then polls faster.
+/// Wakes the loop on commits to `inbound.db` (the file, its rollback journal or its WAL).
+/// `None` when inotify is unavailable; the loop then polls faster.
 fn watch_inbound(dir: &Path, wake: Arc<Notify>) -> Option<RecommendedWatcher> {
-    let journal = format!("{INBOUND_DB}-journal");
     let handler = move |event: notify::Result<notify::Event>| match event {
         Ok(event) => {
-            let ours = event.paths.iter().any(|p| {
-                p.file_name()
-                    .is_some_and(|name| name == INBOUND_DB || name == journal.as_str())
-            });
-            if ours && is_change(&event.kind) {
+            if is_commit_event(&event, INBOUND_DB) {
                 wake.notify_one();
             }
         }

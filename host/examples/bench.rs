@@ -25,6 +25,9 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 const WARM_MESSAGES: usize = 300;
 const COLD_SESSIONS: usize = 15;
 const FANOUT_SESSIONS: usize = 100;
+/// Warm messages sent under strace to count fsyncs (after the timed ones, which run untraced);
+/// enough that WAL checkpoints, which sync, are part of the average.
+const SYNC_MESSAGES: usize = 100;
 
 struct Client {
     write: OwnedWriteHalf,
@@ -76,6 +79,101 @@ impl Client {
     }
 }
 
+/// Where the bench's hosts keep their data: `BENCH_DIR`, default `data/bench` of the
+/// repository — the disk a real installation uses, where `/tmp` may be a tmpfs that hides the
+/// cost of every fsync.
+fn bench_dir() -> PathBuf {
+    std::env::var_os("BENCH_DIR").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/bench"),
+        PathBuf::from,
+    )
+}
+
+fn new_fixture(bin: &Path, model: &FakeModel) -> HostFixture {
+    HostFixture::new_in(&bench_dir(), bin, &model.base_url()).unwrap()
+}
+
+/// Counts the sync calls (`fsync`, `fdatasync`, …) that `pids` (every thread of each) make
+/// while it is alive: `strace -c -f` attached to them, stopped with SIGINT by [`SyncCount::stop`].
+struct SyncCount {
+    child: std::process::Child,
+    out: PathBuf,
+}
+
+const SYNC_CALLS: &str = "trace=fsync,fdatasync,sync_file_range,syncfs,sync,msync";
+
+impl SyncCount {
+    /// `None` (with a note) when strace is missing or cannot attach.
+    async fn start(pids: &[u32], out: PathBuf) -> Option<SyncCount> {
+        let mut cmd = std::process::Command::new("strace");
+        cmd.args(["-f", "-c", "-qq", "-e", SYNC_CALLS, "-o"])
+            .arg(&out)
+            .stderr(std::process::Stdio::null());
+        for pid in pids {
+            cmd.arg("-p").arg(pid.to_string());
+        }
+        let Ok(child) = cmd.spawn() else {
+            println!("  (strace not found: fsyncs not counted)");
+            return None;
+        };
+        // Attached once every thread of every pid reports a tracer.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !pids.iter().all(|pid| traced(*pid)) {
+            if Instant::now() > deadline {
+                println!("  (strace did not attach: fsyncs not counted)");
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Some(SyncCount { child, out })
+    }
+
+    fn stop(mut self) -> u64 {
+        // SAFETY: kill(2) on the strace child this struct spawned and has not reaped yet.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let _ = self.child.wait();
+        let summary = std::fs::read_to_string(&self.out).unwrap_or_default();
+        // `-c` ends with a row `100.00 <seconds> <usecs/call> <calls> [errors] total`.
+        summary
+            .lines()
+            .find(|l| l.trim_end().ends_with("total"))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+fn traced(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|t| {
+        std::fs::read_to_string(t.path().join("status")).is_ok_and(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("TracerPid:"))
+                .is_some_and(|v| v.trim() != "0")
+        })
+    })
+}
+
+/// Sends `n` warm messages while counting the syncs of the host and of the session's runner
+/// processes (agent-runner and its mcp-tools); prints them per message.
+async fn count_warm_syncs(client: &mut Client, host: u32, runner: &[u32], n: usize) {
+    let dir = bench_dir();
+    let host_count = SyncCount::start(&[host], dir.join("strace-host.txt")).await;
+    let runner_count = SyncCount::start(runner, dir.join("strace-runner.txt")).await;
+    for i in 0..n {
+        client.round_trip(&format!("counted {i}")).await;
+    }
+    let per = |c: Option<SyncCount>| c.map(|c| format!("{:.1}", c.stop() as f64 / n as f64));
+    match (per(host_count), per(runner_count)) {
+        (Some(h), Some(r)) => println!(
+            "fsyncs per warm message ({n} messages under strace -c -f): host {h}   runner {r}"
+        ),
+        _ => println!("fsyncs per warm message: not counted"),
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[idx.min(sorted.len() - 1)]
@@ -119,6 +217,18 @@ fn runner_pids(fixture: &HostFixture) -> Vec<u32> {
     pids
 }
 
+/// `pids` and their direct children (a runner's mcp-tools).
+fn with_children(pids: &[u32]) -> Vec<u32> {
+    let mut all = pids.to_vec();
+    all.extend(
+        processes()
+            .into_iter()
+            .filter(|p| p.ppid().is_some_and(|ppid| pids.contains(&ppid)))
+            .map(|p| p.pid),
+    );
+    all
+}
+
 #[tokio::main]
 async fn main() {
     let bin: PathBuf = std::env::args()
@@ -133,7 +243,7 @@ async fn main() {
     );
 
     // Warm: one session, runner already running.
-    let mut fixture = HostFixture::new(&bin, &model.base_url()).unwrap();
+    let mut fixture = new_fixture(&bin, &model);
     fixture.set("RUST_LOG", "warn");
     fixture.start().await.unwrap();
     let mut client = Client::attach(&fixture.socket_path()).await;
@@ -174,6 +284,8 @@ async fn main() {
         avg(&last)
     );
     let runner = runner_pids(&fixture);
+    let with_tools = with_children(&runner);
+    count_warm_syncs(&mut client, host_pid(&fixture), &with_tools, SYNC_MESSAGES).await;
     let runner_rss: Vec<String> = runner
         .iter()
         .filter_map(|p| rss_kib(*p))
@@ -204,7 +316,7 @@ async fn main() {
     // its mailbox and its runner.
     let mut cold = Vec::with_capacity(COLD_SESSIONS);
     for _ in 0..COLD_SESSIONS {
-        let mut fixture = HostFixture::new(&bin, &model.base_url()).unwrap();
+        let mut fixture = new_fixture(&bin, &model);
         fixture.set("RUST_LOG", "warn");
         fixture.start().await.unwrap();
         let mut client = Client::attach(&fixture.socket_path()).await;
@@ -224,7 +336,7 @@ async fn main() {
     );
 
     // Memory with many sessions: agents fanned out on the terminal chat, one session each.
-    let mut fixture = HostFixture::new(&bin, &model.base_url()).unwrap();
+    let mut fixture = new_fixture(&bin, &model);
     fixture
         .set("RUST_LOG", "warn")
         .set("IDLE_TIMEOUT_MS", "1000");
@@ -285,6 +397,7 @@ async fn main() {
     if long_turns > 0 {
         long_conversation(&bin, long_turns).await;
     }
+    host_start_figures(&bin, &model).await;
 
     if std::env::var("BENCH_DOCKER").as_deref() != Ok("0") {
         docker_figures(&bin, &model, percentile(&samples, 0.5)).await;
@@ -376,6 +489,57 @@ async fn long_conversation(bin: &Path, turns: usize) {
     }
     drop(client);
     fixture.stop().await.unwrap();
+/// Unrelated processes running while the host starts.
+const BYSTANDERS: usize = 1000;
+const HOST_STARTS: usize = 5;
+
+/// Host start (process runtime: `clawbox run` until its admin socket answers, which includes
+/// looking for runners a previous host left), on an idle machine and with [`BYSTANDERS`]
+/// unrelated processes running. A restart of a host that has served a session, so there is a
+/// runner record to check.
+async fn host_start_figures(bin: &Path, model: &FakeModel) {
+    let mut fixture = new_fixture(bin, model);
+    fixture.set("RUST_LOG", "warn");
+    fixture.start().await.unwrap();
+    let mut client = Client::attach(&fixture.socket_path()).await;
+    client.round_trip("hello").await;
+    drop(client);
+    fixture.stop().await.unwrap();
+    println!();
+    time_starts(&mut fixture, "idle machine").await;
+    let mut bystanders: Vec<std::process::Child> = (0..BYSTANDERS)
+        .map(|_| {
+            std::process::Command::new("sleep")
+                .arg("600")
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    time_starts(&mut fixture, "1000 unrelated processes running").await;
+    for b in &mut bystanders {
+        let _ = b.kill();
+        let _ = b.wait();
+    }
+}
+
+async fn time_starts(fixture: &mut HostFixture, label: &str) {
+    let mut times = Vec::with_capacity(HOST_STARTS);
+    for _ in 0..HOST_STARTS {
+        let start = Instant::now();
+        fixture.start().await.unwrap();
+        times.push(start.elapsed());
+        // Up for real (it answers an attach) before it is asked to stop; a host stopped while
+        // still installing its signal handlers can die of the signal itself, which is not
+        // what is measured here.
+        drop(Client::attach(&fixture.socket_path()).await);
+        let _ = fixture.stop().await;
+    }
+    times.sort();
+    println!(
+        "host start, {label}: p50 {}   max {}",
+        ms(percentile(&times, 0.5)),
+        ms(*times.last().unwrap())
+    );
 }
 
 /// Warm messages through a container.
@@ -387,7 +551,7 @@ const BENCH_IMAGE: &str = "clawbox-agent:bench";
 async fn docker_figures(bin: &Path, model: &FakeModel, process_warm_p50: Duration) {
     println!("\n--- docker runtime (image {BENCH_IMAGE}) ---");
     let docker_fixture = || {
-        let mut f = HostFixture::new(bin, &model.base_url()).unwrap();
+        let mut f = new_fixture(bin, model);
         f.set("RUST_LOG", "warn")
             .set("CONTAINER_RUNTIME", "docker")
             .set("CONTAINER_IMAGE", BENCH_IMAGE);
@@ -462,10 +626,12 @@ async fn docker_figures(bin: &Path, model: &FakeModel, process_warm_p50: Duratio
         .unwrap();
     let needle = format!("CLAWBOX_INSTALL={install}");
     let mut rss = Vec::new();
+    let mut in_container = Vec::new();
     for p in processes() {
         let first = p.args().next().unwrap_or_default();
         let ours = p.env().any(|v| v == needle.as_bytes());
         if ours && (first == b"/app/agent-runner" || first == b"/app/mcp-tools") {
+            in_container.push(p.pid);
             rss.push(format!(
                 "{} {:.1} MB",
                 String::from_utf8_lossy(first),
@@ -474,6 +640,13 @@ async fn docker_figures(bin: &Path, model: &FakeModel, process_warm_p50: Duratio
         }
     }
     println!("RSS inside the container: {}", rss.join(", "));
+    count_warm_syncs(
+        &mut client,
+        host_pid(&fixture),
+        &in_container,
+        SYNC_MESSAGES,
+    )
+    .await;
     drop(client);
     fixture.stop().await.unwrap();
 

@@ -111,6 +111,7 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
             Arc::new(ProcessRuntime::new(
                 config.runner_bin.clone(),
                 RunnerSettings::from_config(&config, &install_id),
+                config.data_dir.join("runners"),
             ))
         }
         RuntimeKind::Docker => Arc::new(
@@ -118,6 +119,8 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
                 .await?,
         ),
     };
+    let journal = config.mailbox_journal.resolve(runtime.shares_kernel());
+    tracing::info!(journal = journal.as_str(), "session mailboxes");
 
     let telegram = match &config.telegram_bot_token {
         Some(token) => Some(TelegramChannel::new(&config, token)?),
@@ -142,6 +145,7 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
         proxy: proxy.clone(),
         requests: Requests::new(db.clone(), config.timezone, signal.clone()),
         questions: questions.clone(),
+        journal,
     });
     let scheduler = Scheduler::new(
         db.clone(),

@@ -34,6 +34,28 @@ impl RuntimeKind {
     }
 }
 
+/// `MAILBOX_JOURNAL`: how session mailboxes keep their journal (docs/architecture.md,
+/// "Journal mode and fsyncs").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JournalSetting {
+    /// WAL where host and runner share a kernel, the rollback journal across a VM boundary.
+    Auto,
+    /// Always WAL (`synchronous=NORMAL`): no fsync per commit.
+    Wal,
+    /// Always the rollback journal (`synchronous=FULL`): every commit survives a power cut.
+    Delete,
+}
+
+impl JournalSetting {
+    /// The mode to use, given whether the runtime's runners share the host's kernel.
+    pub fn resolve(self, shares_kernel: bool) -> mailbox::Journal {
+        match (self, shares_kernel) {
+            (JournalSetting::Wal, _) | (JournalSetting::Auto, true) => mailbox::Journal::Wal,
+            (JournalSetting::Delete, _) | (JournalSetting::Auto, false) => mailbox::Journal::Delete,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `DATA_DIR` (default `./data`): central DB, sessions, admin socket, logs.
@@ -64,6 +86,8 @@ pub struct Config {
     pub max_concurrent_runners: usize,
     /// `DOCKER_HOST` (default: the local engine's socket, `/var/run/docker.sock`).
     pub docker_host: Option<String>,
+    /// `MAILBOX_JOURNAL` (`auto` | `wal` | `delete`, default `auto`).
+    pub mailbox_journal: JournalSetting,
     /// `TELEGRAM_BOT_TOKEN`: enables the Telegram channel.
     pub telegram_bot_token: Option<String>,
     /// `TELEGRAM_API_URL` (default `https://api.telegram.org`): the Bot API server; tests point it at a fake.
@@ -219,6 +243,18 @@ impl Config {
                 });
             }
         };
+        let mailbox_journal = match var("MAILBOX_JOURNAL").as_deref() {
+            None | Some("auto") => JournalSetting::Auto,
+            Some("wal") => JournalSetting::Wal,
+            Some("delete") => JournalSetting::Delete,
+            Some(other) => {
+                return Err(ConfigError {
+                    var: "MAILBOX_JOURNAL",
+                    value: other.to_owned(),
+                    problem: "expected `auto`, `wal` or `delete`".into(),
+                });
+            }
+        };
         let timezone = match var("TIMEZONE") {
             None => Tz::UTC,
             Some(tz) => tz.parse().map_err(|_| ConfigError {
@@ -320,6 +356,7 @@ impl Config {
                 )?,
             )? as usize,
             docker_host: var("DOCKER_HOST"),
+            mailbox_journal,
             telegram_bot_token: var("TELEGRAM_BOT_TOKEN"),
             telegram_api_url,
             telegram_poll_timeout,
@@ -572,6 +609,29 @@ mod tests {
         assert_eq!(c.container_limits.nano_cpus(), 1_500_000_000);
         assert_eq!(c.container_limits.pids, 100);
         assert_eq!(c.max_concurrent_runners, 2);
+    }
+
+    #[test]
+    fn the_mailbox_journal_follows_the_kernel_unless_set() {
+        use mailbox::Journal;
+        assert_eq!(config(&[]).unwrap().mailbox_journal, JournalSetting::Auto);
+        for (value, shares_kernel, want) in [
+            ("auto", true, Journal::Wal),
+            ("auto", false, Journal::Delete),
+            ("wal", true, Journal::Wal),
+            ("wal", false, Journal::Wal),
+            ("delete", true, Journal::Delete),
+            ("delete", false, Journal::Delete),
+        ] {
+            let c = config(&[("MAILBOX_JOURNAL", value)]).unwrap();
+            assert_eq!(
+                c.mailbox_journal.resolve(shares_kernel),
+                want,
+                "{value} {shares_kernel}"
+            );
+        }
+        let err = config(&[("MAILBOX_JOURNAL", "WAL2")]).unwrap_err();
+        assert_eq!(err.var, "MAILBOX_JOURNAL");
     }
 
     #[test]

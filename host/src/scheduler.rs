@@ -35,7 +35,6 @@ pub use crate::db::tasks::TaskSignal;
 use crate::db::tasks::{self, Advance, NewRun, RunTrigger, Scope, Task, TaskError, TaskRun};
 use crate::db::{self, Db, ts};
 use crate::schedule::{self, human_duration, is_late};
-use crate::session::delivery::SessionMailbox;
 use crate::session::resolve::{self, SessionInfo};
 use crate::session::supervisor::Supervisor;
 
@@ -104,9 +103,10 @@ impl Inbox for DirectInbox {
         Box::pin(async move {
             let paths = session.paths.clone();
             let inserted = tokio::task::spawn_blocking(move || {
-                SessionMailbox::open(paths)?
-                    .inbound
-                    .insert(&msg, Utc::now())
+                // In the journal mode the file is in: without a host there is no runner that
+                // could be reading it, and the next host opens it in its own mode.
+                paths.create_dirs()?;
+                mailbox::InboundDb::open(&paths)?.insert(&msg, Utc::now())
             })
             .await
             .map_err(|e| HostError::Task(e.to_string()))??;

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::events::{self, HostEvent, Stored};
 use crate::layout::SessionPaths;
 use crate::seq::{MAX_SEQ, MAX_SEQ_FILTER, Parity, next_seq};
-use crate::sql::{self, parse_json, parse_ts, ts};
+use crate::sql::{self, Journal, parse_json, parse_ts, ts};
 use crate::types::*;
 use crate::types::{Answered, Response};
 use crate::{Result, schema};
@@ -45,10 +45,17 @@ pub struct InboundDb {
 
 impl InboundDb {
     /// Opens (creating and migrating as needed) the inbound database of a session whose
-    /// directories exist.
+    /// directories exist, keeping the journal mode it is in (a new file gets
+    /// [`Journal::Delete`]). The host opens with [`InboundDb::open_with`] and its setting.
     pub fn open(paths: &SessionPaths) -> Result<Self> {
+        let journal = Journal::of_file(&paths.inbound_db())?.unwrap_or(Journal::Delete);
+        Self::open_with(paths, journal)
+    }
+
+    /// The same in `journal` mode, switching the file if it is in the other one.
+    pub fn open_with(paths: &SessionPaths, journal: Journal) -> Result<Self> {
         let path = paths.inbound_db();
-        let mut conn = sql::open_rw(&path)?;
+        let mut conn = sql::open_rw(&path, journal)?;
         schema::migrate(&mut conn, &path, schema::INBOUND)?;
         Ok(InboundDb {
             conn,

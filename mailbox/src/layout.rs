@@ -25,6 +25,37 @@ pub const INBOUND_DB: &str = "inbound.db";
 pub const OUTBOUND_DB: &str = "outbound.db";
 pub const HEARTBEAT: &str = "heartbeat";
 
+/// Whether a file event may be a commit to database `db` (`INBOUND_DB` or `OUTBOUND_DB`),
+/// for the side that watches the other side's directory:
+///
+/// - a change of the database itself or its rollback journal (creation, removal, writes);
+/// - in WAL mode, a write to its `-wal`, or the change of the `-wal`'s modification time with
+///   which the writer announces a finished commit (`sql.rs`, `announce_commit`): the frames are
+///   written before the commit is visible, so the announcement is the event that counts.
+///
+/// Not the `-shm` index (readers write to it too, so a side watching it would wake itself), and
+/// not access or open events or other attribute changes (reads cause those).
+pub fn is_commit_event(event: &notify::Event, db: &str) -> bool {
+    use notify::EventKind;
+    use notify::event::ModifyKind;
+    event.paths.iter().any(|path| {
+        let Some(rest) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix(db))
+        else {
+            return false;
+        };
+        match (rest, &event.kind) {
+            ("" | "-journal" | "-wal", EventKind::Create(_) | EventKind::Remove(_)) => true,
+            ("-wal", EventKind::Modify(ModifyKind::Metadata(_))) => true,
+            (_, EventKind::Modify(ModifyKind::Metadata(_))) => false,
+            ("" | "-journal" | "-wal", EventKind::Modify(_)) => true,
+            _ => false,
+        }
+    })
+}
+
 impl SessionPaths {
     /// The host's view: `<sessions_root>/<agent_id>/<session_id>/…`. Both ids are validated so
     /// that no id can point outside `sessions_root`.
@@ -115,6 +146,37 @@ mod tests {
             validate_id("session id", good).unwrap();
         }
         assert!(SessionPaths::for_session(Path::new("/s"), "..", "x").is_err());
+    }
+
+    #[test]
+    fn commits_show_in_the_database_its_journal_or_its_log() {
+        use notify::event::{AccessKind, CreateKind, DataChange, MetadataKind, ModifyKind};
+        use notify::{Event, EventKind};
+        let write = EventKind::Modify(ModifyKind::Data(DataChange::Any));
+        let times = EventKind::Modify(ModifyKind::Metadata(MetadataKind::WriteTime));
+        let access = EventKind::Access(AccessKind::Any);
+        let create = EventKind::Create(CreateKind::File);
+        for (name, kind, commit) in [
+            ("inbound.db", write, true),
+            ("inbound.db", times, false),
+            ("inbound.db", access, false),
+            ("inbound.db-journal", create, true),
+            ("inbound.db-wal", write, true),
+            ("inbound.db-wal", times, true),
+            ("inbound.db-wal", access, false),
+            ("inbound.db-shm", write, false),
+            ("inbound.db-shm", times, false),
+            ("outbound.db-wal", times, false),
+            ("inbound.dbx", write, false),
+            ("heartbeat", times, false),
+        ] {
+            let event = Event::new(kind).add_path(PathBuf::from("/m/inbound").join(name));
+            assert_eq!(
+                is_commit_event(&event, INBOUND_DB),
+                commit,
+                "{name} {kind:?}"
+            );
+        }
     }
 
     #[test]

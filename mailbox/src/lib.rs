@@ -29,6 +29,7 @@ pub use events::{HostEvent, RunnerEvent, Stored};
 pub use inbound::{InboundDb, InboundReader};
 pub use layout::SessionPaths;
 pub use outbound::{BadRow, OutCursors, OutboundDb, OutboundReader, OutboundTx, RowRead};
+pub use sql::Journal;
 pub use types::*;
 
 use std::path::PathBuf;
@@ -47,6 +48,15 @@ pub enum Error {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    /// The database could not be put in the journal mode asked for (SQLite keeps a WAL file in
+    /// WAL mode while another connection has it open): the caller retries later, when the
+    /// other side has closed it.
+    #[error("{} stays in journal mode {found}, not {wanted}: is another process using it?", path.display())]
+    JournalMode {
+        path: PathBuf,
+        wanted: &'static str,
+        found: String,
     },
     /// The database was written by a newer clawbox; refuse rather than corrupt it.
     #[error("{} has schema version {found}, newer than the {supported} this build supports", path.display())]

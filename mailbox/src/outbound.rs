@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::events::{self, RunnerEvent, Stored};
 use crate::layout::SessionPaths;
 use crate::seq::{MAX_SEQ, MAX_SEQ_FILTER, Parity, in_range, next_seq};
-use crate::sql::{self, parse_json, parse_ts, ts};
+use crate::sql::{self, Journal, parse_json, parse_ts, ts};
 use crate::types::*;
 use crate::{Result, schema};
 
@@ -86,9 +86,14 @@ pub struct OutboundDb {
 }
 
 impl OutboundDb {
+    /// Opens (creating and migrating as needed) `outbound.db`, in the journal mode the host
+    /// chose for `inbound.db`: the host knows whether a VM boundary lies between it and the
+    /// container, the container does not. Until `inbound.db` exists (only in tests: the host
+    /// writes it before it starts a runner) the rollback journal is used.
     pub fn open(paths: &SessionPaths) -> Result<Self> {
         let path = paths.outbound_db();
-        let mut conn = sql::open_rw(&path)?;
+        let journal = Journal::of_file(&paths.inbound_db())?.unwrap_or(Journal::Delete);
+        let mut conn = sql::open_rw(&path, journal)?;
         schema::migrate(&mut conn, &path, schema::OUTBOUND)?;
         Ok(OutboundDb {
             conn,

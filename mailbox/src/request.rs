@@ -23,12 +23,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use notify::event::ModifyKind;
-use notify::{EventKind, RecursiveMode, Watcher};
+use notify::{RecursiveMode, Watcher};
 use serde_json::{Value, json};
 
 use crate::inbound::InboundReader;
-use crate::layout::INBOUND_DB;
+use crate::layout::{INBOUND_DB, is_commit_event};
 pub use crate::types::{Answered, Response};
 use crate::types::{NewOutbound, OutboundKind, OutboundMessage, Route};
 use crate::{Error, Result};
@@ -132,14 +131,9 @@ pub fn wait_for_response(
     let started = Instant::now();
     // The watch starts before the first look, so an answer committed in between still wakes us.
     let (tx, rx) = mpsc::channel::<()>();
-    let journal = format!("{INBOUND_DB}-journal");
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
-        let ours = event.paths.iter().any(|p| {
-            p.file_name()
-                .is_some_and(|name| name == INBOUND_DB || name == journal.as_str())
-        });
-        if ours && is_write(&event.kind) {
+        if is_commit_event(&event, INBOUND_DB) {
             // The receiver is gone once the wait is over; nothing to tell then.
             let _ = tx.send(());
         }
@@ -173,14 +167,5 @@ pub fn wait_for_response(
             // The watcher is gone (it never is while `watcher` lives); keep polling.
             Err(mpsc::RecvTimeoutError::Disconnected) => std::thread::sleep(left.min(poll)),
         }
-    }
-}
-
-/// A write by the host (our own reads cause access and atime events, which do not count).
-fn is_write(kind: &EventKind) -> bool {
-    match kind {
-        EventKind::Create(_) | EventKind::Remove(_) => true,
-        EventKind::Modify(modify) => !matches!(modify, ModifyKind::Metadata(_)),
-        EventKind::Any | EventKind::Access(_) | EventKind::Other => false,
     }
 }

@@ -42,13 +42,100 @@ fn configure(conn: &mut Connection) -> Result<()> {
     Ok(())
 }
 
-/// Opens a session database for writing.
+/// How the session databases keep their journal. The host chooses (`MAILBOX_JOURNAL`) for the
+/// `inbound.db` it writes; the container's writers follow the mode they find in `inbound.db`
+/// (see [`crate::OutboundDb::open`]), so both files of a session always agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Journal {
+    /// Write-ahead log with `synchronous=NORMAL`: a commit is an append to `-wal` and no fsync;
+    /// the log is synced and folded into the database at checkpoints. Survives any crash of a
+    /// process (kill -9 included); a power cut or kernel crash can roll back the last commits
+    /// before a checkpoint, never corrupt the file. Readers and the writer share the `-shm`
+    /// index through memory maps, so both sides must run on one kernel (the process runtime,
+    /// Docker on Linux).
+    Wal,
+    /// Rollback journal with `synchronous=FULL`: every commit is synced (about four fsyncs), so
+    /// an acknowledged write survives a power cut. The mode for a mailbox shared across a VM
+    /// boundary (Docker Desktop), where WAL's shared memory is not coherent.
+    Delete,
+}
+
+impl Journal {
+    /// The mode a database file is in, from its header (bytes 18 and 19 are 2 for WAL);
+    /// `None` while the file does not exist or is still empty.
+    pub fn of_file(path: &Path) -> Result<Option<Journal>> {
+        use std::io::Read;
+        let mut header = [0u8; 20];
+        let mut file = match std::fs::File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(Error::Io {
+                    action: "open",
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        match file.read_exact(&mut header) {
+            Ok(()) if header[18] == 2 && header[19] == 2 => Ok(Some(Journal::Wal)),
+            Ok(()) => Ok(Some(Journal::Delete)),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+            Err(source) => Err(Error::Io {
+                action: "read",
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Journal::Wal => "wal",
+            Journal::Delete => "delete",
+        }
+    }
+}
+
+/// Largest `-wal` file kept after a checkpoint resets the log (SQLite truncates it back to
+/// this); without a limit the file keeps its largest size for ever.
+const WAL_SIZE_LIMIT: i64 = 1 << 20;
+
+/// WAL frames after which a commit checkpoints (SQLite's default auto-checkpoint).
+const CHECKPOINT_FRAMES: i32 = 1000;
+
+fn wal_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+/// Tells the other side's file watch that a WAL commit is complete, by setting the `-wal`
+/// file's modification time (an attribute event).
 ///
-/// Rollback journal (`DELETE`), not WAL: WAL's shared-memory index is not coherent across a
-/// VM-backed bind mount (Docker Desktop, some CI runners), and the two writers of a session live
-/// on opposite sides of such a mount. `synchronous=FULL` so an acknowledged write survives a
-/// power cut: acks and delivery states are what make retries exactly-once.
-pub(crate) fn open_rw(path: &Path) -> Result<Connection> {
+/// The file events of the commit itself do not do that: SQLite appends the frames to `-wal`
+/// and only then publishes the commit in the `-shm` index, through a memory map, which raises
+/// no event. A reader woken by the last frame's write could look before the commit was
+/// visible, find nothing, and wait for its fallback poll. This call comes from the WAL hook,
+/// which SQLite runs after the commit is published and the write lock released.
+fn announce_commit(wal: &Path) {
+    // A failure (the file replaced meanwhile, a filesystem without times) costs the other
+    // side at most its fallback poll; the commit itself is not affected, so it is not an error.
+    if let Ok(file) = std::fs::File::open(wal) {
+        let _ = file.set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// Opens a session database for writing, in `journal` mode (switching a file that is in the
+/// other mode; that needs no other connection on the file, which holds when the setting
+/// changes between two runs of the host).
+///
+/// In WAL mode the `-wal` and `-shm` files are kept when the last connection closes
+/// (`SQLITE_FCNTL_PERSIST_WAL`): the other side reads this file through a read-only mount,
+/// where SQLite cannot create them, and a reader that found them missing could not open the
+/// database at all. Keeping them also means they are always created by this writer, so they
+/// belong to its user.
+pub(crate) fn open_rw(path: &Path, journal: Journal) -> Result<Connection> {
     let mut conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -57,8 +144,38 @@ pub(crate) fn open_rw(path: &Path) -> Result<Connection> {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     configure(&mut conn)?;
-    conn.pragma_update(None, "journal_mode", "DELETE")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    let mut persist = i32::from(journal == Journal::Wal);
+    conn.file_control(
+        rusqlite::DEFAULT_NAME,
+        rusqlite::FileControl::PersistWal(&mut persist),
+    )?;
+    let mode: String =
+        conn.pragma_update_and_check(None, "journal_mode", journal.as_str(), |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case(journal.as_str()) {
+        return Err(Error::JournalMode {
+            path: path.to_path_buf(),
+            wanted: journal.as_str(),
+            found: mode,
+        });
+    }
+    match journal {
+        Journal::Wal => {
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
+            let wal = wal_path(path);
+            conn.wal_hook(Some(move |log: &mut rusqlite::hooks::Wal, frames| {
+                announce_commit(&wal);
+                if frames >= CHECKPOINT_FRAMES {
+                    // What SQLite's own auto-checkpoint does (this hook replaces it). A
+                    // checkpoint that a reader holds up (busy) is retried at the next commit;
+                    // the commit itself is done either way, so nothing is reported.
+                    let _ = log.checkpoint();
+                }
+                Ok(())
+            }))?;
+        }
+        Journal::Delete => conn.pragma_update(None, "synchronous", "FULL")?,
+    }
     Ok(conn)
 }
 

@@ -23,7 +23,20 @@ pub struct HostFixture {
 impl HostFixture {
     /// A fresh directory configured for `model_base_url` and the process runtime.
     pub fn new(clawbox_bin: impl Into<PathBuf>, model_base_url: &str) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new().prefix("clawbox-test-").tempdir()?;
+        Self::new_in(&std::env::temp_dir(), clawbox_bin, model_base_url)
+    }
+
+    /// The same in a fresh directory under `parent` (the benchmark puts its hosts on the disk
+    /// the repository lives on, where `/tmp` may be a tmpfs).
+    pub fn new_in(
+        parent: &Path,
+        clawbox_bin: impl Into<PathBuf>,
+        model_base_url: &str,
+    ) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(parent)?;
+        let dir = tempfile::Builder::new()
+            .prefix("clawbox-test-")
+            .tempdir_in(parent)?;
         let env = [
             ("DATA_DIR", dir.path().join("data").display().to_string()),
             (
@@ -133,7 +146,8 @@ impl HostFixture {
                     self.logs()
                 );
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            // Short: the benchmark times host starts with this loop.
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use mailbox::{
-    Ack, InboundDb, InboundKind, NewInbound, OutboundDb, OutboundMessage, OutboundReader, Route,
-    SessionPaths,
+    Ack, InboundDb, InboundKind, Journal, NewInbound, OutboundDb, OutboundMessage, OutboundReader,
+    Route, SessionPaths,
 };
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -90,13 +90,18 @@ pub struct Session {
 
 impl Session {
     pub fn new() -> Session {
+        Self::with_journal(Journal::Delete)
+    }
+
+    /// A session whose host chose `journal` for its mailbox (the runner follows it).
+    pub fn with_journal(journal: Journal) -> Session {
         let dir = tempfile::tempdir().unwrap();
         let paths = SessionPaths::from_root(dir.path());
         paths.create_dirs().unwrap();
         let agent_dir = dir.path().join("agent");
         std::fs::create_dir_all(&agent_dir).unwrap();
         std::fs::write(agent_dir.join("CLAUDE.md"), "You are a test agent.").unwrap();
-        let mut inbound = InboundDb::open(&paths).unwrap();
+        let mut inbound = InboundDb::open_with(&paths, journal).unwrap();
         inbound.set_routing(&route()).unwrap();
         Session {
             dir,

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use mailbox::{AckStatus, InboundKind, Requeue};
+use mailbox::{AckStatus, InboundKind, Journal, Requeue};
 use pretty_assertions::assert_eq;
 use serde_json::json;
 use testkit::{FakeModel, Reply, ToolCall};
@@ -28,9 +28,19 @@ async fn exits_when_idle_and_ignores_context_only_messages() {
 
 #[tokio::test]
 async fn wakes_on_a_new_message_and_stops_on_sigterm() {
+    wakes_on_a_new_message(Session::new()).await;
+}
+
+/// In WAL mode a commit touches only `inbound.db-wal`: the watch must see that too.
+#[tokio::test]
+async fn wakes_on_a_new_message_in_wal_mode() {
+    let session = Session::with_journal(Journal::Wal);
+    wakes_on_a_new_message(session).await;
+}
+
+async fn wakes_on_a_new_message(mut session: Session) {
     let fake = FakeModel::start().await.unwrap();
     fake.push(Reply::text("pong"));
-    let mut session = Session::new();
     session.set_env("CLAWBOX_IDLE_TIMEOUT_MS", "60000");
     let mut child = session.start(&fake);
     // Let it start and go idle before the message arrives.
@@ -127,9 +137,18 @@ async fn a_killed_turn_resumes_and_answers_exactly_once() {
 
 #[tokio::test]
 async fn an_idle_runner_does_not_wake_on_its_own_reads() {
+    idle_without_spinning(Session::new()).await;
+}
+
+/// WAL readers map and lock `inbound.db-shm`; none of that may count as a change.
+#[tokio::test]
+async fn an_idle_runner_does_not_wake_on_its_own_reads_in_wal_mode() {
+    idle_without_spinning(Session::with_journal(Journal::Wal)).await;
+}
+
+async fn idle_without_spinning(mut session: Session) {
     let fake = FakeModel::start().await.unwrap();
     fake.push(Reply::text("hi"));
-    let mut session = Session::new();
     session.set_env("RUST_LOG", "info,agent_runner::runner=trace");
     session.set_env("CLAWBOX_IDLE_TIMEOUT_MS", "1500");
     session.send("hello");

@@ -87,6 +87,27 @@ pub async fn connect_engine(docker_host: Option<&str>) -> Result<Docker, HostErr
     Ok(docker)
 }
 
+/// Whether the engine's containers run on the host's own kernel, from `docker info`: the same
+/// kernel release as this machine's, and not Docker Desktop (which runs its engine in a VM,
+/// also on Linux). Across such a boundary bind mounts are shared files, but not shared memory,
+/// and the mailbox's WAL index is shared memory. An engine that does not say counts as a VM.
+pub fn shares_kernel(
+    engine_kernel: Option<&str>,
+    engine_os: Option<&str>,
+    local_kernel: Option<&str>,
+) -> bool {
+    let desktop = engine_os.is_some_and(|os| os.contains("Docker Desktop"));
+    match (engine_kernel, local_kernel) {
+        (Some(engine), Some(local)) => !desktop && engine.trim() == local.trim(),
+        _ => false,
+    }
+}
+
+/// This machine's kernel release (`uname -r`).
+fn local_kernel() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()
+}
+
 pub struct DockerRuntime {
     docker: Docker,
     settings: RunnerSettings,
@@ -100,6 +121,8 @@ pub struct DockerRuntime {
     accepted: Accepted,
     /// CPUs of the engine's machine (a larger `cpus` is refused by the engine).
     ncpu: f64,
+    /// Whether the engine's containers run on this machine's kernel (see [`shares_kernel`]).
+    shares_kernel: bool,
     /// `RUST_LOG` for the runner, as the host got it.
     rust_log: Option<String>,
     /// Exit watches of the containers this host started, by container id (std Mutex: never
@@ -142,7 +165,13 @@ impl DockerRuntime {
             &info,
         )
         .await?;
+        let shares_kernel = shares_kernel(
+            info.kernel_version.as_deref(),
+            info.operating_system.as_deref(),
+            local_kernel().as_deref(),
+        );
         let runtime = DockerRuntime {
+            shares_kernel,
             docker,
             image: config.container_image.clone(),
             defaults: config.container_limits,
@@ -160,6 +189,7 @@ impl DockerRuntime {
         tracing::info!(
             image = %runtime.image,
             user = %runtime.user.docker_user(),
+            shares_kernel = runtime.shares_kernel,
             "docker runtime ready"
         );
         Ok(runtime)
@@ -613,6 +643,10 @@ impl AgentRuntime for DockerRuntime {
         true
     }
 
+    fn shares_kernel(&self) -> bool {
+        self.shares_kernel
+    }
+
     fn start(&self, spec: RunnerSpec) -> BoxFuture<'_, Result<RunnerHandle, RuntimeError>> {
         Box::pin(self.start_container(spec))
     }
@@ -706,6 +740,41 @@ impl AgentRuntime for DockerRuntime {
 mod tests {
     use super::*;
     use pretty_assertions::assert_eq;
+
+    #[test]
+    fn a_vm_boundary_is_told_by_the_kernel_or_docker_desktop() {
+        let linux = "6.8.0-49-generic";
+        for (kernel, os, local, shared) in [
+            (
+                Some(linux),
+                Some("Ubuntu 24.04.1 LTS"),
+                Some("6.8.0-49-generic\n"),
+                true,
+            ),
+            (
+                Some(linux),
+                Some("Ubuntu 24.04.1 LTS"),
+                Some("6.1.0-13-amd64"),
+                false,
+            ),
+            // Docker Desktop on Linux or macOS: the engine runs in a VM of its own.
+            (
+                Some("6.10.14-linuxkit"),
+                Some("Docker Desktop"),
+                Some(linux),
+                false,
+            ),
+            (Some(linux), Some("Docker Desktop"), Some(linux), false),
+            (None, Some("Ubuntu"), Some(linux), false),
+            (Some(linux), None, None, false),
+        ] {
+            assert_eq!(
+                shares_kernel(kernel, os, local),
+                shared,
+                "{kernel:?} {os:?}"
+            );
+        }
+    }
 
     #[test]
     fn exits_are_classified() {

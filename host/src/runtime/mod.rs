@@ -113,6 +113,9 @@ pub trait AgentRuntime: Send + Sync {
     fn name(&self) -> &'static str;
     /// Whether runners are sandboxed from the host.
     fn isolated(&self) -> bool;
+    /// Whether runners run on the host's kernel, so that the mailbox's WAL index (shared
+    /// memory) is coherent between them and the host; false across a VM boundary.
+    fn shares_kernel(&self) -> bool;
     fn start(&self, spec: RunnerSpec) -> BoxFuture<'_, Result<RunnerHandle, RuntimeError>>;
     /// Asks the runner to exit, and kills it after `grace`.
     fn stop(&self, id: &str, grace: Duration) -> BoxFuture<'_, Result<(), RuntimeError>>;

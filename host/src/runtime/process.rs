@@ -2,12 +2,19 @@
 //! group so that stopping it also stops its MCP servers and their children. No isolation: the
 //! agent can do whatever the host's user can (it is reported as unisolated at start).
 //!
-//! Runners carry `CLAWBOX_INSTALL` in their environment; [`ProcessRuntime::list`] finds them
-//! through `/proc/<pid>/environ`, the equivalent of a container label, so a restarted host can
-//! stop the runners its predecessor left behind.
+//! Every runner this host starts gets a record in `DATA_DIR/runners/<pid>`: its process
+//! start time (field 22 of `/proc/<pid>/stat`, clock ticks since boot) and its session id,
+//! removed when it exits. [`ProcessRuntime::list`] reads these records — the equivalent of a
+//! container label — so a restarted host stops the runners its predecessor left behind by
+//! looking at them alone, whatever else runs on the machine (it used to read every process's
+//! `/proc/<pid>/environ`, which took seconds on a loaded machine). A record whose process is
+//! gone, or whose pid now belongs to a process that started at another time (the pid was
+//! reused), is stale and removed. A host killed in the microseconds between spawning a runner
+//! and writing its record leaves that runner unlisted; it exits on its own after
+//! `IDLE_TIMEOUT_MS`, or when the proxy it needs is gone.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,16 +29,19 @@ use super::*;
 pub struct ProcessRuntime {
     runner_bin: PathBuf,
     settings: RunnerSettings,
+    /// `DATA_DIR/runners`: one record per live runner (see the module header).
+    records: PathBuf,
     /// Exit watches of the runners this host started, by pid (std Mutex: never held across an
     /// await).
     running: Arc<Mutex<HashMap<i32, watch::Receiver<Option<RunnerExit>>>>>,
 }
 
 impl ProcessRuntime {
-    pub fn new(runner_bin: PathBuf, settings: RunnerSettings) -> Self {
+    pub fn new(runner_bin: PathBuf, settings: RunnerSettings, records: PathBuf) -> Self {
         ProcessRuntime {
             runner_bin,
             settings,
+            records,
             running: Arc::default(),
         }
     }
@@ -70,6 +80,17 @@ impl ProcessRuntime {
                 }
             });
         }
+        // Without its record a restarted host could not find this runner: better not to run it.
+        let record = match write_record(&self.records, pid, &spec.session_id) {
+            Ok(record) => record,
+            Err(e) => {
+                signal_group(pid, libc::SIGKILL);
+                return Err(RuntimeError::Start(format!(
+                    "cannot record the runner in {}: {e}",
+                    self.records.display()
+                )));
+            }
+        };
         let (tx, rx) = watch::channel(None);
         self.lock().insert(pid, rx.clone());
         let running = Arc::clone(&self.running);
@@ -87,6 +108,9 @@ impl ProcessRuntime {
             };
             // The group may still hold MCP servers or tool processes the runner started.
             signal_group(pid, libc::SIGKILL);
+            // Gone already is fine (a later host start cleaned it up); anything else leaves a
+            // stale record, which the next `list` recognises by its start time and removes.
+            let _ = std::fs::remove_file(&record);
             if let Ok(mut map) = running.lock() {
                 map.remove(&pid);
             }
@@ -130,6 +154,10 @@ impl AgentRuntime for ProcessRuntime {
         false
     }
 
+    fn shares_kernel(&self) -> bool {
+        true
+    }
+
     fn start(&self, spec: RunnerSpec) -> BoxFuture<'_, Result<RunnerHandle, RuntimeError>> {
         Box::pin(async move { self.spawn(&spec) })
     }
@@ -162,48 +190,142 @@ impl AgentRuntime for ProcessRuntime {
 
     fn list(&self) -> BoxFuture<'_, Result<Vec<FoundRunner>, RuntimeError>> {
         Box::pin(async move {
-            let install = self.settings.install_id.clone();
-            tokio::task::spawn_blocking(move || scan_proc(&install))
+            let records = self.records.clone();
+            tokio::task::spawn_blocking(move || read_records(&records))
                 .await
                 .map_err(|e| RuntimeError::Control(e.to_string()))?
         })
     }
 }
 
-/// Group leaders whose environment carries `CLAWBOX_INSTALL=<install>`.
-fn scan_proc(install: &str) -> Result<Vec<FoundRunner>, RuntimeError> {
-    let want = format!("CLAWBOX_INSTALL={install}");
-    let entries = std::fs::read_dir("/proc")
-        .map_err(|e| RuntimeError::Control(format!("cannot list /proc: {e}")))?;
+/// When process `pid` started (clock ticks since boot), `None` when there is no such process.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid …`: comm may contain spaces and parentheses, so count the fields
+    // after its last `)`; the start time is field 22, the 20th after comm.
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    after_comm.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Writes the record of runner `pid` (write, then rename: a reader never sees half of one).
+fn write_record(dir: &Path, pid: i32, session_id: &str) -> std::io::Result<PathBuf> {
+    let started = start_time(pid).ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "the runner exited at once")
+    })?;
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(pid.to_string());
+    let tmp = dir.join(format!(".{pid}.tmp"));
+    std::fs::write(&tmp, format!("{started} {session_id}\n"))?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+/// The runners whose records in `dir` still match a live process group leader; stale records
+/// are removed.
+fn read_records(dir: &Path) -> Result<Vec<FoundRunner>, RuntimeError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(RuntimeError::Control(format!(
+                "cannot list {}: {e}",
+                dir.display()
+            )));
+        }
+    };
     let mut found = Vec::new();
     for entry in entries.flatten() {
+        let path = entry.path();
         let Some(pid) = entry
             .file_name()
             .to_str()
             .and_then(|s| s.parse::<i32>().ok())
+            .filter(|pid| *pid > 1)
         else {
-            continue;
+            continue; // a temporary file of a write in progress, or not ours
         };
-        // Processes of other users, or gone meanwhile, are unreadable: not ours.
-        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
-            continue;
-        };
-        let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
-        if !vars.contains(&want.as_bytes()) {
-            continue;
-        }
+        let record = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut fields = record.split_whitespace();
+        let recorded: Option<u64> = fields.next().and_then(|s| s.parse().ok());
+        let session_id = fields.next().map(str::to_owned);
         // SAFETY: getpgid has no memory-safety preconditions.
-        if unsafe { libc::getpgid(pid) } != pid {
-            continue; // an MCP server or tool inside a runner's group; the leader is listed
+        let leader = unsafe { libc::getpgid(pid) } == pid;
+        if recorded.is_some() && recorded == start_time(pid) && leader {
+            found.push(FoundRunner {
+                id: pid.to_string(),
+                session_id,
+            });
+        } else {
+            // Its process is gone or the pid is someone else's now. Removing it can fail only
+            // if another host start removed it first.
+            let _ = std::fs::remove_file(&path);
         }
-        let session_id = vars.iter().find_map(|v| {
-            v.strip_prefix(b"CLAWBOX_SESSION_ID=")
-                .map(|s| String::from_utf8_lossy(s).into_owned())
-        });
-        found.push(FoundRunner {
-            id: pid.to_string(),
-            session_id,
-        });
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::os::unix::process::CommandExt;
+
+    #[test]
+    fn records_of_live_runners_are_found_and_stale_ones_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = dir.path().join("runners");
+        assert_eq!(read_records(&records).unwrap(), []);
+
+        // A live group leader, as the runtime spawns runners.
+        let child = std::process::Command::new("sleep")
+            .arg("60")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        write_record(&records, pid, "sess-1").unwrap();
+        // A record whose process no longer exists.
+        std::fs::write(records.join("999999999"), "12 sess-gone\n").unwrap();
+        // A record whose pid now belongs to a process that started at another time (reused).
+        let reused = std::process::Command::new("sleep")
+            .arg("60")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let reused_pid = reused.id() as i32;
+        let started = start_time(reused_pid).unwrap();
+        std::fs::write(
+            records.join(reused_pid.to_string()),
+            format!("{} sess-old\n", started + 1),
+        )
+        .unwrap();
+
+        assert_eq!(
+            read_records(&records).unwrap(),
+            [FoundRunner {
+                id: pid.to_string(),
+                session_id: Some("sess-1".into()),
+            }]
+        );
+        let mut left: Vec<String> = std::fs::read_dir(&records)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [pid.to_string()], "stale records are removed");
+
+        for mut c in [child, reused] {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+        // Once it has exited, its record is stale too.
+        assert_eq!(read_records(&records).unwrap(), []);
+    }
+
+    #[test]
+    fn the_start_time_is_read_for_live_processes_only() {
+        let me = std::process::id() as i32;
+        assert!(start_time(me).is_some());
+        assert_eq!(start_time(i32::MAX), None);
+    }
 }

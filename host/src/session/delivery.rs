@@ -31,10 +31,11 @@ pub struct SessionMailbox {
 }
 
 impl SessionMailbox {
-    /// Opens (creating as needed) the session's directories and `inbound.db`.
-    pub fn open(paths: SessionPaths) -> mailbox::Result<Self> {
+    /// Opens (creating as needed) the session's directories and `inbound.db`, in `journal`
+    /// mode (the container follows it for `outbound.db`).
+    pub fn open(paths: SessionPaths, journal: mailbox::Journal) -> mailbox::Result<Self> {
         paths.create_dirs()?;
-        let inbound = InboundDb::open(&paths)?;
+        let inbound = InboundDb::open_with(&paths, journal)?;
         Ok(SessionMailbox {
             paths,
             inbound,

@@ -73,6 +73,8 @@ pub struct Shared {
     pub requests: Requests,
     /// Wakes the loop that expires questions (questions.rs).
     pub questions: QuestionSignal,
+    /// The journal of every session mailbox (`MAILBOX_JOURNAL`, resolved for the runtime).
+    pub journal: mailbox::Journal,
 }
 
 #[derive(Clone)]
@@ -222,7 +224,8 @@ impl Supervisor {
             .await?
             .ok_or_else(|| HostError::UnknownSession(session_id.to_owned()))?;
         let paths = info.paths.clone();
-        let mailbox = tokio::task::spawn_blocking(move || SessionMailbox::open(paths))
+        let journal = self.shared.journal;
+        let mailbox = tokio::task::spawn_blocking(move || SessionMailbox::open(paths, journal))
             .await
             .map_err(|e| HostError::Task(e.to_string()))??;
         let mailbox: SharedMailbox = Arc::new(Mutex::new(mailbox));

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 type Routes = Arc<Mutex<HashMap<PathBuf, mpsc::Sender<()>>>>;
@@ -24,19 +24,12 @@ impl OutboundWatcher {
         let lookup = Arc::clone(&routes);
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             let Ok(event) = res else { return };
-            if !matches!(
-                event.kind,
-                EventKind::Modify(_) | EventKind::Create(_) | EventKind::Remove(_)
-            ) {
+            if !mailbox::layout::is_commit_event(&event, mailbox::layout::OUTBOUND_DB) {
                 return;
             }
             let routes = lookup.lock().unwrap_or_else(|e| e.into_inner());
             for path in &event.paths {
-                let is_db = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(mailbox::layout::OUTBOUND_DB));
-                if let (true, Some(tx)) = (is_db, path.parent().and_then(|d| routes.get(d))) {
+                if let Some(tx) = path.parent().and_then(|d| routes.get(d)) {
                     // A full channel already holds a wake-up that covers this change.
                     let _ = tx.try_send(());
                 }

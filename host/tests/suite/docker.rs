@@ -804,4 +804,66 @@ async fn a_fork_bomb_ends_with_its_call_and_the_next_call_runs() {
         "{count} processes left in the container:\n{out}"
     );
     fixture.stop().await.unwrap();
+/// The journal of one of a session's databases, read the way `clawbox status` opens them.
+fn journal_of(db: &std::path::Path) -> String {
+    rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap()
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// Both journal modes through a real container: in WAL mode the runner reads `inbound.db`
+/// through the read-only mount (SQLite maps the host's `-shm` read-only there), sees every
+/// message as soon as it is committed and answers each once; the rollback journal (what
+/// `auto` picks across a VM boundary) works as before.
+#[tokio::test]
+async fn the_mailbox_works_through_the_read_only_mount_in_both_journal_modes() {
+    use std::os::unix::fs::MetadataExt;
+    for journal in ["wal", "delete"] {
+        let (_model, mut fixture, _docker) = docker_setup().await;
+        fixture.set("MAILBOX_JOURNAL", journal);
+        fixture.start().await.unwrap();
+        let _cleanup = Cleanup {
+            data_dir: fixture.data_dir(),
+        };
+        let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+        let mut session = String::new();
+        let mut seqs = Vec::new();
+        for i in 0..8 {
+            let (s, seq) = client.send(&format!("message {i}")).await.unwrap();
+            assert_eq!(
+                client.done(seq).await.unwrap(),
+                (InboundStatus::Completed, None),
+                "{journal}: {}",
+                fixture.logs()
+            );
+            session = s;
+            seqs.push(seq);
+        }
+        client.settle(Duration::from_millis(300)).await;
+        for (i, seq) in seqs.iter().enumerate() {
+            assert_eq!(
+                client.replies_to(*seq),
+                vec![format!("echo: message {i}")],
+                "{journal}"
+            );
+        }
+        let dir = session_dir(&fixture, &session);
+        assert_eq!(journal_of(&dir.join("inbound/inbound.db")), journal);
+        assert_eq!(journal_of(&dir.join("outbound/outbound.db")), journal);
+        if journal == "wal" {
+            // The host made inbound's WAL files (the container could not, read-only); the
+            // runner made outbound's, as its own user.
+            // SAFETY: geteuid has no preconditions.
+            let host_uid = unsafe { libc::geteuid() };
+            for name in ["inbound/inbound.db-wal", "inbound/inbound.db-shm"] {
+                assert_eq!(dir.join(name).metadata().unwrap().uid(), host_uid, "{name}");
+            }
+            for name in ["outbound/outbound.db-wal", "outbound/outbound.db-shm"] {
+                let meta = dir.join(name).metadata().unwrap();
+                assert_eq!(meta.uid(), expected_uid(), "{name}");
+            }
+        }
+        fixture.stop().await.unwrap();
+    }
 }

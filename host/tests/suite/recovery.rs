@@ -242,4 +242,52 @@ async fn a_closed_stderr_pipe_does_not_crash_the_host() {
                 .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))),
         "runner {runner} outlived the host"
     );
+/// The process runtime's record of a live runner (`DATA_DIR/runners/<pid>`) is how a restarted
+/// host finds what its predecessor left — not by reading every process's environment.
+#[tokio::test]
+async fn a_restarted_host_finds_the_orphan_by_its_record() {
+    let (model, mut fixture) = setup().await;
+    fixture.start().await.unwrap();
+    model.push(Reply::Hang);
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    let (session, seq) = client.send("take your time").await.unwrap();
+    model.wait_for_requests(1, WAIT).await.unwrap();
+    let pid = runner_pid(&fixture, &session, None).await;
+    let records = fixture.data_dir().join("runners");
+    let record = std::fs::read_to_string(records.join(pid.to_string())).unwrap();
+    assert!(
+        record.trim_end().ends_with(&format!(" {session}")),
+        "{record}"
+    );
+    fixture.kill().await.unwrap();
+    drop(client);
+    assert!(alive(pid), "the runner outlives the killed host");
+
+    fixture.start().await.unwrap();
+    assert!(
+        fixture
+            .logs()
+            .contains("stopping runner left by a previous host"),
+        "{}",
+        fixture.logs()
+    );
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    assert_eq!(
+        client.done(seq).await.unwrap(),
+        (InboundStatus::Completed, None)
+    );
+    assert!(!alive(pid), "the orphan was stopped");
+    assert!(
+        !records.join(pid.to_string()).exists(),
+        "its record went with it"
+    );
+    fixture.stop().await.unwrap();
+}
+
+/// Whether `pid` is a running process (not gone, not a zombie waiting to be reaped).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
 }

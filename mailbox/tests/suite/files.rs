@@ -1,9 +1,10 @@
-//! Invariant 7, crash-safe files: both session databases use the rollback journal (`DELETE`),
-//! never WAL, and ids that become path components cannot escape the sessions directory.
+//! Invariant 7, crash-safe files: a new session's databases use the rollback journal
+//! (`DELETE`) unless the host chooses WAL (`wal.rs`), and ids that become path components
+//! cannot escape the sessions directory.
 
 use std::path::Path;
 
-use mailbox::{Error, InboundDb, OutboundDb, SessionPaths};
+use mailbox::{Error, InboundDb, Journal, OutboundDb, SessionPaths};
 use pretty_assertions::assert_eq;
 use rusqlite::Connection;
 
@@ -51,7 +52,8 @@ fn a_wal_database_is_switched_back_on_open() {
         );
     }
 
-    InboundDb::open(&s.paths).unwrap();
+    // The host asks for the rollback journal; the container follows inbound.db.
+    InboundDb::open_with(&s.paths, Journal::Delete).unwrap();
     OutboundDb::open(&s.paths).unwrap();
     assert_eq!(journal_mode(&s.paths.inbound_db()), "delete");
     assert_eq!(journal_mode(&s.paths.outbound_db()), "delete");

@@ -16,4 +16,5 @@ mod schema;
 mod seq;
 mod state;
 mod untrusted;
+mod wal;
 mod writers;

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use mailbox::request::{self, Answered, Request, WaitError, WaitOptions};
 use mailbox::{
-    AckStatus, DeliveryStatus, InboundDb, InboundReader, OutboundDb, OutboundKind, OutboundReader,
+    AckStatus, DeliveryStatus, InboundDb, InboundReader, Journal, OutboundDb, OutboundKind,
+    OutboundReader,
 };
 use pretty_assertions::assert_eq;
 use serde_json::json;
@@ -118,12 +119,22 @@ fn the_first_answer_wins_and_marks_the_row_delivered() {
 
 #[test]
 fn the_waiter_sees_the_answer_as_soon_as_it_is_committed() {
+    the_waiter_is_woken_by_the_commit(Journal::Delete);
+}
+
+/// A WAL commit only writes `inbound.db-wal`; the waiter's watch covers it.
+#[test]
+fn the_waiter_sees_the_answer_as_soon_as_it_is_committed_in_wal_mode() {
+    the_waiter_is_woken_by_the_commit(Journal::Wal);
+}
+
+fn the_waiter_is_woken_by_the_commit(journal: Journal) {
     let s = Session::new();
+    let mut host = InboundDb::open_with(&s.paths, journal).unwrap();
     let mut runner = OutboundDb::open(&s.paths).unwrap();
     let seq = runner
         .insert_message(&request::outbound("req-1".into(), "op", json!({})), t(0))
         .unwrap();
-    let mut host = InboundDb::open(&s.paths).unwrap();
     let answer_after = Duration::from_millis(300);
     let answering = std::thread::spawn(move || {
         std::thread::sleep(answer_after);
