@@ -489,6 +489,8 @@ async fn long_conversation(bin: &Path, turns: usize) {
     }
     drop(client);
     fixture.stop().await.unwrap();
+}
+
 /// Unrelated processes running while the host starts.
 const BYSTANDERS: usize = 1000;
 const HOST_STARTS: usize = 5;

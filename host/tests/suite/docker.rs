@@ -804,6 +804,8 @@ async fn a_fork_bomb_ends_with_its_call_and_the_next_call_runs() {
         "{count} processes left in the container:\n{out}"
     );
     fixture.stop().await.unwrap();
+}
+
 /// The journal of one of a session's databases, read the way `clawbox status` opens them.
 fn journal_of(db: &std::path::Path) -> String {
     rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)

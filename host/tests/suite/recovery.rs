@@ -242,6 +242,8 @@ async fn a_closed_stderr_pipe_does_not_crash_the_host() {
                 .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))),
         "runner {runner} outlived the host"
     );
+}
+
 /// The process runtime's record of a live runner (`DATA_DIR/runners/<pid>`) is how a restarted
 /// host finds what its predecessor left — not by reading every process's environment.
 #[tokio::test]
