@@ -50,6 +50,7 @@ use crate::mcp::{McpManager, ToolOutput};
 use crate::model::{ModelCall, ModelClient, ModelError};
 use crate::prompt::{
     PromptContext, PromptFiles, format_batch, format_batch_with, read_prompt_files, system_prompt,
+    with_now,
 };
 use crate::resume::resume_point;
 use crate::script::{self, Gate, task_script};
@@ -140,14 +141,15 @@ pub async fn run_turn(
         let gate = script::run(code, &env.config.workspace, &script_env, timeout).await;
         let report = match gate {
             Gate::Wake { data } => {
-                pending_user = Some(json!({
-                    "role": "user",
-                    "content": format_batch_with(
+                pending_user = Some(user_message(
+                    &format_batch_with(
                         &batch.messages,
                         env.config.timezone,
                         Some((task.seq, &data)),
                     ),
-                }));
+                    env.config.timezone,
+                    Utc::now(),
+                ));
                 ScriptReport::Wake
             }
             Gate::Skip => ScriptReport::Skip,
@@ -166,13 +168,13 @@ pub async fn run_turn(
     let system = system_prompt(
         &files,
         &PromptContext {
-            now: Utc::now(),
             timezone: env.config.timezone,
             assistant_name: &env.config.assistant_name,
             channel: Some(&origin.route.channel_type),
             destinations: &destinations,
             first_message_in_session,
             setup_problems: env.setup_problems,
+            task_tools: env.mcp.has_tool("schedule_task"),
         },
     );
     let system = json!({ "role": "system", "content": system });
@@ -368,10 +370,11 @@ async fn start(env: &TurnEnv<'_>, batch: &Batch) -> Result<Start, TurnError> {
         .map(|e| e.message)
         .collect();
     let pending_user = (!continue_own).then(|| {
-        json!({
-            "role": "user",
-            "content": format_batch(&batch.messages, env.config.timezone),
-        })
+        user_message(
+            &format_batch(&batch.messages, env.config.timezone),
+            env.config.timezone,
+            Utc::now(),
+        )
     });
     Ok(Start {
         conversation,
@@ -380,6 +383,11 @@ async fn start(env: &TurnEnv<'_>, batch: &Batch) -> Result<Start, TurnError> {
         destinations,
         first_message_in_session,
     })
+}
+
+/// A turn's user message: the batch, opened by the time `now` (see `prompt::with_now`).
+pub fn user_message(batch: &str, tz: chrono_tz::Tz, now: DateTime<Utc>) -> Value {
+    json!({ "role": "user", "content": with_now(now, tz, batch) })
 }
 
 /// Some servers repeat an id across the calls of one message; results must be told apart.
