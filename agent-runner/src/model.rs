@@ -26,7 +26,7 @@
 //! transient and retried with backoff; a request the server rejects as invalid (400, 422, or a
 //! 500 whose body is request validation) is never retried as it was. If [`repair`] can change
 //! it (messages no server accepts, a `tool_choice` or `stream_options` the server refuses), the
-//! repaired request is sent once; what made it pass is remembered for the client's lifetime, so
+//! repaired request is sent (each kind of repair at most once); what made it pass is remembered for the client's lifetime, so
 //! the next requests do not pay a rejection first. A context-length error is its own
 //! [`ModelError::ContextLength`]: no retry or repair can make a conversation fit.
 
@@ -355,7 +355,9 @@ impl ModelClient {
     ) -> Result<ModelReply, ModelError> {
         let mut body = self.request_body(messages, tools);
         let mut attempts = 0u32;
-        let mut repaired: Option<Repairs> = None;
+        // What repairs changed so far. Each one changes the body and they only accumulate, so
+        // there are at most as many repaired retries as kinds of repair.
+        let mut repaired = Repairs::default();
         loop {
             attempts += 1;
             let outcome = tokio::select! {
@@ -364,14 +366,14 @@ impl ModelClient {
             };
             let failure = match outcome {
                 Ok(reply) => {
-                    if let Some(repairs) = repaired {
+                    if repaired != Repairs::default() {
                         let mut learned = self
                             .learned
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner);
-                        *learned = learned.union(repairs);
+                        *learned = learned.union(repaired);
                         tracing::info!(
-                            ?repairs,
+                            ?repaired,
                             "a repaired request was accepted; keeping the repair"
                         );
                     }
@@ -389,23 +391,18 @@ impl ModelClient {
                         });
                     }
                     Class::Invalid => {
-                        let fix = if repaired.is_none() {
-                            repair(&body, detail)
-                        } else {
-                            None
-                        };
-                        let Some((fixed, repairs)) = fix else {
+                        let Some((fixed, repairs)) = repair(&body, detail) else {
                             return Err(ModelError::Invalid {
                                 status: *status,
                                 detail: detail.clone(),
                                 attempts,
-                                repaired: repaired.is_some(),
+                                repaired: repaired != Repairs::default(),
                             });
                         };
                         tracing::warn!(status, %detail, ?repairs,
                             "the model service rejected the request; sending it once repaired");
                         body = fixed;
-                        repaired = Some(repairs);
+                        repaired = repaired.union(repairs);
                         continue;
                     }
                 }

@@ -160,6 +160,8 @@ struct ScriptState {
     models: Option<Vec<String>>,
     /// `(prompt, completion)` reported by every answer instead of the estimate.
     fixed_usage: Option<(u64, u64)>,
+    /// Request shapes this server refuses, like some real one does.
+    request_quirks: Vec<quirks::RequestQuirk>,
 }
 
 impl Shared {
@@ -186,6 +188,7 @@ impl FakeModel {
                 violations: Vec::new(),
                 models: None,
                 fixed_usage: None,
+                request_quirks: Vec::new(),
             }),
             request_count: watch::Sender::new(0),
             shutdown: CancellationToken::new(),
@@ -247,6 +250,13 @@ impl FakeModel {
     /// the sizes of request and answer), for output that must not vary with the prompt.
     pub fn set_usage(&self, prompt_tokens: u64, completion_tokens: u64) {
         self.shared.lock().fixed_usage = Some((prompt_tokens, completion_tokens));
+    }
+
+    /// Makes this server refuse requests the way a real server does (see
+    /// [`quirks::RequestQuirk`]); a refused request is recorded, takes no scripted reply, and is
+    /// not a protocol violation.
+    pub fn set_request_quirks(&self, quirks: &[quirks::RequestQuirk]) {
+        self.shared.lock().request_quirks = quirks.to_vec();
     }
 
     /// Queued replies not yet taken.
@@ -483,14 +493,36 @@ async fn chat_completions(
         // A rejected request does not consume a scripted reply: the test fails on
         // `violations()` and the script stays aligned with the requests that were valid.
         let model = body_model(&state.requests);
+        let quirk = if problems.is_empty() {
+            quirks::check_request(&body_of(&state.requests), &state.request_quirks)
+        } else {
+            Ok(false)
+        };
+        let tools_hidden = match quirk {
+            Ok(hidden) => hidden,
+            Err((status, message)) => {
+                let count = state.requests.len();
+                drop(state);
+                shared.request_count.send_replace(count);
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+                return error_response(status, &message);
+            }
+        };
         let reply = problems.is_empty().then(|| {
             let scripted = state
                 .per_model
                 .get_mut(&model)
                 .and_then(VecDeque::pop_front);
-            match scripted.or_else(|| state.queue.pop_front()) {
+            let reply = match scripted.or_else(|| state.queue.pop_front()) {
                 Some(reply) => reply,
                 None => state.default.clone(),
+            };
+            match reply {
+                // The model never saw the tools, so it answers in words.
+                Reply::ToolCalls(_) if tools_hidden => {
+                    Reply::text("(this server offered the model no tools)")
+                }
+                other => other,
             }
         });
         (reply, state.requests.len())
@@ -501,6 +533,11 @@ async fn chat_completions(
         Some(reply) => respond(reply, &ask, &shared.shutdown).await,
         None => error_response(StatusCode::BAD_REQUEST, &problems.join("; ")),
     }
+}
+
+/// The body of the request just recorded.
+fn body_of(requests: &[RecordedRequest]) -> Value {
+    requests.last().map(|r| r.body.clone()).unwrap_or_default()
 }
 
 /// The `model` of the request just recorded.
