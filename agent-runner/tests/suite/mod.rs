@@ -5,6 +5,7 @@ mod events;
 mod harness;
 mod lifecycle;
 mod model_socket;
+mod real_model;
 mod servers;
 mod skills;
 mod tasks;
