@@ -70,10 +70,16 @@ impl ToolSpec {
 }
 
 /// Cleans an MCP input schema for an LLM: drops `$schema` (some local servers reject it) and
-/// makes sure the top level is an object schema, as the function-calling API requires.
+/// makes sure the top level is an object schema, as the function-calling API requires. It is
+/// also made smaller with the same meaning (the schemas are read by the model with every
+/// request): an optional property's `"type": ["string", "null"]` becomes `"string"` and its
+/// `"default": null` goes (leaving it out already means null; Gemini-backed gateways refuse
+/// type lists, too), schemars' integer formats (`uint32`, `int64`, `double`…, not JSON Schema
+/// formats; the `minimum` stays) go, and line breaks in descriptions become spaces.
 pub fn clean_schema(schema: &Map<String, Value>) -> Value {
     let mut schema = schema.clone();
     schema.remove("$schema");
+    compact_schema(&mut schema);
     schema
         .entry("type")
         .or_insert_with(|| Value::String("object".to_owned()));
@@ -83,6 +89,78 @@ pub fn clean_schema(schema: &Map<String, Value>) -> Value {
             .or_insert_with(|| Value::Object(Map::new()));
     }
     Value::Object(schema)
+}
+
+/// Formats schemars writes for Rust number types; no JSON Schema validator or model knows them.
+const NUMBER_FORMATS: &[&str] = &[
+    "int", "int8", "int16", "int32", "int64", "uint", "uint8", "uint16", "uint32", "uint64",
+    "float", "double",
+];
+
+fn compact_schema(schema: &mut Map<String, Value>) {
+    if let Some(Value::String(format)) = schema.get("format")
+        && NUMBER_FORMATS.contains(&format.as_str())
+    {
+        schema.remove("format");
+    }
+    if let Some(Value::String(description)) = schema.get_mut("description")
+        && description.contains('\n')
+    {
+        *description = description.replace('\n', " ");
+    }
+    let required: Vec<String> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| {
+            r.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(Value::Object(properties)) = schema.get_mut("properties") {
+        for (name, property) in properties.iter_mut() {
+            let Value::Object(property) = property else {
+                continue;
+            };
+            if !required.contains(name) {
+                if let Some(Value::Array(types)) = property.get("type")
+                    && types.len() == 2
+                    && types.contains(&json!("null"))
+                    && let Some(other) = types.iter().find(|t| **t != json!("null")).cloned()
+                {
+                    property.insert("type".to_owned(), other);
+                }
+                if property.get("default") == Some(&Value::Null) {
+                    property.remove("default");
+                }
+            }
+            compact_schema(property);
+        }
+    }
+    for key in ["items", "additionalProperties"] {
+        if let Some(Value::Object(inner)) = schema.get_mut(key) {
+            compact_schema(inner);
+        }
+    }
+    for key in ["$defs", "definitions"] {
+        if let Some(Value::Object(defs)) = schema.get_mut(key) {
+            for def in defs.values_mut() {
+                if let Value::Object(def) = def {
+                    compact_schema(def);
+                }
+            }
+        }
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        if let Some(Value::Array(variants)) = schema.get_mut(key) {
+            for variant in variants {
+                if let Value::Object(variant) = variant {
+                    compact_schema(variant);
+                }
+            }
+        }
+    }
 }
 
 /// One tool call the model asked for, normalised.
@@ -1266,6 +1344,35 @@ mod tests {
         assert_eq!(
             clean_schema(&Map::new()),
             json!({ "type": "object", "properties": {} })
+        );
+        // Smaller, same meaning.
+        let schema = json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object",
+            "required": ["path", "either"],
+            "properties": {
+                "path": { "type": "string", "description": "Where:\nrelative." },
+                "depth": { "type": ["integer", "null"], "format": "uint32", "minimum": 0, "default": null },
+                "either": { "type": ["string", "null"] },
+                "when": { "type": "string", "format": "date-time" },
+                "items": { "type": "array", "items": { "type": "object", "properties": {
+                    "n": { "type": ["number", "null"], "format": "double" } } } },
+            },
+        });
+        assert_eq!(
+            clean_schema(schema.as_object().unwrap()),
+            json!({
+                "type": "object",
+                "required": ["path", "either"],
+                "properties": {
+                    "path": { "type": "string", "description": "Where: relative." },
+                    "depth": { "type": "integer", "minimum": 0 },
+                    "either": { "type": ["string", "null"] },
+                    "when": { "type": "string", "format": "date-time" },
+                    "items": { "type": "array", "items": { "type": "object", "properties": {
+                        "n": { "type": "number" } } } },
+                },
+            })
         );
     }
 

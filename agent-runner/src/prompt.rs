@@ -116,8 +116,9 @@ fn context_section(ctx: &PromptContext<'_>) -> String {
         "New messages start with <now>…</now>, the current time. They arrive as <message \
          id=\"…\" sender=\"…\" time=\"…\">…</message> (<task> for scheduled tasks, <system> \
          for notices from the host); the id is the message's number. Times are in your time \
-         zone. Files people send are listed as <file path=\"inbound/…\"/>: read them with the \
-         file tools (read-only; $INBOUND_FILES in run_bash) or send them on.\n",
+         zone. File tool paths are relative to your workspace; agent/… is your agent folder. \
+         Files people send are listed as <file path=\"inbound/…\"/>: read them with the file \
+         tools (read-only; $INBOUND_FILES in run_bash) or send them on.\n",
     );
     if ctx.task_tools {
         out.push_str(

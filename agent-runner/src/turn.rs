@@ -746,6 +746,85 @@ mod tests {
         }
     }
 
+    /// The request prefix (system prompt, tools, earlier turns) of two turns a minute apart is
+    /// the same bytes: the clock is in the new user message only.
+    #[test]
+    fn the_prefix_is_byte_stable_across_turns() {
+        use chrono::TimeZone;
+
+        use crate::model::{ModelClient, ModelSettings, ToolSpec};
+        use crate::prompt::{PromptContext, PromptFiles, system_prompt};
+
+        let client = ModelClient::new(ModelSettings {
+            base_url: "http://127.0.0.1:9/v1".to_owned(),
+            api_key: String::new(),
+            socket: None,
+            model: "m".to_owned(),
+            timeout: Duration::from_secs(1),
+            retries: 0,
+            backoff: Duration::from_millis(1),
+            params: Map::new(),
+        })
+        .unwrap();
+        let tools = [ToolSpec {
+            name: "read_file".to_owned(),
+            description: "Read a file.".to_owned(),
+            parameters: json!({ "type": "object", "properties": { "path": { "type": "string" } } }),
+        }];
+        let tz = chrono_tz::Europe::Berlin;
+        let files = PromptFiles {
+            instructions: Some("Be brief.".to_owned()),
+            ..PromptFiles::default()
+        };
+        let ctx = PromptContext {
+            timezone: tz,
+            assistant_name: "Andy",
+            channel: Some("telegram"),
+            destinations: &[],
+            first_message_in_session: false,
+            setup_problems: &[],
+            task_tools: true,
+        };
+        let first_at = Utc.with_ymd_and_hms(2026, 11, 23, 15, 4, 30).unwrap();
+        let second_at = first_at + chrono::Duration::seconds(61);
+
+        // Turn 1 at 16:04, turn 2 at 16:05 (local): each builds its system prompt anew.
+        let user1 = user_message("<message id=\"2\">hi</message>", tz, first_at);
+        let answer = json!({ "role": "assistant", "content": "hello" });
+        let turn1 = vec![
+            json!({ "role": "system", "content": system_prompt(&files, &ctx) }),
+            user1.clone(),
+        ];
+        let user2 = user_message("<message id=\"4\">again</message>", tz, second_at);
+        let turn2 = vec![
+            json!({ "role": "system", "content": system_prompt(&files, &ctx) }),
+            user1,
+            answer,
+            user2.clone(),
+        ];
+        let body1 = client.request_body(&turn1, &tools);
+        let body2 = client.request_body(&turn2, &tools);
+        let bytes = |v: &Value| serde_json::to_vec(v).unwrap();
+        assert_eq!(bytes(&body1["tools"]), bytes(&body2["tools"]));
+        // Every message of turn 1 is, byte for byte, the start of turn 2's.
+        for (i, message) in body1["messages"].as_array().unwrap().iter().enumerate() {
+            assert_eq!(bytes(message), bytes(&body2["messages"][i]), "message {i}");
+        }
+        // The clock moved, and only in the new user message.
+        assert!(
+            user2["content"]
+                .as_str()
+                .unwrap()
+                .starts_with("<now>2026-11-23 16:05 ")
+        );
+        assert!(
+            !body2["messages"][0]["content"]
+                .as_str()
+                .unwrap()
+                .contains("16:0")
+        );
+    }
+
     #[test]
     fn duplicate_call_ids_are_renamed() {
         let call = |id: &str| ModelCall {

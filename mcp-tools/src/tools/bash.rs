@@ -54,14 +54,11 @@ pub struct RunBashArgs {
 #[tool_router(router = bash_router, vis = "pub(crate)")]
 impl Tools {
     #[tool(
-        description = "Run a bash command in the workspace folder and return its output (stdout \
-                       and stderr together). A non-zero exit status is reported as `[exit N]` on \
-                       the first line. The command is killed, with everything it started, after \
-                       `timeout_ms` (default 30 s, at most 10 min). Output beyond about 30 000 \
-                       characters is cut in the middle. No input can be given (stdin is empty). \
-                       Background jobs (`cmd &`) keep running after the command returns; \
-                       redirect their output to a file. The files people sent (inbound/… for the \
-                       file tools) are under $INBOUND_FILES."
+        description = "Run a bash command in the workspace; returns stdout and stderr together, \
+                       with `[exit N]` first if it failed. Killed with all it started after \
+                       `timeout_ms`. Output over about 30 000 characters is cut in the middle. \
+                       stdin is empty. Background jobs (`cmd &`) outlive the call: redirect their \
+                       output to a file. The files people sent are under $INBOUND_FILES."
     )]
     async fn run_bash(&self, Parameters(args): Parameters<RunBashArgs>) -> CallToolResult {
         match run_bash(self.ctx.clone(), args).await {
