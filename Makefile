@@ -2,7 +2,7 @@
 CARGO ?= cargo
 RELEASE_BIN := target/release
 
-.PHONY: all build build-release run serve status test lint fmt bench clean venv image busybox strace
+.PHONY: all build build-release run serve status test lint fmt bench clean venv image busybox strace llama
 
 # A Python environment with the official MCP SDK and a third-party MCP server, for the
 # interoperability tests. Rebuilt when tests/requirements.txt changes.
@@ -55,10 +55,16 @@ serve: build busybox
 status: build
 	./target/debug/clawbox status
 
+## A real model server for the tests (llama-cpp-python + SmolLM2-135M), built once per machine
+## into ~/.cache/clawbox (or $$CLAWBOX_CACHE), keyed by version.
+llama:
+	tests/llama-server.sh
+
 ## Formatting, lints, the layering check and the whole test suite (what CI runs).
 test: lint venv busybox
 	$(CARGO) build --workspace --bins
-	CLAWBOX_TEST_PYTHON=$(CURDIR)/$(VENV)/bin/python $(CARGO) test --workspace
+	CLAWBOX_LLAMA_DIR=$$(tests/llama-server.sh) && export CLAWBOX_LLAMA_DIR && \
+		CLAWBOX_TEST_PYTHON=$(CURDIR)/$(VENV)/bin/python $(CARGO) test --workspace
 
 lint:
 	python3 scripts/check-layers

@@ -9,9 +9,16 @@
 //! { "mcp_call_timeout_s": 120, "context_tokens": 32000,
 //!   "mcp_servers": [ { "name": "time", "command": "uvx", "args": ["mcp-server-time"],
 //!                      "env": { "KEY": "value" }, "startup_timeout_ms": 30000,
-//!                      "call_timeout_ms": 60000 } ] }
+//!                      "call_timeout_ms": 60000 } ],
+//!   "model_params": { "temperature": 0.2, "max_tokens": 1024 },
+//!   "tools": { "tasks": false, "questions": false } }
 //! ```
 //! or `mcp_servers` as a map from name to the same object without `name`.
+//!
+//! `model_params` are extra fields of every chat-completions request (`model.rs` merges them
+//! in; the fields clawbox owns, [`crate::model::RESERVED_PARAMS`], are refused with a problem
+//! line). `tools` switches groups of built-in tools off ([`TOOL_GROUPS`]): a small-context model
+//! then reads fewer tool schemas. A group left out stays on.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -40,8 +47,52 @@ pub struct UserServers {
     /// `context_tokens`: this agent's context budget, overriding `CLAWBOX_CONTEXT_TOKENS`
     /// (a model with a smaller or larger context than the host's default).
     pub context_tokens: Option<u64>,
+    /// `model_params`: extra request fields, reserved ones removed.
+    pub model_params: serde_json::Map<String, Value>,
+    /// Built-in tool groups switched off with `"tools": { "<group>": false }`.
+    pub disabled_groups: Vec<&'static str>,
     /// One readable line per problem, each naming the file and the entry.
     pub problems: Vec<String>,
+}
+
+/// The groups of built-in tools an agent can switch off, and their tools.
+pub const TOOL_GROUPS: &[(&str, &[&str])] = &[
+    (
+        "files",
+        &["read_file", "write_file", "edit_file", "list_files", "grep"],
+    ),
+    ("bash", &["run_bash"]),
+    (
+        "messages",
+        &["send_message", "edit_message", "add_reaction", "send_file"],
+    ),
+    ("questions", &["ask_user_question"]),
+    (
+        "tasks",
+        &[
+            "schedule_task",
+            "list_tasks",
+            "update_task",
+            "pause_task",
+            "resume_task",
+            "cancel_task",
+        ],
+    ),
+    ("skills", &["load_skill"]),
+];
+
+impl UserServers {
+    /// Whether the built-in tool `name` is offered (its group is not switched off).
+    pub fn builtin_enabled(&self, name: &str) -> bool {
+        !TOOL_GROUPS
+            .iter()
+            .any(|(group, tools)| tools.contains(&name) && self.disabled_groups.contains(group))
+    }
+
+    /// Whether the group is on.
+    pub fn group_enabled(&self, group: &str) -> bool {
+        !self.disabled_groups.contains(&group)
+    }
 }
 
 /// One MCP stdio server the user configured.
@@ -69,6 +120,9 @@ struct RawFile {
     mcp_call_timeout_s: Option<Value>,
     #[serde(default)]
     context_tokens: Option<Value>,
+    model_params: Option<Value>,
+    #[serde(default)]
+    tools: Option<Value>,
 }
 
 /// Entries stay untyped until each is parsed on its own, so one bad entry spoils only itself.
@@ -229,6 +283,52 @@ pub fn parse(bytes: &[u8]) -> UserServers {
             }
         },
     };
+    match raw.model_params {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(params)) => {
+            for (key, value) in params {
+                if crate::model::RESERVED_PARAMS.contains(&key.as_str()) {
+                    out.problems.push(format!(
+                        "{CONTAINER_JSON}: model_params.{key} is set by clawbox itself; ignored"
+                    ));
+                } else {
+                    out.model_params.insert(key, value);
+                }
+            }
+        }
+        Some(other) => out.problems.push(format!(
+            "{CONTAINER_JSON}: model_params must be an object of request fields, not {}; ignored",
+            kind(&other)
+        )),
+    }
+    match raw.tools {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(groups)) => {
+            for (key, value) in groups {
+                let Some((group, _)) = TOOL_GROUPS.iter().find(|(g, _)| *g == key) else {
+                    let known: Vec<&str> = TOOL_GROUPS.iter().map(|(g, _)| *g).collect();
+                    out.problems.push(format!(
+                        "{CONTAINER_JSON}: tools.{key} is not a tool group (known: {}); ignored",
+                        known.join(", ")
+                    ));
+                    continue;
+                };
+                match value {
+                    Value::Bool(true) => {}
+                    Value::Bool(false) => out.disabled_groups.push(group),
+                    other => out.problems.push(format!(
+                        "{CONTAINER_JSON}: tools.{key} must be true or false, not {}; the group \
+                         stays on",
+                        kind(&other)
+                    )),
+                }
+            }
+        }
+        Some(other) => out.problems.push(format!(
+            "{CONTAINER_JSON}: tools must be an object like {{\"tasks\": false}}, not {}; ignored",
+            kind(&other)
+        )),
+    }
     let entries: Vec<(String, Option<String>, Value)> = match raw.mcp_servers {
         None => Vec::new(),
         Some(RawServers::List(list)) => list
@@ -396,6 +496,7 @@ mod tests {
                 call_timeout: None,
                 context_tokens: None,
                 problems: vec![],
+                ..UserServers::default()
             }
         );
         let map = parse_json(json!({
@@ -525,5 +626,44 @@ mod tests {
         assert_eq!(read(dir.path()).await, UserServers::default());
         std::fs::write(dir.path().join(CONTAINER_JSON), b"{oops").unwrap();
         assert_eq!(read(dir.path()).await.problems.len(), 1);
+    }
+
+    #[test]
+    fn model_params_and_tool_groups() {
+        let parsed = parse_json(json!({
+            "model_params": { "temperature": 0.2, "max_tokens": 64, "model": "x", "stream": true },
+            "tools": { "tasks": false, "questions": false, "files": true, "bash": "no", "mail": false },
+        }));
+        assert_eq!(
+            Value::Object(parsed.model_params.clone()),
+            json!({ "temperature": 0.2, "max_tokens": 64, "stream": true })
+        );
+        assert_eq!(parsed.disabled_groups, ["questions", "tasks"]);
+        assert_eq!(
+            parsed.problems,
+            [
+                "container.json: model_params.model is set by clawbox itself; ignored",
+                "container.json: tools.bash must be true or false, not a string; the group stays on",
+                "container.json: tools.mail is not a tool group (known: files, bash, messages, \
+                 questions, tasks, skills); ignored",
+            ]
+        );
+        assert!(!parsed.builtin_enabled("schedule_task"));
+        assert!(!parsed.builtin_enabled("ask_user_question"));
+        assert!(parsed.builtin_enabled("run_bash"));
+        assert!(parsed.builtin_enabled("read_file"));
+        assert!(!parsed.group_enabled("tasks"));
+
+        let wrong = parse_json(json!({ "model_params": [1], "tools": false }));
+        assert_eq!(
+            wrong.problems,
+            [
+                "container.json: model_params must be an object of request fields, not a list; \
+                 ignored",
+                "container.json: tools must be an object like {\"tasks\": false}, not a \
+                 boolean; ignored",
+            ]
+        );
+        assert!(wrong.model_params.is_empty() && wrong.disabled_groups.is_empty());
     }
 }

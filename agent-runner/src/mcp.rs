@@ -336,8 +336,12 @@ impl McpManager {
         Ok(manager)
     }
 
-    fn add(&mut self, server: Server, tools: Vec<ToolSpec>, namer: &mut ToolNamer) {
+    fn add(&mut self, server: Server, mut tools: Vec<ToolSpec>, namer: &mut ToolNamer) {
         let index = self.servers.len();
+        // Sorted: servers list their tools in any order (rmcp's router from a hash map, so it
+        // changes between runs), and the tool list is part of the request prefix that
+        // providers' prompt caches key on. Same servers, same bytes.
+        tools.sort_by(|a, b| a.name.cmp(&b.name));
         for tool in tools {
             let exposed = match server.role {
                 ServerRole::Builtin => {
@@ -365,6 +369,21 @@ impl McpManager {
         }
         tracing::info!(server = %server.name, "MCP server started");
         self.servers.push(server);
+    }
+
+    /// Stops offering the built-in tools `keep` refuses (tool groups switched off in
+    /// `container.json`): the model does not see them, and a call to one is an unknown tool.
+    pub fn retain_builtin(&mut self, keep: impl Fn(&str) -> bool) {
+        let servers = &self.servers;
+        let builtin = |route: &Route| {
+            servers
+                .get(route.server)
+                .is_some_and(|s| s.role == ServerRole::Builtin)
+        };
+        self.routes
+            .retain(|name, route| !builtin(route) || keep(name));
+        let routes = &self.routes;
+        self.tools.retain(|tool| routes.contains_key(&tool.name));
     }
 
     /// A manager without servers (no tools).

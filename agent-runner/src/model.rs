@@ -13,6 +13,22 @@
 //! reasons, send `null` usage counters and float timestamps; the typed structs reject 7 of those
 //! 9 quirks (`reference/rust-stack.md` §4). Here every field the loop does not need is ignored,
 //! and every field it needs has a fallback.
+//!
+//! Requests are shaped for what real servers accept (`docs/models.md` lists the servers and
+//! their quirks): an assistant message with tool calls carries `"content": ""`, never `null`
+//! (llama-cpp-python's validation rejects `null` with an HTTP 500); `tool_choice: "auto"` goes
+//! with every non-empty tool list (llama-cpp-python's `chatml-function-calling` treats a missing
+//! value as "none"); the agent's `model_params` (`container.json`) are merged in last. With
+//! `"stream": true` the answer is read as server-sent events and assembled into the same
+//! [`ModelReply`]; an event stream is also accepted when it was not asked for.
+//!
+//! Errors are classified before anything is retried: 429, 5xx and transport failures are
+//! transient and retried with backoff; a request the server rejects as invalid (400, 422, or a
+//! 500 whose body is request validation) is never retried as it was. If [`repair`] can change
+//! it (messages no server accepts, a `tool_choice` or `stream_options` the server refuses), the
+//! repaired request is sent (each kind of repair at most once); what made it pass is remembered for the client's lifetime, so
+//! the next requests do not pay a rejection first. A context-length error is its own
+//! [`ModelError::ContextLength`]: no retry or repair can make a conversation fit.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -54,10 +70,16 @@ impl ToolSpec {
 }
 
 /// Cleans an MCP input schema for an LLM: drops `$schema` (some local servers reject it) and
-/// makes sure the top level is an object schema, as the function-calling API requires.
+/// makes sure the top level is an object schema, as the function-calling API requires. It is
+/// also made smaller with the same meaning (the schemas are read by the model with every
+/// request): an optional property's `"type": ["string", "null"]` becomes `"string"` and its
+/// `"default": null` goes (leaving it out already means null; Gemini-backed gateways refuse
+/// type lists, too), schemars' integer formats (`uint32`, `int64`, `double`…, not JSON Schema
+/// formats; the `minimum` stays) go, and line breaks in descriptions become spaces.
 pub fn clean_schema(schema: &Map<String, Value>) -> Value {
     let mut schema = schema.clone();
     schema.remove("$schema");
+    compact_schema(&mut schema);
     schema
         .entry("type")
         .or_insert_with(|| Value::String("object".to_owned()));
@@ -67,6 +89,78 @@ pub fn clean_schema(schema: &Map<String, Value>) -> Value {
             .or_insert_with(|| Value::Object(Map::new()));
     }
     Value::Object(schema)
+}
+
+/// Formats schemars writes for Rust number types; no JSON Schema validator or model knows them.
+const NUMBER_FORMATS: &[&str] = &[
+    "int", "int8", "int16", "int32", "int64", "uint", "uint8", "uint16", "uint32", "uint64",
+    "float", "double",
+];
+
+fn compact_schema(schema: &mut Map<String, Value>) {
+    if let Some(Value::String(format)) = schema.get("format")
+        && NUMBER_FORMATS.contains(&format.as_str())
+    {
+        schema.remove("format");
+    }
+    if let Some(Value::String(description)) = schema.get_mut("description")
+        && description.contains('\n')
+    {
+        *description = description.replace('\n', " ");
+    }
+    let required: Vec<String> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| {
+            r.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(Value::Object(properties)) = schema.get_mut("properties") {
+        for (name, property) in properties.iter_mut() {
+            let Value::Object(property) = property else {
+                continue;
+            };
+            if !required.contains(name) {
+                if let Some(Value::Array(types)) = property.get("type")
+                    && types.len() == 2
+                    && types.contains(&json!("null"))
+                    && let Some(other) = types.iter().find(|t| **t != json!("null")).cloned()
+                {
+                    property.insert("type".to_owned(), other);
+                }
+                if property.get("default") == Some(&Value::Null) {
+                    property.remove("default");
+                }
+            }
+            compact_schema(property);
+        }
+    }
+    for key in ["items", "additionalProperties"] {
+        if let Some(Value::Object(inner)) = schema.get_mut(key) {
+            compact_schema(inner);
+        }
+    }
+    for key in ["$defs", "definitions"] {
+        if let Some(Value::Object(defs)) = schema.get_mut(key) {
+            for def in defs.values_mut() {
+                if let Value::Object(def) = def {
+                    compact_schema(def);
+                }
+            }
+        }
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        if let Some(Value::Array(variants)) = schema.get_mut(key) {
+            for variant in variants {
+                if let Value::Object(variant) = variant {
+                    compact_schema(variant);
+                }
+            }
+        }
+    }
 }
 
 /// One tool call the model asked for, normalised.
@@ -103,7 +197,9 @@ pub struct ModelReply {
 impl ModelReply {
     /// The assistant message as stored in history and sent back in later requests.
     pub fn to_message(&self) -> Value {
-        let mut message = json!({ "role": "assistant", "content": self.content });
+        // `""`, not `null`, beside tool calls: see `wire_message`.
+        let content = self.content.clone().unwrap_or_default();
+        let mut message = json!({ "role": "assistant", "content": content });
         if !self.tool_calls.is_empty() {
             message["tool_calls"] = self
                 .tool_calls
@@ -134,6 +230,19 @@ pub enum ModelError {
         detail: String,
         attempts: u32,
     },
+    /// The server rejected the request as invalid (400, 422, or a 500 whose body is request
+    /// validation): not retried as it was; `repaired` says whether a repaired copy was sent
+    /// and rejected too. The turn fails.
+    #[error("HTTP {status}: the model service rejected the request{}: {detail}", if *repaired { " (also once repaired)" } else { "" })]
+    Invalid {
+        status: u16,
+        detail: String,
+        attempts: u32,
+        repaired: bool,
+    },
+    /// The conversation does not fit the model's context window. The turn fails.
+    #[error("HTTP {status}: the request exceeds the model's context window: {detail}")]
+    ContextLength { status: u16, detail: String },
     /// No complete answer within `CLAWBOX_MODEL_TIMEOUT_MS` on every attempt. The turn fails.
     #[error("the model service did not answer within {after:?} ({attempts} attempt(s))")]
     Timeout { after: Duration, attempts: u32 },
@@ -166,6 +275,13 @@ impl ModelError {
                     format!("The model service refused the request: HTTP {status} {detail}")
                 }
             }
+            ModelError::Invalid { status, detail, .. } => {
+                format!("The model service refused the request: HTTP {status} {detail}")
+            }
+            ModelError::ContextLength { status, detail } => format!(
+                "The conversation no longer fits in the model's context window (HTTP {status} \
+                 {detail}). Send /clear to start a new conversation."
+            ),
             ModelError::Timeout { after, attempts } => format!(
                 "The model service did not answer within {} s{}.",
                 after.as_secs(),
@@ -211,7 +327,13 @@ pub struct ModelSettings {
     pub timeout: Duration,
     pub retries: u32,
     pub backoff: Duration,
+    /// Extra request fields (`model_params` in `container.json`: `temperature`, `max_tokens`,
+    /// `stream`, `top_p`…), merged into every request after clawbox's own.
+    pub params: Map<String, Value>,
 }
+
+/// Request fields `model_params` cannot set: clawbox owns them.
+pub const RESERVED_PARAMS: &[&str] = &["model", "messages", "tools", "n", "stream_options"];
 
 /// Chat-completions client for one model.
 #[derive(Debug, Clone)]
@@ -219,6 +341,8 @@ pub struct ModelClient {
     transport: Transport,
     url: String,
     settings: ModelSettings,
+    /// Repairs that made a rejected request pass; applied to every later request.
+    learned: std::sync::Arc<std::sync::Mutex<Repairs>>,
 }
 
 #[derive(Debug, Clone)]
@@ -263,32 +387,55 @@ impl ModelClient {
             transport,
             url: format!("{}/chat/completions", settings.base_url),
             settings,
+            learned: std::sync::Arc::default(),
         })
     }
 
-    /// The request body for `messages` (system prompt included) and `tools`.
+    /// The request body for `messages` (system prompt included) and `tools`, with the repairs
+    /// this client has learned applied. Deterministic: the same input gives the same bytes.
     pub fn request_body(&self, messages: &[Value], tools: &[ToolSpec]) -> Value {
         let mut body = json!({
             "model": self.settings.model,
-            "messages": messages,
+            "messages": messages.iter().map(wire_message).collect::<Vec<_>>(),
             "stream": false,
         });
         if !tools.is_empty() {
             body["tools"] = tools.iter().map(ToolSpec::to_json).collect();
+            body["tool_choice"] = json!("auto");
+        }
+        for (key, value) in &self.settings.params {
+            if !RESERVED_PARAMS.contains(&key.as_str()) {
+                body[key.as_str()] = value.clone();
+            }
+        }
+        if body["stream"] == json!(true) {
+            // Without it most servers send no token counts in a stream.
+            body["stream_options"] = json!({ "include_usage": true });
+        }
+        let learned = *self
+            .learned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if learned != Repairs::default() {
+            repair_with(&mut body, learned);
         }
         body
     }
 
     /// Runs one step: sends the request, retrying 429, 5xx, timeouts, connection errors and
-    /// malformed bodies with exponential backoff (or the server's `Retry-After`, capped).
+    /// malformed bodies with exponential backoff (or the server's `Retry-After`, capped). A
+    /// request rejected as invalid is repaired and sent once more if [`repair`] can change it.
     pub async fn complete(
         &self,
         messages: &[Value],
         tools: &[ToolSpec],
         cancel: &CancellationToken,
     ) -> Result<ModelReply, ModelError> {
-        let body = self.request_body(messages, tools);
+        let mut body = self.request_body(messages, tools);
         let mut attempts = 0u32;
+        // What repairs changed so far. Each one changes the body and they only accumulate, so
+        // there are at most as many repaired retries as kinds of repair.
+        let mut repaired = Repairs::default();
         loop {
             attempts += 1;
             let outcome = tokio::select! {
@@ -296,9 +443,48 @@ impl ModelClient {
                 outcome = self.attempt(&body) => outcome,
             };
             let failure = match outcome {
-                Ok(reply) => return Ok(ModelReply { attempts, ..reply }),
+                Ok(reply) => {
+                    if repaired != Repairs::default() {
+                        let mut learned = self
+                            .learned
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        *learned = learned.union(repaired);
+                        tracing::info!(
+                            ?repaired,
+                            "a repaired request was accepted; keeping the repair"
+                        );
+                    }
+                    return Ok(ModelReply { attempts, ..reply });
+                }
                 Err(failure) => failure,
             };
+            if let AttemptKind::Status(status, detail) = &failure.kind {
+                match classify(*status, detail) {
+                    Class::Other => {}
+                    Class::ContextLength => {
+                        return Err(ModelError::ContextLength {
+                            status: *status,
+                            detail: detail.clone(),
+                        });
+                    }
+                    Class::Invalid => {
+                        let Some((fixed, repairs)) = repair(&body, detail) else {
+                            return Err(ModelError::Invalid {
+                                status: *status,
+                                detail: detail.clone(),
+                                attempts,
+                                repaired: repaired != Repairs::default(),
+                            });
+                        };
+                        tracing::warn!(status, %detail, ?repairs,
+                            "the model service rejected the request; sending it once repaired");
+                        body = fixed;
+                        repaired = repaired.union(repairs);
+                        continue;
+                    }
+                }
+            }
             if !failure.retryable || attempts > self.settings.retries {
                 return Err(self.final_error(failure.kind, attempts));
             }
@@ -345,6 +531,10 @@ impl ModelClient {
             Transport::Unix(socket) => self.send_unix(socket, body).await?,
         };
         let retry_after = retry_after(&headers);
+        let event_stream = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
         if !status.is_success() {
             let retryable = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
             return Err(AttemptError {
@@ -353,7 +543,12 @@ impl ModelClient {
                 kind: AttemptKind::Status(status.as_u16(), error_detail(&bytes)),
             });
         }
-        parse_response(&bytes).map_err(|Malformed(detail)| AttemptError {
+        let parsed = if event_stream || looks_like_sse(&bytes) {
+            parse_stream(&bytes)
+        } else {
+            parse_response(&bytes)
+        };
+        parsed.map_err(|Malformed(detail)| AttemptError {
             retryable: true,
             retry_after: None,
             kind: AttemptKind::Malformed(detail),
@@ -627,6 +822,371 @@ fn parse_tool_call(i: usize, call: &Value) -> Result<ModelCall, Malformed> {
     })
 }
 
+/// How a rejected request is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// The conversation is too long for the model.
+    ContextLength,
+    /// The request itself is wrong; sending it again cannot help.
+    Invalid,
+    /// Anything else: 429 and 5xx are retried, other statuses fail at once.
+    Other,
+}
+
+/// What servers say when the prompt is too long: OpenAI and LiteLLM
+/// (`context_length_exceeded`, "maximum context length"), vLLM ("This model's maximum context
+/// length is"), llama.cpp's server ("exceeds the available context size"), llama-cpp-python
+/// ("Requested tokens (…) exceed context window of …"), OpenRouter ("maximum context length"),
+/// LM Studio and Ollama ("context length", "context window").
+const CONTEXT_PATTERNS: &[&str] = &[
+    "context_length_exceeded",
+    "maximum context length",
+    "context window",
+    "context size",
+    "context length",
+    "exceed_context_size",
+    "too many tokens",
+    "prompt is too long",
+];
+
+/// What a 500 says when it is request validation, not a server failure: pydantic (llama-cpp-python,
+/// LiteLLM, vLLM's FastAPI layer), chat templates refusing a message order (vLLM, llama.cpp).
+const VALIDATION_PATTERNS: &[&str] = &[
+    "validation error",
+    "input should be",
+    "field required",
+    "invalid_request_error",
+    "roles must alternate",
+    "unexpected message role",
+];
+
+fn classify(status: u16, detail: &str) -> Class {
+    let text = detail.to_lowercase();
+    let has = |patterns: &[&str]| patterns.iter().any(|p| text.contains(p));
+    if matches!(status, 400 | 413 | 422 | 500) && has(CONTEXT_PATTERNS) {
+        Class::ContextLength
+    } else if matches!(status, 400 | 422) || (status == 500 && has(VALIDATION_PATTERNS)) {
+        Class::Invalid
+    } else {
+        Class::Other
+    }
+}
+
+/// Changes [`repair`] can make to a request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Repairs {
+    /// Drop tool results without a call, answer calls without a result, drop empty assistant
+    /// messages, merge consecutive user messages.
+    pub messages: bool,
+    /// Send no `tool_choice` (vLLM without `--enable-auto-tool-choice` refuses `"auto"`).
+    pub no_tool_choice: bool,
+    /// Send no `stream_options` (servers that predate it refuse the field).
+    pub no_stream_options: bool,
+}
+
+impl Repairs {
+    fn union(self, other: Repairs) -> Repairs {
+        Repairs {
+            messages: self.messages || other.messages,
+            no_tool_choice: self.no_tool_choice || other.no_tool_choice,
+            no_stream_options: self.no_stream_options || other.no_stream_options,
+        }
+    }
+}
+
+/// A repaired copy of a rejected request, and what was done; `None` when no repair changes it
+/// (then the request fails without being sent again). `detail` is the server's error text: a
+/// field it names is dropped.
+pub fn repair(body: &Value, detail: &str) -> Option<(Value, Repairs)> {
+    let text = detail.to_lowercase();
+    let mut repairs = Repairs {
+        messages: true,
+        ..Repairs::default()
+    };
+    if body.get("tool_choice").is_some()
+        && (text.contains("tool_choice") || text.contains("tool choice"))
+    {
+        repairs.no_tool_choice = true;
+    }
+    if body.get("stream_options").is_some() && text.contains("stream_options") {
+        repairs.no_stream_options = true;
+    }
+    let mut fixed = body.clone();
+    repair_with(&mut fixed, repairs);
+    if fixed == *body {
+        return None;
+    }
+    // Report only what changed something.
+    let mut messages_only = body.clone();
+    repair_with(
+        &mut messages_only,
+        Repairs {
+            messages: true,
+            ..Repairs::default()
+        },
+    );
+    repairs.messages = messages_only != *body;
+    Some((fixed, repairs))
+}
+
+fn repair_with(body: &mut Value, repairs: Repairs) {
+    let Some(object) = body.as_object_mut() else {
+        return;
+    };
+    if repairs.no_tool_choice {
+        object.remove("tool_choice");
+    }
+    if repairs.no_stream_options {
+        object.remove("stream_options");
+    }
+    if repairs.messages
+        && let Some(Value::Array(messages)) = object.get_mut("messages")
+    {
+        *messages = repair_messages(std::mem::take(messages));
+    }
+}
+
+/// The conversation in a shape every server accepts: each tool result follows the assistant
+/// message that called it (orphans are dropped), each call has a result (a missing one is
+/// answered "no result"), no assistant message is empty, and user messages do not follow each
+/// other (a failed turn leaves its user message unanswered; strict chat templates require
+/// user/assistant alternation), nor does a user message follow a system message twice.
+pub fn repair_messages(messages: Vec<Value>) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::with_capacity(messages.len());
+    // Calls of the last assistant message still waiting for their result.
+    let mut waiting: Vec<String> = Vec::new();
+    let close = |out: &mut Vec<Value>, waiting: &mut Vec<String>| {
+        for id in waiting.drain(..) {
+            out.push(json!({
+                "role": "tool",
+                "tool_call_id": id,
+                "content": "(no result: the call was interrupted)",
+            }));
+        }
+    };
+    for message in messages {
+        let role = message.get("role").and_then(Value::as_str).unwrap_or("");
+        match role {
+            "tool" => {
+                let id = message
+                    .get("tool_call_id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                if let Some(at) = waiting.iter().position(|w| w == id) {
+                    waiting.remove(at);
+                    out.push(message);
+                }
+            }
+            "assistant" => {
+                close(&mut out, &mut waiting);
+                let calls: Vec<String> = message
+                    .get("tool_calls")
+                    .and_then(Value::as_array)
+                    .map(|calls| {
+                        calls
+                            .iter()
+                            .filter_map(|c| c.get("id").and_then(Value::as_str).map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let has_text = message
+                    .get("content")
+                    .and_then(content_text_ref)
+                    .is_some_and(|t| !t.trim().is_empty());
+                if calls.is_empty() && !has_text {
+                    continue;
+                }
+                waiting = calls;
+                out.push(message);
+            }
+            "user" => {
+                close(&mut out, &mut waiting);
+                if let Some(previous) = out.last_mut()
+                    && previous.get("role").and_then(Value::as_str) == Some("user")
+                    && let (Some(Value::String(before)), Some(Value::String(now))) =
+                        (previous.get("content").cloned(), message.get("content"))
+                {
+                    previous["content"] = Value::String(format!("{before}\n\n{now}"));
+                    continue;
+                }
+                out.push(message);
+            }
+            _ => {
+                close(&mut out, &mut waiting);
+                out.push(message);
+            }
+        }
+    }
+    close(&mut out, &mut waiting);
+    out
+}
+
+fn content_text_ref(content: &Value) -> Option<String> {
+    content_text(Some(content))
+}
+
+/// A history message as sent: an assistant message's missing or `null` content becomes `""`.
+/// OpenAI allows `null` beside `tool_calls`, but llama-cpp-python's request validation (and
+/// others built on the same pydantic models) answers HTTP 500 for it, while every server tried
+/// accepts `""`. Stored history is not rewritten: older rows with `null` are fixed here too.
+fn wire_message(message: &Value) -> Value {
+    if message.get("role").and_then(Value::as_str) == Some("assistant")
+        && message.get("content").is_none_or(Value::is_null)
+    {
+        let mut message = message.clone();
+        message["content"] = Value::String(String::new());
+        return message;
+    }
+    message.clone()
+}
+
+/// A body that is a server-sent event stream although its content type does not say so.
+fn looks_like_sse(bytes: &[u8]) -> bool {
+    let start = bytes.trim_ascii_start();
+    start.starts_with(b"data:") || start.starts_with(b": ") || start.starts_with(b"event:")
+}
+
+/// One tool call being assembled from stream deltas.
+#[derive(Default)]
+struct PartialCall {
+    id: Option<String>,
+    name: String,
+    arguments: String,
+}
+
+/// Assembles a `chat.completion.chunk` event stream into one reply: content deltas joined,
+/// tool calls merged by `index` (by `id`, or in order, when a server sends none — Ollama sends
+/// each call whole in one delta), the last finish reason and usage kept. Comment lines
+/// (`: OPENROUTER PROCESSING` keep-alives), `event:` lines and `[DONE]` are skipped; an
+/// `error` event fails the request.
+pub fn parse_stream(bytes: &[u8]) -> Result<ModelReply, Malformed> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut content = String::new();
+    let mut calls: Vec<PartialCall> = Vec::new();
+    let mut finish_reason = None;
+    let mut usage = Usage::default();
+    let mut chunks = 0usize;
+    for line in text.lines() {
+        let Some(data) = line.strip_prefix("data:") else {
+            continue;
+        };
+        let data = data.trim();
+        if data.is_empty() || data == "[DONE]" {
+            continue;
+        }
+        let chunk: Value = serde_json::from_str(data).map_err(|e| {
+            Malformed(format!(
+                "a stream event is not JSON ({e}): {}",
+                shorten(data)
+            ))
+        })?;
+        if let Some(error) = chunk.get("error").filter(|e| !e.is_null()) {
+            let message = error
+                .get("message")
+                .and_then(Value::as_str)
+                .map_or_else(|| error.to_string(), str::to_owned);
+            return Err(Malformed(format!(
+                "an error instead of a completion: {}",
+                shorten(&message)
+            )));
+        }
+        chunks += 1;
+        if let Some(u) = chunk.get("usage").filter(|u| u.is_object()) {
+            usage = Usage {
+                prompt_tokens: count(u.get("prompt_tokens")).or(usage.prompt_tokens),
+                completion_tokens: count(u.get("completion_tokens")).or(usage.completion_tokens),
+            };
+        }
+        let Some(choice) = chunk
+            .get("choices")
+            .and_then(Value::as_array)
+            .and_then(|c| c.first())
+        else {
+            continue;
+        };
+        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+            finish_reason = Some(reason.to_owned());
+        }
+        // Some servers put a whole message in the last chunk instead of a delta.
+        let Some(delta) = choice.get("delta").or_else(|| choice.get("message")) else {
+            continue;
+        };
+        if let Some(piece) = content_text(delta.get("content")) {
+            content.push_str(&piece);
+        }
+        let Some(deltas) = delta.get("tool_calls").and_then(Value::as_array) else {
+            continue;
+        };
+        for call in deltas {
+            let id = match call.get("id") {
+                Some(Value::String(id)) if !id.is_empty() => Some(id.clone()),
+                Some(Value::Number(n)) => Some(n.to_string()),
+                _ => None,
+            };
+            let slot = match call.get("index").and_then(Value::as_u64) {
+                Some(index) => usize::try_from(index).unwrap_or(usize::MAX),
+                None => match &id {
+                    Some(id) => calls
+                        .iter()
+                        .position(|c| c.id.as_deref() == Some(id))
+                        .unwrap_or(calls.len()),
+                    // No index, no id: a name opens a call, anything else continues one.
+                    None if call.pointer("/function/name").is_some() => calls.len(),
+                    None => calls.len().saturating_sub(1),
+                },
+            };
+            if slot > calls.len() + 64 {
+                return Err(Malformed(format!("tool call index {slot} is out of range")));
+            }
+            while calls.len() <= slot {
+                calls.push(PartialCall::default());
+            }
+            let partial = &mut calls[slot];
+            if id.is_some() {
+                partial.id = id;
+            }
+            let function = call.get("function").unwrap_or(call);
+            if let Some(name) = function.get("name").and_then(Value::as_str) {
+                partial.name.push_str(name);
+            }
+            match function.get("arguments") {
+                None | Some(Value::Null) => {}
+                Some(Value::String(piece)) => partial.arguments.push_str(piece),
+                Some(other) => partial.arguments.push_str(&other.to_string()),
+            }
+        }
+    }
+    if chunks == 0 {
+        return Err(Malformed("the event stream holds no completion".to_owned()));
+    }
+    let tool_calls = calls
+        .into_iter()
+        .enumerate()
+        .filter(|(_, c)| !(c.name.is_empty() && c.arguments.is_empty() && c.id.is_none()))
+        .map(|(i, c)| {
+            if c.name.is_empty() {
+                return Err(Malformed(format!("tool call {i} has no function name")));
+            }
+            Ok(ModelCall {
+                id: c.id.unwrap_or_else(|| format!("call_{i}")),
+                name: c.name,
+                arguments: if c.arguments.trim().is_empty() {
+                    "{}".to_owned()
+                } else {
+                    c.arguments
+                },
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ModelReply {
+        content: (!content.is_empty()).then_some(content),
+        tool_calls,
+        finish_reason,
+        usage,
+        attempts: 1,
+    })
+}
+
 /// A token counter: an integer, a float, or anything else as unknown.
 fn count(value: Option<&Value>) -> Option<u64> {
     let value = value?;
@@ -785,6 +1345,35 @@ mod tests {
             clean_schema(&Map::new()),
             json!({ "type": "object", "properties": {} })
         );
+        // Smaller, same meaning.
+        let schema = json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object",
+            "required": ["path", "either"],
+            "properties": {
+                "path": { "type": "string", "description": "Where:\nrelative." },
+                "depth": { "type": ["integer", "null"], "format": "uint32", "minimum": 0, "default": null },
+                "either": { "type": ["string", "null"] },
+                "when": { "type": "string", "format": "date-time" },
+                "items": { "type": "array", "items": { "type": "object", "properties": {
+                    "n": { "type": ["number", "null"], "format": "double" } } } },
+            },
+        });
+        assert_eq!(
+            clean_schema(schema.as_object().unwrap()),
+            json!({
+                "type": "object",
+                "required": ["path", "either"],
+                "properties": {
+                    "path": { "type": "string", "description": "Where: relative." },
+                    "depth": { "type": "integer", "minimum": 0 },
+                    "either": { "type": ["string", "null"] },
+                    "when": { "type": "string", "format": "date-time" },
+                    "items": { "type": "array", "items": { "type": "object", "properties": {
+                        "n": { "type": "number" } } } },
+                },
+            })
+        );
     }
 
     #[test]
@@ -822,6 +1411,7 @@ mod tests {
             timeout: Duration::from_secs(5),
             retries,
             backoff: Duration::from_millis(5),
+            params: Map::new(),
         })
         .unwrap()
     }
@@ -937,8 +1527,346 @@ mod tests {
         assert_eq!(fake.request_count(), 1);
         assert_eq!(
             err.user_message(),
-            "The model service refused the request: HTTP 400 context length exceeded"
+            "The conversation no longer fits in the model's context window (HTTP 400 context \
+             length exceeded). Send /clear to start a new conversation."
         );
+
+        // Nothing to repair: one request, no blind retries.
+        fake.set_default(Reply::Status(422, "unsupported value: 'top_k'".to_owned()));
+        let err = client(&fake, 3)
+            .complete(&user("hi"), &[], &CancellationToken::new())
+            .await
+            .unwrap_err();
+        assert_eq!(fake.request_count(), 2);
+        assert!(
+            matches!(
+                err,
+                ModelError::Invalid {
+                    status: 422,
+                    repaired: false,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        fake.set_default(Reply::Status(401, "bad key".to_owned()));
+        let err = client(&fake, 3)
+            .complete(&user("hi"), &[], &CancellationToken::new())
+            .await
+            .unwrap_err();
+        assert_eq!(fake.request_count(), 3);
+        assert_eq!(
+            err.user_message(),
+            "The model service refused the request: HTTP 401 bad key"
+        );
+    }
+
+    #[test]
+    fn errors_are_classified() {
+        let table = [
+            (
+                400,
+                "This model's maximum context length is 4096 tokens. However, you requested 5000 tokens",
+                Class::ContextLength,
+            ),
+            (
+                400,
+                "Requested tokens (5000) exceed context window of 2048",
+                Class::ContextLength,
+            ),
+            (
+                400,
+                "the request exceeds the available context size, try increasing it",
+                Class::ContextLength,
+            ),
+            (
+                500,
+                "litellm.ContextWindowExceededError: prompt is too long",
+                Class::ContextLength,
+            ),
+            (
+                400,
+                "Invalid value for 'content': expected a string, got null.",
+                Class::Invalid,
+            ),
+            (422, "Field required", Class::Invalid),
+            (
+                500,
+                "1 validation error for ChatCompletionRequestAssistantMessage content Input should be a valid string",
+                Class::Invalid,
+            ),
+            (
+                500,
+                "Conversation roles must alternate user/assistant/user/assistant/...",
+                Class::Invalid,
+            ),
+            (500, "CUDA out of memory", Class::Other),
+            (503, "overloaded", Class::Other),
+            (429, "rate limited", Class::Other),
+            (401, "bad key", Class::Other),
+        ];
+        for (status, detail, want) in table {
+            assert_eq!(classify(status, detail), want, "{status} {detail}");
+        }
+    }
+
+    fn spec(name: &str) -> ToolSpec {
+        ToolSpec {
+            name: name.to_owned(),
+            description: "d".to_owned(),
+            parameters: json!({ "type": "object", "properties": {} }),
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_carry_tool_choice_empty_content_and_params() {
+        let fake = FakeModel::start().await.unwrap();
+        let mut c = client(&fake, 0);
+        let history = vec![
+            json!({ "role": "user", "content": "hi" }),
+            // Stored by an older version, with `null`.
+            json!({ "role": "assistant", "content": null, "tool_calls": [
+                { "id": "c1", "type": "function", "function": { "name": "f", "arguments": "{}" } } ] }),
+            json!({ "role": "tool", "tool_call_id": "c1", "content": "ok" }),
+        ];
+        c.complete(&history, &[spec("f")], &CancellationToken::new())
+            .await
+            .unwrap();
+        let body = fake.last_request().unwrap().body;
+        assert_eq!(body["tool_choice"], "auto");
+        assert_eq!(body["messages"][1]["content"], "");
+        assert_eq!(body["stream"], false);
+        assert!(body.get("max_tokens").is_none());
+
+        // No tools, no tool_choice.
+        c.complete(&user("hi"), &[], &CancellationToken::new())
+            .await
+            .unwrap();
+        assert!(
+            fake.last_request()
+                .unwrap()
+                .body
+                .get("tool_choice")
+                .is_none()
+        );
+
+        // The agent's model_params are merged in; they may override tool_choice, not the model.
+        c.settings.params = json!({ "temperature": 0.1, "max_tokens": 32, "tool_choice": "required", "model": "x" })
+            .as_object()
+            .unwrap()
+            .clone();
+        c.complete(&user("hi"), &[spec("f")], &CancellationToken::new())
+            .await
+            .unwrap();
+        let body = fake.last_request().unwrap().body;
+        assert_eq!(body["temperature"], 0.1);
+        assert_eq!(body["max_tokens"], 32);
+        assert_eq!(body["tool_choice"], "required");
+        assert_eq!(body["model"], "test-model");
+
+        // A stored reply with tool calls has "" too.
+        let reply = ModelReply {
+            content: None,
+            tool_calls: vec![ModelCall {
+                id: "a".to_owned(),
+                name: "f".to_owned(),
+                arguments: "{}".to_owned(),
+            }],
+            finish_reason: None,
+            usage: Usage::default(),
+            attempts: 1,
+        };
+        assert_eq!(reply.to_message()["content"], "");
+    }
+
+    #[tokio::test]
+    async fn a_refused_tool_choice_is_dropped_once_and_remembered() {
+        let fake = FakeModel::start().await.unwrap();
+        // vLLM started without --enable-auto-tool-choice.
+        fake.push(Reply::Status(
+            400,
+            "\"auto\" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set".to_owned(),
+        ));
+        let c = client(&fake, 3);
+        let reply = c
+            .complete(&user("hi"), &[spec("f")], &CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(reply.attempts, 2);
+        let requests = fake.requests();
+        assert_eq!(requests[0].body["tool_choice"], "auto");
+        assert!(requests[1].body.get("tool_choice").is_none());
+        assert_eq!(requests[1].body["tools"], requests[0].body["tools"]);
+        // Learned: the next request goes without it at once.
+        c.complete(&user("again"), &[spec("f")], &CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(fake.request_count(), 3);
+        assert!(
+            fake.last_request()
+                .unwrap()
+                .body
+                .get("tool_choice")
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rejected_conversation_is_repaired_once() {
+        let fake = FakeModel::start().await.unwrap();
+        let history = vec![
+            json!({ "role": "user", "content": "first (its turn failed)" }),
+            json!({ "role": "user", "content": "second" }),
+        ];
+        fake.push(Reply::Status(
+            500,
+            "Conversation roles must alternate user/assistant/user/assistant/...".to_owned(),
+        ));
+        fake.push(Reply::Status(
+            500,
+            "Conversation roles must alternate".to_owned(),
+        ));
+        let err = client(&fake, 3)
+            .complete(&history, &[], &CancellationToken::new())
+            .await
+            .unwrap_err();
+        // Sent as it was, then once repaired; not retried like a transient 500.
+        assert_eq!(fake.request_count(), 2);
+        assert!(
+            matches!(
+                err,
+                ModelError::Invalid {
+                    repaired: true,
+                    attempts: 2,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(
+            fake.last_request().unwrap().body["messages"],
+            json!([{ "role": "user", "content": "first (its turn failed)\n\nsecond" }])
+        );
+    }
+
+    #[test]
+    fn broken_conversations_are_repaired() {
+        let call = |id: &str| json!({ "id": id, "type": "function", "function": { "name": "f", "arguments": "{}" } });
+        let result = |id: &str| json!({ "role": "tool", "tool_call_id": id, "content": "ok" });
+        let messages = vec![
+            json!({ "role": "system", "content": "s" }),
+            result("orphan"),
+            json!({ "role": "user", "content": "a" }),
+            json!({ "role": "assistant", "content": "", "tool_calls": [call("x"), call("y")] }),
+            result("x"),
+            json!({ "role": "user", "content": "b" }),
+            json!({ "role": "user", "content": "c" }),
+            json!({ "role": "assistant", "content": null }),
+            json!({ "role": "assistant", "content": "done" }),
+        ];
+        assert_eq!(
+            repair_messages(messages),
+            vec![
+                json!({ "role": "system", "content": "s" }),
+                json!({ "role": "user", "content": "a" }),
+                json!({ "role": "assistant", "content": "", "tool_calls": [call("x"), call("y")] }),
+                result("x"),
+                json!({ "role": "tool", "tool_call_id": "y", "content": "(no result: the call was interrupted)" }),
+                json!({ "role": "user", "content": "b\n\nc" }),
+                json!({ "role": "assistant", "content": "done" }),
+            ]
+        );
+        // A whole conversation is left as it is, so `repair` reports nothing to do.
+        let body = json!({ "messages": [{ "role": "user", "content": "hi" }] });
+        assert_eq!(repair(&body, "bad request"), None);
+    }
+
+    #[test]
+    fn streams_are_assembled() {
+        // Text in pieces, usage last, an OpenRouter keep-alive comment, an `event:` line.
+        let stream = concat!(
+            ": OPENROUTER PROCESSING\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n",
+            "event: message\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2}}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let reply = parse_stream(stream.as_bytes()).unwrap();
+        assert_eq!(reply.content.as_deref(), Some("Hello"));
+        assert_eq!(reply.finish_reason.as_deref(), Some("stop"));
+        assert_eq!(
+            reply.usage,
+            Usage {
+                prompt_tokens: Some(9),
+                completion_tokens: Some(2)
+            }
+        );
+
+        // Tool calls by index, arguments in fragments; Ollama's whole call without an index.
+        let stream = concat!(
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"c0\",\"function\":{\"name\":\"read_file\",\"arguments\":\"\"}}]}}]}\n",
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"path\\\":\"}}]}}]}\n",
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"\\\"a\\\"}\"}}]}}]}\n",
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"id\":\"c1\",\"function\":{\"name\":\"grep\",\"arguments\":{\"pattern\":\"x\"}}}]},\"finish_reason\":\"tool_calls\"}]}\n",
+        );
+        let reply = parse_stream(stream.as_bytes()).unwrap();
+        let calls: Vec<(&str, &str, &str)> = reply
+            .tool_calls
+            .iter()
+            .map(|c| (c.id.as_str(), c.name.as_str(), c.arguments.as_str()))
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                ("c0", "read_file", r#"{"path":"a"}"#),
+                ("c1", "grep", r#"{"pattern":"x"}"#)
+            ]
+        );
+        assert_eq!(reply.content, None);
+
+        let err =
+            parse_stream(b"data: {\"error\":{\"message\":\"upstream died\"}}\n\n").unwrap_err();
+        assert_eq!(err.0, "an error instead of a completion: upstream died");
+        assert!(parse_stream(b"data: [DONE]\n").is_err());
+    }
+
+    #[tokio::test]
+    async fn streamed_steps_over_http() {
+        let fake = FakeModel::start().await.unwrap();
+        let mut c = client(&fake, 0);
+        c.settings.params = json!({ "stream": true }).as_object().unwrap().clone();
+        fake.push(Reply::ToolCalls(vec![ToolCall::with_id(
+            "call_s",
+            "f",
+            json!({ "a": 1 }),
+        )]));
+        fake.push(Reply::text("streamed answer"));
+        let reply = c
+            .complete(&user("hi"), &[spec("f")], &CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(reply.tool_calls[0].arguments, r#"{"a":1}"#);
+        let body = fake.last_request().unwrap().body;
+        assert_eq!(body["stream"], true);
+        assert_eq!(body["stream_options"], json!({ "include_usage": true }));
+        let reply = c
+            .complete(&user("hi"), &[], &CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(reply.content.as_deref(), Some("streamed answer"));
+        assert!(reply.usage.prompt_tokens.is_some());
+        // An event stream that was not asked for is read too.
+        c.settings.params = Map::new();
+        fake.push(Reply::Sse(vec![
+            json!({ "choices": [{ "delta": { "content": "forced" } }] }),
+        ]));
+        let reply = c
+            .complete(&user("hi"), &[], &CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(reply.content.as_deref(), Some("forced"));
     }
 
     #[tokio::test]
@@ -1005,6 +1933,7 @@ mod tests {
             timeout,
             retries,
             backoff: Duration::from_millis(5),
+            params: Map::new(),
         })
         .unwrap()
     }
@@ -1087,6 +2016,7 @@ mod tests {
             timeout: Duration::from_secs(2),
             retries: 1,
             backoff: Duration::from_millis(1),
+            params: Map::new(),
         })
         .unwrap();
         let err = c

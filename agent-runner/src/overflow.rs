@@ -43,7 +43,9 @@ const PHRASES: &[&str] = &[
 /// Whether a model error is a refusal because the request is too long.
 pub fn is_context_overflow(err: &ModelError) -> bool {
     match err {
-        ModelError::Status { status, detail, .. } => {
+        // The model client recognised it already.
+        ModelError::ContextLength { .. } => true,
+        ModelError::Status { status, detail, .. } | ModelError::Invalid { status, detail, .. } => {
             // 429 is a rate limit, whatever its text says about tokens.
             *status == 413
                 || ((400..500).contains(status) && *status != 429 && mentions_overflow(detail))

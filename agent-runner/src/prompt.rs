@@ -1,8 +1,15 @@
 //! What the model reads: the system prompt (the agent's `CLAUDE.md`, its memory
 //! `CLAUDE.local.md`, the shared `groups/global/CLAUDE.md`, the skills section of `skills.rs`, and
-//! a context section with the date, name, channel, destinations and setup problems) and the
+//! a context section with the name, time zone, channel, destinations and setup problems) and the
 //! rendering of a batch of inbound messages as XML-ish text. Pure functions apart from
 //! [`read_prompt_files`]; the files are re-read for every turn so that edits take effect at once.
+//!
+//! The system prompt holds nothing that changes from turn to turn by itself: no clock. The
+//! current time opens each turn's user message instead ([`with_now`]), so the request prefix
+//! (system prompt, tools, earlier turns) is byte-for-byte the one of the turn before, and the
+//! prompt caches of providers and local servers (llama.cpp re-reads nothing it has seen) apply.
+//! What still changes the system prompt is what should: edited files, skills whose triggers
+//! match (the first message of a session), new destinations.
 
 use std::path::Path;
 
@@ -59,7 +66,6 @@ fn read_optional(path: &Path) -> Option<String> {
 /// The per-turn facts of the context section.
 #[derive(Debug, Clone)]
 pub struct PromptContext<'a> {
-    pub now: DateTime<Utc>,
     pub timezone: Tz,
     pub assistant_name: &'a str,
     /// Channel type of the conversation the batch came from (`telegram`, `cli`…).
@@ -70,6 +76,8 @@ pub struct PromptContext<'a> {
     /// Parts of the agent's setup that failed to load (`container.json`, MCP servers), one
     /// readable line each, so the agent can tell the user.
     pub setup_problems: &'a [String],
+    /// The task tools are offered (their group is on in `container.json`).
+    pub task_tools: bool,
 }
 
 /// The system prompt: the files in order, the skills, then the context section.
@@ -100,23 +108,29 @@ pub fn system_prompt(files: &PromptFiles, ctx: &PromptContext<'_>) -> String {
 fn context_section(ctx: &PromptContext<'_>) -> String {
     let mut out = String::from("## Context\n\n");
     out.push_str(&format!("You are {}.\n", ctx.assistant_name));
-    out.push_str(&format!(
-        "Current date and time: {}.\n",
-        local_date_time(ctx.now, ctx.timezone)
-    ));
+    out.push_str(&format!("Your time zone: {}.\n", ctx.timezone.name()));
     if let Some(channel) = ctx.channel {
         out.push_str(&format!("This conversation is on: {channel}.\n"));
     }
     out.push_str(
-        "Messages arrive as <message id=\"…\" sender=\"…\" time=\"…\">…</message> (<task> for \
-         scheduled tasks, <system> for notices from the host); the id is the message's number. \
-         Times are in the time zone above. Files people send are listed in their message as \
-         <file path=\"inbound/…\"/>: read them with the file tools (read-only; $INBOUND_FILES in \
-         run_bash) or send them on.\n\
-         A <task> is a task scheduled with schedule_task coming due: do what it says (with the \
-         script's output, if it has one); your answer goes to this conversation. Manage tasks \
-         with list_tasks, update_task, pause_task, resume_task and cancel_task.\n\
-         Your final answer (your text once you call no more tools) is sent to this conversation \
+        "New messages start with <now>…</now>, the current time. They arrive as <message \
+         id=\"…\" sender=\"…\" time=\"…\">…</message> (<task> for scheduled tasks, <system> \
+         for notices from the host); the id is the message's number. Times are in your time \
+         zone. File tool paths are relative to your workspace; agent/… is your agent folder. \
+         Files people send are listed as <file path=\"inbound/…\"/>: read them with the file \
+         tools (read-only; $INBOUND_FILES in run_bash) or send them on.\n",
+    );
+    if ctx.task_tools {
+        out.push_str(
+            "A <task> is a task scheduled with schedule_task coming due: do what it says (with \
+             the script's output, if it has one); your answer goes to this conversation. Manage \
+             tasks with list_tasks, update_task, pause_task, resume_task and cancel_task.\n",
+        );
+    } else {
+        out.push_str("A <task> is a scheduled task coming due: do what it says.\n");
+    }
+    out.push_str(
+        "Your final answer (your text once you call no more tools) is sent to this conversation \
          as your reply. Use send_message to write to another destination or to say something \
          before you finish.\n",
     );
@@ -155,7 +169,13 @@ pub fn local_date_time(now: DateTime<Utc>, tz: Tz) -> String {
     )
 }
 
-/// The user message of a turn: one element per inbound message, in order; several are wrapped
+/// A turn's user message: `<now>…</now>` (the local time when the turn starts), then the
+/// batch. The time lives here, not in the system prompt, so that the prefix stays cacheable.
+pub fn with_now(now: DateTime<Utc>, tz: Tz, batch: &str) -> String {
+    format!("<now>{}</now>\n{batch}", local_date_time(now, tz))
+}
+
+/// The batch of a turn: one element per inbound message, in order; several are wrapped
 /// in `<messages>…</messages>`.
 pub fn format_batch(messages: &[InboundMessage], tz: Tz) -> String {
     format_batch_with(messages, tz, None)
@@ -556,13 +576,13 @@ mod tests {
             route: Route::new("telegram", "-100"),
         }];
         let ctx = PromptContext {
-            now: at(15, 4),
             timezone: chrono_tz::Europe::Berlin,
             assistant_name: "Andy",
             channel: Some("telegram"),
             destinations: &destinations,
             first_message_in_session: true,
             setup_problems: &["container.json is not valid: oops".to_owned()],
+            task_tools: true,
         };
         let prompt = system_prompt(&files, &ctx);
         let order = [
@@ -570,7 +590,8 @@ mod tests {
             "## Your memory (CLAUDE.local.md in your agent folder)\n\nUser likes tea.",
             "## Instructions for all agents\n\nNo secrets.",
             "## Skills\n\n### Skill: greet\n\nSay hello.",
-            "## Context\n\nYou are Andy.\nCurrent date and time: 2026-11-23 16:04 (Europe/Berlin, Monday).\nThis conversation is on: telegram.\n",
+            "## Context\n\nYou are Andy.\nYour time zone: Europe/Berlin.\nThis conversation is on: telegram.\n",
+            "Manage tasks with list_tasks",
             "Destinations (names for send_message):\n- family: Family chat (telegram)",
             "\nProblems with your setup (tell the user when it matters; most are fixed in container.json in your agent folder):\n- container.json is not valid: oops",
         ];
@@ -593,6 +614,26 @@ mod tests {
         );
         assert!(bare.starts_with("## Context\n\nYou are Andy."), "{bare}");
         assert!(bare.ends_with("Destinations: none besides this conversation."));
+        let no_tasks = system_prompt(
+            &PromptFiles::default(),
+            &PromptContext {
+                task_tools: false,
+                ..ctx
+            },
+        );
+        assert!(!no_tasks.contains("schedule_task"), "{no_tasks}");
+    }
+
+    #[test]
+    fn the_time_opens_the_user_message() {
+        assert_eq!(
+            with_now(
+                at(15, 4),
+                chrono_tz::Europe::Berlin,
+                "<message>hi</message>"
+            ),
+            "<now>2026-11-23 16:04 (Europe/Berlin, Monday)</now>\n<message>hi</message>"
+        );
     }
 
     #[test]

@@ -113,6 +113,9 @@ async fn serve(
         );
     }
 
+    // The user's servers are read once per runner: a changed container.json applies when the
+    // next runner starts (after the idle timeout, or `clawbox` restarting the session).
+    let user = container_config::read(&config.agent_dir).await;
     let model = ModelClient::new(ModelSettings {
         base_url: config.base_url.clone(),
         api_key: config.api_key.clone(),
@@ -121,10 +124,8 @@ async fn serve(
         timeout: config.model_timeout,
         retries: config.model_retries,
         backoff: config.model_backoff,
+        params: user.model_params.clone(),
     })?;
-    // The user's servers are read once per runner: a changed container.json applies when the
-    // next runner starts (after the idle timeout, or `clawbox` restarting the session).
-    let user = container_config::read(&config.agent_dir).await;
     for problem in &user.problems {
         tracing::warn!(problem = %problem, "container.json");
     }
@@ -134,11 +135,12 @@ async fn serve(
             .iter()
             .map(|server| mcp::user_server(config, server, user.call_timeout)),
     );
-    let mcp = tokio::select! {
+    let mut mcp = tokio::select! {
         () = shutdown.cancelled() => return Ok(()),
         started = McpManager::start(specs, config.tool_timeout) => started?,
     };
     let context_tokens = user.context_tokens;
+    mcp.retain_builtin(|name| user.builtin_enabled(name));
     let mut setup_problems = user.problems;
     setup_problems.extend(mcp.problems().iter().cloned());
     tracing::info!(tools = mcp.tools().len(), "tools ready");

@@ -54,6 +54,7 @@ use crate::model::{ModelCall, ModelClient, ModelError};
 use crate::overflow::{is_context_overflow, stated_context};
 use crate::prompt::{
     PromptContext, PromptFiles, format_batch, format_batch_with, read_prompt_files, system_prompt,
+    with_now,
 };
 use crate::resume::resume_point;
 use crate::script::{self, Gate, task_script};
@@ -155,14 +156,15 @@ pub async fn run_turn(
         let gate = script::run(code, &env.config.workspace, &script_env, timeout).await;
         let report = match gate {
             Gate::Wake { data } => {
-                pending_user = Some(json!({
-                    "role": "user",
-                    "content": format_batch_with(
+                pending_user = Some(user_message(
+                    &format_batch_with(
                         &batch.messages,
                         env.config.timezone,
                         Some((task.seq, &data)),
                     ),
-                }));
+                    env.config.timezone,
+                    Utc::now(),
+                ));
                 ScriptReport::Wake
             }
             Gate::Skip => ScriptReport::Skip,
@@ -251,7 +253,8 @@ pub async fn run_turn(
                 // The model counts more than we do: trust it, compact harder, try once more.
                 overflowed = true;
                 sizer.distrust();
-                if let ModelError::Status { detail, .. } = &err
+                if let ModelError::Status { detail, .. } | ModelError::ContextLength { detail, .. } =
+                    &err
                     && let Some(stated) = stated_context(detail)
                     && stated < budget.context
                 {
@@ -434,7 +437,8 @@ fn compacted_conversation(
 /// `prefix` is the size of what every request carries (system prompt and tool schemas).
 pub fn context_failure(err: &ModelError, prefix: u64, budget: Budget) -> String {
     let detail = match err {
-        ModelError::Status { status, detail, .. } => format!("HTTP {status} {detail}"),
+        ModelError::Status { status, detail, .. }
+        | ModelError::ContextLength { status, detail } => format!("HTTP {status} {detail}"),
         other => other.to_string(),
     };
     if prefix > budget.limit() {
@@ -467,13 +471,13 @@ pub async fn system_message(
     let system = system_prompt(
         &files,
         &PromptContext {
-            now: Utc::now(),
             timezone: env.config.timezone,
             assistant_name: &env.config.assistant_name,
             channel: Some(channel),
             destinations,
             first_message_in_session,
             setup_problems: env.setup_problems,
+            task_tools: env.mcp.has_tool("schedule_task"),
         },
     );
     json!({ "role": "system", "content": system })
@@ -572,10 +576,11 @@ async fn start(env: &TurnEnv<'_>, batch: &Batch) -> Result<Start, TurnError> {
         .map(|e| e.message)
         .collect();
     let pending_user = (!continue_own).then(|| {
-        json!({
-            "role": "user",
-            "content": format_batch(&batch.messages, env.config.timezone),
-        })
+        user_message(
+            &format_batch(&batch.messages, env.config.timezone),
+            env.config.timezone,
+            Utc::now(),
+        )
     });
     Ok(Start {
         conversation,
@@ -586,6 +591,11 @@ async fn start(env: &TurnEnv<'_>, batch: &Batch) -> Result<Start, TurnError> {
         sizer,
         budget,
     })
+}
+
+/// A turn's user message: the batch, opened by the time `now` (see `prompt::with_now`).
+pub fn user_message(batch: &str, tz: chrono_tz::Tz, now: DateTime<Utc>) -> Value {
+    json!({ "role": "user", "content": with_now(now, tz, batch) })
 }
 
 /// Some servers repeat an id across the calls of one message; results must be told apart.
@@ -946,6 +956,85 @@ mod tests {
         for (text, want) in table {
             assert_eq!(event_error(text), want, "{text:?}");
         }
+    }
+
+    /// The request prefix (system prompt, tools, earlier turns) of two turns a minute apart is
+    /// the same bytes: the clock is in the new user message only.
+    #[test]
+    fn the_prefix_is_byte_stable_across_turns() {
+        use chrono::TimeZone;
+
+        use crate::model::{ModelClient, ModelSettings, ToolSpec};
+        use crate::prompt::{PromptContext, PromptFiles, system_prompt};
+
+        let client = ModelClient::new(ModelSettings {
+            base_url: "http://127.0.0.1:9/v1".to_owned(),
+            api_key: String::new(),
+            socket: None,
+            model: "m".to_owned(),
+            timeout: Duration::from_secs(1),
+            retries: 0,
+            backoff: Duration::from_millis(1),
+            params: Map::new(),
+        })
+        .unwrap();
+        let tools = [ToolSpec {
+            name: "read_file".to_owned(),
+            description: "Read a file.".to_owned(),
+            parameters: json!({ "type": "object", "properties": { "path": { "type": "string" } } }),
+        }];
+        let tz = chrono_tz::Europe::Berlin;
+        let files = PromptFiles {
+            instructions: Some("Be brief.".to_owned()),
+            ..PromptFiles::default()
+        };
+        let ctx = PromptContext {
+            timezone: tz,
+            assistant_name: "Andy",
+            channel: Some("telegram"),
+            destinations: &[],
+            first_message_in_session: false,
+            setup_problems: &[],
+            task_tools: true,
+        };
+        let first_at = Utc.with_ymd_and_hms(2026, 11, 23, 15, 4, 30).unwrap();
+        let second_at = first_at + chrono::Duration::seconds(61);
+
+        // Turn 1 at 16:04, turn 2 at 16:05 (local): each builds its system prompt anew.
+        let user1 = user_message("<message id=\"2\">hi</message>", tz, first_at);
+        let answer = json!({ "role": "assistant", "content": "hello" });
+        let turn1 = vec![
+            json!({ "role": "system", "content": system_prompt(&files, &ctx) }),
+            user1.clone(),
+        ];
+        let user2 = user_message("<message id=\"4\">again</message>", tz, second_at);
+        let turn2 = vec![
+            json!({ "role": "system", "content": system_prompt(&files, &ctx) }),
+            user1,
+            answer,
+            user2.clone(),
+        ];
+        let body1 = client.request_body(&turn1, &tools);
+        let body2 = client.request_body(&turn2, &tools);
+        let bytes = |v: &Value| serde_json::to_vec(v).unwrap();
+        assert_eq!(bytes(&body1["tools"]), bytes(&body2["tools"]));
+        // Every message of turn 1 is, byte for byte, the start of turn 2's.
+        for (i, message) in body1["messages"].as_array().unwrap().iter().enumerate() {
+            assert_eq!(bytes(message), bytes(&body2["messages"][i]), "message {i}");
+        }
+        // The clock moved, and only in the new user message.
+        assert!(
+            user2["content"]
+                .as_str()
+                .unwrap()
+                .starts_with("<now>2026-11-23 16:05 ")
+        );
+        assert!(
+            !body2["messages"][0]["content"]
+                .as_str()
+                .unwrap()
+                .contains("16:0")
+        );
     }
 
     #[test]

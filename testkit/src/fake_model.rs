@@ -170,6 +170,8 @@ struct ScriptState {
     context_limit: Option<u64>,
     /// A system prompt containing this asks for a summary.
     summary_marker: Option<String>,
+    /// Request shapes this server refuses, like some real one does.
+    request_quirks: Vec<quirks::RequestQuirk>,
 }
 
 impl Shared {
@@ -198,6 +200,7 @@ impl FakeModel {
                 fixed_usage: None,
                 context_limit: None,
                 summary_marker: None,
+                request_quirks: Vec::new(),
             }),
             request_count: watch::Sender::new(0),
             shutdown: CancellationToken::new(),
@@ -274,6 +277,13 @@ impl FakeModel {
     /// recorded like any other.
     pub fn summarise_when(&self, marker: &str) {
         self.shared.lock().summary_marker = Some(marker.to_owned());
+    }
+
+    /// Makes this server refuse requests the way a real server does (see
+    /// [`quirks::RequestQuirk`]); a refused request is recorded, takes no scripted reply, and is
+    /// not a protocol violation.
+    pub fn set_request_quirks(&self, quirks: &[quirks::RequestQuirk]) {
+        self.shared.lock().request_quirks = quirks.to_vec();
     }
 
     /// Queued replies not yet taken.
@@ -518,6 +528,21 @@ async fn chat_completions(
             (system["role"] == "system" && system["content"].as_str()?.contains(marker))
                 .then(|| Reply::Text(summary_of(&ask.last_user_text)))
         });
+        let quirk = if problems.is_empty() {
+            quirks::check_request(&body_of(&state.requests), &state.request_quirks)
+        } else {
+            Ok(false)
+        };
+        let tools_hidden = match quirk {
+            Ok(hidden) => hidden,
+            Err((status, message)) => {
+                let count = state.requests.len();
+                drop(state);
+                shared.request_count.send_replace(count);
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+                return error_response(status, &message);
+            }
+        };
         let reply = if let Some(limit) = too_long {
             Some(Reply::ContextExceeded {
                 limit,
@@ -531,9 +556,16 @@ async fn chat_completions(
                     .per_model
                     .get_mut(&model)
                     .and_then(VecDeque::pop_front);
-                match scripted.or_else(|| state.queue.pop_front()) {
+                let reply = match scripted.or_else(|| state.queue.pop_front()) {
                     Some(reply) => reply,
                     None => state.default.clone(),
+                };
+                match reply {
+                    // The model never saw the tools, so it answers in words.
+                    Reply::ToolCalls(_) if tools_hidden => {
+                        Reply::text("(this server offered the model no tools)")
+                    }
+                    other => other,
                 }
             })
         };
@@ -545,6 +577,11 @@ async fn chat_completions(
         Some(reply) => respond(reply, &ask, &shared.shutdown).await,
         None => error_response(StatusCode::BAD_REQUEST, &problems.join("; ")),
     }
+}
+
+/// The body of the request just recorded.
+fn body_of(requests: &[RecordedRequest]) -> Value {
+    requests.last().map(|r| r.body.clone()).unwrap_or_default()
 }
 
 /// The `model` of the request just recorded.

@@ -162,6 +162,11 @@ impl Session {
 
     /// Starts the runner. Tools are off unless the test sets `CLAWBOX_MCP_TOOLS_BIN`.
     pub fn start(&self, model: &FakeModel) -> Child {
+        self.start_at(&model.base_url())
+    }
+
+    /// [`Session::start`] against any OpenAI-compatible base URL (a real model server).
+    pub fn start_at(&self, base_url: &str) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -178,7 +183,7 @@ impl Session {
             .env("CLAWBOX_WORKSPACE", &self.paths.workspace)
             .env("CLAWBOX_AGENT_DIR", &self.agent_dir)
             .env("CLAWBOX_MODEL", "test-model")
-            .env("OPENAI_BASE_URL", model.base_url())
+            .env("OPENAI_BASE_URL", base_url)
             .env("OPENAI_API_KEY", "sk-session")
             .env("TIMEZONE", "Europe/Berlin")
             .env("CLAWBOX_IDLE_TIMEOUT_MS", "400")
@@ -200,7 +205,12 @@ impl Session {
     }
 
     pub async fn wait_exit(&self, child: &mut Child) {
-        let status = tokio::time::timeout(RUN_LIMIT, child.wait())
+        self.wait_exit_within(child, RUN_LIMIT).await;
+    }
+
+    /// [`Session::wait_exit`] with its own limit (a real model on a busy CPU is slow).
+    pub async fn wait_exit_within(&self, child: &mut Child, limit: Duration) {
+        let status = tokio::time::timeout(limit, child.wait())
             .await
             .unwrap_or_else(|_| panic!("runner did not exit; log:\n{}", self.log()))
             .unwrap();

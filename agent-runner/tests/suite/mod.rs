@@ -6,6 +6,8 @@ mod events;
 mod harness;
 mod lifecycle;
 mod model_socket;
+mod real_model;
+mod servers;
 mod skills;
 mod tasks;
 mod tools;

@@ -84,7 +84,10 @@ async fn a_script_that_says_true_wakes_the_agent_with_its_data() {
     );
     assert!(user.contains("tell me which build broke"), "{user}");
     assert!(
-        user.starts_with(&format!("<task id=\"{seq}\" task=\"task-ab12\"")),
+        user.split_once('\n')
+            .unwrap()
+            .1
+            .starts_with(&format!("<task id=\"{seq}\" task=\"task-ab12\"")),
         "{user}"
     );
     assert_eq!(

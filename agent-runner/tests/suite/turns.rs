@@ -46,11 +46,21 @@ async fn hello_gets_one_reply_and_a_completed_ack() {
     assert_eq!(messages[0]["role"], "system");
     let system = messages[0]["content"].as_str().unwrap();
     assert!(system.starts_with("You are a test agent."), "{system}");
-    assert!(system.contains("(Europe/Berlin, "), "{system}");
+    assert!(
+        system.contains("Your time zone: Europe/Berlin."),
+        "{system}"
+    );
+    // No clock in the system prompt: it would change the cached prefix every minute.
+    assert!(!system.contains("(Europe/Berlin, "), "{system}");
     assert!(system.contains("This conversation is on: cli."), "{system}");
     let user = last_user(messages);
+    let (now, user_batch) = user.split_once('\n').unwrap();
     assert!(
-        user.starts_with(&format!("<message id=\"{seq}\" sender=\"Alice\" time=\"")),
+        now.starts_with("<now>") && now.contains("(Europe/Berlin, ") && now.ends_with(")</now>"),
+        "{user}"
+    );
+    assert!(
+        user_batch.starts_with(&format!("<message id=\"{seq}\" sender=\"Alice\" time=\"")),
         "{user}"
     );
     assert!(user.ends_with("\">hello</message>"), "{user}");
@@ -183,7 +193,9 @@ async fn pending_messages_are_batched_oldest_first() {
     assert_eq!(fake.request_count(), 1);
     let user = last_user(fake.last_request().unwrap().messages());
     let lines: Vec<&str> = user.lines().collect();
-    assert_eq!(lines.len(), 4, "{user}");
+    assert_eq!(lines.len(), 5, "{user}");
+    assert!(lines[0].starts_with("<now>"), "{user}");
+    let lines = &lines[1..];
     assert_eq!(lines[0], "<messages>");
     assert!(
         lines[1].starts_with(&format!("<message id=\"{first}\"")),

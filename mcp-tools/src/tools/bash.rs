@@ -56,15 +56,13 @@ pub struct RunBashArgs {
 #[tool_router(router = bash_router, vis = "pub(crate)")]
 impl Tools {
     #[tool(
-        description = "Run a bash command in the workspace folder and return its output (stdout \
-                       and stderr together). A non-zero exit status is reported as `[exit N]` on \
-                       the first line. The command is killed, with everything it started, after \
-                       `timeout_ms` (default 30 s, at most 10 min). Output beyond about 30 000 \
-                       characters is cut in the middle. No input can be given (stdin is empty). \
-                       Nothing the command starts outlives it: background jobs (`cmd &`) still \
-                       running when it returns are killed, so start a server and its client in \
-                       the same command. The files people sent (inbound/… for the file tools) \
-                       are under $INBOUND_FILES."
+        description = "Run a bash command in the workspace; returns stdout and stderr together, \
+                       with `[exit N]` first if it failed. Killed with all it started after \
+                       `timeout_ms` (default 30 s, at most 10 min). Output over about 30 000 \
+                       characters is cut in the middle. stdin is empty. Nothing it starts \
+                       outlives it: background jobs (`cmd &`) still running when it returns are \
+                       killed, so start a server and its client in the same command. The files \
+                       people sent are under $INBOUND_FILES."
     )]
     async fn run_bash(&self, Parameters(args): Parameters<RunBashArgs>) -> CallToolResult {
         match run_bash(self.ctx.clone(), args).await {

@@ -76,11 +76,9 @@ pub struct EditFileArgs {
 #[tool_router(router = file_router, vis = "pub(crate)")]
 impl Tools {
     #[tool(
-        description = "Read a text file. Returns its lines numbered like `cat -n` (line number, \
-                       tab, text); the numbers are not part of the file. Returns up to 2000 \
-                       lines starting at `offset`, and a final note in [brackets] says how to \
-                       continue when more lines follow. Lines longer than 2000 characters are \
-                       cut. Paths are relative to the workspace; agent/… is the agent folder.",
+        description = "Read a text file: up to 2000 lines from `offset`, numbered like `cat -n` \
+                       (number, tab, text; the numbers are not in the file). A final [note] says \
+                       how to continue if more follow. Lines over 2000 characters are cut.",
         annotations(read_only_hint = true)
     )]
     async fn read_file(&self, Parameters(args): Parameters<ReadFileArgs>) -> CallToolResult {
@@ -88,10 +86,9 @@ impl Tools {
     }
 
     #[tool(
-        description = "Create or overwrite a file with `content`, creating missing parent \
-                       folders. Returns the number of bytes written. To change part of an \
-                       existing file, use edit_file. Paths are relative to the workspace; \
-                       agent/… is the agent folder.",
+        description = "Create or overwrite a file with `content` (missing folders are \
+                       created); returns the bytes written. To change part of a file, use \
+                       edit_file.",
         annotations(destructive_hint = true, idempotent_hint = true)
     )]
     async fn write_file(&self, Parameters(args): Parameters<WriteFileArgs>) -> CallToolResult {
@@ -99,11 +96,9 @@ impl Tools {
     }
 
     #[tool(
-        description = "Replace one exact occurrence of `old_string` with `new_string` in a text \
-                       file. `old_string` must occur exactly once, matching whitespace and \
-                       indentation: copy it from read_file's output without the line-number \
-                       prefix, and add neighbouring lines if it is not unique. Paths are \
-                       relative to the workspace; agent/… is the agent folder.",
+        description = "Replace `old_string` with `new_string` in a text file. `old_string` must \
+                       occur exactly once, whitespace included: copy it from read_file without \
+                       the line numbers, with neighbouring lines if it is not unique.",
         annotations(destructive_hint = true)
     )]
     async fn edit_file(&self, Parameters(args): Parameters<EditFileArgs>) -> CallToolResult {

@@ -84,12 +84,10 @@ pub struct GrepArgs {
 #[tool_router(router = search_router, vis = "pub(crate)")]
 impl Tools {
     #[tool(
-        description = "List a folder's files and subfolders, recursively up to `depth` levels \
-                       (default 2), sorted by path. Each line is `dir  path/`, `file  path (N \
-                       bytes)`, `link  path -> target` (symbolic links are shown, not \
-                       followed) or `other  path (kind)`. At most 500 entries; a final note \
-                       says how many more there are. Paths are relative to the workspace; \
-                       agent/… is the agent folder.",
+        description = "List a folder's files and subfolders up to `depth` levels, sorted: \
+                       `dir  path/`, `file  path (N bytes)`, `link  path -> target` (not \
+                       followed) or `other  path (kind)`. At most 500 entries; a final note says \
+                       how many more there are.",
         annotations(read_only_hint = true)
     )]
     async fn list_files(&self, Parameters(args): Parameters<ListFilesArgs>) -> CallToolResult {
@@ -97,12 +95,10 @@ impl Tools {
     }
 
     #[tool(
-        description = "Search file contents with a regular expression. Returns matching lines \
-                       as `path:line: text`, long lines cut around the match. Searches every \
-                       text file under `path` (default: the workspace), optionally only those \
-                       matching `glob`; binary files, symbolic links and .git folders are \
-                       skipped. Stops after `max_results` matches (default 100) and says so. \
-                       Paths are relative to the workspace; agent/… is the agent folder.",
+        description = "Search the text files under `path` (optionally only those matching \
+                       `glob`) with a regular expression. Returns `path:line: text` lines, long \
+                       ones cut around the match; skips binary files, symbolic links and .git. \
+                       Stops after `max_results` matches and says so.",
         annotations(read_only_hint = true)
     )]
     async fn grep(&self, Parameters(args): Parameters<GrepArgs>) -> CallToolResult {

@@ -137,3 +137,122 @@ mod tests {
         assert_eq!(roleless["choices"][0]["message"]["content"], "t");
     }
 }
+
+/// What real OpenAI-compatible servers refuse (or quietly ignore) in a *request*, for
+/// [`super::FakeModel::set_request_quirks`]. Each is one server's documented or observed
+/// behaviour; a request that trips one is answered the way that server answers, before any
+/// scripted reply is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestQuirk {
+    /// llama-cpp-python (pydantic request models): an assistant message with `"content": null`
+    /// is HTTP 500 "validation error … Input should be a valid string".
+    NullContentIs500,
+    /// llama-cpp-python's `chatml-function-calling`: without `tool_choice` (or with `"none"`)
+    /// the model never sees the tools; a scripted tool call becomes a plain text answer.
+    ToolsNeedToolChoice,
+    /// vLLM and llama.cpp serving models whose chat template demands strict user/assistant
+    /// alternation (Mistral, Gemma): two user messages in a row are refused (HTTP 400).
+    AlternatingRoles,
+    /// vLLM started without `--enable-auto-tool-choice`: `tool_choice: "auto"` is HTTP 400.
+    AutoToolChoiceRefused,
+    /// Servers that predate `stream_options` (Azure's older API versions, old gateways):
+    /// HTTP 400 "Unrecognized request argument supplied: stream_options".
+    StreamOptionsRefused,
+}
+
+/// How a server with `quirks` answers `body`: `Err((status, message))` if it refuses it,
+/// `Ok(true)` when it accepts it but hides the tools from the model.
+pub fn check_request(body: &Value, quirks: &[RequestQuirk]) -> Result<bool, (u16, String)> {
+    let messages = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    let mut tools_hidden = false;
+    for quirk in quirks {
+        match quirk {
+            RequestQuirk::NullContentIs500 => {
+                if let Some(at) = messages
+                    .iter()
+                    .position(|m| m["role"] == "assistant" && m["content"].is_null())
+                {
+                    return Err((
+                        500,
+                        format!(
+                            "1 validation error for CreateChatCompletionRequest\nmessages.{at}.\
+                             content\n  Input should be a valid string [type=string_type, \
+                             input_value=None, input_type=NoneType]"
+                        ),
+                    ));
+                }
+            }
+            RequestQuirk::ToolsNeedToolChoice => {
+                let choice = body.get("tool_choice");
+                if body.get("tools").is_some() && choice.is_none_or(|c| c == "none") {
+                    tools_hidden = true;
+                }
+            }
+            RequestQuirk::AlternatingRoles => {
+                let roles: Vec<&str> = messages
+                    .iter()
+                    .filter_map(|m| m["role"].as_str())
+                    .filter(|r| *r != "system" && *r != "tool")
+                    .collect();
+                if roles.windows(2).any(|w| w[0] == "user" && w[1] == "user") {
+                    return Err((
+                        400,
+                        "Conversation roles must alternate user/assistant/user/assistant/..."
+                            .to_owned(),
+                    ));
+                }
+            }
+            RequestQuirk::AutoToolChoiceRefused => {
+                if body.get("tool_choice").is_some_and(|c| c == "auto") {
+                    return Err((
+                        400,
+                        "\"auto\" tool choice requires --enable-auto-tool-choice and \
+                         --tool-call-parser to be set"
+                            .to_owned(),
+                    ));
+                }
+            }
+            RequestQuirk::StreamOptionsRefused => {
+                if body.get("stream_options").is_some() {
+                    return Err((
+                        400,
+                        "Unrecognized request argument supplied: stream_options".to_owned(),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(tools_hidden)
+}
+
+/// The context-length errors of real servers, as `(server, status, message)`, for
+/// `Reply::Status`.
+pub const CONTEXT_LENGTH_ERRORS: &[(&str, u16, &str)] = &[
+    (
+        "OpenAI, vLLM, llama-cpp-python, LiteLLM",
+        400,
+        "This model's maximum context length is 4096 tokens. However, you requested 5018 \
+         tokens (5010 in the messages, 8 in the completion). Please reduce the length of the \
+         messages or completion.",
+    ),
+    (
+        "llama.cpp server",
+        400,
+        "the request exceeds the available context size, try increasing it",
+    ),
+    (
+        "OpenRouter",
+        400,
+        "This endpoint's maximum context length is 8192 tokens. However, you requested about \
+         9000 tokens.",
+    ),
+    (
+        "LM Studio",
+        400,
+        "Trying to keep the first 5000 tokens when context the overflows. However, the model \
+         is loaded with context length of only 4096 tokens, which is not enough.",
+    ),
+];
