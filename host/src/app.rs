@@ -166,9 +166,10 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
     };
     reconcile(&ctx).await?;
 
-    let listener = crate::admin::bind(&config.socket_path())?;
+    // Before the admin socket: whoever waits for the socket finds dashboard.addr written.
     let dashboard_access = crate::dashboard::access::Access::load_or_create(&config)?;
     let dashboard_listener = crate::dashboard::bind(&config).await?;
+    let listener = crate::admin::bind(&config.socket_path())?;
     let cancel = CancellationToken::new();
     // After reconciliation: runs go into sessions whose leftovers are settled.
     let scheduler = tokio::spawn(ctx.scheduler.clone().run(cancel.clone()));

@@ -1,5 +1,6 @@
 mod chat;
 mod create_agent;
+mod dashboard;
 mod docker;
 mod doctor;
 mod operator;
