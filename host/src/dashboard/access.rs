@@ -331,6 +331,16 @@ mod tests {
         assert!(redeem_login_code(&config, &code));
         assert!(!redeem_login_code(&config, &code));
         assert!(!redeem_login_code(&config, "../../etc/passwd"));
+        // A code older than its ten minutes is refused (and spent).
+        let old = new_login_code(&config).unwrap();
+        let file = std::fs::File::options()
+            .write(true)
+            .open(config.dashboard_logins_dir().join(code_file_name(&old)))
+            .unwrap();
+        file.set_modified(std::time::SystemTime::now() - LOGIN_CODE_TTL - Duration::from_secs(1))
+            .unwrap();
+        assert!(!redeem_login_code(&config, &old));
+        assert_eq!(std::fs::read_dir(config.dashboard_logins_dir()).unwrap().count(), 0);
     }
 
     #[test]
@@ -349,6 +359,10 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let again = Access::load_or_create(&config).unwrap();
         assert_eq!(first.token, again.token);
+        // Deleting the file signs every browser out: the next start makes a new token.
+        std::fs::remove_file(config.dashboard_token_path()).unwrap();
+        let fresh = Access::load_or_create(&config).unwrap();
+        assert_ne!(first.token, fresh.token);
         std::fs::write(config.dashboard_token_path(), "short").unwrap();
         assert!(Access::load_or_create(&config).is_err());
     }
