@@ -340,7 +340,12 @@ mod tests {
         file.set_modified(std::time::SystemTime::now() - LOGIN_CODE_TTL - Duration::from_secs(1))
             .unwrap();
         assert!(!redeem_login_code(&config, &old));
-        assert_eq!(std::fs::read_dir(config.dashboard_logins_dir()).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(config.dashboard_logins_dir())
+                .unwrap()
+                .count(),
+            0
+        );
     }
 
     #[test]

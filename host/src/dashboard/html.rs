@@ -60,6 +60,7 @@ pub fn url_segment(text: &str) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tab {
     Overview,
+    Chat,
     Sessions,
     Agents,
     Tasks,
@@ -67,8 +68,9 @@ pub enum Tab {
     Usage,
 }
 
-const TABS: [(Tab, &str, &str); 6] = [
+const TABS: [(Tab, &str, &str); 7] = [
     (Tab::Overview, "/", "Overview"),
+    (Tab::Chat, "/chat", "Chat"),
     (Tab::Sessions, "/sessions", "Sessions"),
     (Tab::Agents, "/agents", "Agents"),
     (Tab::Tasks, "/tasks", "Tasks"),

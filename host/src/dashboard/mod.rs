@@ -4,10 +4,11 @@
 //! task operations (`admin::tasks`) and the same [`HostCtx`] — so there is no second source of
 //! truth. Pages are rendered on the server (`pages.rs`); a few lines of plain JavaScript
 //! (`assets/app.js`, embedded in the binary like the stylesheet) keep the live parts current
-//! over server-sent events (`live.rs`). Who may look is `access.rs`'s; escaping is `html.rs`'s.
+//! over server-sent events (`live.rs`). The web chat (`chat.rs`) talks to the default agent. Who may look is `access.rs`'s; escaping is `html.rs`'s.
 //! docs/dashboard.md records the design.
 
 pub mod access;
+mod chat;
 pub mod html;
 mod live;
 pub mod pages;
@@ -64,6 +65,7 @@ pub fn remove_addr_file(config: &Config) {
 pub fn router(dash: Dash) -> Router {
     let gated = Router::new()
         .route("/", get(pages::overview))
+        .route("/chat", get(chat::show).post(chat::send))
         .route("/sessions", get(pages::sessions))
         .route("/sessions/{id}", get(pages::story))
         .route("/agents", get(pages::agents))

@@ -506,3 +506,89 @@ async fn task_buttons_pause_resume_run_and_cancel() {
     );
     fixture.stop().await.unwrap();
 }
+
+/// The web chat is a conversation of its own with the default agent: the browser's message goes
+/// through the router as `web:owner`, the fake model answers, and the page shows the reply,
+/// following live. Terminal and web chat do not share a session.
+#[tokio::test]
+async fn the_web_chat_talks_to_the_default_agent() {
+    let (model, mut fixture) = setup().await;
+    fixture.start().await.unwrap();
+    let cookie = sign_in(&fixture).await;
+    let base = base(&fixture);
+    let empty = page(&fixture, &cookie, "/chat").await;
+    assert!(
+        empty.contains("No conversation yet") && empty.contains("action=\"/chat\""),
+        "{empty}"
+    );
+
+    let post = |text: String| {
+        let (url, cookie, origin) = (format!("{base}/chat"), cookie.clone(), base.clone());
+        async move {
+            http()
+                .post(url)
+                .header("cookie", cookie)
+                .header("origin", origin)
+                .form(&[("text", text)])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    model.push(Reply::text("hello from the web"));
+    let sent = post("hi from the browser".into()).await;
+    assert_eq!(sent.status(), StatusCode::SEE_OTHER);
+    assert_eq!(sent.headers()["location"], "/chat");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let shown = loop {
+        let shown = page(&fixture, &cookie, "/chat").await;
+        if shown.contains("hello from the web") {
+            break shown;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no reply:\n{shown}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        shown.contains("hi from the browser") && shown.contains("data-sse=\"/events/sessions/"),
+        "{shown}"
+    );
+    let request = model.last_request().unwrap();
+    let last = request.messages().last().unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(last.contains("hi from the browser"), "{last}");
+    // The reply is recorded as delivered; the session is the web chat's, not the terminal's.
+    let sessions = fixture
+        .command(&["sessions", "--json"])
+        .output()
+        .await
+        .unwrap();
+    let sessions: serde_json::Value = serde_json::from_slice(&sessions.stdout).unwrap();
+    let chats: Vec<&str> = sessions["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["chat"].as_str().unwrap())
+        .collect();
+    assert_eq!(chats, ["web:owner"]);
+    assert!(shown.contains("delivered"), "{shown}");
+
+    // Empty and oversized messages are refused and nothing is sent.
+    let requests = model.request_count();
+    assert_eq!(post("   ".into()).await.status(), StatusCode::BAD_REQUEST);
+    let big = post("x".repeat(40 * 1024)).await;
+    assert_eq!(big.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(model.request_count(), requests);
+    // A cross-origin form post is refused like every change.
+    let forged = http()
+        .post(format!("{base}/chat"))
+        .header("cookie", &cookie)
+        .header("origin", "http://evil.example")
+        .form(&[("text", "from elsewhere")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    fixture.stop().await.unwrap();
+}
