@@ -1,3 +1,4 @@
+mod browser;
 mod chat;
 mod create_agent;
 mod dashboard;
