@@ -72,6 +72,8 @@ fmt:
 bench: build-release busybox
 	$(CARGO) build --release -p host --example bench
 	$(RELEASE_BIN)/examples/bench $(RELEASE_BIN)/clawbox
+	$(CARGO) build --release -p host --example bench_dashboard
+	$(RELEASE_BIN)/examples/bench_dashboard $(RELEASE_BIN)/clawbox
 
 clean:
 	$(CARGO) clean
