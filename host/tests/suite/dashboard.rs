@@ -542,7 +542,8 @@ async fn the_web_chat_talks_to_the_default_agent() {
     let deadline = tokio::time::Instant::now() + WAIT;
     let shown = loop {
         let shown = page(&fixture, &cookie, "/chat").await;
-        if shown.contains("hello from the web") {
+        // The reply, and its delivery record (written just after it).
+        if shown.contains("hello from the web") && shown.contains("delivered") {
             break shown;
         }
         assert!(tokio::time::Instant::now() < deadline, "no reply:\n{shown}");
@@ -572,7 +573,32 @@ async fn the_web_chat_talks_to_the_default_agent() {
         .map(|s| s["chat"].as_str().unwrap())
         .collect();
     assert_eq!(chats, ["web:owner"]);
-    assert!(shown.contains("delivered"), "{shown}");
+
+    // A question with options cannot be shown there: the agent's tool is told so.
+    let call = ToolCall::new(
+        "ask_user_question",
+        json!({ "title": "Pick", "question": "Pick one?", "options": ["a", "b"], "timeout_s": 60 }),
+    );
+    let call_id = call.id.clone();
+    model.push(Reply::ToolCalls(vec![call]));
+    model.push(Reply::text("asked in plain text instead"));
+    let before = model.request_count();
+    assert_eq!(
+        post("ask me something".into()).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    model.wait_for_requests(before + 2, WAIT).await.unwrap();
+    let result = model
+        .requests()
+        .iter()
+        .flat_map(|r| r.messages().to_vec())
+        .find(|m| m["role"] == "tool" && m["tool_call_id"] == call_id.as_str())
+        .and_then(|m| m["content"].as_str().map(str::to_owned))
+        .unwrap();
+    assert!(
+        result.contains("the web chat cannot show questions"),
+        "{result}"
+    );
 
     // Empty and oversized messages are refused and nothing is sent.
     let requests = model.request_count();
