@@ -202,6 +202,20 @@ async fn a_dashboard_that_is_off_or_remote_without_consent_is_not_served() {
     let out = fixture.command(&["run"]).output().await.unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("DASHBOARD_ALLOW_REMOTE"));
+
+    // A second host whose dashboard address is taken does not start, and says which setting.
+    let (_other_model, mut other) = setup().await;
+    other.start().await.unwrap();
+    let taken = base(&other).trim_start_matches("http://").to_owned();
+    fixture.set("DASHBOARD_ADDR", taken);
+    let out = fixture.command(&["run"]).output().await.unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("DASHBOARD_ADDR=") && stderr.contains("cannot listen"),
+        "{stderr}"
+    );
+    other.stop().await.unwrap();
 }
 
 /// Every page over a host whose agent, user, model, tools, tasks and refused senders all wrote
