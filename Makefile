@@ -2,7 +2,7 @@
 CARGO ?= cargo
 RELEASE_BIN := target/release
 
-.PHONY: all build build-release run serve status test lint fmt bench clean venv image busybox strace llama
+.PHONY: all build build-release run serve status test lint fmt bench clean venv image busybox strace llama chromium
 
 # A Python environment with the official MCP SDK and a third-party MCP server, for the
 # interoperability tests. Rebuilt when tests/requirements.txt changes.
@@ -21,6 +21,13 @@ busybox:
 		echo "installing busybox-static (the agent image's shell)"; \
 		apt-get install -y -qq busybox-static || \
 		{ apt-get update -qq && apt-get install -y -qq busybox-static; }; }
+
+# The dashboard's browser test drives Debian's headless Chromium. Installed when missing.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+		echo "installing chromium (the dashboard's browser test)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }; }
 
 ## The agent image for CONTAINER_RUNTIME=docker (CONTAINER_IMAGE, default clawbox-agent:latest),
 ## built from the release binaries without any registry. `clawbox run`/`chat` also build it
@@ -61,7 +68,7 @@ llama:
 	tests/llama-server.sh
 
 ## Formatting, lints, the layering check and the whole test suite (what CI runs).
-test: lint venv busybox
+test: lint venv busybox chromium
 	$(CARGO) build --workspace --bins
 	CLAWBOX_LLAMA_DIR=$$(tests/llama-server.sh) && export CLAWBOX_LLAMA_DIR && \
 		CLAWBOX_TEST_PYTHON=$(CURDIR)/$(VENV)/bin/python $(CARGO) test --workspace
@@ -78,6 +85,8 @@ fmt:
 bench: build-release busybox strace
 	$(CARGO) build --release -p host --example bench
 	$(RELEASE_BIN)/examples/bench $(RELEASE_BIN)/clawbox
+	$(CARGO) build --release -p host --example bench_dashboard
+	$(RELEASE_BIN)/examples/bench_dashboard $(RELEASE_BIN)/clawbox
 
 clean:
 	$(CARGO) clean

@@ -1,6 +1,6 @@
 //! Assembling and running a host: data directory and lock, central DB and bootstrap, runtime,
 //! supervisor, reconciliation of what a previous host left behind, the task scheduler, the
-//! admin socket. `clawbox
+//! admin socket, the web dashboard. `clawbox
 //! run` and the in-process host of `clawbox chat` both go through [`start`].
 
 use std::os::unix::fs::PermissionsExt;
@@ -42,6 +42,8 @@ pub struct RunningHost {
     pub ctx: HostCtx,
     cancel: CancellationToken,
     admin: tokio::task::JoinHandle<()>,
+    /// The web dashboard, unless `DASHBOARD_ADDR=off`.
+    dashboard: Option<tokio::task::JoinHandle<()>>,
     /// The Telegram poller, when the channel is on.
     telegram: Option<tokio::task::JoinHandle<()>>,
     scheduler: tokio::task::JoinHandle<()>,
@@ -59,6 +61,10 @@ impl RunningHost {
     pub async fn shutdown(self) {
         self.cancel.cancel();
         let _ = self.admin.await;
+        if let Some(dashboard) = self.dashboard {
+            let _ = dashboard.await;
+        }
+        crate::dashboard::remove_addr_file(&self.ctx.config);
         if let Some(poller) = self.telegram {
             let _ = poller.await;
         }
@@ -170,6 +176,9 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
     };
     reconcile(&ctx).await?;
 
+    // Before the admin socket: whoever waits for the socket finds dashboard.addr written.
+    let dashboard_access = crate::dashboard::access::Access::load_or_create(&config)?;
+    let dashboard_listener = crate::dashboard::bind(&config).await?;
     let listener = crate::admin::bind(&config.socket_path())?;
     let cancel = CancellationToken::new();
     // After reconciliation: runs go into sessions whose leftovers are settled.
@@ -181,6 +190,14 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
     ));
     let retention = tokio::spawn(ctx.retention.clone().run(cancel.clone()));
     let admin = tokio::spawn(crate::admin::serve(listener, ctx.clone(), cancel.clone()));
+    let dashboard = dashboard_listener.map(|listener| {
+        tokio::spawn(crate::dashboard::serve(
+            listener,
+            ctx.clone(),
+            dashboard_access,
+            cancel.clone(),
+        ))
+    });
     let telegram = ctx
         .channels
         .telegram
@@ -195,6 +212,7 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
         ctx,
         cancel,
         admin,
+        dashboard,
         telegram,
         scheduler,
         questions,

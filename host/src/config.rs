@@ -144,6 +144,13 @@ pub struct Config {
     /// `PROXY_MAX_REQUEST_MB` (default 32): largest model request body the proxy reads, in
     /// bytes; a larger one gets 413.
     pub proxy_max_request_bytes: usize,
+    /// `DASHBOARD_ADDR` (default `127.0.0.1:7878`; `off` disables it): where the web dashboard
+    /// listens. Port 0 picks a free port (written to `DATA_DIR/dashboard.addr`).
+    pub dashboard_addr: Option<std::net::SocketAddr>,
+    /// `DASHBOARD_ALLOW_REMOTE` (default `false`): must be `true` for a `DASHBOARD_ADDR` that is
+    /// not a loopback address — the dashboard speaks plain HTTP, so it belongs behind a TLS
+    /// reverse proxy when it leaves the machine.
+    pub dashboard_allow_remote: bool,
 }
 
 /// Resource limits of one agent container. Defaults live in [`Config`]; [`ContainerLimits`]
@@ -428,7 +435,37 @@ impl Config {
                     Ok(mb as usize * 1024 * 1024)
                 }
             })?,
+            dashboard_addr: match var("DASHBOARD_ADDR").as_deref().map(str::trim) {
+                None => Some(std::net::SocketAddr::from(([127, 0, 0, 1], 7878))),
+                Some("off") => None,
+                Some(addr) => Some(addr.parse().map_err(|_| ConfigError {
+                    var: "DASHBOARD_ADDR",
+                    value: addr.to_owned(),
+                    problem: "expected `off` or an address with a port, e.g. 127.0.0.1:7878".into(),
+                })?),
+            },
+            dashboard_allow_remote: match var("DASHBOARD_ALLOW_REMOTE").as_deref().map(str::trim) {
+                None | Some("false" | "0" | "no") => false,
+                Some("true" | "1" | "yes") => true,
+                Some(other) => {
+                    return Err(ConfigError {
+                        var: "DASHBOARD_ALLOW_REMOTE",
+                        value: other.to_owned(),
+                        problem: "expected `true` or `false`".into(),
+                    });
+                }
+            },
         };
+        if let Some(addr) = config.dashboard_addr
+            && !addr.ip().is_loopback()
+            && !config.dashboard_allow_remote
+        {
+            return Err(ConfigError {
+                var: "DASHBOARD_ADDR",
+                value: addr.to_string(),
+                problem: "not a loopback address; set DASHBOARD_ALLOW_REMOTE=true to serve the dashboard beyond this machine (put it behind a TLS reverse proxy)".into(),
+            });
+        }
         if config.claim_stuck <= config.heartbeat * 2 {
             return Err(ConfigError {
                 var: "CLAIM_STUCK_MS",
@@ -465,6 +502,21 @@ impl Config {
     /// Where the host writes the model proxy's loopback address (`127.0.0.1:<port>`).
     pub fn proxy_addr_path(&self) -> PathBuf {
         self.data_dir.join("proxy.addr")
+    }
+
+    /// The dashboard's access token (mode 0600), created at the first start.
+    pub fn dashboard_token_path(&self) -> PathBuf {
+        self.data_dir.join("dashboard.token")
+    }
+
+    /// Where the host writes the dashboard's address once it listens.
+    pub fn dashboard_addr_path(&self) -> PathBuf {
+        self.data_dir.join("dashboard.addr")
+    }
+
+    /// One-time login codes handed out by `clawbox dashboard` (hashes only).
+    pub fn dashboard_logins_dir(&self) -> PathBuf {
+        self.data_dir.join("dashboard-logins")
     }
 
     pub fn log_dir(&self) -> PathBuf {
@@ -677,6 +729,35 @@ mod tests {
             assert_eq!(err.var, var, "{var}={value}");
             assert!(err.to_string().starts_with(var), "{err}");
         }
+    }
+
+    #[test]
+    fn dashboard_address_is_loopback_unless_allowed() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.dashboard_addr, Some("127.0.0.1:7878".parse().unwrap()));
+        assert_eq!(
+            config(&[("DASHBOARD_ADDR", "off")]).unwrap().dashboard_addr,
+            None
+        );
+        let e = config(&[("DASHBOARD_ADDR", "0.0.0.0:7878")]).unwrap_err();
+        assert_eq!(e.var, "DASHBOARD_ADDR");
+        assert!(e.problem.contains("DASHBOARD_ALLOW_REMOTE"), "{e}");
+        let c = config(&[
+            ("DASHBOARD_ADDR", "0.0.0.0:7878"),
+            ("DASHBOARD_ALLOW_REMOTE", "true"),
+        ])
+        .unwrap();
+        assert_eq!(c.dashboard_addr, Some("0.0.0.0:7878".parse().unwrap()));
+        assert_eq!(
+            config(&[("DASHBOARD_ADDR", "localhost")]).unwrap_err().var,
+            "DASHBOARD_ADDR"
+        );
+        assert_eq!(
+            config(&[("DASHBOARD_ALLOW_REMOTE", "maybe")])
+                .unwrap_err()
+                .var,
+            "DASHBOARD_ALLOW_REMOTE"
+        );
     }
 
     #[test]

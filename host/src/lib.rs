@@ -16,6 +16,7 @@
 //! | inbound sources | [`channels`], [`scheduler`] | the terminal and Telegram adapters; scheduled tasks firing into inboxes |
 //! | facts | [`report`] | what operators are shown: status, sessions, agents, logs, doctor |
 //! | operator server | [`admin`] | the admin socket, its protocol, the context handlers share |
+//! | operator web | [`dashboard`] | the web dashboard: the same reports and task operations in a browser |
 //! | assembly | [`app`] | starting and stopping a host |
 //! | clients | [`cli`] | `clawbox chat`, the operator commands, `clawbox tasks`, `create-agent` |
 //!
@@ -26,6 +27,7 @@ pub mod app;
 pub mod channels;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod db;
 pub mod proxy;
 pub mod report;

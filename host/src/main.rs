@@ -87,6 +87,9 @@ enum Command {
         #[command(subcommand)]
         command: host::cli::tasks::TasksCommand,
     },
+    /// Print a one-time login link for the web dashboard (`DASHBOARD_ADDR`); it works once,
+    /// within ten minutes, and signs the browser in.
+    Dashboard,
     /// The agent image of the docker runtime.
     Image {
         #[command(subcommand)]
@@ -164,6 +167,10 @@ fn main() -> ExitCode {
             }
             Command::Doctor { json } => Ok(host::cli::ops::doctor(config, json).await?),
             Command::Tasks { command } => Ok(host::cli::tasks::run(config, command).await?),
+            Command::Dashboard => {
+                println!("{}", host::dashboard::login_link(&config)?);
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Image {
                 command: ImageCommand::Build { tag },
             } => {

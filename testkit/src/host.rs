@@ -53,6 +53,8 @@ impl HostFixture {
             ("IDLE_TIMEOUT_MS", "60000".to_owned()),
             ("MODEL_BACKOFF_MS", "20".to_owned()),
             ("RUST_LOG", "info".to_owned()),
+            // Any free port: tests run many hosts at once (the address lands in dashboard.addr).
+            ("DASHBOARD_ADDR", "127.0.0.1:0".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

@@ -1,4 +1,6 @@
-//! Channel adapters behind one registry: the terminal (`cli.rs`) and Telegram (`telegram/`).
+//! Channel adapters behind one registry: the terminal (`cli.rs`), Telegram (`telegram/`) and
+//! the dashboard's web chat (`web`, handled here: the browser reads the session's replies from
+//! its mailbox, like its story, so delivering one only records it).
 //! [`Channels`] is the message path's [`Outlet`]: the supervisor hands it every outbound row,
 //! failure notice, verdict and "the agent is working" signal, and it dispatches on the route's
 //! channel type. Inbound, the adapters hand messages to the router. Owns nothing about routing
@@ -77,6 +79,8 @@ impl Outlet for Channels {
                 ("cli", _) => self
                     .cli
                     .deliver(session_id, agent_name, msg, content, attachments),
+                // The dashboard's chat page shows the reply from the mailbox, live.
+                ("web", _) => Ok(None),
                 ("telegram", Some(tg)) => {
                     tg.deliver(session_id, msg, content, attachments, refs)
                         .await
@@ -95,6 +99,9 @@ impl Outlet for Channels {
                     Ok(None)
                 }
                 ("telegram", Some(tg)) => tg.ask(q).await.map(Some),
+                ("web", _) => Err(DeliveryError::Permanent(
+                    "the web chat cannot show questions with options; ask in plain text".into(),
+                )),
                 (other, _) => Err(no_adapter(other)),
             }
         })
@@ -108,6 +115,7 @@ impl Outlet for Channels {
                     Ok(())
                 }
                 ("telegram", Some(tg)) => tg.close_question(q).await,
+                ("web", _) => Ok(()),
                 (other, _) => Err(no_adapter(other)),
             }
         })
@@ -122,6 +130,8 @@ impl Outlet for Channels {
             match (route.channel_type.as_str(), &self.telegram) {
                 ("cli", _) => self.cli.notice(text),
                 ("telegram", Some(tg)) => tg.notice(route, text, None).await,
+                // The chat page shows the failure a notice is about from the session's log.
+                ("web", _) => Ok(()),
                 (other, _) => Err(no_adapter(other)),
             }
         })

@@ -12,6 +12,9 @@ use crate::db::{self, DbResult, random_id, ts};
 pub const CLI_USER: &str = "cli:local";
 pub const CLI_CHAT: &str = "cli:local";
 pub const DEFAULT_AGENT: &str = "default";
+/// The dashboard's owner, who talks to the default agent from the browser (the web chat).
+pub const WEB_USER: &str = "web:owner";
+pub const WEB_CHAT: &str = "web:owner";
 
 const DEFAULT_CLAUDE_MD: &str = "# Agent
 
@@ -62,6 +65,40 @@ pub fn ensure_defaults(conn: &mut Connection, assistant_name: &str) -> DbResult<
     )?;
     tx.commit()?;
     Ok(install_id)
+}
+
+/// The web chat of the dashboard's owner, created when it is first used: user `web:owner`
+/// (owner of the default agent), chat `web`/`owner` wired to the default agent, and the
+/// agent's destination `web`. Like [`ensure_defaults`], it never overwrites an edit.
+pub fn ensure_web_chat(conn: &mut Connection) -> DbResult<()> {
+    let now = ts(Utc::now());
+    let tx = conn.transaction()?;
+    tx.execute(
+        "INSERT OR IGNORE INTO users (id, kind, display_name, created_at) VALUES (?1, 'web', 'Dashboard owner', ?2)",
+        params![WEB_USER, now],
+    )?;
+    tx.execute(
+        "INSERT OR IGNORE INTO user_roles (user_id, agent_group_id, role, granted_by, granted_at)
+         VALUES (?1, ?2, 'owner', ?1, ?3)",
+        params![WEB_USER, DEFAULT_AGENT, now],
+    )?;
+    tx.execute(
+        "INSERT OR IGNORE INTO messaging_groups (id, channel_type, platform_id, name, is_group, created_at)
+         VALUES (?1, 'web', 'owner', 'Web chat', 0, ?2)",
+        params![WEB_CHAT, now],
+    )?;
+    tx.execute(
+        "INSERT OR IGNORE INTO wirings (id, messaging_group_id, agent_group_id, engage_mode, engage_pattern, created_at)
+         VALUES ('wire:web:owner:default', ?1, ?2, 'pattern', '.', ?3)",
+        params![WEB_CHAT, DEFAULT_AGENT, now],
+    )?;
+    tx.execute(
+        "INSERT OR IGNORE INTO destinations (agent_group_id, name, display_name, channel_type, platform_id, created_at)
+         VALUES (?1, 'web', 'Web chat', 'web', 'owner', ?2)",
+        params![DEFAULT_AGENT, now],
+    )?;
+    tx.commit()?;
+    Ok(())
 }
 
 /// Creates `groups/<folder>/` with its default files where they are missing.

@@ -100,3 +100,24 @@ pub fn token_usage(conn: &Connection, session_id: &str, day: &str) -> DbResult<T
         }),
     )
 }
+
+/// Prompt plus completion tokens per agent and day from `since_day` (`YYYY-MM-DD`) on, as
+/// `(agent id, day, tokens)` ordered by day then agent: the dashboard's chart.
+pub fn token_usage_by_agent_day(
+    conn: &Connection,
+    since_day: &str,
+) -> DbResult<Vec<(String, String, u64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT s.agent_group_id, u.day, SUM(u.prompt_tokens + u.completion_tokens)
+         FROM token_usage u JOIN sessions s ON s.id = u.session_id
+         WHERE u.day >= ?1 GROUP BY s.agent_group_id, u.day ORDER BY u.day, s.agent_group_id",
+    )?;
+    let rows = stmt.query_map([since_day], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+        ))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -1,5 +1,7 @@
+mod browser;
 mod chat;
 mod create_agent;
+mod dashboard;
 mod docker;
 mod doctor;
 mod hostile;

@@ -40,6 +40,7 @@ async fn refusals_are_clear_and_recorded() {
             dir.path().join("groups").display().to_string(),
         ),
         ("OPENAI_BASE_URL", model.base_url()),
+        ("DASHBOARD_ADDR", "off".to_owned()),
         (
             "CLAWBOX_RUNNER_BIN",
             Path::new(env!("CARGO_BIN_EXE_clawbox"))

@@ -1,0 +1,634 @@
+//! The web dashboard over a real host with the fake model: access control (no cookie, a wrong
+//! one, used or unknown login links, cross-origin and origin-less POSTs), the security headers,
+//! each page's content, hostile text in every field, the live overview and story streams, and
+//! the task buttons.
+
+use std::time::Duration;
+
+use mailbox::InboundStatus;
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, HeaderValue};
+use serde_json::json;
+use testkit::{HostFixture, Reply, ToolCall};
+
+use super::support::*;
+use super::tasks::{agent_calls, task_id, wait_task};
+
+/// Markup, a bidi override, an isolate, a bell and an escape sequence.
+const HOSTILE: &str = "<script>alert(1)</script><img src=x onerror=alert(2)>\"'&\u{202E}gnp.exe\u{2066}x\u{7}\u{1b}[31m";
+
+/// What must never reach a page raw.
+fn assert_neutralised(page: &str, body: &str) {
+    for raw in [
+        "<script>", "<img", "\u{202E}", "\u{2066}", "\u{7}", "\u{1b}",
+    ] {
+        assert!(!body.contains(raw), "{page} shows {raw:?} raw:\n{body}");
+    }
+}
+
+/// The dashboard's origin, from the address the host recorded.
+fn base(fixture: &HostFixture) -> String {
+    let addr = std::fs::read_to_string(fixture.data_dir().join("dashboard.addr")).unwrap();
+    format!("http://{}", addr.trim())
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// `clawbox dashboard`'s link.
+async fn login_link(fixture: &HostFixture) -> String {
+    let out = fixture.command(&["dashboard"]).output().await.unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Signs in through a fresh login link and returns the cookie header to send.
+async fn sign_in(fixture: &HostFixture) -> HeaderValue {
+    let response = http().get(login_link(fixture).await).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let set = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    HeaderValue::from_str(set.split(';').next().unwrap()).unwrap()
+}
+
+async fn get(fixture: &HostFixture, cookie: &HeaderValue, path: &str) -> (StatusCode, String) {
+    let response = http()
+        .get(format!("{}{path}", base(fixture)))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.text().await.unwrap())
+}
+
+async fn page(fixture: &HostFixture, cookie: &HeaderValue, path: &str) -> String {
+    let (status, body) = get(fixture, cookie, path).await;
+    assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    body
+}
+
+fn assert_security_headers(headers: &HeaderMap) {
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["referrer-policy"], "no-referrer");
+}
+
+#[tokio::test]
+async fn the_dashboard_refuses_strangers_and_cross_origin_changes() {
+    let (_model, mut fixture) = setup().await;
+    fixture.start().await.unwrap();
+    let base = base(&fixture);
+    let token = std::fs::read_to_string(fixture.data_dir().join("dashboard.token")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(fixture.data_dir().join("dashboard.token"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // No cookie, a wrong one: 401, with the security headers all the same.
+    let none = http().get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(none.status(), StatusCode::UNAUTHORIZED);
+    assert_security_headers(none.headers());
+    let wrong = http()
+        .get(format!("{base}/sessions"))
+        .header("cookie", format!("clawbox_dashboard={}", "0".repeat(64)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    for path in [
+        "/events/overview",
+        "/agents",
+        "/tasks",
+        "/dropped",
+        "/usage",
+    ] {
+        let r = http().get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
+    }
+    // A forged login code is refused; a real one works exactly once.
+    let forged = http()
+        .get(format!("{base}/login?code={}", "a".repeat(32)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
+    let link = login_link(&fixture).await;
+    assert!(link.starts_with(&format!("{base}/login?code=")), "{link}");
+    let first = http().get(&link).send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::SEE_OTHER);
+    assert_eq!(first.headers()["location"], "/");
+    let cookie = first.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.starts_with(&format!("clawbox_dashboard={}", token.trim())),
+        "{cookie}"
+    );
+    let again = http().get(&link).send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
+
+    let cookie = HeaderValue::from_str(cookie.split(';').next().unwrap()).unwrap();
+    let ok = http()
+        .get(format!("{base}/"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_security_headers(ok.headers());
+
+    // State changes need the dashboard's own Origin, cookie or not.
+    let host = base.trim_start_matches("http://").to_owned();
+    for origin in [Some("http://evil.example"), Some("null"), None] {
+        let mut request = http()
+            .post(format!("{base}/tasks/task-none/pause"))
+            .header("cookie", &cookie);
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        let refused = request.send().await.unwrap();
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN, "{origin:?}");
+    }
+    let unsigned = http()
+        .post(format!("{base}/tasks/task-none/pause"))
+        .header("origin", &base)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status(), StatusCode::UNAUTHORIZED);
+    // Through both gates, the operation itself answers: there is no such task.
+    let through = http()
+        .post(format!("{base}/tasks/task-none/pause"))
+        .header("cookie", &cookie)
+        .header("origin", format!("http://{host}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(through.status(), StatusCode::CONFLICT);
+    assert!(through.text().await.unwrap().contains("task-none"));
+    fixture.stop().await.unwrap();
+    assert!(!fixture.data_dir().join("dashboard.addr").exists());
+}
+
+#[tokio::test]
+async fn a_dashboard_that_is_off_or_remote_without_consent_is_not_served() {
+    let (_model, mut fixture) = setup().await;
+    fixture.set("DASHBOARD_ADDR", "off");
+    fixture.start().await.unwrap();
+    assert!(!fixture.data_dir().join("dashboard.addr").exists());
+    let out = fixture.command(&["dashboard"]).output().await.unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DASHBOARD_ADDR=off"));
+    fixture.stop().await.unwrap();
+
+    fixture.set("DASHBOARD_ADDR", "0.0.0.0:0");
+    let out = fixture.command(&["run"]).output().await.unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DASHBOARD_ALLOW_REMOTE"));
+
+    // A second host whose dashboard address is taken does not start, and says which setting.
+    let (_other_model, mut other) = setup().await;
+    other.start().await.unwrap();
+    let taken = base(&other).trim_start_matches("http://").to_owned();
+    fixture.set("DASHBOARD_ADDR", taken);
+    let out = fixture.command(&["run"]).output().await.unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("DASHBOARD_ADDR=") && stderr.contains("cannot listen"),
+        "{stderr}"
+    );
+    other.stop().await.unwrap();
+}
+
+/// Every page over a host whose agent, user, model, tools, tasks and refused senders all wrote
+/// hostile text: it shows up escaped, never as markup or invisible characters.
+#[tokio::test]
+async fn every_page_shows_hostile_text_escaped() {
+    let (model, mut fixture) = setup().await;
+    model.set_usage(/*prompt*/ 120, /*completion*/ 30);
+    fixture.start().await.unwrap();
+    let create = fixture
+        .command_of(
+            std::path::Path::new(env!("CARGO_BIN_EXE_create-agent")),
+            &["--agent-id", "default", "--agent-name", HOSTILE],
+        )
+        .output()
+        .await
+        .unwrap();
+    assert!(create.status.success(), "{create:?}");
+    let conn = rusqlite::Connection::open(fixture.data_dir().join("clawbox.db")).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn.execute(
+        "INSERT INTO dropped_messages (channel_type, platform_id, sender_id, sender_name, reason, at)
+         VALUES ('telegram', ?1, ?1, ?1, ?1, '2026-03-01T12:00:00.000Z'),
+                ('telegram', '-1001234', 'telegram:555', ?1, 'not_authorized', '2026-03-01T12:00:01.000Z')",
+        [HOSTILE],
+    )
+    .unwrap();
+    drop(conn);
+
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    // A tool whose name is hostile (it fails: no such tool), then a hostile answer.
+    model.push(Reply::ToolCalls(vec![ToolCall::new(HOSTILE, json!({}))]));
+    model.push(Reply::text(format!("answer {HOSTILE}")));
+    let (session, seq) = client.send(&format!("question {HOSTILE}")).await.unwrap();
+    assert_eq!(client.done(seq).await.unwrap().0, InboundStatus::Completed);
+    let result = agent_calls(
+        &mut client,
+        &model,
+        "schedule something",
+        "schedule_task",
+        json!({ "prompt": format!("task {HOSTILE}"), "cron": "0 9 * * *" }),
+    )
+    .await;
+    let task = task_id(&result);
+
+    let cookie = sign_in(&fixture).await;
+    let overview = page(&fixture, &cookie, "/").await;
+    assert!(
+        overview.contains("data-sse=\"/events/overview\""),
+        "{overview}"
+    );
+    let pages = [
+        ("/", "&lt;script&gt;"),
+        ("/sessions", "&lt;script&gt;"),
+        (
+            &format!("/sessions/{session}") as &str,
+            "question &lt;script&gt;",
+        ),
+        ("/agents", "&lt;script&gt;alert(1)"),
+        ("/tasks", "task &lt;script&gt;"),
+        (&format!("/tasks/{task}") as &str, "task &lt;script&gt;"),
+        ("/dropped", "&lt;img src=x"),
+        ("/usage", "default"),
+    ];
+    for (path, expected) in pages {
+        let body = page(&fixture, &cookie, path).await;
+        assert_neutralised(path, &body);
+        assert!(
+            body.contains(expected),
+            "{path} lacks {expected:?}:\n{body}"
+        );
+    }
+    // The story: the message in, the model steps, the failed hostile tool call, the reply.
+    let story = page(&fixture, &cookie, &format!("/sessions/{session}")).await;
+    for expected in [
+        "chat from you",
+        "model step",
+        "answer &lt;script&gt;",
+        "⟨U+202E⟩gnp.exe⟨U+2066⟩x⟨U+0007⟩⟨U+001B⟩[31m",
+        "delivered",
+        "completed",
+    ] {
+        assert!(
+            story.contains(expected),
+            "story lacks {expected:?}:\n{story}"
+        );
+    }
+    assert!(
+        story.contains("class=\"fail\""),
+        "the unknown tool is a failed call:\n{story}"
+    );
+    // The agents page names the wiring; the dropped page the command that wires the chat.
+    let agents = page(&fixture, &cookie, "/agents").await;
+    assert!(agents.contains("cli:local"), "{agents}");
+    let dropped = page(&fixture, &cookie, "/dropped").await;
+    assert!(
+        dropped.contains("create-agent --agent-id default --telegram-chat-id -1001234"),
+        "{dropped}"
+    );
+    // Tokens: the fake model counts 150 per request; three requests so far, plus the one the
+    // scheduling turn's second step made.
+    // The proxy counts a response once its body has ended, so the last one may land a moment
+    // after the turn's verdict.
+    let expected = format!("<td>{}</td>", 150 * model.request_count());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let usage = page(&fixture, &cookie, "/usage").await;
+        assert!(usage.contains("<svg class=\"chart\""), "{usage}");
+        if usage.contains(&expected) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {expected}:\n{usage}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // An unknown session is a 404 page, its name escaped.
+    let (status, body) = get(&fixture, &cookie, "/sessions/%3Cb%3Enope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        body.contains("&lt;b&gt;nope") && !body.contains("<b>nope"),
+        "{body}"
+    );
+    fixture.stop().await.unwrap();
+}
+
+/// Reads server-sent events from a response.
+struct Events {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl Events {
+    async fn open(fixture: &HostFixture, cookie: &HeaderValue, path: &str) -> Events {
+        let response = http()
+            .get(format!("{}{path}", base(fixture)))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        Events {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event (its name and data), keep-alive comments skipped.
+    async fn next(&mut self) -> (String, String) {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut name = String::new();
+                let mut data = Vec::new();
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event: ") {
+                        name = v.to_owned();
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        data.push(v.to_owned());
+                    }
+                }
+                if name.is_empty() && data.is_empty() {
+                    continue;
+                }
+                return (name, data.join("\n"));
+            }
+            let chunk = tokio::time::timeout(WAIT, self.response.chunk())
+                .await
+                .expect("an event within the wait")
+                .unwrap()
+                .expect("the stream stays open");
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// Events until one satisfies `check`.
+    async fn until(&mut self, check: impl Fn(&str, &str) -> bool) -> String {
+        loop {
+            let (name, data) = self.next().await;
+            if check(&name, &data) {
+                return data;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_overview_and_a_story_follow_the_host_live() {
+    let (model, mut fixture) = setup().await;
+    fixture.start().await.unwrap();
+    let cookie = sign_in(&fixture).await;
+    let mut overview = Events::open(&fixture, &cookie, "/events/overview").await;
+    let (name, first) = overview.next().await;
+    assert_eq!(name, "reset");
+    assert!(first.contains("No live sessions"), "{first}");
+
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    model.push(Reply::text("first answer").after(Duration::from_millis(300)));
+    let (session, seq) = client.send("hello dashboard").await.unwrap();
+    let live = overview
+        .until(|name, data| name == "reset" && data.contains(&session))
+        .await;
+    assert!(
+        live.contains(&format!("href=\"/sessions/{session}\"")),
+        "{live}"
+    );
+    assert_eq!(client.done(seq).await.unwrap().0, InboundStatus::Completed);
+
+    // The story stream starts with the whole timeline, then appends what happens next.
+    let mut story = Events::open(&fixture, &cookie, &format!("/events/sessions/{session}")).await;
+    let (name, timeline) = story.next().await;
+    assert_eq!(name, "reset");
+    assert!(
+        timeline.contains("hello dashboard") && timeline.contains("first answer"),
+        "{timeline}"
+    );
+    model.push(Reply::text("second answer"));
+    let (_, seq) = client.send("and again").await.unwrap();
+    let appended = story
+        .until(|name, data| name == "append" && data.contains("second answer"))
+        .await;
+    assert!(
+        !appended.contains("first answer"),
+        "only new entries: {appended}"
+    );
+    assert_eq!(client.done(seq).await.unwrap().0, InboundStatus::Completed);
+    // A host that stops ends the streams instead of waiting for the browser.
+    fixture.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn task_buttons_pause_resume_run_and_cancel() {
+    let (model, mut fixture) = setup().await;
+    fixture.start().await.unwrap();
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    let result = agent_calls(
+        &mut client,
+        &model,
+        "every morning",
+        "schedule_task",
+        json!({ "prompt": "morning report", "cron": "0 9 * * *" }),
+    )
+    .await;
+    let task = task_id(&result);
+    let cookie = sign_in(&fixture).await;
+    let base = base(&fixture);
+    let post = |op: &'static str| {
+        let url = format!("{base}/tasks/{task}/{op}");
+        let cookie = cookie.clone();
+        let origin = base.clone();
+        async move {
+            http()
+                .post(url)
+                .header("cookie", cookie)
+                .header("origin", origin)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let tasks = page(&fixture, &cookie, "/tasks").await;
+    assert!(
+        tasks.contains(&format!("action=\"/tasks/{task}/pause\"")),
+        "{tasks}"
+    );
+
+    let paused = post("pause").await;
+    assert_eq!(paused.status(), StatusCode::SEE_OTHER);
+    wait_task(&fixture, &task, |t| t["task"]["status"] == "paused").await;
+    let tasks = page(&fixture, &cookie, "/tasks").await;
+    assert!(
+        tasks.contains(&format!("action=\"/tasks/{task}/resume\"")),
+        "{tasks}"
+    );
+    assert_eq!(post("resume").await.status(), StatusCode::SEE_OTHER);
+    wait_task(&fixture, &task, |t| t["task"]["status"] == "active").await;
+    model.push(Reply::text("report done"));
+    assert_eq!(post("run-now").await.status(), StatusCode::SEE_OTHER);
+    wait_task(&fixture, &task, |t| {
+        t["runs"].as_array().is_some_and(|runs| {
+            runs.iter()
+                .any(|r| r["trigger"] == "run-now" && r["outcome"] == "completed")
+        })
+    })
+    .await;
+    let shown = page(&fixture, &cookie, &format!("/tasks/{task}")).await;
+    assert!(
+        shown.contains("run-now") && shown.contains("completed"),
+        "{shown}"
+    );
+    assert_eq!(post("cancel").await.status(), StatusCode::SEE_OTHER);
+    wait_task(&fixture, &task, |t| t["task"]["status"] == "cancelled").await;
+    // A cancelled task cannot be resumed; the page says why, escaped like everything else.
+    let refused = post("resume").await;
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    let text = refused.text().await.unwrap();
+    assert!(
+        text.contains("class=\"error\"") && text.contains(&task),
+        "{text}"
+    );
+    fixture.stop().await.unwrap();
+}
+
+/// The web chat is a conversation of its own with the default agent: the browser's message goes
+/// through the router as `web:owner`, the fake model answers, and the page shows the reply,
+/// following live. Terminal and web chat do not share a session.
+#[tokio::test]
+async fn the_web_chat_talks_to_the_default_agent() {
+    let (model, mut fixture) = setup().await;
+    fixture.start().await.unwrap();
+    let cookie = sign_in(&fixture).await;
+    let base = base(&fixture);
+    let empty = page(&fixture, &cookie, "/chat").await;
+    assert!(
+        empty.contains("No conversation yet") && empty.contains("action=\"/chat\""),
+        "{empty}"
+    );
+
+    let post = |text: String| {
+        let (url, cookie, origin) = (format!("{base}/chat"), cookie.clone(), base.clone());
+        async move {
+            http()
+                .post(url)
+                .header("cookie", cookie)
+                .header("origin", origin)
+                .form(&[("text", text)])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    model.push(Reply::text("hello from the web"));
+    let sent = post("hi from the browser".into()).await;
+    assert_eq!(sent.status(), StatusCode::SEE_OTHER);
+    assert_eq!(sent.headers()["location"], "/chat");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let shown = loop {
+        let shown = page(&fixture, &cookie, "/chat").await;
+        // The reply, and its delivery record (written just after it).
+        if shown.contains("hello from the web") && shown.contains("delivered") {
+            break shown;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no reply:\n{shown}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        shown.contains("hi from the browser") && shown.contains("data-sse=\"/events/sessions/"),
+        "{shown}"
+    );
+    let request = model.last_request().unwrap();
+    let last = request.messages().last().unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(last.contains("hi from the browser"), "{last}");
+    // The reply is recorded as delivered; the session is the web chat's, not the terminal's.
+    let sessions = fixture
+        .command(&["sessions", "--json"])
+        .output()
+        .await
+        .unwrap();
+    let sessions: serde_json::Value = serde_json::from_slice(&sessions.stdout).unwrap();
+    let chats: Vec<&str> = sessions["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["chat"].as_str().unwrap())
+        .collect();
+    assert_eq!(chats, ["web:owner"]);
+
+    // A question with options cannot be shown there: the agent's tool is told so.
+    let call = ToolCall::new(
+        "ask_user_question",
+        json!({ "title": "Pick", "question": "Pick one?", "options": ["a", "b"], "timeout_s": 60 }),
+    );
+    let call_id = call.id.clone();
+    model.push(Reply::ToolCalls(vec![call]));
+    model.push(Reply::text("asked in plain text instead"));
+    let before = model.request_count();
+    assert_eq!(
+        post("ask me something".into()).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    model.wait_for_requests(before + 2, WAIT).await.unwrap();
+    let result = model
+        .requests()
+        .iter()
+        .flat_map(|r| r.messages().to_vec())
+        .find(|m| m["role"] == "tool" && m["tool_call_id"] == call_id.as_str())
+        .and_then(|m| m["content"].as_str().map(str::to_owned))
+        .unwrap();
+    assert!(
+        result.contains("the web chat cannot show questions"),
+        "{result}"
+    );
+
+    // Empty and oversized messages are refused and nothing is sent.
+    let requests = model.request_count();
+    assert_eq!(post("   ".into()).await.status(), StatusCode::BAD_REQUEST);
+    let big = post("x".repeat(40 * 1024)).await;
+    assert_eq!(big.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(model.request_count(), requests);
+    // A cross-origin form post is refused like every change.
+    let forged = http()
+        .post(format!("{base}/chat"))
+        .header("cookie", &cookie)
+        .header("origin", "http://evil.example")
+        .form(&[("text", "from elsewhere")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    fixture.stop().await.unwrap();
+}
