@@ -10,4 +10,5 @@ mod router;
 mod support;
 mod tasks;
 mod telegram;
+mod terminal;
 mod tools;
