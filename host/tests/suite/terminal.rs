@@ -87,6 +87,20 @@ async fn editing_history_and_help_at_a_terminal() {
     p.exp_string("echo: aXcd").unwrap();
     assert_eq!(model.request_count(), 2, "/help must not reach the model");
 
+    // A pasted block (bracketed paste) is one message, newlines included.
+    prompt(&mut p);
+    p.send("\x1b[200~first line\nsecond line\x1b[201~").unwrap();
+    p.flush().unwrap();
+    p.exp_string("second line").unwrap();
+    keys(&mut p, "\r");
+    p.exp_string("echo: first line").unwrap();
+    assert!(
+        model_saw(&model, "first line\nsecond line"),
+        "{:?}",
+        model.last_request()
+    );
+    assert_eq!(model.request_count(), 3);
+
     // Ctrl-D quits normally.
     prompt(&mut p);
     p.send_control('d').unwrap();
