@@ -7,6 +7,15 @@ use std::time::Duration;
 
 use chrono_tz::Tz;
 
+/// How the host writes its log lines (`LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `text` (the default): one readable line per event; coloured only on a terminal.
+    Text,
+    /// `json`: one JSON object per event (`timestamp`, `level`, `target`, `fields`, `span`).
+    Json,
+}
+
 /// Which runtime runs the agent of a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuntimeKind {
@@ -52,6 +61,8 @@ pub struct Config {
     pub timezone: Tz,
     /// `CONTAINER_RUNTIME` (`docker` | `process`, default `docker`).
     pub runtime: RuntimeKind,
+    /// `LOG_FORMAT`: `text` (default) or `json`.
+    pub log_format: LogFormat,
     /// `CONTAINER_IMAGE` (default `clawbox-agent:latest`).
     pub container_image: String,
     /// `CONTAINER_MEMORY_MB` (default 1024), `CONTAINER_CPUS` (default 1.0), `CONTAINER_PIDS`
@@ -206,6 +217,17 @@ impl Config {
                 });
             }
         };
+        let log_format = match var("LOG_FORMAT").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError {
+                    var: "LOG_FORMAT",
+                    value: other.to_owned(),
+                    problem: "expected `text` or `json`".into(),
+                });
+            }
+        };
         let timezone = match var("TIMEZONE") {
             None => Tz::UTC,
             Some(tz) => tz.parse().map_err(|_| ConfigError {
@@ -295,6 +317,7 @@ impl Config {
             openai_api_key: var("OPENAI_API_KEY"),
             timezone,
             runtime,
+            log_format,
             container_image: var("CONTAINER_IMAGE")
                 .unwrap_or_else(|| "clawbox-agent:latest".into()),
             container_limits,

@@ -61,11 +61,22 @@ macro_rules! say {
     }};
 }
 
-/// Logs to stderr, or to `file` (appending) when given. `RUST_LOG` filters (default `info`).
-pub fn init_logging(file: Option<&Path>) {
+/// The log filter without `RUST_LOG`: clawbox at INFO, the libraries' chatter (MCP sessions,
+/// HTTP connections, the Docker client, Telegram polling) only from WARN.
+pub const DEFAULT_LOG_FILTER: &str = "info,rmcp=warn,hyper=warn,hyper_util=warn,h2=warn,\
+                                      reqwest=warn,bollard=warn,teloxide=warn,axum=warn";
+
+/// Logs to stderr, or to `file` (appending) when given, in `format`. `RUST_LOG` filters
+/// (default [`DEFAULT_LOG_FILTER`]). Colours only when the lines go to a terminal: journald
+/// and log files get plain text.
+pub fn init_logging(file: Option<&Path>, format: crate::config::LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    let ansi = file.is_none() && std::io::stderr().is_terminal();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
     let opened = file.and_then(|path| {
         std::fs::create_dir_all(path.parent()?).ok()?;
         std::fs::OpenOptions::new()
@@ -75,12 +86,20 @@ pub fn init_logging(file: Option<&Path>) {
             .ok()
     });
     // A second init (tests, embedding) keeps the first subscriber; that is fine.
-    let _ = match opened {
-        Some(f) => builder
-            .with_ansi(false)
+    let _ = match (opened, format) {
+        (Some(f), crate::config::LogFormat::Text) => builder
             .with_writer(std::sync::Mutex::new(f))
             .try_init(),
-        None => builder.with_writer(std::io::stderr).try_init(),
+        (Some(f), crate::config::LogFormat::Json) => builder
+            .json()
+            .with_writer(std::sync::Mutex::new(f))
+            .try_init(),
+        (None, crate::config::LogFormat::Text) => {
+            builder.with_writer(std::io::stderr).try_init()
+        }
+        (None, crate::config::LogFormat::Json) => {
+            builder.json().with_writer(std::io::stderr).try_init()
+        }
     };
 }
 
@@ -134,7 +153,10 @@ fn spawn_reader(read: tokio::net::unix::OwnedReadHalf) -> mpsc::UnboundedReceive
 }
 
 pub async fn run(config: Config) -> Result<ExitCode, HostError> {
-    init_logging(Some(&config.log_dir().join("clawbox.log")));
+    init_logging(
+        Some(&config.log_dir().join("clawbox.log")),
+        config.log_format,
+    );
     let (stream, in_process) = connect_or_start(&config).await?;
     let (read, mut write) = stream.into_split();
     let mut events = spawn_reader(read);
