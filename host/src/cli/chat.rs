@@ -87,16 +87,14 @@ pub fn init_logging(file: Option<&Path>, format: crate::config::LogFormat) {
     });
     // A second init (tests, embedding) keeps the first subscriber; that is fine.
     let _ = match (opened, format) {
-        (Some(f), crate::config::LogFormat::Text) => builder
-            .with_writer(std::sync::Mutex::new(f))
-            .try_init(),
+        (Some(f), crate::config::LogFormat::Text) => {
+            builder.with_writer(std::sync::Mutex::new(f)).try_init()
+        }
         (Some(f), crate::config::LogFormat::Json) => builder
             .json()
             .with_writer(std::sync::Mutex::new(f))
             .try_init(),
-        (None, crate::config::LogFormat::Text) => {
-            builder.with_writer(std::io::stderr).try_init()
-        }
+        (None, crate::config::LogFormat::Text) => builder.with_writer(std::io::stderr).try_init(),
         (None, crate::config::LogFormat::Json) => {
             builder.json().with_writer(std::io::stderr).try_init()
         }

@@ -664,13 +664,14 @@ async fn piped_logs_are_plain_and_json_logs_parse() {
         assert!(!log.contains('\x1b'), "{format}: escape bytes in {log}");
         // Library chatter stays below WARN by default.
         assert!(
-            !log.lines().any(|l| l.contains("rmcp") && l.contains("INFO")),
+            !log.lines()
+                .any(|l| l.contains("rmcp") && l.contains("INFO")),
             "{format}: {log}"
         );
         if format == "json" {
             for line in log.lines().filter(|l| !l.trim().is_empty()) {
-                let event: serde_json::Value = serde_json::from_str(line)
-                    .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                let event: serde_json::Value =
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
                 assert!(event["timestamp"].is_string(), "{line}");
                 assert!(event["level"].is_string(), "{line}");
             }
