@@ -7,6 +7,15 @@ use std::time::Duration;
 
 use chrono_tz::Tz;
 
+/// How the host writes its log lines (`LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `text` (the default): one readable line per event; coloured only on a terminal.
+    Text,
+    /// `json`: one JSON object per event (`timestamp`, `level`, `target`, `fields`, `span`).
+    Json,
+}
+
 /// Which runtime runs the agent of a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuntimeKind {
@@ -74,6 +83,8 @@ pub struct Config {
     pub timezone: Tz,
     /// `CONTAINER_RUNTIME` (`docker` | `process`, default `docker`).
     pub runtime: RuntimeKind,
+    /// `LOG_FORMAT`: `text` (default) or `json`.
+    pub log_format: LogFormat,
     /// `CONTAINER_IMAGE` (default `clawbox-agent:latest`).
     pub container_image: String,
     /// `CONTAINER_MEMORY_MB` (default 1024), `CONTAINER_CPUS` (default 1.0), `CONTAINER_PIDS`
@@ -262,6 +273,17 @@ impl Config {
                 });
             }
         };
+        let log_format = match var("LOG_FORMAT").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError {
+                    var: "LOG_FORMAT",
+                    value: other.to_owned(),
+                    problem: "expected `text` or `json`".into(),
+                });
+            }
+        };
         let timezone = match var("TIMEZONE") {
             None => Tz::UTC,
             Some(tz) => tz.parse().map_err(|_| ConfigError {
@@ -351,6 +373,7 @@ impl Config {
             openai_api_key: var("OPENAI_API_KEY"),
             timezone,
             runtime,
+            log_format,
             container_image: var("CONTAINER_IMAGE")
                 .unwrap_or_else(|| "clawbox-agent:latest".into()),
             container_limits,
@@ -589,6 +612,42 @@ pub fn sibling_binary(name: &str) -> PathBuf {
         .ok()
         .and_then(|exe| exe.parent().map(|dir| dir.join(name)))
         .unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// The candidate `word` most likely is a typo of: the closest by edit distance, if it is at
+/// most 2 edits away (and closer than the word's own length, so short words do not match
+/// anything). Used for "did you mean" hints on keys and variables.
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let limit = 2.min(word.chars().count().saturating_sub(1));
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance, by characters.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                diagonal
+            } else {
+                1 + diagonal.min(above).min(row[j])
+            };
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 #[cfg(test)]

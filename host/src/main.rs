@@ -141,7 +141,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Run => {
-                host::cli::chat::init_logging(None);
+                host::cli::chat::init_logging(None, config.log_format);
                 run(config).await
             }
             Command::Chat => Ok(host::cli::chat::run(config).await?),

@@ -68,6 +68,12 @@ impl HostFixture {
         })
     }
 
+    /// Removes a variable (one the fixture sets by default, such as `RUST_LOG`) for later starts.
+    pub fn unset(&mut self, key: &str) -> &mut Self {
+        self.env.remove(key);
+        self
+    }
+
     /// Sets (or overrides) a configuration variable for later starts.
     pub fn set(&mut self, key: &str, value: impl Into<String>) -> &mut Self {
         self.env.insert(key.to_owned(), value.into());

@@ -209,6 +209,30 @@ async fn connection(
                 };
                 let _ = tx.send(reply);
             }
+            Request::Activity => {
+                counter += 1;
+                let event = InboundEvent {
+                    channel_type: "cli".into(),
+                    platform_id: "local".into(),
+                    message_id: format!("{nonce}-{counter}"),
+                    sender_id: CLI_USER.into(),
+                    sender_name: Some("you".into()),
+                    text: "/status".into(),
+                    ..InboundEvent::default()
+                };
+                // The same facts as `/status`, by the same path.
+                let reply = match ctx.router.route(event).await.map(accepted_for_default) {
+                    Ok(Event::Answered { text }) => Event::Activity { text },
+                    Ok(Event::Rejected { reason }) => Event::Error { message: reason },
+                    Ok(other) => Event::Error {
+                        message: format!("unexpected answer to /status: {other:?}"),
+                    },
+                    Err(e) => Event::Error {
+                        message: e.to_string(),
+                    },
+                };
+                let _ = tx.send(reply);
+            }
             Request::Status => {
                 let facts = ctx.facts();
                 let now = chrono::Utc::now();

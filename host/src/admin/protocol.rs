@@ -11,6 +11,7 @@
 //! |---|---|
 //! | `attach` | `attached`, then chat events (`reply`, `reaction`, `done`, `notice`) |
 //! | `send {text}` | `accepted` or `rejected` |
+//! | `activity` | `activity` |
 //! | `status` | `status` |
 //! | `sessions` | `sessions` |
 //! | `agents` | `agents` |
@@ -39,6 +40,9 @@ pub enum Request {
     Send { text: String },
     /// A snapshot of the host and its live sessions.
     Status,
+    /// What the terminal chat's agent is doing, in the sentence `/status` answers (the
+    /// terminal's live status line). Answer: `activity`.
+    Activity,
     /// Answers an agent's question shown to the terminal (`choice`: 1-based option number).
     /// Answer: nothing on success (the `question_closed` chat event follows), `error` else.
     Answer { question_id: String, choice: usize },
@@ -102,6 +106,10 @@ pub enum Event {
     },
     Status {
         status: StatusReport,
+    },
+    /// The answer to `activity`.
+    Activity {
+        text: String,
     },
     Sessions {
         sessions: SessionList,

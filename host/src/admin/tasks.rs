@@ -86,6 +86,7 @@ pub async fn execute(
         | Request::Send { .. }
         | Request::Answer { .. }
         | Request::Status
+        | Request::Activity
         | Request::Sessions
         | Request::Agents
         | Request::Logs { .. }

@@ -4,6 +4,16 @@
 //! under the name of the agent that wrote them. The operator commands (`status`, `logs`, …)
 //! are `ops.rs`'s.
 //!
+//! At a terminal the input line is rustyline's: line editing, history in
+//! `DATA_DIR/chat_history` (Up/Down, Ctrl-R), bracketed paste (a pasted block with newlines is
+//! one message). Replies, notices and the status line are printed above the line being typed
+//! (rustyline's external printer), so typing ahead while the agent works never mixes with its
+//! output. While a message waits for its verdict the client asks the host every second what the
+//! agent does (`activity`, the `/status` sentence) and prints it when it changes. `/help` is
+//! answered here; `/stop` (or Ctrl-C) stops the running turn (supervisor.rs); a second Ctrl-C
+//! in a row, or Ctrl-D, quits with status 0 — a failed message was already shown, it is not the
+//! session's outcome.
+//!
 //! Piped input (`printf 'hi\nbye\n' | clawbox chat`) is a scripted conversation: each line is
 //! sent once the previous one has its verdict (so each line is its own turn), replies go to
 //! stdout and notices to stderr, and the client exits once the last message has its verdict —
@@ -11,10 +21,13 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{IsTerminal, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use mailbox::InboundStatus;
+use rustyline::ExternalPrinter;
+use rustyline::error::ReadlineError;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::OwnedWriteHalf;
@@ -48,27 +61,43 @@ macro_rules! say {
     }};
 }
 
-/// Logs to stderr, or to `file` (appending) when given. `RUST_LOG` filters (default `info`).
-pub fn init_logging(file: Option<&Path>) {
+/// The log filter without `RUST_LOG`: clawbox at INFO, the libraries' chatter (MCP sessions,
+/// HTTP connections, the Docker client, Telegram polling) only from WARN.
+pub const DEFAULT_LOG_FILTER: &str = "info,rmcp=warn,hyper=warn,hyper_util=warn,h2=warn,\
+                                      reqwest=warn,bollard=warn,teloxide=warn,axum=warn";
+
+/// Logs to stderr, or to `file` (appending) when given, in `format`. `RUST_LOG` filters
+/// (default [`DEFAULT_LOG_FILTER`]). Colours only when the lines go to a terminal: journald
+/// and log files get plain text.
+pub fn init_logging(file: Option<&Path>, format: crate::config::LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    let ansi = file.is_none() && std::io::stderr().is_terminal();
     // A log line that cannot be written (stderr is a pipe whose reader is gone, as with
     // `clawbox run 2>&1 | tee log` after Ctrl-C) is dropped: reporting it would write to
     // stderr again, and Rust's `eprintln!` panics on a closed pipe.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .log_internal_errors(false);
     let opened = file.and_then(|path| {
         std::fs::create_dir_all(path.parent()?).ok()?;
         super::logfile::RotatingLog::open(path, super::logfile::LOG_CAP_BYTES).ok()
     });
     // A second init (tests, embedding) keeps the first subscriber; that is fine.
-    let _ = match opened {
-        Some(f) => builder
-            .with_ansi(false)
+    let _ = match (opened, format) {
+        (Some(f), crate::config::LogFormat::Text) => {
+            builder.with_writer(std::sync::Mutex::new(f)).try_init()
+        }
+        (Some(f), crate::config::LogFormat::Json) => builder
+            .json()
             .with_writer(std::sync::Mutex::new(f))
             .try_init(),
-        None => builder.with_writer(std::io::stderr).try_init(),
+        (None, crate::config::LogFormat::Text) => builder.with_writer(std::io::stderr).try_init(),
+        (None, crate::config::LogFormat::Json) => {
+            builder.json().with_writer(std::io::stderr).try_init()
+        }
     };
 }
 
@@ -122,7 +151,10 @@ fn spawn_reader(read: tokio::net::unix::OwnedReadHalf) -> mpsc::UnboundedReceive
 }
 
 pub async fn run(config: Config) -> Result<ExitCode, HostError> {
-    init_logging(Some(&config.log_dir().join("clawbox.log")));
+    init_logging(
+        Some(&config.log_dir().join("clawbox.log")),
+        config.log_format,
+    );
     let (stream, in_process) = connect_or_start(&config).await?;
     let (read, mut write) = stream.into_split();
     let mut events = spawn_reader(read);
@@ -141,6 +173,12 @@ pub async fn run(config: Config) -> Result<ExitCode, HostError> {
         }
     };
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let (input, out, saved_tty) = if interactive {
+        let (input, printer) = spawn_editor(config.data_dir.join(HISTORY_FILE))?;
+        (input, Out::Editor(printer), TtyMode::save())
+    } else {
+        (spawn_piped(), Out::Plain, None)
+    };
     if interactive {
         let where_ = if in_process.is_some() {
             "in this process"
@@ -149,11 +187,17 @@ pub async fn run(config: Config) -> Result<ExitCode, HostError> {
         };
         let warning = if isolated { "" } else { ", NOT isolated" };
         eprintln!(
-            "clawbox — chatting with {agent} ({runtime} runtime{warning}, {where_}). Ctrl-D to quit."
+            "clawbox — chatting with {agent} ({runtime} runtime{warning}, {where_}). /help for commands, Ctrl-D to quit."
         );
     }
-    let mut session = Session::new(agent, interactive);
-    let code = session.drive(&mut write, &mut events).await.map_err(io)?;
+    let mut session = Session::new(agent, interactive, out);
+    let code = session.drive(&mut write, &mut events, input).await;
+    // The editor thread may still be inside readline (the host went away): give the terminal
+    // back as it was.
+    if let Some(tty) = saved_tty {
+        tty.restore();
+    }
+    let code = code.map_err(io)?;
     drop(write);
     if let Some(host) = in_process {
         host.shutdown().await;
@@ -161,10 +205,180 @@ pub async fn run(config: Config) -> Result<ExitCode, HostError> {
     Ok(code)
 }
 
+/// The history file of the terminal chat, under `DATA_DIR`.
+pub const HISTORY_FILE: &str = "chat_history";
+/// Lines of history kept.
+const HISTORY_LINES: usize = 1000;
+/// How often the status line asks the host what the agent does while a message waits.
+const ACTIVITY_POLL: Duration = Duration::from_secs(1);
+
+/// `/help`, answered by the client itself.
+pub const HELP: &str = "\
+Commands:
+  /help     this list (answered here, the agent is not asked)
+  /status   what the agent is doing
+  /stop     stop the running turn (tool commands are ended, nothing of the turn is kept)
+  /clear    start a fresh conversation
+Keys: Up/Down and Ctrl-R recall earlier lines; Ctrl-C stops the running turn, twice in a row \
+quits; Ctrl-D quits. A pasted block is sent as one message.";
+
+/// What the input side of the terminal delivers.
+#[derive(Debug)]
+enum Input {
+    Line(String),
+    /// Ctrl-C (the first of a pair: the second one quits).
+    Interrupt,
+    /// Ctrl-D, end of the piped input, a second Ctrl-C in a row, or the terminal went away.
+    Eof,
+}
+
+/// Runs rustyline on a thread of its own (it blocks on the terminal) and hands each line over.
+/// Lines go to the history file as they are entered.
+fn spawn_editor(
+    history: PathBuf,
+) -> Result<
+    (
+        mpsc::UnboundedReceiver<Input>,
+        Box<dyn ExternalPrinter + Send>,
+    ),
+    HostError,
+> {
+    let editor_error = |e: ReadlineError| HostError::Task(format!("terminal line editor: {e}"));
+    let config = rustyline::Config::builder()
+        .max_history_size(HISTORY_LINES)
+        .map_err(editor_error)?
+        .history_ignore_dups(true)
+        .map_err(editor_error)?
+        .history_ignore_space(true)
+        .bracketed_paste(true)
+        .auto_add_history(true)
+        .build();
+    let mut editor = rustyline::DefaultEditor::with_config(config).map_err(editor_error)?;
+    // A missing history file is the first run; an unreadable one is said once and replaced.
+    if let Err(e) = editor.load_history(&history)
+        && !matches!(&e, ReadlineError::Io(io) if io.kind() == std::io::ErrorKind::NotFound)
+    {
+        eprintln!(
+            "clawbox: cannot read the chat history {}: {e}",
+            history.display()
+        );
+    }
+    let printer = Box::new(editor.create_external_printer().map_err(editor_error)?);
+    let (tx, rx) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        let mut interrupted = false;
+        loop {
+            let input = match editor.readline("you › ") {
+                Ok(line) => {
+                    interrupted = false;
+                    if let Err(e) = editor.append_history(&history) {
+                        eprintln!("clawbox: cannot save the chat history: {e}");
+                    }
+                    Input::Line(line)
+                }
+                Err(ReadlineError::Interrupted) if !interrupted => {
+                    interrupted = true;
+                    Input::Interrupt
+                }
+                Err(ReadlineError::Interrupted | ReadlineError::Eof) => Input::Eof,
+                Err(e) => {
+                    eprintln!("clawbox: cannot read the terminal: {e}");
+                    Input::Eof
+                }
+            };
+            let last = matches!(input, Input::Eof);
+            if tx.send(input).is_err() || last {
+                return;
+            }
+        }
+    });
+    Ok((rx, printer))
+}
+
+/// Reads piped standard input line by line.
+fn spawn_piped() -> mpsc::UnboundedReceiver<Input> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(tokio::io::stdin()).lines();
+        loop {
+            let input = match lines.next_line().await {
+                Ok(Some(line)) => Input::Line(line.trim_end_matches('\r').to_owned()),
+                Ok(None) => Input::Eof,
+                Err(e) => {
+                    eprintln!("clawbox: cannot read standard input: {e}");
+                    Input::Eof
+                }
+            };
+            let last = matches!(input, Input::Eof);
+            if tx.send(input).is_err() || last {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The terminal's mode at start, put back on the way out.
+struct TtyMode(libc::termios);
+
+impl TtyMode {
+    fn save() -> Option<Self> {
+        // SAFETY: tcgetattr writes a termios into the zeroed value we own.
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            (libc::tcgetattr(libc::STDIN_FILENO, &mut t) == 0).then_some(TtyMode(t))
+        }
+    }
+
+    fn restore(&self) {
+        // SAFETY: tcsetattr reads the termios we saved; a failure leaves the mode as it is.
+        unsafe {
+            libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &self.0);
+        }
+    }
+}
+
+/// Where the conversation is written: plain stdout/stderr (piped), or above the line being
+/// edited (a terminal).
+enum Out {
+    Plain,
+    Editor(Box<dyn ExternalPrinter + Send>),
+}
+
+impl Out {
+    /// A line of the conversation (a reply): stdout when plain.
+    fn reply(&mut self, text: &str) {
+        match self {
+            Out::Plain => say!("{text}"),
+            Out::Editor(p) => print_above(p.as_mut(), text),
+        }
+    }
+
+    /// Everything else (notices, errors, the status line): stderr when plain.
+    fn note(&mut self, text: &str) {
+        match self {
+            Out::Plain => tell!("{text}"),
+            Out::Editor(p) => print_above(p.as_mut(), text),
+        }
+    }
+}
+
+fn print_above(printer: &mut dyn ExternalPrinter, text: &str) {
+    // Agents' text must not drive the terminal (escape sequences, bidi overrides).
+    let mut line = crate::cli::render::terminal_safe(text);
+    line.push('\n');
+    if let Err(e) = printer.print(line) {
+        eprintln!("clawbox: cannot write to the terminal: {e}");
+    }
+}
+
 /// The conversation state of one terminal.
 struct Session {
     agent: String,
     interactive: bool,
+    out: Out,
+    /// The last status line shown, so that it is printed only when it changes.
+    activity: Option<String>,
     /// Sent but not yet accepted or refused by the host.
     unanswered: usize,
     /// Accepted messages still waiting for their verdict.
@@ -187,24 +401,27 @@ struct OpenQuestion {
 }
 
 impl OpenQuestion {
-    fn show(&self) {
-        say!("❓ {}\n{}", self.title, self.question);
+    fn show(&self, out: &mut Out) {
+        let mut text = format!("❓ {}\n{}", self.title, self.question);
         for (i, label) in self.options.iter().enumerate() {
-            say!("  {}. {label}", i + 1);
+            text.push_str(&format!("\n  {}. {label}", i + 1));
         }
-        say!(
-            "(type a number from 1 to {}; open until {})",
+        text.push_str(&format!(
+            "\n(type a number from 1 to {}; open until {})",
             self.options.len(),
             self.until
-        );
+        ));
+        out.reply(&text);
     }
 }
 
 impl Session {
-    fn new(agent: String, interactive: bool) -> Self {
+    fn new(agent: String, interactive: bool, out: Out) -> Self {
         Session {
             agent,
             interactive,
+            out,
+            activity: None,
             unanswered: 0,
             outstanding: HashSet::new(),
             early: HashMap::new(),
@@ -217,85 +434,98 @@ impl Session {
         self.unanswered > 0 || !self.outstanding.is_empty()
     }
 
-    fn prompt(&self) {
-        if self.interactive && !self.busy() {
-            print!("you › ");
-            let _ = std::io::stdout().flush();
-        }
-    }
-
     async fn drive(
         &mut self,
         write: &mut OwnedWriteHalf,
         events: &mut mpsc::UnboundedReceiver<Event>,
+        mut input: mpsc::UnboundedReceiver<Input>,
     ) -> std::io::Result<ExitCode> {
-        let mut input = BufReader::new(tokio::io::stdin()).lines();
         let mut eof = false;
-        self.prompt();
+        let mut poll = tokio::time::interval(ACTIVITY_POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
-            if eof && !self.busy() {
+            // A script's end waits for its last verdict; a person quitting does not.
+            if eof && (self.interactive || !self.busy()) {
                 break;
             }
             // Interactive users may type ahead; a script waits for each answer — or for the
             // line that answers a question the agent is waiting on.
             let ready = self.interactive || !self.busy() || !self.questions.is_empty();
             tokio::select! {
-                line = input.next_line(), if !eof && ready => match line? {
-                    None => eof = true,
-                    Some(line) => {
-                        let text = line.trim_end_matches('\r');
-                        if text.trim().is_empty() {
-                            self.prompt();
-                            continue;
-                        }
-                        if let Some(q) = self.questions.front() {
-                            match text.trim().parse::<usize>() {
-                                Ok(n) if (1..=q.options.len()).contains(&n) => {
-                                    let answer = Request::Answer {
-                                        question_id: q.id.clone(),
-                                        choice: n,
-                                    };
-                                    send(write, &answer).await?;
-                                }
-                                _ => say!(
-                                    "To answer “{}”, type a number from 1 to {} (open until {}).",
-                                    q.title,
-                                    q.options.len(),
-                                    q.until
-                                ),
-                            }
-                            continue;
-                        }
-                        send(write, &Request::Send { text: text.to_owned() }).await?;
-                        self.unanswered += 1;
-                        if self.interactive {
-                            eprint!("\x1b[2m  {} is working…\x1b[0m", self.agent);
+                got = input.recv(), if !eof && ready => match got {
+                    None | Some(Input::Eof) => eof = true,
+                    Some(Input::Interrupt) => {
+                        if self.busy() {
+                            self.out.note("Stopping… (Ctrl-C again to quit)");
+                            self.submit(write, "/stop").await?;
+                        } else {
+                            self.out.note("(Ctrl-C again, or Ctrl-D, to quit)");
                         }
                     }
+                    Some(Input::Line(line)) => self.on_line(write, &line).await?,
                 },
                 event = events.recv() => match event {
                     Some(ev) => self.on_event(ev),
                     None => {
-                        eprintln!("clawbox: the host went away");
+                        self.out.note("clawbox: the host went away");
                         return Ok(ExitCode::from(1));
                     }
                 },
+                _ = poll.tick(), if self.interactive && self.busy() => {
+                    send(write, &Request::Activity).await?;
+                }
             }
         }
-        if self.interactive {
-            eprintln!();
-        }
-        Ok(if self.failed {
+        Ok(if self.failed && !self.interactive {
             ExitCode::from(1)
         } else {
             ExitCode::SUCCESS
         })
     }
 
-    fn clear_status_line(&self) {
-        if self.interactive {
-            eprint!("\r\x1b[2K");
+    async fn on_line(&mut self, write: &mut OwnedWriteHalf, line: &str) -> std::io::Result<()> {
+        let text = line.trim_end_matches('\r');
+        if text.trim().is_empty() {
+            return Ok(());
         }
+        if let Some(q) = self.questions.front() {
+            match text.trim().parse::<usize>() {
+                Ok(n) if (1..=q.options.len()).contains(&n) => {
+                    let answer = Request::Answer {
+                        question_id: q.id.clone(),
+                        choice: n,
+                    };
+                    send(write, &answer).await?;
+                }
+                _ => {
+                    let hint = format!(
+                        "To answer “{}”, type a number from 1 to {} (open until {}).",
+                        q.title,
+                        q.options.len(),
+                        q.until
+                    );
+                    self.out.reply(&hint);
+                }
+            }
+            return Ok(());
+        }
+        if text.trim() == "/help" {
+            self.out.note(HELP);
+            return Ok(());
+        }
+        self.submit(write, text).await
+    }
+
+    async fn submit(&mut self, write: &mut OwnedWriteHalf, text: &str) -> std::io::Result<()> {
+        send(
+            write,
+            &Request::Send {
+                text: text.to_owned(),
+            },
+        )
+        .await?;
+        self.unanswered += 1;
+        Ok(())
     }
 
     fn on_event(&mut self, event: Event) {
@@ -313,20 +543,23 @@ impl Session {
             }
             Event::Answered { text } => {
                 self.answered();
-                self.clear_status_line();
+                // The host's own answer (`/status`, `/stop`), not the agent's.
                 if self.interactive {
-                    say!("{} › {text}", self.agent);
+                    self.out.reply(&format!("clawbox › {text}"));
                 } else {
-                    say!("{text}");
+                    self.out.reply(&text);
                 }
-                self.prompt();
+            }
+            Event::Activity { text } => {
+                if self.busy() && self.activity.as_deref() != Some(text.as_str()) {
+                    self.out.note(&format!("  ⋯ {text}"));
+                    self.activity = Some(text);
+                }
             }
             Event::Rejected { reason } => {
                 self.answered();
                 self.failed = true;
-                self.clear_status_line();
-                tell!("⚠ {reason}");
-                self.prompt();
+                self.out.note(&format!("⚠ {reason}"));
             }
             Event::Chat(ChatEvent::Reply {
                 agent,
@@ -335,18 +568,19 @@ impl Session {
                 files,
                 ..
             }) => {
-                self.clear_status_line();
                 let edit = edit_of
                     .map(|n| format!("(edit of #{n}) "))
                     .unwrap_or_default();
                 if !text.is_empty() || files.is_empty() {
-                    match reply_label(&self.agent, &agent, self.interactive) {
-                        Some(label) => say!("{label} › {edit}{text}"),
-                        None => say!("{edit}{text}"),
-                    }
+                    let line = match reply_label(&self.agent, &agent, self.interactive) {
+                        Some(label) => format!("{label} › {edit}{text}"),
+                        None => format!("{edit}{text}"),
+                    };
+                    self.out.reply(&line);
                 }
                 for f in files {
-                    say!("📎 {} ({} bytes): {}", f.name, f.bytes, f.path);
+                    self.out
+                        .reply(&format!("📎 {} ({} bytes): {}", f.name, f.bytes, f.path));
                 }
             }
             Event::Chat(ChatEvent::Reaction {
@@ -355,13 +589,13 @@ impl Session {
                 emoji,
                 ..
             }) => {
-                self.clear_status_line();
                 let who = if agent.is_empty() {
-                    &self.agent
+                    self.agent.clone()
                 } else {
-                    &agent
+                    agent
                 };
-                tell!("({who} reacted {emoji} to #{reaction_to})");
+                self.out
+                    .note(&format!("({who} reacted {emoji} to #{reaction_to})"));
             }
             Event::Chat(ChatEvent::Done {
                 session_id,
@@ -398,11 +632,10 @@ impl Session {
                     options,
                     until,
                 });
-                if self.questions.len() == 1 {
-                    self.clear_status_line();
-                    if let Some(q) = self.questions.front() {
-                        q.show();
-                    }
+                if self.questions.len() == 1
+                    && let Some(q) = self.questions.front()
+                {
+                    q.show(&mut self.out);
                 }
             }
             Event::Chat(ChatEvent::QuestionClosed {
@@ -411,21 +644,13 @@ impl Session {
             }) => {
                 let was_first = self.questions.front().is_some_and(|q| q.id == question_id);
                 self.questions.retain(|q| q.id != question_id);
-                self.clear_status_line();
-                tell!("{outcome}");
-                match self.questions.front() {
-                    Some(next) if was_first => next.show(),
-                    _ => self.prompt(),
+                self.out.note(&outcome);
+                if was_first && let Some(next) = self.questions.front() {
+                    next.show(&mut self.out);
                 }
             }
-            Event::Chat(ChatEvent::Notice { text }) => {
-                self.clear_status_line();
-                tell!("{text}");
-            }
-            Event::Error { message } => {
-                self.clear_status_line();
-                tell!("clawbox: {message}");
-            }
+            Event::Chat(ChatEvent::Notice { text }) => self.out.note(&text),
+            Event::Error { message } => self.out.note(&format!("clawbox: {message}")),
             Event::Attached { .. }
             | Event::Status { .. }
             | Event::Sessions { .. }
@@ -436,6 +661,9 @@ impl Session {
             | Event::Tasks { .. }
             | Event::Task { .. }
             | Event::TaskRun { .. } => {}
+        }
+        if !self.busy() {
+            self.activity = None;
         }
     }
 
@@ -454,7 +682,6 @@ impl Session {
             InboundStatus::Failed => self.failed = true,
             InboundStatus::Completed | InboundStatus::Pending => {}
         }
-        self.prompt();
     }
 }
 

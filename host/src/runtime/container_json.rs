@@ -8,9 +8,11 @@
 //!   "additional_mounts": [
 //!     { "host_path": "/srv/photos", "container_path": "photos", "readonly": true } ] }
 //! ```
-//! Every key is optional; other keys belong to the runner or to clawside and are ignored here.
-//! A key of ours with a bad value is an error naming it, and the runner does not start: a typo
-//! must not silently give an agent the default network or no limit.
+//! Every key is optional. The runner's keys ([`RUNNER_KEYS`]) and clawside's ([`CLAWSIDE_KEYS`])
+//! are left to their readers; any other key is an error naming it, with the key it most likely
+//! meant (`memroy_mb` → `memory_mb`). A key of ours with a bad value is an error naming it too,
+//! and the runner does not start: a typo must not silently give an agent the default network or
+//! no limit.
 //!
 //! Extra mounts land under [`EXTRA_ROOT`]: `container_path` is a name (`photos` →
 //! `/workspace/extra/photos`), or an absolute path below `/workspace/extra/`; without it the
@@ -29,6 +31,28 @@ use crate::config::ContainerLimits;
 pub const CONTAINER_JSON: &str = "container.json";
 /// Where extra mounts appear inside a container.
 pub const EXTRA_ROOT: &str = "/workspace/extra";
+/// The keys this module reads.
+pub const HOST_KEYS: &[&str] = &[
+    "memory_mb",
+    "cpus",
+    "pids_limit",
+    "network",
+    "additional_mounts",
+];
+/// The keys the agent-runner reads (`agent-runner/src/container_config.rs`).
+pub const RUNNER_KEYS: &[&str] = &["mcp_servers", "mcp_call_timeout_s"];
+/// Keys of clawside's container.json that clawbox does not use (a copied file still loads).
+pub const CLAWSIDE_KEYS: &[&str] = &[
+    "provider",
+    "model",
+    "assistant_name",
+    "agent_group_id",
+    "max_messages_per_prompt",
+    "skills",
+    "packages",
+    "cli_scope",
+    "image",
+];
 /// A bigger file is refused; a real one is a few hundred bytes.
 const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
@@ -131,6 +155,9 @@ struct RawFile {
     pids_limit: Option<Value>,
     network: Option<Value>,
     additional_mounts: Option<Value>,
+    /// Everything else: the runner's and clawside's keys, or a mistake.
+    #[serde(flatten)]
+    other: std::collections::BTreeMap<String, Value>,
 }
 
 #[derive(Deserialize)]
@@ -195,6 +222,28 @@ pub fn parse(
         })?
     };
 
+    let known = || {
+        HOST_KEYS
+            .iter()
+            .chain(RUNNER_KEYS)
+            .chain(CLAWSIDE_KEYS)
+            .copied()
+    };
+    if let Some(key) = raw.other.keys().find(|k| !known().any(|c| c == k.as_str())) {
+        let problem = match crate::config::did_you_mean(key, known()) {
+            Some(meant) => format!("is not a container.json key; did you mean `{meant}`?"),
+            None => format!(
+                "is not a container.json key (known: {})",
+                HOST_KEYS
+                    .iter()
+                    .chain(RUNNER_KEYS)
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        return Err(field(key, problem));
+    }
     let mut limits = defaults;
     if let Some(v) = raw.memory_mb.filter(|v| !v.is_null()) {
         let mb = v.as_u64().ok_or_else(|| {
@@ -441,6 +490,62 @@ mod tests {
                 }
             );
         }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_the_likely_key() {
+        let f = fixture();
+        let table = [
+            // (file, field named, problem contains)
+            (
+                r#"{"memroy_mb": 512}"#,
+                "memroy_mb",
+                "did you mean `memory_mb`?",
+            ),
+            (
+                r#"{"netwrok": "bridge"}"#,
+                "netwrok",
+                "did you mean `network`?",
+            ),
+            (
+                r#"{"mcp_server": []}"#,
+                "mcp_server",
+                "did you mean `mcp_servers`?",
+            ),
+            (r#"{"colour": "blue"}"#, "colour", "known: memory_mb, cpus"),
+        ];
+        for (text, want_field, want_problem) in table {
+            match f.parse(text) {
+                Err(SettingsError::Field { field, problem, .. }) => {
+                    assert_eq!(field, want_field, "{text}");
+                    assert!(problem.contains(want_problem), "{text}: {problem}");
+                }
+                other => panic!("{text}: expected a field error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn did_you_mean_takes_the_closest_within_two_edits() {
+        let vars = [
+            "TELEGRAM_BOT_TOKEN",
+            "TELEGRAM_API_URL",
+            "DATA_DIR",
+            "MAX_TRIES",
+        ];
+        let table = [
+            ("TELEGRAM_BOT_TOKE", Some("TELEGRAM_BOT_TOKEN")),
+            ("TELEGRAM_BOT_TOKEN_", Some("TELEGRAM_BOT_TOKEN")),
+            ("DATA_DIRS", Some("DATA_DIR")),
+            ("MAX_TRIE", Some("MAX_TRIES")),
+            ("EDITOR", None),
+            ("PATH", None),
+        ];
+        for (word, want) in table {
+            assert_eq!(crate::config::did_you_mean(word, vars), want, "{word}");
+        }
+        // Short words match nothing far away.
+        assert_eq!(crate::config::did_you_mean("ab", ["cd"]), None);
     }
 
     #[test]

@@ -200,6 +200,18 @@ impl Router {
                     let text = crate::session::activity::describe(&info, &shared.config).await;
                     out.push(Routed::Answered { agent_id, text });
                 }
+                Plan::Stop { agent_id, info } => {
+                    let failed = self.supervisor.stop_turn(&info.session.id).await;
+                    let text = if failed == 0 {
+                        format!(
+                            "{} is not working on anything; nothing to stop.",
+                            info.agent.name
+                        )
+                    } else {
+                        format!("⏹ Stopped {}'s turn.", info.agent.name)
+                    };
+                    out.push(Routed::Answered { agent_id, text });
+                }
                 Plan::Deliver { info, trigger } => {
                     let mut content = json!({
                         "text": event.text,
@@ -278,6 +290,11 @@ enum Plan {
     Done(Routed),
     /// `/status`: describe what the agent of this session is doing.
     Answer {
+        agent_id: String,
+        info: Box<SessionInfo>,
+    },
+    /// `/stop`: stop the turn the agent of this session is working on.
+    Stop {
         agent_id: String,
         info: Box<SessionInfo>,
     },
@@ -384,6 +401,12 @@ fn plan_one(
     let info = resolve::resolve(conn, sessions_dir, wiring, chat, ev.thread_id.as_deref())?;
     if command.as_deref() == Some("/status") {
         return Ok(Plan::Answer {
+            agent_id: agent,
+            info: Box::new(info),
+        });
+    }
+    if command.as_deref() == Some("/stop") {
+        return Ok(Plan::Stop {
             agent_id: agent,
             info: Box::new(info),
         });

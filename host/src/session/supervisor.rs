@@ -3,6 +3,15 @@
 //! after every change, recording the verdicts on scheduled tasks' runs. A session with nothing to do has no task, no watcher and no timer; the router or a
 //! terminal attaching wakes it again through [`Supervisor::wake`].
 //!
+//! `/stop` ([`Supervisor::stop_turn`]) stops the runner of a session that is working on a turn
+//! (SIGTERM, the grace period, SIGKILL — the runtime's ordinary stop) and fails the messages it
+//! had claimed, instead of re-queuing them. That is the safe point by construction: a runner
+//! writes a turn's reply, history and verdicts in one transaction, so a turn stopped anywhere
+//! leaves nothing half-written; the runner's own shutdown stops its MCP servers with their
+//! process groups (tool commands included), and a container takes everything in it along. It
+//! needs no new channel between host and runner, and works just as well on a runner stuck in a
+//! model request or a tool. The next message starts a fresh runner.
+//!
 //! For operators (`clawbox status`, `clawbox logs -f`) each live task publishes its
 //! [`RunnerPhase`] and announces every pass over its mailbox on [`Supervisor::changes`]; the
 //! runner's exits go into the session's host event log.
@@ -14,7 +23,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use mailbox::{HostEvent, NewInbound, Requeue, heartbeat, inbound::Inserted};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -33,6 +42,8 @@ use crate::session::requests::Requests;
 use crate::session::resolve::{self, SessionInfo};
 use crate::session::watch::{OutboundWatcher, Registration};
 
+/// Why the messages of a turn stopped with `/stop` failed (shown to the sender).
+pub const STOPPED_REASON: &str = "the turn was stopped (/stop); nothing of it was kept";
 /// How long a runner gets to exit after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Pause after a runner could not be started, before looking at the session again.
@@ -98,6 +109,8 @@ pub struct Supervisor {
 #[derive(Clone)]
 struct Entry {
     wake: mpsc::UnboundedSender<()>,
+    /// `/stop` requests; the task answers with how many claimed messages it failed.
+    stop: mpsc::UnboundedSender<oneshot::Sender<usize>>,
     mailbox: SharedMailbox,
     /// Published by the task; std Mutex, never held across an await.
     phase: Arc<Mutex<RunnerPhase>>,
@@ -163,6 +176,20 @@ impl Supervisor {
             // The task retired between lookup and send; start a new one.
             actors.remove(session_id);
         }
+    }
+
+    /// `/stop`: stops the session's runner if it is working on a turn and fails the messages
+    /// it had claimed (see the module header). Returns how many it failed: 0 when nothing was
+    /// running (an idle or retired session is left alone).
+    pub async fn stop_turn(&self, session_id: &str) -> usize {
+        let Some(entry) = self.lock().get(session_id).cloned() else {
+            return 0;
+        };
+        let (tx, rx) = oneshot::channel();
+        if entry.stop.send(tx).is_err() {
+            return 0; // the task retired meanwhile: nothing was running
+        }
+        rx.await.unwrap_or(0)
     }
 
     /// Stops every session task (and its runner) and waits for them.
@@ -235,9 +262,11 @@ impl Supervisor {
             return Ok(e.clone()); // another caller won the race
         }
         let (wake, wake_rx) = mpsc::unbounded_channel();
+        let (stop, stop_rx) = mpsc::unbounded_channel();
         let phase = Arc::new(Mutex::new(RunnerPhase::Stopped));
         let entry = Entry {
             wake,
+            stop,
             mailbox: Arc::clone(&mailbox),
             phase: Arc::clone(&phase),
         };
@@ -252,6 +281,7 @@ impl Supervisor {
             info,
             mailbox,
             wake: wake_rx,
+            stops: stop_rx,
             runner: None,
             typing: false,
             phase,
@@ -301,6 +331,7 @@ struct Actor {
     mailbox: SharedMailbox,
     acl: Acl,
     wake: mpsc::UnboundedReceiver<()>,
+    stops: mpsc::UnboundedReceiver<oneshot::Sender<usize>>,
     runner: Option<Running>,
     /// The runner state last recorded in the central DB.
     state: String,
@@ -413,6 +444,11 @@ impl Actor {
                     return;
                 }
                 _ = self.wake.recv() => {}
+                Some(reply) = self.stops.recv() => {
+                    let failed = self.stop_turn().await;
+                    // The asker may have gone away; the turn is stopped either way.
+                    let _ = reply.send(failed);
+                }
                 Some(()) = changed.recv() => {}
                 exit = async { match exit_of { Some(mut h) => h.exited().await, None => std::future::pending().await } } => {
                     self.on_exit(exit).await;
@@ -432,6 +468,10 @@ impl Actor {
         let mut actors = self.sup.lock();
         if self.wake.try_recv().is_ok() {
             return false;
+        }
+        // A `/stop` that reached a task with no runner: nothing was running.
+        while let Ok(reply) = self.stops.try_recv() {
+            let _ = reply.send(0);
         }
         actors.remove(self.session_id());
         if actors.is_empty() {
@@ -691,6 +731,57 @@ impl Actor {
             // start would be restarted forever.
             self.requeue(Requeued::Due, &reason).await;
         }
+    }
+
+    /// `/stop`: stops a runner that holds a claim and fails its claimed messages; returns how
+    /// many. A runner with nothing claimed (idle, or still starting) is left running.
+    async fn stop_turn(&mut self) -> usize {
+        if self.runner.is_none() {
+            return 0;
+        }
+        match with_mailbox(&self.mailbox, |mb| mb.claimed()).await {
+            Ok(claimed) if claimed.is_empty() => return 0,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!("cannot read the runner's claims: {e}");
+                return 0;
+            }
+        }
+        let Some(mut running) = self.runner.take() else {
+            return 0;
+        };
+        let id = running.handle.id.clone();
+        tracing::info!(runner = %id, "stopping the turn on request (/stop)");
+        if let Err(e) = self.sup.shared.runtime.stop(&id, STOP_GRACE).await {
+            tracing::error!(runner = %id, "cannot stop the runner: {e}");
+        }
+        let exit = running.handle.exited().await;
+        self.publish(RunnerPhase::Stopped);
+        self.log_exit(&id, &exit, Some(STOPPED_REASON.to_owned()))
+            .await;
+        // A turn that finished just before the signal keeps its answer: fold it first.
+        self.pump().await;
+        let failed = with_mailbox(&self.mailbox, |mb| {
+            let seqs = mb.claimed()?;
+            for &seq in &seqs {
+                mb.inbound.fail(seq, STOPPED_REASON)?;
+            }
+            Ok(seqs.len())
+        })
+        .await;
+        let failed = match failed {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!("cannot fail the stopped messages: {e}");
+                0
+            }
+        };
+        // Tell the sender now rather than at the next pass.
+        self.pump().await;
+        let waiting = self.next_due().await.is_some();
+        self.set_state(if waiting { "waiting" } else { "stopped" })
+            .await;
+        failed
     }
 
     /// Fails, with `reason`, the messages the runner had claimed — or, if it claimed none, the

@@ -331,3 +331,85 @@ async fn the_docker_engine_and_a_missing_image_are_reported() {
         "{runtime:?}"
     );
 }
+
+/// One case per mistake doctor must find in the operator's files without running the agent:
+/// the failing check, what its detail names, and what its hint says to do.
+#[tokio::test]
+async fn doctor_finds_each_mistake_in_the_files() {
+    let model = FakeModel::start().await.unwrap();
+    let fixture = HostFixture::new(env!("CARGO_BIN_EXE_clawbox"), &model.base_url()).unwrap();
+    struct Case {
+        container_json: Option<serde_json::Value>,
+        env_file: Option<&'static str>,
+        check: &'static str,
+        detail: &'static str,
+        hint: &'static str,
+    }
+    let table = [
+        Case {
+            container_json: Some(json!({ "memory_mb": "lots" })),
+            env_file: None,
+            check: "container.json default",
+            detail: "`memory_mb` must be a whole number of MB, not \"lots\"",
+            hint: "container.json",
+        },
+        Case {
+            container_json: Some(json!({ "memroy_mb": 512 })),
+            env_file: None,
+            check: "container.json default",
+            detail: "`memroy_mb` is not a container.json key; did you mean `memory_mb`?",
+            hint: "container.json",
+        },
+        Case {
+            container_json: Some(json!({ "additional_mounts": [{ "host_path": "/etc" }] })),
+            env_file: None,
+            check: "container.json default",
+            detail: "is a system location (/etc)",
+            hint: "container.json",
+        },
+        Case {
+            container_json: None,
+            env_file: Some("TELEGRAM_BOT_TOKE=123:abc\n"),
+            check: ".env",
+            detail: "sets TELEGRAM_BOT_TOKE, which clawbox does not read; it looks like TELEGRAM_BOT_TOKEN",
+            hint: "rename TELEGRAM_BOT_TOKE to TELEGRAM_BOT_TOKEN",
+        },
+    ];
+    let json_file = fixture.groups_dir().join("default/container.json");
+    let env_file = fixture.root().join(".env");
+    for case in table {
+        let _ = std::fs::remove_file(&json_file);
+        let _ = std::fs::remove_file(&env_file);
+        if let Some(value) = &case.container_json {
+            write_container_json(&fixture, "default", value);
+        }
+        if let Some(text) = case.env_file {
+            std::fs::write(&env_file, text).unwrap();
+        }
+        let out = doctor(&fixture, true).await;
+        assert_eq!(out.status.code(), Some(1), "{}: {out:?}", case.check);
+        let report = report_of(&out);
+        let found = check(&report, case.check);
+        assert_eq!(found.level, Level::Fail, "{found:?}");
+        assert!(found.detail.contains(case.detail), "{found:?}");
+        assert!(
+            found
+                .hint
+                .as_deref()
+                .unwrap_or_default()
+                .contains(case.hint),
+            "{found:?}"
+        );
+    }
+    // With the mistakes gone the same checks pass.
+    let _ = std::fs::remove_file(&env_file);
+    std::fs::write(&env_file, "TELEGRAM_BOT_TOKEN=\nSOME_OTHER_TOOL=1\n").unwrap();
+    write_container_json(&fixture, "default", &json!({ "memory_mb": 512 }));
+    let report = report_of(&doctor(&fixture, true).await);
+    assert_eq!(check(&report, ".env").level, Level::Ok, "{report:#?}");
+    assert_eq!(
+        check(&report, "container.json default").level,
+        Level::Ok,
+        "{report:#?}"
+    );
+}

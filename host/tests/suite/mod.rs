@@ -13,4 +13,5 @@ mod router;
 mod support;
 mod tasks;
 mod telegram;
+mod terminal;
 mod tools;

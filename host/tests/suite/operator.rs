@@ -735,3 +735,35 @@ async fn retention_deletes_what_is_old_and_settled_and_status_says_so() {
 
     fixture.stop().await.unwrap();
 }
+
+/// The host's log, written to a file (as journald or a redirect would take it): no terminal
+/// escape bytes, and with `LOG_FORMAT=json` one JSON object per line.
+#[tokio::test]
+async fn piped_logs_are_plain_and_json_logs_parse() {
+    for format in ["text", "json"] {
+        let (_model, mut fixture) = setup().await;
+        fixture.set("LOG_FORMAT", format).unset("RUST_LOG");
+        fixture.start().await.unwrap();
+        let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+        let (_, seq) = client.send("hello").await.unwrap();
+        client.done(seq).await.unwrap();
+        fixture.stop().await.unwrap();
+        let log = std::fs::read_to_string(fixture.root().join("host-1.log")).unwrap();
+        assert!(log.contains("runner started"), "{format}: {log}");
+        assert!(!log.contains('\x1b'), "{format}: escape bytes in {log}");
+        // Library chatter stays below WARN by default.
+        assert!(
+            !log.lines()
+                .any(|l| l.contains("rmcp") && l.contains("INFO")),
+            "{format}: {log}"
+        );
+        if format == "json" {
+            for line in log.lines().filter(|l| !l.trim().is_empty()) {
+                let event: serde_json::Value =
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                assert!(event["timestamp"].is_string(), "{line}");
+                assert!(event["level"].is_string(), "{line}");
+            }
+        }
+    }
+}

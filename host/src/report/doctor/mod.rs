@@ -1,7 +1,8 @@
 //! `clawbox doctor`: checks what a host needs before it can answer anyone — the runtime (the
 //! Docker engine and the agent image, or the process runtime, stated as unisolated), the model
 //! endpoint and every model the agents use, the Telegram token, the data and groups
-//! directories, the central database, and each agent's MCP servers — each with a level
+//! directories, the central database, `.env` (misspelt variables) and each agent's
+//! `container.json` and MCP servers — each with a level
 //! ([`Level`]) and, when something is wrong, a hint that says what to do. A running host runs
 //! them with its own configuration; without one, `clawbox doctor` runs them itself.
 //!
@@ -12,6 +13,7 @@
 //! Telegram token is part of the Bot API URL, so errors are reported without their URL.
 
 mod dirs;
+pub mod files;
 mod mcp;
 mod model;
 mod runtime;
@@ -20,6 +22,7 @@ mod telegram;
 mod tests;
 
 use dirs::{dir_check, disk_use_check};
+use files::{container_checks, env_checks, find_env_file};
 use mcp::mcp_checks;
 use model::model_checks;
 use runtime::runtime_checks;
@@ -175,6 +178,11 @@ pub async fn run(config: &Config, agents: Agents, ran_by_host: bool) -> DoctorRe
         false,
     ));
     checks.push(database);
+    let cwd = std::env::current_dir().ok();
+    checks.extend(env_checks(
+        cwd.as_deref().and_then(find_env_file).as_deref(),
+    ));
+    checks.extend(container_checks(config, &agents));
     checks.extend(mcp);
     DoctorReport {
         ran_by_host,

@@ -1,0 +1,196 @@
+//! `clawbox chat` at a terminal, driven under a pseudo-terminal: line editing, history,
+//! `/help` answered locally, `/stop` (and Ctrl-C) stopping a running turn.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rexpect::session::PtySession;
+use serde_json::json;
+use testkit::{HostFixture, Reply, ToolCall};
+
+use super::support::*;
+
+/// The prompt as drawn (rexpect matches bytes, so the ASCII part of `you › `).
+const PROMPT: &str = "\x1b[Kyou ";
+const LEFT: &str = "\x1b[D";
+const UP: &str = "\x1b[A";
+const BACKSPACE: &str = "\x7f";
+
+/// `clawbox chat` of this fixture under a pseudo-terminal (a host starts in-process).
+fn spawn_chat(fixture: &HostFixture) -> PtySession {
+    let tokio_cmd = fixture.command(&["chat"]);
+    let cmd = tokio_cmd.as_std();
+    let mut std_cmd = std::process::Command::new(cmd.get_program());
+    std_cmd
+        .args(cmd.get_args())
+        .env_clear()
+        .current_dir(fixture.root());
+    for (key, value) in cmd.get_envs() {
+        if let Some(value) = value {
+            std_cmd.env(key, value);
+        }
+    }
+    std_cmd.env("TERM", "xterm");
+    rexpect::session::spawn_command(std_cmd, Some(60_000)).unwrap()
+}
+
+/// Types `text` key by key (an escape sequence is one key), as a person would: the line editor
+/// reads a key, then redraws.
+fn keys(p: &mut PtySession, text: &str) {
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        let len = if c == '\x1b' { 3 } else { c.len_utf8() };
+        let (key, tail) = rest.split_at(len.min(rest.len()));
+        p.send(key).unwrap();
+        p.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        rest = tail;
+    }
+}
+
+/// Waits for the next prompt: the line editor only reads keys once it has drawn it.
+fn prompt(p: &mut PtySession) {
+    p.exp_string(PROMPT).unwrap();
+}
+
+fn model_saw(model: &testkit::FakeModel, text: &str) -> bool {
+    model
+        .last_request()
+        .and_then(|r| r.messages().last().cloned())
+        .and_then(|m| m["content"].as_str().map(|c| c.contains(text)))
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn editing_history_and_help_at_a_terminal() {
+    let (model, fixture) = setup().await;
+    let data = fixture.data_dir();
+    let mut p = spawn_chat(&fixture);
+    p.exp_string("/help for commands").unwrap();
+    prompt(&mut p);
+
+    // abcd, Left, Left, Backspace, X: the agent gets the edited line, not the keys.
+    keys(&mut p, &format!("abcd{LEFT}{LEFT}{BACKSPACE}X\r"));
+    p.exp_string("echo: aXcd").unwrap();
+    assert!(model_saw(&model, "aXcd"), "{:?}", model.last_request());
+    assert_eq!(model.request_count(), 1);
+
+    // /help is answered by the client: no message reaches the model.
+    prompt(&mut p);
+    keys(&mut p, "/help\r");
+    p.exp_string("/stop").unwrap();
+    p.exp_string("Ctrl-D quits").unwrap();
+
+    // Up, Up recalls the edited line (the newest entry is /help).
+    prompt(&mut p);
+    keys(&mut p, &format!("{UP}{UP}\r"));
+    p.exp_string("echo: aXcd").unwrap();
+    assert_eq!(model.request_count(), 2, "/help must not reach the model");
+
+    // A pasted block (bracketed paste) is one message, newlines included.
+    prompt(&mut p);
+    p.send("\x1b[200~first line\nsecond line\x1b[201~").unwrap();
+    p.flush().unwrap();
+    p.exp_string("second line").unwrap();
+    keys(&mut p, "\r");
+    p.exp_string("echo: first line").unwrap();
+    assert!(
+        model_saw(&model, "first line\nsecond line"),
+        "{:?}",
+        model.last_request()
+    );
+    assert_eq!(model.request_count(), 3);
+
+    // Ctrl-D quits normally.
+    prompt(&mut p);
+    p.send_control('d').unwrap();
+    p.exp_eof().unwrap();
+    let status = p.process.wait().unwrap();
+    assert!(
+        matches!(status, rexpect::process::wait::WaitStatus::Exited(_, 0)),
+        "{status:?}\n{}",
+        fixture.logs()
+    );
+    let history = std::fs::read_to_string(data.join(host::cli::chat::HISTORY_FILE)).unwrap();
+    assert!(history.contains("aXcd"), "{history}");
+    assert!(history.contains("/help"), "{history}");
+}
+
+/// Whether process `pid` is gone (or only a zombie left for its parent to reap).
+fn gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+async fn read_pid(path: &Path) -> i32 {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && let Ok(pid) = text.trim().parse()
+        {
+            return pid;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the command never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stop_ends_a_long_command_and_the_next_message_works() {
+    let (model, fixture) = setup().await;
+    let pid_file = fixture.root().join("sleep.pid");
+    model.push(Reply::ToolCalls(vec![ToolCall::new(
+        "run_bash",
+        json!({ "command": format!("echo $$ > {}; exec sleep 300", pid_file.display()) }),
+    )]));
+    let mut p = spawn_chat(&fixture);
+    prompt(&mut p);
+    keys(&mut p, "take your time\r");
+    let pid = read_pid(&pid_file).await;
+    // The status line says what the agent does.
+    p.exp_string("running run_bash").unwrap();
+
+    // Ctrl-C once is /stop.
+    p.send_control('c').unwrap();
+    // The sender is told (the failure notice), then the host answers the /stop.
+    p.exp_string("the turn was stopped (/stop)").unwrap();
+    p.exp_string("Stopped").unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !gone(pid) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "sleep {pid} survived /stop"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The next message is a new turn with a fresh runner, and it is answered.
+    prompt(&mut p);
+    keys(&mut p, "still there?\r");
+    p.exp_string("echo: still there?").unwrap();
+
+    // /stop typed with nothing running says so.
+    prompt(&mut p);
+    keys(&mut p, "/stop\r");
+    p.exp_string("nothing to stop").unwrap();
+
+    // Ctrl-C twice in a row quits, with status 0.
+    prompt(&mut p);
+    p.send_control('c').unwrap();
+    p.exp_string("Ctrl-C again").unwrap();
+    p.send_control('c').unwrap();
+    p.exp_eof().unwrap();
+    let status = p.process.wait().unwrap();
+    assert!(
+        matches!(status, rexpect::process::wait::WaitStatus::Exited(_, 0)),
+        "{status:?}\n{}",
+        fixture.logs()
+    );
+}
