@@ -26,6 +26,10 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         // Colour only for a person at a terminal; the host stores our stderr as a log.
         .with_ansi(std::io::stderr().is_terminal())
+        // Our stderr is a pipe the host reads; a host that died leaves it closed. A line that
+        // cannot be written is dropped: reporting the failure would write to stderr again,
+        // and `eprintln!` panics on a closed pipe, which would end the runner mid-turn.
+        .log_internal_errors(false)
         .init();
     if check {
         return check_mcp(&args[1..]).await;

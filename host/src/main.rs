@@ -201,22 +201,35 @@ fn limit_malloc_arenas() {
 }
 
 async fn run(config: Config) -> anyhow::Result<ExitCode> {
+    // Listening before the host starts: a SIGTERM or Ctrl-C that arrives while it starts (a
+    // service manager stopping it, a test's fixture as soon as the socket answers) is kept and
+    // ends the host once it is up, so the runners it started are stopped too; without the
+    // handlers in place the default action would kill the process and leave them behind.
+    let shutdown = shutdown_signal();
     let host = host::app::start(config).await?;
-    shutdown_signal().await;
+    shutdown.await;
     tracing::info!("shutting down");
     host.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown_signal() {
+/// Registers the SIGTERM and SIGINT handlers now; the future completes at the first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        // Without a SIGTERM handler, Ctrl-C still works.
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            // Without the handlers, Ctrl-C through tokio's own listener still works.
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
     }
 }
