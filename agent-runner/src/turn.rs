@@ -249,6 +249,14 @@ pub async fn run_turn(
         {
             Ok(reply) => reply,
             Err(ModelError::Cancelled) => return Err(TurnError::Cancelled),
+            // Runners reach the model only through the host's proxy, which lives in the host:
+            // no connection to it means the host is gone. Failing the message would tell the
+            // user the model is down; leaving the claim lets the next host re-queue it.
+            Err(err @ ModelError::Unreachable { .. }) => {
+                tracing::warn!(parent: &span, error = %err,
+                    "the host's model proxy is gone; leaving the turn to the next host");
+                return Err(TurnError::Cancelled);
+            }
             Err(err) if is_context_overflow(&err) && !overflowed => {
                 // The model counts more than we do: trust it, compact harder, try once more.
                 overflowed = true;
