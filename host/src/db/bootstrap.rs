@@ -30,39 +30,84 @@ const DEFAULT_LOCAL_MD: &str = "";
 /// `container.json`, in clawside's format: extra MCP servers and container settings for this agent.
 const DEFAULT_CONTAINER_JSON: &str = "{\n  \"mcp_servers\": []\n}\n";
 
+/// A chat of the host's own user with the default agent (the terminal's, the dashboard's):
+/// the user as its owner, the chat wired to engage on every message, and the agent's
+/// destination back into it.
+struct OwnChat {
+    user: &'static str,
+    user_kind: &'static str,
+    user_name: &'static str,
+    chat: &'static str,
+    channel_type: &'static str,
+    platform_id: &'static str,
+    chat_name: &'static str,
+    wiring: &'static str,
+    destination: &'static str,
+}
+
+const CLI_OWN_CHAT: OwnChat = OwnChat {
+    user: CLI_USER,
+    user_kind: "cli",
+    user_name: "CLI (local)",
+    chat: CLI_CHAT,
+    channel_type: "cli",
+    platform_id: "local",
+    chat_name: "CLI",
+    wiring: "wire:cli:local:default",
+    destination: "cli",
+};
+
+const WEB_OWN_CHAT: OwnChat = OwnChat {
+    user: WEB_USER,
+    user_kind: "web",
+    user_name: "Dashboard owner",
+    chat: WEB_CHAT,
+    channel_type: "web",
+    platform_id: "owner",
+    chat_name: "Web chat",
+    wiring: "wire:web:owner:default",
+    destination: "web",
+};
+
+/// Inserts what of `c` is missing; never overwrites an operator's edit.
+fn ensure_own_chat(tx: &Connection, c: &OwnChat, now: &str) -> DbResult<()> {
+    tx.execute(
+        "INSERT OR IGNORE INTO users (id, kind, display_name, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![c.user, c.user_kind, c.user_name, now],
+    )?;
+    tx.execute(
+        "INSERT OR IGNORE INTO user_roles (user_id, agent_group_id, role, granted_by, granted_at)
+         VALUES (?1, ?2, 'owner', ?1, ?3)",
+        params![c.user, DEFAULT_AGENT, now],
+    )?;
+    tx.execute(
+        "INSERT OR IGNORE INTO messaging_groups (id, channel_type, platform_id, name, is_group, created_at)
+         VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+        params![c.chat, c.channel_type, c.platform_id, c.chat_name, now],
+    )?;
+    tx.execute(
+        "INSERT OR IGNORE INTO wirings (id, messaging_group_id, agent_group_id, engage_mode, engage_pattern, created_at)
+         VALUES (?1, ?2, ?3, 'pattern', '.', ?4)",
+        params![c.wiring, c.chat, DEFAULT_AGENT, now],
+    )?;
+    tx.execute(
+        "INSERT OR IGNORE INTO destinations (agent_group_id, name, display_name, channel_type, platform_id, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![DEFAULT_AGENT, c.destination, c.chat_name, c.channel_type, c.platform_id, now],
+    )?;
+    Ok(())
+}
+
 /// Creates whatever of the default setup is missing; returns the install id.
 pub fn ensure_defaults(conn: &mut Connection, assistant_name: &str) -> DbResult<String> {
     let now = ts(Utc::now());
     let tx = conn.transaction()?;
     let install_id = db::set_meta_if_absent(&tx, "install_id", &random_id(12))?;
     tx.execute(
-        "INSERT OR IGNORE INTO users (id, kind, display_name, created_at) VALUES (?1, 'cli', 'CLI (local)', ?2)",
-        params![CLI_USER, now],
-    )?;
-    tx.execute(
         "INSERT OR IGNORE INTO agent_groups (id, name, folder, created_at) VALUES (?1, ?2, ?1, ?3)",
         params![DEFAULT_AGENT, assistant_name, now],
     )?;
-    tx.execute(
-        "INSERT OR IGNORE INTO user_roles (user_id, agent_group_id, role, granted_by, granted_at)
-         VALUES (?1, ?2, 'owner', ?1, ?3)",
-        params![CLI_USER, DEFAULT_AGENT, now],
-    )?;
-    tx.execute(
-        "INSERT OR IGNORE INTO messaging_groups (id, channel_type, platform_id, name, is_group, created_at)
-         VALUES (?1, 'cli', 'local', 'CLI', 0, ?2)",
-        params![CLI_CHAT, now],
-    )?;
-    tx.execute(
-        "INSERT OR IGNORE INTO wirings (id, messaging_group_id, agent_group_id, engage_mode, engage_pattern, created_at)
-         VALUES ('wire:cli:local:default', ?1, ?2, 'pattern', '.', ?3)",
-        params![CLI_CHAT, DEFAULT_AGENT, now],
-    )?;
-    tx.execute(
-        "INSERT OR IGNORE INTO destinations (agent_group_id, name, display_name, channel_type, platform_id, created_at)
-         VALUES (?1, 'cli', 'CLI', 'cli', 'local', ?2)",
-        params![DEFAULT_AGENT, now],
-    )?;
+    ensure_own_chat(&tx, &CLI_OWN_CHAT, &now)?;
     tx.commit()?;
     Ok(install_id)
 }
@@ -73,30 +118,7 @@ pub fn ensure_defaults(conn: &mut Connection, assistant_name: &str) -> DbResult<
 pub fn ensure_web_chat(conn: &mut Connection) -> DbResult<()> {
     let now = ts(Utc::now());
     let tx = conn.transaction()?;
-    tx.execute(
-        "INSERT OR IGNORE INTO users (id, kind, display_name, created_at) VALUES (?1, 'web', 'Dashboard owner', ?2)",
-        params![WEB_USER, now],
-    )?;
-    tx.execute(
-        "INSERT OR IGNORE INTO user_roles (user_id, agent_group_id, role, granted_by, granted_at)
-         VALUES (?1, ?2, 'owner', ?1, ?3)",
-        params![WEB_USER, DEFAULT_AGENT, now],
-    )?;
-    tx.execute(
-        "INSERT OR IGNORE INTO messaging_groups (id, channel_type, platform_id, name, is_group, created_at)
-         VALUES (?1, 'web', 'owner', 'Web chat', 0, ?2)",
-        params![WEB_CHAT, now],
-    )?;
-    tx.execute(
-        "INSERT OR IGNORE INTO wirings (id, messaging_group_id, agent_group_id, engage_mode, engage_pattern, created_at)
-         VALUES ('wire:web:owner:default', ?1, ?2, 'pattern', '.', ?3)",
-        params![WEB_CHAT, DEFAULT_AGENT, now],
-    )?;
-    tx.execute(
-        "INSERT OR IGNORE INTO destinations (agent_group_id, name, display_name, channel_type, platform_id, created_at)
-         VALUES (?1, 'web', 'Web chat', 'web', 'owner', ?2)",
-        params![DEFAULT_AGENT, now],
-    )?;
+    ensure_own_chat(&tx, &WEB_OWN_CHAT, &now)?;
     tx.commit()?;
     Ok(())
 }
