@@ -328,23 +328,12 @@ impl InboundDb {
     /// The highest outbound seq within range ([`crate::seq::MAX_SEQ`]) the host has recorded a
     /// delivery for.
     pub fn out_cursor(&self) -> Result<i64> {
-        Ok(self.conn.query_row(
-            "SELECT COALESCE(MAX(out_seq), 0) FROM delivery WHERE out_seq <= ?1",
-            [MAX_SEQ],
-            |r| r.get(0),
-        )?)
+        out_cursor(&self.conn)
     }
 
     /// Where the host is in the container's rows: in range, and (forged) out of range.
     pub fn out_cursors(&self) -> Result<crate::outbound::OutCursors> {
-        Ok(crate::outbound::OutCursors {
-            in_range: self.out_cursor()?,
-            out_of_range: self.conn.query_row(
-                "SELECT COALESCE(MAX(out_seq), ?1) FROM delivery WHERE out_seq > ?1",
-                [MAX_SEQ],
-                |r| r.get(0),
-            )?,
-        })
+        out_cursors(&self.conn)
     }
 
     /// Deliveries not yet finished, oldest first.
@@ -623,23 +612,12 @@ impl InboundReader {
     /// The highest outbound seq within range ([`crate::seq::MAX_SEQ`]) the host has recorded a
     /// delivery for.
     pub fn out_cursor(&self) -> Result<i64> {
-        Ok(self.conn.query_row(
-            "SELECT COALESCE(MAX(out_seq), 0) FROM delivery WHERE out_seq <= ?1",
-            [MAX_SEQ],
-            |r| r.get(0),
-        )?)
+        out_cursor(&self.conn)
     }
 
     /// Where the host is in the container's rows: in range, and (forged) out of range.
     pub fn out_cursors(&self) -> Result<crate::outbound::OutCursors> {
-        Ok(crate::outbound::OutCursors {
-            in_range: self.out_cursor()?,
-            out_of_range: self.conn.query_row(
-                "SELECT COALESCE(MAX(out_seq), ?1) FROM delivery WHERE out_seq > ?1",
-                [MAX_SEQ],
-                |r| r.get(0),
-            )?,
-        })
+        out_cursors(&self.conn)
     }
 
     /// Deliveries in each state.
@@ -742,6 +720,27 @@ fn mark_request_delivered(conn: &Connection, request_seq: i64, now: DateTime<Utc
         params![request_seq, ts(now)],
     )?;
     Ok(())
+}
+
+/// See [`InboundDb::out_cursor`]; the writer and the reader share it.
+fn out_cursor(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row(
+        "SELECT COALESCE(MAX(out_seq), 0) FROM delivery WHERE out_seq <= ?1",
+        [MAX_SEQ],
+        |r| r.get(0),
+    )?)
+}
+
+/// See [`InboundDb::out_cursors`]; the writer and the reader share it.
+fn out_cursors(conn: &Connection) -> Result<crate::outbound::OutCursors> {
+    Ok(crate::outbound::OutCursors {
+        in_range: out_cursor(conn)?,
+        out_of_range: conn.query_row(
+            "SELECT COALESCE(MAX(out_seq), ?1) FROM delivery WHERE out_seq > ?1",
+            [MAX_SEQ],
+            |r| r.get(0),
+        )?,
+    })
 }
 
 fn status_counts(conn: &Connection) -> Result<Vec<(InboundStatus, u64)>> {
