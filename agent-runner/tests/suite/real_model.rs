@@ -71,6 +71,7 @@ fn client(server: &LlamaServer, params: Value) -> ModelClient {
         retries: 0,
         backoff: Duration::from_millis(10),
         params: params.as_object().cloned().unwrap_or_else(Map::new),
+        tool_call_content: agent_runner::model::ToolCallContent::Empty,
     })
     .unwrap()
 }
