@@ -29,9 +29,9 @@ chromium:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }; }
 
-## The agent image for CONTAINER_RUNTIME=docker (CONTAINER_IMAGE, default clawbox-agent:latest),
-## built from the release binaries without any registry. `clawbox run`/`chat` also build it
-## when it is missing or older than the binaries next to them.
+## The agent image for CONTAINER_RUNTIME=docker (CONTAINER_IMAGE, default clawbox-agent:<hash
+## of what goes into it>), built from the release binaries without any registry. `clawbox
+## run`/`chat` also build it when it is missing or older than the binaries next to them.
 image: build-release busybox
 	$(RELEASE_BIN)/clawbox image build
 

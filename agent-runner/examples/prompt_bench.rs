@@ -100,6 +100,7 @@ async fn main() -> anyhow::Result<()> {
             .as_object()
             .cloned()
             .unwrap_or_default(),
+        tool_call_content: agent_runner::model::ToolCallContent::Empty,
     })?;
 
     println!("## Fixed prompt");

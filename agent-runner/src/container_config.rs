@@ -10,7 +10,7 @@
 //!   "mcp_servers": [ { "name": "time", "command": "uvx", "args": ["mcp-server-time"],
 //!                      "env": { "KEY": "value" }, "startup_timeout_ms": 30000,
 //!                      "call_timeout_ms": 60000 } ],
-//!   "model_params": { "temperature": 0.2, "max_tokens": 1024 },
+//!   "model_params": { "temperature": 0.2, "max_tokens": 1024 }, "tool_call_content": "null",
 //!   "tools": { "tasks": false, "questions": false } }
 //! ```
 //! or `mcp_servers` as a map from name to the same object without `name`.
@@ -51,6 +51,9 @@ pub struct UserServers {
     pub model_params: serde_json::Map<String, Value>,
     /// Built-in tool groups switched off with `"tools": { "<group>": false }`.
     pub disabled_groups: Vec<&'static str>,
+    /// `tool_call_content`: `"empty"` (default) or `"null"`, what an assistant message with
+    /// tool calls and no text carries as `content` (`model.rs`).
+    pub tool_call_content: crate::model::ToolCallContent,
     /// One readable line per problem, each naming the file and the entry.
     pub problems: Vec<String>,
 }
@@ -123,6 +126,8 @@ struct RawFile {
     model_params: Option<Value>,
     #[serde(default)]
     tools: Option<Value>,
+    #[serde(default)]
+    tool_call_content: Option<Value>,
 }
 
 /// Entries stay untyped until each is parsed on its own, so one bad entry spoils only itself.
@@ -300,6 +305,19 @@ pub fn parse(bytes: &[u8]) -> UserServers {
             "{CONTAINER_JSON}: model_params must be an object of request fields, not {}; ignored",
             kind(&other)
         )),
+    }
+    match raw.tool_call_content {
+        None | Some(Value::Null) => {}
+        Some(value) => match value
+            .as_str()
+            .and_then(crate::model::ToolCallContent::parse)
+        {
+            Some(content) => out.tool_call_content = content,
+            None => out.problems.push(format!(
+                "{CONTAINER_JSON}: tool_call_content={value} is neither \"empty\" nor \"null\"; \
+                 using \"empty\""
+            )),
+        },
     }
     match raw.tools {
         None | Some(Value::Null) => {}
@@ -665,5 +683,30 @@ mod tests {
             ]
         );
         assert!(wrong.model_params.is_empty() && wrong.disabled_groups.is_empty());
+    }
+
+    #[test]
+    fn tool_call_content() {
+        use crate::model::ToolCallContent;
+        assert_eq!(
+            parse_json(json!({})).tool_call_content,
+            ToolCallContent::Empty
+        );
+        let null = parse_json(json!({ "tool_call_content": "null" }));
+        assert_eq!(null.tool_call_content, ToolCallContent::Null);
+        assert!(null.problems.is_empty(), "{:?}", null.problems);
+        let empty = parse_json(json!({ "tool_call_content": "empty" }));
+        assert_eq!(empty.tool_call_content, ToolCallContent::Empty);
+        let wrong = parse_json(json!({ "tool_call_content": null, "x": 1 }));
+        assert_eq!(wrong.tool_call_content, ToolCallContent::Empty);
+        let wrong = parse_json(json!({ "tool_call_content": "none" }));
+        assert_eq!(wrong.tool_call_content, ToolCallContent::Empty);
+        assert_eq!(
+            wrong.problems,
+            [
+                "container.json: tool_call_content=\"none\" is neither \"empty\" nor \"null\"; \
+              using \"empty\""
+            ]
+        );
     }
 }

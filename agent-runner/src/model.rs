@@ -15,8 +15,10 @@
 //! and every field it needs has a fallback.
 //!
 //! Requests are shaped for what real servers accept (`docs/models.md` lists the servers and
-//! their quirks): an assistant message with tool calls carries `"content": ""`, never `null`
-//! (llama-cpp-python's validation rejects `null` with an HTTP 500); `tool_choice: "auto"` goes
+//! their quirks): an assistant message with tool calls carries `"content": ""`, not `null`
+//! (llama-cpp-python's validation rejects `null` with an HTTP 500), unless the agent's
+//! `container.json` says `"tool_call_content": "null"` (Anthropic behind a gateway refuses the
+//! empty text); a refusal of either that names `content` flips it once; `tool_choice: "auto"` goes
 //! with every non-empty tool list (llama-cpp-python's `chatml-function-calling` treats a missing
 //! value as "none"); the agent's `model_params` (`container.json`) are merged in last. With
 //! `"stream": true` the answer is read as server-sent events and assembled into the same
@@ -330,6 +332,31 @@ pub struct ModelSettings {
     /// Extra request fields (`model_params` in `container.json`: `temperature`, `max_tokens`,
     /// `stream`, `top_p`…), merged into every request after clawbox's own.
     pub params: Map<String, Value>,
+    /// `tool_call_content` in `container.json`: the `content` of an assistant message with
+    /// tool calls and no text.
+    pub tool_call_content: ToolCallContent,
+}
+
+/// What an assistant message with tool calls and no text carries as `content`. Both are valid
+/// OpenAI; servers disagree on which they accept (`docs/models.md`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ToolCallContent {
+    /// `""`: llama-cpp-python's request validation refuses `null` (HTTP 500).
+    #[default]
+    Empty,
+    /// `null`: for servers that refuse an empty text (Anthropic's API behind a gateway).
+    Null,
+}
+
+impl ToolCallContent {
+    /// The `container.json` spelling.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "empty" => Some(ToolCallContent::Empty),
+            "null" => Some(ToolCallContent::Null),
+            _ => None,
+        }
+    }
 }
 
 /// Request fields `model_params` cannot set: clawbox owns them.
@@ -396,7 +423,10 @@ impl ModelClient {
     pub fn request_body(&self, messages: &[Value], tools: &[ToolSpec]) -> Value {
         let mut body = json!({
             "model": self.settings.model,
-            "messages": messages.iter().map(wire_message).collect::<Vec<_>>(),
+            "messages": messages
+                .iter()
+                .map(|m| wire_message(m, self.settings.tool_call_content))
+                .collect::<Vec<_>>(),
             "stream": false,
         });
         if !tools.is_empty() {
@@ -882,6 +912,10 @@ pub struct Repairs {
     pub no_tool_choice: bool,
     /// Send no `stream_options` (servers that predate it refuse the field).
     pub no_stream_options: bool,
+    /// `null` instead of `""` beside tool calls (a server refused the empty text).
+    pub null_content: bool,
+    /// `""` instead of `null` beside tool calls (a server refused `null`).
+    pub empty_content: bool,
 }
 
 impl Repairs {
@@ -890,6 +924,46 @@ impl Repairs {
             messages: self.messages || other.messages,
             no_tool_choice: self.no_tool_choice || other.no_tool_choice,
             no_stream_options: self.no_stream_options || other.no_stream_options,
+            null_content: self.null_content || other.null_content,
+            empty_content: self.empty_content || other.empty_content,
+        }
+    }
+}
+
+/// Error texts of servers refusing `""` beside tool calls (Anthropic: "text content blocks
+/// must be non-empty"; Bedrock: "… is blank"), lower case; the text must also name `content`.
+const EMPTY_CONTENT_REFUSED: &[&str] = &["non-empty", "must not be empty", "is blank", "empty"];
+/// Error texts of servers refusing `null` there (llama-cpp-python's pydantic: "Input should be
+/// a valid string"; OpenAI-style: "expected a string, got null").
+const NULL_CONTENT_REFUSED: &[&str] = &["valid string", "string_type", "got null", "nonetype"];
+
+/// Whether `body` has an assistant message with tool calls whose content is `want`.
+fn has_tool_call_content(body: &Value, want: &Value) -> bool {
+    body.get("messages")
+        .and_then(Value::as_array)
+        .is_some_and(|messages| {
+            messages.iter().any(|m| {
+                is_tool_call_message(m) && m.get("content").unwrap_or(&Value::Null) == want
+            })
+        })
+}
+
+fn is_tool_call_message(message: &Value) -> bool {
+    message.get("role").and_then(Value::as_str) == Some("assistant")
+        && message
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .is_some_and(|calls| !calls.is_empty())
+}
+
+/// Sets the content of each assistant message with tool calls and no text to `content`.
+fn set_tool_call_content(messages: &mut [Value], content: &Value) {
+    for message in messages.iter_mut().filter(|m| is_tool_call_message(m)) {
+        let blank = message
+            .get("content")
+            .is_none_or(|c| c.is_null() || c.as_str() == Some(""));
+        if blank {
+            message["content"] = content.clone();
         }
     }
 }
@@ -910,6 +984,14 @@ pub fn repair(body: &Value, detail: &str) -> Option<(Value, Repairs)> {
     }
     if body.get("stream_options").is_some() && text.contains("stream_options") {
         repairs.no_stream_options = true;
+    }
+    if text.contains("content") {
+        let has = |patterns: &[&str]| patterns.iter().any(|p| text.contains(p));
+        if has(EMPTY_CONTENT_REFUSED) && has_tool_call_content(body, &json!("")) {
+            repairs.null_content = true;
+        } else if has(NULL_CONTENT_REFUSED) && has_tool_call_content(body, &Value::Null) {
+            repairs.empty_content = true;
+        }
     }
     let mut fixed = body.clone();
     repair_with(&mut fixed, repairs);
@@ -939,10 +1021,19 @@ fn repair_with(body: &mut Value, repairs: Repairs) {
     if repairs.no_stream_options {
         object.remove("stream_options");
     }
-    if repairs.messages
-        && let Some(Value::Array(messages)) = object.get_mut("messages")
-    {
+    let Some(Value::Array(messages)) = object.get_mut("messages") else {
+        return;
+    };
+    if repairs.messages {
         *messages = repair_messages(std::mem::take(messages));
+    }
+    // Never both in practice (a server refusing both cannot take tool calls); `""` wins then,
+    // as the default every server tried accepts.
+    if repairs.null_content {
+        set_tool_call_content(messages, &Value::Null);
+    }
+    if repairs.empty_content {
+        set_tool_call_content(messages, &json!(""));
     }
 }
 
@@ -1029,15 +1120,23 @@ fn content_text_ref(content: &Value) -> Option<String> {
 /// OpenAI allows `null` beside `tool_calls`, but llama-cpp-python's request validation (and
 /// others built on the same pydantic models) answers HTTP 500 for it, while every server tried
 /// accepts `""`. Stored history is not rewritten: older rows with `null` are fixed here too.
-fn wire_message(message: &Value) -> Value {
-    if message.get("role").and_then(Value::as_str) == Some("assistant")
-        && message.get("content").is_none_or(Value::is_null)
-    {
-        let mut message = message.clone();
-        message["content"] = Value::String(String::new());
-        return message;
+/// With [`ToolCallContent::Null`] a message with tool calls and no text gets `null` instead.
+fn wire_message(message: &Value, tool_call_content: ToolCallContent) -> Value {
+    if message.get("role").and_then(Value::as_str) != Some("assistant") {
+        return message.clone();
     }
-    message.clone()
+    let blank = message
+        .get("content")
+        .is_none_or(|c| c.is_null() || c.as_str() == Some(""));
+    if !blank {
+        return message.clone();
+    }
+    let mut message = message.clone();
+    message["content"] = match tool_call_content {
+        ToolCallContent::Null if is_tool_call_message(&message) => Value::Null,
+        ToolCallContent::Null | ToolCallContent::Empty => Value::String(String::new()),
+    };
+    message
 }
 
 /// A body that is a server-sent event stream although its content type does not say so.
@@ -1412,6 +1511,7 @@ mod tests {
             retries,
             backoff: Duration::from_millis(5),
             params: Map::new(),
+            tool_call_content: ToolCallContent::Empty,
         })
         .unwrap()
     }
@@ -1679,6 +1779,84 @@ mod tests {
         assert_eq!(reply.to_message()["content"], "");
     }
 
+    fn tool_call_history() -> Vec<Value> {
+        vec![
+            json!({ "role": "user", "content": "hi" }),
+            json!({ "role": "assistant", "content": "", "tool_calls": [
+                { "id": "c1", "type": "function", "function": { "name": "f", "arguments": "{}" } } ] }),
+            json!({ "role": "tool", "tool_call_id": "c1", "content": "ok" }),
+            json!({ "role": "assistant", "content": "done" }),
+            json!({ "role": "user", "content": "again" }),
+        ]
+    }
+
+    #[tokio::test]
+    async fn tool_call_content_null_is_sent_when_configured() {
+        let fake = FakeModel::start().await.unwrap();
+        let mut c = client(&fake, 0);
+        c.settings.tool_call_content = ToolCallContent::Null;
+        c.complete(
+            &tool_call_history(),
+            &[spec("f")],
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        let body = fake.last_request().unwrap().body;
+        assert_eq!(body["messages"][1]["content"], Value::Null);
+        assert_eq!(body["messages"][3]["content"], "done", "text is kept");
+    }
+
+    #[tokio::test]
+    async fn a_refused_empty_or_null_content_is_flipped_once_and_remembered() {
+        let fake = FakeModel::start().await.unwrap();
+        fake.set_request_quirks(&[quirks::RequestQuirk::EmptyContentRefused]);
+        let c = client(&fake, 3);
+        let reply = c
+            .complete(
+                &tool_call_history(),
+                &[spec("f")],
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply.attempts, 2);
+        let requests = fake.requests();
+        assert_eq!(requests[0].body["messages"][1]["content"], "");
+        assert_eq!(requests[1].body["messages"][1]["content"], Value::Null);
+        c.complete(
+            &tool_call_history(),
+            &[spec("f")],
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(fake.request_count(), 3, "learned: no second refusal");
+
+        // The other way round: configured null, a server that wants a string.
+        let fake = FakeModel::start().await.unwrap();
+        fake.set_request_quirks(&[quirks::RequestQuirk::NullContentIs500]);
+        let mut c = client(&fake, 3);
+        c.settings.tool_call_content = ToolCallContent::Null;
+        let reply = c
+            .complete(
+                &tool_call_history(),
+                &[spec("f")],
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply.attempts, 2);
+        assert_eq!(
+            fake.last_request().unwrap().body["messages"][1]["content"],
+            ""
+        );
+
+        // A refusal that names neither: no flip, no blind retry.
+        let body = c.request_body(&tool_call_history(), &[spec("f")]);
+        assert_eq!(repair(&body, "content policy violation"), None);
+    }
+
     #[tokio::test]
     async fn a_refused_tool_choice_is_dropped_once_and_remembered() {
         let fake = FakeModel::start().await.unwrap();
@@ -1934,6 +2112,7 @@ mod tests {
             retries,
             backoff: Duration::from_millis(5),
             params: Map::new(),
+            tool_call_content: ToolCallContent::Empty,
         })
         .unwrap()
     }
@@ -2017,6 +2196,7 @@ mod tests {
             retries: 1,
             backoff: Duration::from_millis(1),
             params: Map::new(),
+            tool_call_content: ToolCallContent::Empty,
         })
         .unwrap();
         let err = c

@@ -125,6 +125,7 @@ async fn serve(
         retries: config.model_retries,
         backoff: config.model_backoff,
         params: user.model_params.clone(),
+        tool_call_content: user.tool_call_content,
     })?;
     for problem in &user.problems {
         tracing::warn!(problem = %problem, "container.json");

@@ -984,6 +984,7 @@ mod tests {
             retries: 0,
             backoff: Duration::from_millis(1),
             params: Map::new(),
+            tool_call_content: crate::model::ToolCallContent::Empty,
         })
         .unwrap();
         let tools = [ToolSpec {

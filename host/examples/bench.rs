@@ -547,7 +547,8 @@ async fn time_starts(fixture: &mut HostFixture, label: &str) {
 /// Warm messages through a container.
 const DOCKER_WARM_MESSAGES: usize = 100;
 const DOCKER_COLD_SESSIONS: usize = 10;
-/// Built from the release binaries next to `bin`; not the user's `clawbox-agent:latest`.
+/// Built from the release binaries next to `bin` under a pinned tag of its own: a bench build
+/// never replaces or removes the content-tagged images of an install.
 const BENCH_IMAGE: &str = "clawbox-agent:bench";
 
 async fn docker_figures(bin: &Path, model: &FakeModel, process_warm_p50: Duration) {

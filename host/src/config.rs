@@ -85,8 +85,10 @@ pub struct Config {
     pub runtime: RuntimeKind,
     /// `LOG_FORMAT`: `text` (default) or `json`.
     pub log_format: LogFormat,
-    /// `CONTAINER_IMAGE` (default `clawbox-agent:latest`).
-    pub container_image: String,
+    /// `CONTAINER_IMAGE`: the docker runtime's image, rebuilt in place when the binaries
+    /// change. Unset (the default): `clawbox-agent:<hash of what goes into it>`, one tag per
+    /// version (`runtime::image`).
+    pub container_image: Option<String>,
     /// `CONTAINER_MEMORY_MB` (default 1024), `CONTAINER_CPUS` (default 1.0), `CONTAINER_PIDS`
     /// (default 256): the limits of every agent container; an agent's `container.json` may
     /// override them (`memory_mb`, `cpus`, `pids_limit`).
@@ -374,8 +376,7 @@ impl Config {
             timezone,
             runtime,
             log_format,
-            container_image: var("CONTAINER_IMAGE")
-                .unwrap_or_else(|| "clawbox-agent:latest".into()),
+            container_image: var("CONTAINER_IMAGE"),
             container_limits,
             max_concurrent_runners: positive(
                 "MAX_CONCURRENT_CONTAINERS",

@@ -102,7 +102,8 @@ enum ImageCommand {
     /// Build the image (no registry needed) from the `agent-runner` and `mcp-tools` next to
     /// this binary, or `CLAWBOX_RUNNER_BIN`; `make image` runs it with the release builds.
     Build {
-        /// Image tag (default: `CONTAINER_IMAGE`, else `clawbox-agent:latest`).
+        /// Image tag, always rebuilt (default: `CONTAINER_IMAGE`, else `clawbox-agent:<hash>`,
+        /// built only when that tag is not built yet; this install's older ones are removed).
         #[arg(long)]
         tag: Option<String>,
     },

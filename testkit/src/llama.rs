@@ -23,8 +23,9 @@ pub const LLAMA_CPP_PYTHON_VERSION: &str = "0.3.36";
 pub const MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 /// The model name the server answers to.
 pub const MODEL_ALIAS: &str = "smollm2";
-/// Loading a 98 MB model is quick; a machine busy compiling is slow at everything.
-const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Loading a 98 MB model is quick; a machine busy compiling is slow at everything (the first
+/// start also pays for Python importing the server cold).
+const READY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How to start the server.
 #[derive(Debug, Clone)]

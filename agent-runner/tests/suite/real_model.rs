@@ -15,8 +15,24 @@ use tokio_util::sync::CancellationToken;
 
 use super::harness::{Session, mcp_tools_bin};
 
-/// A turn of the 135M model on a loaded CPU takes seconds to a minute.
-const TURN_LIMIT: Duration = Duration::from_secs(600);
+/// One request of the 135M model on a loaded CPU takes seconds to minutes (a grammar-constrained
+/// tool call took over 120 s on a machine busy compiling). It gets one long limit and no retry:
+/// llama-cpp-python serves one request at a time and finishes an abandoned one, so a retry
+/// after a timeout waits for that work and then does it again (4 attempts of 120 s failed).
+const REQUEST_LIMIT: Duration = Duration::from_secs(420);
+/// A runner's whole life in these tests: its start, at most two requests, its exit.
+const TURN_LIMIT: Duration = Duration::from_secs(2 * 420 + 60);
+
+/// A session whose runner waits [`REQUEST_LIMIT`] for each request and never retries one.
+fn real_model_session() -> Session {
+    let mut session = Session::new();
+    session.set_env(
+        "CLAWBOX_MODEL_TIMEOUT_MS",
+        &REQUEST_LIMIT.as_millis().to_string(),
+    );
+    session.set_env("CLAWBOX_MODEL_RETRIES", "0");
+    session
+}
 
 /// One llama server at a time: each takes both cores.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -67,10 +83,11 @@ fn client(server: &LlamaServer, params: Value) -> ModelClient {
         api_key: String::new(),
         socket: None,
         model: testkit::llama::MODEL_ALIAS.to_owned(),
-        timeout: TURN_LIMIT,
+        timeout: REQUEST_LIMIT,
         retries: 0,
         backoff: Duration::from_millis(10),
         params: params.as_object().cloned().unwrap_or_else(Map::new),
+        tool_call_content: agent_runner::model::ToolCallContent::Empty,
     })
     .unwrap()
 }
@@ -84,7 +101,7 @@ async fn a_conversation_streams_and_overflows_against_llama_cpp() {
 
     // Three turns through the runner, each accepted at once and answered; history is carried
     // (each prompt is longer than the one before).
-    let mut session = Session::new();
+    let mut session = real_model_session();
     session.container_json(&json!({ "model_params": { "max_tokens": 16, "temperature": 0 } }));
     for word in ["apple", "river", "what did I say first?"] {
         session.send(word);
@@ -152,7 +169,7 @@ async fn a_tool_call_reaches_mcp_tools_and_its_result_is_accepted() {
     let server = LlamaServer::start(LlamaOptions { n_ctx: 4096 })
         .await
         .unwrap();
-    let mut session = Session::new();
+    let mut session = real_model_session();
     session.set_env("CLAWBOX_MCP_TOOLS_BIN", mcp_tools_bin().to_str().unwrap());
     // Two steps: the call, then the request carrying its result.
     session.set_env("CLAWBOX_MAX_STEPS", "2");

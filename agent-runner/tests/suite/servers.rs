@@ -48,6 +48,49 @@ async fn a_tool_step_passes_llama_cpp_python_validation_and_tool_choice() {
     assert_eq!(session.replies()[0].text(), Some("one file"));
 }
 
+/// A server that refuses `""` beside tool calls (Anthropic behind a gateway): configured, the
+/// runner sends `null` from the first request; unconfigured, the refusal is repaired once.
+#[tokio::test]
+async fn a_server_refusing_empty_content_gets_null() {
+    for configured in [true, false] {
+        let fake = FakeModel::start().await.unwrap();
+        fake.set_request_quirks(&[RequestQuirk::EmptyContentRefused]);
+        fake.push(Reply::ToolCalls(vec![ToolCall::new(
+            "list_files",
+            json!({ "path": "." }),
+        )]));
+        fake.push(Reply::text("one file"));
+        let mut session = Session::new();
+        session.set_env("CLAWBOX_MCP_TOOLS_BIN", mcp_tools_bin().to_str().unwrap());
+        if configured {
+            session.container_json(&json!({ "tool_call_content": "null" }));
+        }
+        let seq = session.send("what is here?");
+        session.run(&fake).await;
+
+        assert_eq!(
+            statuses(&session),
+            [(seq, AckStatus::Completed)],
+            "{}",
+            session.log()
+        );
+        let requests = fake.requests();
+        let want = if configured { 2 } else { 3 };
+        assert_eq!(
+            requests.len(),
+            want,
+            "configured: {configured}\n{}",
+            session.log()
+        );
+        let accepted = requests.last().unwrap();
+        let assistant = &accepted.messages()[2];
+        assert_eq!(assistant["role"], "assistant");
+        assert!(assistant["tool_calls"].is_array());
+        assert_eq!(assistant["content"], serde_json::Value::Null);
+        assert_eq!(session.replies()[0].text(), Some("one file"));
+    }
+}
+
 #[tokio::test]
 async fn a_turn_the_server_rejects_does_not_poison_the_next() {
     let fake = FakeModel::start().await.unwrap();

@@ -80,6 +80,7 @@ impl HostCtx {
             started_at: self.started_at,
             runtime: self.runtime.name().to_owned(),
             isolated: self.runtime.isolated(),
+            image: self.runtime.image().map(str::to_owned),
             live: self.supervisor.live(),
             slot_cap: self.supervisor.slot_cap(),
             model_proxy: ProxySummary {

@@ -46,6 +46,8 @@ pub struct HostFacts {
     pub started_at: DateTime<Utc>,
     pub runtime: String,
     pub isolated: bool,
+    /// The image runners start from (docker runtime).
+    pub image: Option<String>,
     /// The phase of every session with a live task.
     pub live: HashMap<String, RunnerPhase>,
     /// `MAX_CONCURRENT_CONTAINERS`; `None` when runners are not capped (process runtime).
@@ -98,6 +100,9 @@ pub struct HostSummary {
     /// What the background retention did since the host started.
     #[serde(default)]
     pub retention: RetentionSummary,
+    /// The image the host starts containers from (docker runtime).
+    #[serde(default)]
+    pub image: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -266,6 +271,7 @@ pub fn status(
             data_dir: config.data_dir.clone(),
             model_proxy: h.model_proxy.clone(),
             retention: h.retention,
+            image: h.image.clone(),
         }),
         runtime,
         isolated,

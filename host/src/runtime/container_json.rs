@@ -1,7 +1,7 @@
 //! The host's part of an agent's `groups/<folder>/container.json`: container limits, network
 //! and extra mounts. Owns parsing and validation, including the security checks on extra
 //! mounts; applying them to a container is `docker.rs`'s business, and the runner reads its own
-//! keys (`mcp_servers`, `mcp_call_timeout_s`) from the same file.
+//! keys ([`RUNNER_KEYS`]: MCP servers, model settings, tool groups) from the same file.
 //!
 //! ```json
 //! { "memory_mb": 2048, "cpus": 1.5, "pids_limit": 512, "network": "bridge",
@@ -40,7 +40,14 @@ pub const HOST_KEYS: &[&str] = &[
     "additional_mounts",
 ];
 /// The keys the agent-runner reads (`agent-runner/src/container_config.rs`).
-pub const RUNNER_KEYS: &[&str] = &["mcp_servers", "mcp_call_timeout_s"];
+pub const RUNNER_KEYS: &[&str] = &[
+    "mcp_servers",
+    "mcp_call_timeout_s",
+    "context_tokens",
+    "model_params",
+    "tools",
+    "tool_call_content",
+];
 /// Keys of clawside's container.json that clawbox does not use (a copied file still loads).
 pub const CLAWSIDE_KEYS: &[&str] = &[
     "provider",
@@ -480,6 +487,9 @@ mod tests {
             "",
             "{}",
             r#"{"mcp_servers": [], "model": "x", "packages": []}"#,
+            // The runner's settings (agent-runner/src/container_config.rs).
+            r#"{"context_tokens": 8000, "model_params": {"temperature": 0.2},
+                "tools": {"tasks": false}, "tool_call_content": "null"}"#,
         ] {
             assert_eq!(
                 f.parse(text).unwrap(),

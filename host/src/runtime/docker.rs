@@ -51,7 +51,7 @@ use super::*;
 use crate::HostError;
 use crate::config::{Config, ContainerLimits};
 use crate::proxy;
-use crate::runtime::image::{self, ImageSources};
+use crate::runtime::image::{self, ImageChoice, ImageSources};
 
 pub const LABEL_SESSION: &str = "clawbox.session";
 pub const LABEL_AGENT: &str = "clawbox.agent";
@@ -136,10 +136,11 @@ impl DockerRuntime {
     pub async fn connect(config: &Config, settings: RunnerSettings) -> Result<Self, HostError> {
         let docker = connect_engine(config.docker_host.as_deref()).await?;
         let sources = ImageSources::from_config(config);
-        image::ensure(
+        let image = image::ensure(
             &docker,
-            &config.container_image,
+            &ImageChoice::from_config(config),
             &sources,
+            &image::install_label(&config.data_dir),
             &mut image::stderr_progress,
         )
         .await?;
@@ -159,7 +160,7 @@ impl DockerRuntime {
         let accepted = probe::run_cached(
             &docker,
             &config.data_dir.join("docker-probe.json"),
-            &config.container_image,
+            &image,
             &user,
             config.container_limits,
             &info,
@@ -173,7 +174,7 @@ impl DockerRuntime {
         let runtime = DockerRuntime {
             shares_kernel,
             docker,
-            image: config.container_image.clone(),
+            image,
             defaults: config.container_limits,
             policy: MountPolicy::new(&[&config.data_dir, &config.groups_dir]),
             user,
@@ -641,6 +642,10 @@ impl AgentRuntime for DockerRuntime {
 
     fn isolated(&self) -> bool {
         true
+    }
+
+    fn image(&self) -> Option<&str> {
+        Some(&self.image)
     }
 
     fn shares_kernel(&self) -> bool {

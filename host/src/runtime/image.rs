@@ -27,17 +27,26 @@
 //! sibling `mcp-tools`): `make image` uses the release builds, tests the debug builds.
 //!
 //! Freshness: the image carries `clawbox.binaries`, a SHA-256 of both binaries, the skills,
-//! tzdata's `tzdata.zi` (its version) and the layout version, and `clawbox.stamp`, their sizes
-//! and modification times. A start whose stamp matches skips hashing (the common case costs
-//! one `inspect`); otherwise the hash decides whether to rebuild.
+//! busybox, the CA certificates, tzdata's `tzdata.zi` (its version) and the layout version, and
+//! `clawbox.stamp`, a hash of their paths, sizes and modification times.
+//!
+//! Tags: unless `CONTAINER_IMAGE` names one, the image is `clawbox-agent:<first 16 hex digits
+//! of clawbox.binaries>` — tagged by content, so two checkouts or versions on one engine each
+//! have their own image and never rebuild each other's. A start whose stamp matches an image's
+//! label finds its tag with one `list` (no hashing); otherwise the hash names the tag. Every
+//! image built here is labelled `clawbox.data_dir` (a hash of the install's `DATA_DIR`); after
+//! a build of a content tag, this install's other content tags are removed — never another
+//! install's, and never one a container still uses (the engine refuses, and it is kept).
+//! A `CONTAINER_IMAGE` set explicitly (say `clawbox-agent:latest`) is one tag rebuilt in
+//! place when the binaries change, and nothing else is removed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use bollard::Docker;
-use bollard::query_parameters::CreateImageOptionsBuilder;
+use bollard::query_parameters::{CreateImageOptionsBuilder, ListImagesOptionsBuilder};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
@@ -51,8 +60,16 @@ pub const LABEL_STAMP: &str = "clawbox.stamp";
 /// Label of images built with `container/Dockerfile`: the user manages them, the host never
 /// rebuilds them.
 pub const LABEL_BUILDER: &str = "clawbox.builder";
+/// Label: the install that built the image, a hash of its `DATA_DIR` ([`install_label`]).
+pub const LABEL_DATA_DIR: &str = "clawbox.data_dir";
+/// The repository of content tags (`clawbox-agent:<hash>`), and of `clawbox-agent:latest`,
+/// which is used when there are no binaries to hash.
+pub const CONTENT_REPO: &str = "clawbox-agent";
+/// Hex digits of the content hash in a content tag (64 bits: no collision between the few
+/// versions one engine holds).
+const CONTENT_TAG_LEN: usize = 16;
 /// Bump when the layout changes, so older images are rebuilt.
-const LAYOUT_VERSION: u32 = 2;
+const LAYOUT_VERSION: u32 = 3;
 /// Where Debian's `busybox-static` installs busybox.
 const BUSYBOX_CANDIDATES: &[&str] = &["/bin/busybox", "/usr/bin/busybox"];
 const CA_CERTIFICATES: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -88,6 +105,195 @@ impl ImageSources {
             skills_dir: config.skills_dir.clone(),
         }
     }
+}
+
+/// The value of [`LABEL_DATA_DIR`] for an install: a hash of its `DATA_DIR`, resolved through
+/// symlinks as far as it exists (`make image` may run before the first start creates it).
+pub fn install_label(data_dir: &Path) -> String {
+    let absolute = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let mut existing = absolute.as_path();
+    let mut rest = Vec::new();
+    let resolved = loop {
+        if let Ok(real) = existing.canonicalize() {
+            break rest
+                .iter()
+                .rev()
+                .fold(real, |path: PathBuf, part: &&std::ffi::OsStr| {
+                    path.join(part)
+                });
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name);
+                existing = parent;
+            }
+            _ => break absolute.clone(),
+        }
+    };
+    hex(&Sha256::digest(resolved.as_os_str().as_encoded_bytes()))[..CONTENT_TAG_LEN].to_owned()
+}
+
+/// Which image the docker runtime runs: the one `CONTAINER_IMAGE` names, or the content tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageChoice {
+    /// `CONTAINER_IMAGE` (or `clawbox image build --tag`): that tag, rebuilt in place.
+    Named(String),
+    /// `clawbox-agent:<hash of the sources>`.
+    ByContent,
+}
+
+impl ImageChoice {
+    pub fn from_config(config: &Config) -> Self {
+        match &config.container_image {
+            Some(tag) => ImageChoice::Named(tag.clone()),
+            None => ImageChoice::ByContent,
+        }
+    }
+}
+
+/// The tag a choice comes to, and how that image compares to the sources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub tag: String,
+    pub freshness: Freshness,
+    /// A content tag: built under its own name, this install's older ones removed after.
+    pub by_content: bool,
+}
+
+/// Decides the tag (hashing the sources only when no image's stamp matches) and checks it.
+/// Host start, `doctor` and `clawbox image build` all come here, so they agree on the tag.
+pub async fn resolve(
+    docker: &Docker,
+    choice: &ImageChoice,
+    sources: &ImageSources,
+) -> Result<Resolved, ImageError> {
+    if let ImageChoice::Named(tag) = choice {
+        return Ok(Resolved {
+            tag: tag.clone(),
+            freshness: check(docker, tag, sources).await?,
+            by_content: false,
+        });
+    }
+    let for_stamp = sources.clone();
+    let stamp = match blocking(move || stamp(&for_stamp)).await {
+        Ok(stamp) => stamp,
+        // No binaries to hash: an image built with container/Dockerfile under the name its
+        // comment gives, used as it is; else the error says how to get the binaries.
+        Err(missing @ ImageError::Missing { .. }) => {
+            let latest = format!("{CONTENT_REPO}:latest");
+            return match docker.inspect_image(&latest).await {
+                Ok(_) => Ok(Resolved {
+                    tag: latest,
+                    freshness: Freshness::Unmanaged,
+                    by_content: false,
+                }),
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => Err(missing),
+                Err(e) => Err(e.into()),
+            };
+        }
+        Err(e) => return Err(e),
+    };
+    let filters = HashMap::from([
+        ("label", vec![format!("{LABEL_STAMP}={}", stamp.text)]),
+        ("reference", vec![CONTENT_REPO.to_owned()]),
+    ]);
+    let options = ListImagesOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    for image in docker.list_images(Some(options)).await? {
+        let Some(built_from) = image.labels.get(LABEL_BINARIES) else {
+            continue;
+        };
+        let tag = content_tag(built_from);
+        if image.repo_tags.contains(&tag) {
+            return Ok(Resolved {
+                tag,
+                freshness: Freshness::Current,
+                by_content: true,
+            });
+        }
+    }
+    let files = stamp.files;
+    let hash = blocking(move || content_hash(&files)).await?;
+    let tag = content_tag(&hash);
+    let freshness = match docker.inspect_image(&tag).await {
+        Ok(image) => {
+            let labels = image.config.and_then(|c| c.labels).unwrap_or_default();
+            if labels.get(LABEL_BINARIES) == Some(&hash) {
+                Freshness::Current
+            } else {
+                // Something else under our name (an image made by hand): replaced.
+                Freshness::Stale
+            }
+        }
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Freshness::Missing,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Resolved {
+        tag,
+        freshness,
+        by_content: true,
+    })
+}
+
+/// `clawbox-agent:<hash>` for a `clawbox.binaries` value.
+fn content_tag(hash: &str) -> String {
+    format!(
+        "{CONTENT_REPO}:{}",
+        hash.get(..CONTENT_TAG_LEN).unwrap_or(hash)
+    )
+}
+
+/// Whether `tag` is a content tag (`clawbox-agent:` and 16 hex digits).
+fn is_content_tag(tag: &str) -> bool {
+    tag.strip_prefix(CONTENT_REPO)
+        .and_then(|t| t.strip_prefix(':'))
+        .is_some_and(|v| v.len() == CONTENT_TAG_LEN && v.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Removes this install's content tags other than `keep`; returns the tags removed. A tag a
+/// container uses (running or stopped) is refused by the engine (409) and kept; another
+/// install's images are never listed.
+pub async fn remove_old_tags(
+    docker: &Docker,
+    keep: &str,
+    install: &str,
+) -> Result<Vec<String>, ImageError> {
+    let filters = HashMap::from([
+        ("label", vec![format!("{LABEL_DATA_DIR}={install}")]),
+        ("reference", vec![CONTENT_REPO.to_owned()]),
+    ]);
+    let options = ListImagesOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    let mut removed = Vec::new();
+    for image in docker.list_images(Some(options)).await? {
+        for tag in image.repo_tags {
+            if tag == keep || !is_content_tag(&tag) {
+                continue;
+            }
+            // Not forced: the engine keeps an image a container was created from.
+            let options = bollard::query_parameters::RemoveImageOptionsBuilder::default().build();
+            match docker.remove_image(&tag, Some(options), None).await {
+                Ok(_) => removed.push(tag),
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 409,
+                    message,
+                }) => {
+                    tracing::info!(image = %tag, "older agent image kept: {message}");
+                }
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// Why the image could not be checked or built; the host does not start the docker runtime.
@@ -174,33 +380,57 @@ pub async fn check(
     })
 }
 
-/// Builds the image when it is missing or stale; `progress` gets one line per step.
+/// Builds the image when it is missing or stale (then, for a content tag, removes this
+/// install's older ones); returns the tag to run. `install` is [`install_label`]'s value;
+/// `progress` gets one line per step.
 pub async fn ensure(
     docker: &Docker,
-    tag: &str,
+    choice: &ImageChoice,
     sources: &ImageSources,
+    install: &str,
     progress: &mut (dyn FnMut(&str) + Send),
-) -> Result<(), ImageError> {
-    match check(docker, tag, sources).await? {
-        Freshness::Current => Ok(()),
+) -> Result<String, ImageError> {
+    let resolved = resolve(docker, choice, sources).await?;
+    let tag = &resolved.tag;
+    match resolved.freshness {
+        Freshness::Current => {}
         Freshness::Unmanaged => {
             tracing::info!(
-                image = tag,
+                image = %tag,
                 "using the agent image as it is (built with container/Dockerfile, or no agent-runner next to clawbox to compare with)"
             );
-            Ok(())
         }
         Freshness::Missing => {
             progress(&format!("agent image {tag} not found; building it"));
-            build(docker, tag, sources, progress).await.map(|_| ())
+            build_resolved(docker, &resolved, sources, install, progress).await?;
         }
         Freshness::Stale => {
             progress(&format!(
                 "agent image {tag} was built from other binaries; rebuilding it"
             ));
-            build(docker, tag, sources, progress).await.map(|_| ())
+            build_resolved(docker, &resolved, sources, install, progress).await?;
         }
     }
+    Ok(resolved.tag)
+}
+
+/// Builds `resolved.tag`; after a content tag, removes this install's older content tags.
+async fn build_resolved(
+    docker: &Docker,
+    resolved: &Resolved,
+    sources: &ImageSources,
+    install: &str,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<Built, ImageError> {
+    let built = build(docker, &resolved.tag, sources, install, progress).await?;
+    if resolved.by_content {
+        for old in remove_old_tags(docker, &resolved.tag, install).await? {
+            progress(&format!(
+                "removed {old}, an older agent image of this install"
+            ));
+        }
+    }
+    Ok(built)
 }
 
 /// What a build produced.
@@ -209,14 +439,17 @@ pub struct Built {
     pub tag: String,
     /// Uncompressed size as the engine reports it.
     pub size_bytes: u64,
-    pub context_bytes: usize,
+    /// The root filesystem imported; `None` when the content tag was already built.
+    pub context_bytes: Option<usize>,
 }
 
-/// Builds (or rebuilds) the image under `tag`.
+/// Builds (or rebuilds) the image under `tag`, labelled as built by `install`
+/// ([`install_label`]).
 pub async fn build(
     docker: &Docker,
     tag: &str,
     sources: &ImageSources,
+    install: &str,
     progress: &mut (dyn FnMut(&str) + Send),
 ) -> Result<Built, ImageError> {
     let started = std::time::Instant::now();
@@ -229,7 +462,8 @@ pub async fn build(
         sources.mcp_tools_bin.display()
     ));
     let for_context = sources.clone();
-    let context = blocking(move || build_context(&for_context)).await?;
+    let install = install.to_owned();
+    let context = blocking(move || build_context(&for_context, &install)).await?;
     for warning in &context.warnings {
         progress(&format!("warning: {warning}"));
     }
@@ -280,7 +514,7 @@ pub async fn build(
     Ok(Built {
         tag: tag.to_owned(),
         size_bytes,
-        context_bytes,
+        context_bytes: Some(context_bytes),
     })
 }
 
@@ -295,26 +529,44 @@ async fn blocking<R: Send + 'static>(
         })?
 }
 
-/// The files the image is made of, with their sizes and mtimes.
+/// The files the image is made of, each by the name it has in the image (so the same files in
+/// another checkout hash the same), with a hash of their paths, sizes and mtimes.
 struct Stamp {
     text: String,
-    files: Vec<PathBuf>,
+    files: Vec<(String, PathBuf)>,
 }
 
 fn stamp(sources: &ImageSources) -> Result<Stamp, ImageError> {
     let mut files = vec![
-        require_file("agent-runner", &sources.runner_bin, BINARY_HINT)?,
-        require_file("mcp-tools", &sources.mcp_tools_bin, BINARY_HINT)?,
+        (
+            "app/agent-runner".to_owned(),
+            require_file("agent-runner", &sources.runner_bin, BINARY_HINT)?,
+        ),
+        (
+            "app/mcp-tools".to_owned(),
+            require_file("mcp-tools", &sources.mcp_tools_bin, BINARY_HINT)?,
+        ),
     ];
     if let Some(dir) = &sources.skills_dir {
-        files.extend(skill_files(dir)?.into_values());
+        files.extend(
+            skill_files(dir)?
+                .into_iter()
+                .map(|(rel, path)| (format!("app/skills/{}", rel.display()), path)),
+        );
     }
-    let tzdata = Path::new(ZONEINFO).join(TZDATA_VERSION);
-    if tzdata.is_file() {
-        files.push(tzdata);
+    // The shared libraries are not in the stamp (finding them runs `ldd`): a newer libc
+    // alone does not rebuild the image, whose libraries still match the binaries.
+    if let Some(busybox) = find_busybox() {
+        files.push(("bin/busybox".to_owned(), busybox.to_path_buf()));
+    }
+    for extra in [CA_CERTIFICATES, &format!("{ZONEINFO}/{TZDATA_VERSION}")] {
+        let path = Path::new(extra);
+        if path.is_file() {
+            files.push((extra.trim_start_matches('/').to_owned(), path.to_path_buf()));
+        }
     }
     let mut text = format!("v{LAYOUT_VERSION}");
-    for f in &files {
+    for (_, f) in &files {
         let meta = std::fs::metadata(f).map_err(io("read", f))?;
         text.push_str(&format!(
             ";{}:{}:{}.{}",
@@ -350,12 +602,16 @@ fn require_file(
     }
 }
 
-fn content_hash(files: &[PathBuf]) -> Result<String, ImageError> {
+fn content_hash(files: &[(String, PathBuf)]) -> Result<String, ImageError> {
     let mut hasher = Sha256::new();
     hasher.update(format!("clawbox image layout v{LAYOUT_VERSION}\n").as_bytes());
-    for f in files {
+    for (name, f) in files {
         let mut file = std::fs::File::open(f).map_err(io("open", f))?;
-        hasher.update(f.to_string_lossy().as_bytes());
+        let len = file.metadata().map_err(io("read", f))?.len();
+        // Name and length first: no two different sets of files hash alike.
+        hasher.update(name.as_bytes());
+        hasher.update(b"\0");
+        hasher.update(len.to_le_bytes());
         let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = std::io::Read::read(&mut file, &mut buf).map_err(io("read", f))?;
@@ -414,7 +670,7 @@ fn split_tag(tag: &str) -> (&str, &str) {
     }
 }
 
-fn build_context(sources: &ImageSources) -> Result<Context, ImageError> {
+fn build_context(sources: &ImageSources, install: &str) -> Result<Context, ImageError> {
     let stamp = stamp(sources)?;
     let hash = content_hash(&stamp.files)?;
     let busybox = find_busybox().ok_or_else(|| ImageError::Missing {
@@ -527,7 +783,7 @@ fn build_context(sources: &ImageSources) -> Result<Context, ImageError> {
         format!("USER {FALLBACK_UID}:{FALLBACK_GID}"),
         "WORKDIR /workspace".to_owned(),
         format!(
-            "LABEL {LABEL_BINARIES}=\"{hash}\" {LABEL_STAMP}=\"{}\" org.opencontainers.image.title=\"clawbox agent\"",
+            "LABEL {LABEL_BINARIES}=\"{hash}\" {LABEL_STAMP}=\"{}\" {LABEL_DATA_DIR}=\"{install}\" org.opencontainers.image.title=\"clawbox agent\"",
             stamp.text
         ),
         r#"ENTRYPOINT ["/app/agent-runner"]"#.to_owned(),
@@ -764,17 +1020,35 @@ impl Tar {
     }
 }
 
-/// `clawbox image build`: connects to the engine and (re)builds the image, progress on stderr.
+/// `clawbox image build`: connects to the engine and builds the image, progress on stderr. A
+/// named tag (`--tag`, `CONTAINER_IMAGE`) is always rebuilt; the content tag only when it is
+/// not built yet (the same binaries make the same image).
 pub async fn build_command(config: &Config, tag: Option<&str>) -> Result<Built, crate::HostError> {
     let docker = crate::runtime::docker::connect_engine(config.docker_host.as_deref()).await?;
-    let tag = tag.unwrap_or(&config.container_image);
-    Ok(build(
-        &docker,
-        tag,
-        &ImageSources::from_config(config),
-        &mut stderr_progress,
-    )
-    .await?)
+    let choice = match tag {
+        Some(tag) => ImageChoice::Named(tag.to_owned()),
+        None => ImageChoice::from_config(config),
+    };
+    let sources = ImageSources::from_config(config);
+    let install = install_label(&config.data_dir);
+    let resolved = resolve(&docker, &choice, &sources).await?;
+    if resolved.by_content && resolved.freshness == Freshness::Current {
+        let image = docker
+            .inspect_image(&resolved.tag)
+            .await
+            .map_err(ImageError::from)?;
+        stderr_progress(&format!(
+            "{} is already built from these binaries; nothing to do",
+            resolved.tag
+        ));
+        return Ok(Built {
+            size_bytes: image.size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+            tag: resolved.tag,
+            context_bytes: None,
+        });
+    }
+    // Without binaries (`Unmanaged`), the build fails naming the missing one.
+    Ok(build_resolved(&docker, &resolved, &sources, &install, &mut stderr_progress).await?)
 }
 
 /// Removes the image (tests, `clawbox image rm` later); a missing image is fine.
@@ -859,6 +1133,52 @@ mod tests {
         let after = stamp(&sources).unwrap();
         assert_ne!(after.text, before.text);
         assert_ne!(content_hash(&after.files).unwrap(), hash_before);
+    }
+
+    #[test]
+    fn the_content_hash_is_of_the_files_not_of_where_they_are() {
+        let sources_in = |dir: &Path, runner: &str| {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(dir.join("agent-runner"), runner).unwrap();
+            std::fs::write(dir.join("mcp-tools"), "tools").unwrap();
+            ImageSources {
+                runner_bin: dir.join("agent-runner"),
+                mcp_tools_bin: dir.join("mcp-tools"),
+                skills_dir: None,
+            }
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let hash_of = |s: &ImageSources| content_hash(&stamp(s).unwrap().files).unwrap();
+        let one = hash_of(&sources_in(&dir.path().join("one"), "runner"));
+        let two = hash_of(&sources_in(&dir.path().join("two"), "runner"));
+        let other = hash_of(&sources_in(&dir.path().join("three"), "runner 2"));
+        assert_eq!(one, two);
+        assert_ne!(one, other);
+        let tag = content_tag(&one);
+        assert_eq!(tag.len(), "clawbox-agent:".len() + 16);
+        assert!(is_content_tag(&tag), "{tag}");
+        for not_ours in [
+            "clawbox-agent:latest",
+            "clawbox-agent:test",
+            "other:0123456789abcdef",
+            "clawbox-agent:0123456789abcdeg",
+        ] {
+            assert!(!is_content_tag(not_ours), "{not_ours}");
+        }
+    }
+
+    #[test]
+    fn the_install_label_is_the_same_before_and_after_data_dir_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("link");
+        std::fs::create_dir(dir.path().join("real")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("real"), &link).unwrap();
+        let before = install_label(&link.join("data"));
+        std::fs::create_dir(link.join("data")).unwrap();
+        assert_eq!(install_label(&link.join("data")), before);
+        assert_eq!(install_label(&dir.path().join("real/data")), before);
+        assert_ne!(install_label(&dir.path().join("real/other")), before);
+        assert_eq!(before.len(), 16);
     }
 
     #[test]

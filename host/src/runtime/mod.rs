@@ -113,6 +113,9 @@ pub trait AgentRuntime: Send + Sync {
     fn name(&self) -> &'static str;
     /// Whether runners are sandboxed from the host.
     fn isolated(&self) -> bool;
+    /// The image runners start from, when the runtime has one (docker: the tag decided at
+    /// start, `runtime::image`).
+    fn image(&self) -> Option<&str>;
     /// Whether runners run on the host's kernel, so that the mailbox's WAL index (shared
     /// memory) is coherent between them and the host; false across a VM boundary.
     fn shares_kernel(&self) -> bool;

@@ -154,6 +154,10 @@ impl AgentRuntime for ProcessRuntime {
         false
     }
 
+    fn image(&self) -> Option<&str> {
+        None
+    }
+
     fn shares_kernel(&self) -> bool {
         true
     }

@@ -869,3 +869,270 @@ async fn the_mailbox_works_through_the_read_only_mount_in_both_journal_modes() {
         fixture.stop().await.unwrap();
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Image tags by content
+
+/// A fixture for the docker runtime with no `CONTAINER_IMAGE` (the content tag) and its own
+/// copies of the debug `agent-runner` and `mcp-tools`, made another version by `marker`
+/// (bytes appended to the runner: the hash sees another binary, the ELF still runs).
+async fn content_tagged(marker: &str) -> (FakeModel, HostFixture) {
+    let (model, mut fixture) = setup().await;
+    let bin = fixture.root().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let debug = std::path::Path::new(env!("CARGO_BIN_EXE_clawbox")).with_file_name("agent-runner");
+    set_binaries(&bin, &debug, marker);
+    fixture
+        .set("CONTAINER_RUNTIME", "docker")
+        .set(
+            "CLAWBOX_RUNNER_BIN",
+            bin.join("agent-runner").display().to_string(),
+        )
+        .set("OPENAI_API_KEY", REAL_KEY);
+    if let Some(h) = docker_host() {
+        fixture.set("DOCKER_HOST", h);
+    }
+    (model, fixture)
+}
+
+/// Puts copies of `debug_runner` and its sibling `mcp-tools` in `bin`, the runner with
+/// `marker` appended (a unique marker per run: other runs' images never collide with these).
+fn set_binaries(bin: &std::path::Path, debug_runner: &std::path::Path, marker: &str) {
+    use std::io::Write as _;
+    std::fs::copy(
+        debug_runner.with_file_name("mcp-tools"),
+        bin.join("mcp-tools"),
+    )
+    .unwrap();
+    std::fs::copy(debug_runner, bin.join("agent-runner")).unwrap();
+    let mut runner = std::fs::OpenOptions::new()
+        .append(true)
+        .open(bin.join("agent-runner"))
+        .unwrap();
+    let unique = format!(
+        "\n{marker} {} {:?}\n",
+        std::process::id(),
+        std::time::SystemTime::now()
+    );
+    runner.write_all(unique.as_bytes()).unwrap();
+}
+
+/// Sets the fixture's binaries to another version.
+fn new_version(fixture: &HostFixture, marker: &str) {
+    let debug = std::path::Path::new(env!("CARGO_BIN_EXE_clawbox")).with_file_name("agent-runner");
+    set_binaries(&fixture.root().join("bin"), &debug, marker);
+}
+
+/// `clawbox image build` for the fixture's install: the tag it printed, and its stderr.
+async fn image_build(fixture: &HostFixture) -> (String, String) {
+    let out = fixture.command(&["image", "build"]).output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let tag = stdout
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(tag.starts_with("clawbox-agent:"), "{stdout}");
+    (tag, stderr)
+}
+
+async fn image_id(docker: &Docker, tag: &str) -> Option<String> {
+    match docker.inspect_image(tag).await {
+        Ok(image) => image.id,
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => None,
+        Err(e) => panic!("inspect {tag}: {e}"),
+    }
+}
+
+/// Removes images (and the containers named) when the test ends, passed or failed.
+struct RemoveImages {
+    tags: Vec<String>,
+    containers: Vec<String>,
+}
+
+impl Drop for RemoveImages {
+    fn drop(&mut self) {
+        let (tags, containers) = (self.tags.clone(), self.containers.clone());
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let Ok(docker) =
+                    host::runtime::docker::connect_engine(docker_host().as_deref()).await
+                else {
+                    return;
+                };
+                for c in containers {
+                    let options =
+                        bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+                            .force(true)
+                            .build();
+                    let _ = docker.remove_container(&c, Some(options)).await;
+                }
+                for tag in tags {
+                    let _ = host::runtime::image::remove(&docker, &tag).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+#[tokio::test]
+async fn two_versions_get_two_tags_and_a_rebuild_of_the_same_binaries_is_a_no_op() {
+    let docker = engine().await;
+    let (_m1, one) = content_tagged("one").await;
+    let (_m2, two) = content_tagged("two").await;
+    let (tag_one, _) = image_build(&one).await;
+    let (tag_two, _) = image_build(&two).await;
+    let _remove = RemoveImages {
+        tags: vec![tag_one.clone(), tag_two.clone()],
+        containers: vec![],
+    };
+    assert_ne!(tag_one, tag_two);
+    let id_one = image_id(&docker, &tag_one)
+        .await
+        .expect("the first version's image");
+    assert!(
+        image_id(&docker, &tag_two).await.is_some(),
+        "both versions coexist"
+    );
+
+    // The same bytes written again (a new mtime, so the stamp misses and the hash decides).
+    let runner = one.root().join("bin/agent-runner");
+    let bytes = std::fs::read(&runner).unwrap();
+    std::fs::write(&runner, &bytes).unwrap();
+    let (again, stderr) = image_build(&one).await;
+    assert_eq!(again, tag_one);
+    assert!(
+        stderr.contains("is already built from these binaries; nothing to do"),
+        "{stderr}"
+    );
+    assert_eq!(image_id(&docker, &tag_one).await, Some(id_one));
+    assert!(image_id(&docker, &tag_two).await.is_some());
+}
+
+#[tokio::test]
+async fn a_build_removes_this_installs_older_tags_only() {
+    let docker = engine().await;
+    let (_m1, one) = content_tagged("old").await;
+    let (_m2, other) = content_tagged("other install").await;
+    let (old, _) = image_build(&one).await;
+    let (others, _) = image_build(&other).await;
+    let mut remove = RemoveImages {
+        tags: vec![old.clone(), others.clone()],
+        containers: vec![],
+    };
+
+    new_version(&one, "new");
+    let (new, stderr) = image_build(&one).await;
+    remove.tags.push(new.clone());
+    assert_ne!(new, old);
+    assert!(
+        stderr.contains(&format!(
+            "removed {old}, an older agent image of this install"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        image_id(&docker, &old).await,
+        None,
+        "this install's old tag is gone"
+    );
+    assert!(image_id(&docker, &new).await.is_some());
+    assert!(
+        image_id(&docker, &others).await.is_some(),
+        "another install's image is never removed"
+    );
+
+    // An image a container was created from is kept.
+    let container = docker
+        .create_container(
+            None::<bollard::query_parameters::CreateContainerOptions>,
+            bollard::models::ContainerCreateBody {
+                image: Some(new.clone()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .id;
+    remove.containers.push(container);
+    new_version(&one, "newer");
+    let (newer, stderr) = image_build(&one).await;
+    remove.tags.push(newer.clone());
+    assert!(!stderr.contains(&format!("removed {new}")), "{stderr}");
+    assert!(image_id(&docker, &new).await.is_some(), "in use: kept");
+    assert!(image_id(&docker, &newer).await.is_some());
+    assert!(image_id(&docker, &others).await.is_some());
+}
+
+/// Doctor, the start's automatic build and `clawbox status` name the same content tag.
+#[tokio::test]
+async fn doctor_the_start_and_status_agree_on_the_content_tag() {
+    let docker = engine().await;
+    let (model, mut fixture) = content_tagged("auto").await;
+    model.serve_models(&["fake-model"]);
+    let doctor = fixture
+        .command(&["doctor", "--json"])
+        .output()
+        .await
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&doctor.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&doctor.stdout)));
+    let image = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "image")
+        .unwrap_or_else(|| panic!("no image check: {report}"))["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tag = image
+        .strip_suffix(" is not built yet")
+        .unwrap_or_else(|| panic!("{image}"))
+        .to_owned();
+    let _remove = RemoveImages {
+        tags: vec![tag.clone()],
+        containers: vec![],
+    };
+    assert!(tag.starts_with("clawbox-agent:"), "{tag}");
+
+    fixture.start().await.unwrap();
+    let _cleanup = Cleanup {
+        data_dir: fixture.data_dir(),
+    };
+    let logs = fixture.logs();
+    assert!(
+        logs.contains(&format!("agent image {tag} not found; building it")),
+        "{logs}"
+    );
+    assert!(image_id(&docker, &tag).await.is_some());
+    let status = fixture
+        .command(&["status", "--json"])
+        .output()
+        .await
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["host"]["image"], tag.as_str(), "{status}");
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    let (_, seq) = client.send("hi").await.unwrap();
+    assert_eq!(client.done(seq).await.unwrap().0, InboundStatus::Completed);
+    fixture.stop().await.unwrap();
+
+    // The same binaries: the next start and `image build` find it built.
+    fixture.start().await.unwrap();
+    assert_eq!(fixture.logs().matches("building it").count(), 1);
+    fixture.stop().await.unwrap();
+    assert_eq!(image_build(&fixture).await.0, tag);
+    assert!(model.violations().is_empty());
+}

@@ -158,6 +158,10 @@ pub enum RequestQuirk {
     /// Servers that predate `stream_options` (Azure's older API versions, old gateways):
     /// HTTP 400 "Unrecognized request argument supplied: stream_options".
     StreamOptionsRefused,
+    /// Anthropic's Messages API behind an OpenAI-compatible gateway (LiteLLM, OpenRouter): an
+    /// assistant message's `"content": ""` becomes an empty text block, which it refuses with
+    /// HTTP 400 "text content blocks must be non-empty"; `null` (no text block) passes.
+    EmptyContentRefused,
 }
 
 /// How a server with `quirks` answers `body`: `Err((status, message))` if it refuses it,
@@ -212,6 +216,21 @@ pub fn check_request(body: &Value, quirks: &[RequestQuirk]) -> Result<bool, (u16
                         "\"auto\" tool choice requires --enable-auto-tool-choice and \
                          --tool-call-parser to be set"
                             .to_owned(),
+                    ));
+                }
+            }
+            RequestQuirk::EmptyContentRefused => {
+                if let Some(at) = messages
+                    .iter()
+                    .position(|m| m["role"] == "assistant" && m["content"] == "")
+                {
+                    return Err((
+                        400,
+                        format!(
+                            "litellm.BadRequestError: AnthropicException - {{\"type\":\"error\",\
+                             \"error\":{{\"type\":\"invalid_request_error\",\"message\":\
+                             \"messages.{at}: text content blocks must be non-empty\"}}}}"
+                        ),
                     ));
                 }
             }

@@ -25,6 +25,10 @@ pub fn status(report: &StatusReport) -> String {
     let tokens = format!("{} tokens today", thousands(report.tokens_today));
     match &report.host {
         Some(host) => {
+            let runtime = match &host.image {
+                Some(image) => format!("{runtime} ({image})"),
+                None => runtime,
+            };
             out.push_str(&format!(
                 "host up {} · {runtime} · {containers} · {live} · {tokens}\n",
                 duration(host.uptime_s)

@@ -177,6 +177,7 @@ fn busy_report() -> StatusReport {
                 token_budget_per_session_day: None,
             },
             retention: Default::default(),
+            image: Some("clawbox-agent:3f9c2a71d04b8e65".into()),
         }),
         runtime: "docker".into(),
         isolated: true,
@@ -232,7 +233,7 @@ fn status_tables() {
     process.runtime = "process".into();
     process.isolated = false;
     process.containers.cap = None;
-    process.host = busy_report().host;
+    process.host = busy_report().host.map(|h| HostSummary { image: None, ..h });
     process.sessions[0].container = ContainerState::WaitingForChannel;
     process.sessions[0].doing = None;
     insta::assert_snapshot!("status_process", status(&process));

@@ -72,7 +72,11 @@ pub(super) async fn mcp_check_agent(config: &Config, agent: &AgentInfo) -> Vec<C
                         format!(
                             "the docker runtime starts it inside {}, which has busybox, \
                              agent-runner and mcp-tools only: make sure `{}` exists there",
-                            config.container_image, server.command
+                            config
+                                .container_image
+                                .as_deref()
+                                .unwrap_or("the agent image"),
+                            server.command
                         ),
                     ),
                 }

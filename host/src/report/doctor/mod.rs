@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, RuntimeKind};
 use crate::db::DbError;
-use crate::runtime::image::{self, Freshness, ImageSources};
+use crate::runtime::image::{self, Freshness, ImageChoice, ImageError, ImageSources};
 
 /// One HTTP check (model list, `getMe`).
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);

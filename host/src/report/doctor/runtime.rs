@@ -69,23 +69,45 @@ pub(super) async fn docker_checks(config: &Config) -> Vec<Check> {
         "runtime",
         format!("docker: engine {version} at {where_}"),
     )];
-    let tag = &config.container_image;
     let sources = ImageSources::from_config(config);
-    checks.push(match image::check(&docker, tag, &sources).await {
-        Ok(Freshness::Current) => Check::ok("image", format!("{tag} matches the binaries")),
-        Ok(Freshness::Unmanaged) => Check::ok(
+    let choice = ImageChoice::from_config(config);
+    // The same decision as the host's start and `clawbox image build`: the same tag.
+    let resolved = match image::resolve(&docker, &choice, &sources).await {
+        Ok(resolved) => resolved,
+        Err(e @ ImageError::Missing { .. }) => {
+            checks.push(Check::fail(
+                "image",
+                format!("the agent image cannot be built: {e}"),
+                "build the binaries (`cargo build --release --workspace --bins`) and run `make \
+                 image`, or set CLAWBOX_RUNNER_BIN",
+            ));
+            return checks;
+        }
+        Err(e) => {
+            checks.push(Check::fail(
+                "image",
+                format!("cannot check the agent image: {e}"),
+                "check that the Docker engine answers (`docker image ls`)",
+            ));
+            return checks;
+        }
+    };
+    let tag = &resolved.tag;
+    checks.push(match resolved.freshness {
+        Freshness::Current => Check::ok("image", format!("{tag} matches the binaries")),
+        Freshness::Unmanaged => Check::ok(
             "image",
             format!(
                 "{tag} is used as it is (built with container/Dockerfile, or no agent-runner \
                  next to clawbox to compare it with)"
             ),
         ),
-        Ok(Freshness::Missing) if image::find_busybox().is_none() => Check::fail(
+        Freshness::Missing if image::find_busybox().is_none() => Check::fail(
             "image",
             format!("{tag} is not built, and it cannot be: busybox-static is not installed"),
             "`apt-get install busybox-static`, then `make image` (or let `clawbox run` build it)",
         ),
-        Ok(Freshness::Missing)
+        Freshness::Missing
             if !is_executable(&sources.runner_bin) || !is_executable(&sources.mcp_tools_bin) =>
         {
             Check::fail(
@@ -99,20 +121,15 @@ pub(super) async fn docker_checks(config: &Config) -> Vec<Check> {
                  image`, or set CLAWBOX_RUNNER_BIN",
             )
         }
-        Ok(Freshness::Missing) => Check::warn(
+        Freshness::Missing => Check::warn(
             "image",
             format!("{tag} is not built yet"),
             "`clawbox run` builds it at start (a few seconds, no registry), or run `make image`",
         ),
-        Ok(Freshness::Stale) => Check::warn(
+        Freshness::Stale => Check::warn(
             "image",
             format!("{tag} was built from other binaries than the ones next to clawbox"),
             "`clawbox run` rebuilds it at start, or run `clawbox image build`",
-        ),
-        Err(e) => Check::fail(
-            "image",
-            format!("cannot inspect {tag}: {e}"),
-            "check that the Docker engine answers (`docker image inspect`)",
         ),
     });
     checks
