@@ -1,7 +1,6 @@
 //! `clawbox chat` at a terminal, driven under a pseudo-terminal: line editing, history,
 //! `/help` answered locally, `/stop` (and Ctrl-C) stopping a running turn.
 
-use std::path::Path;
 use std::time::Duration;
 
 use rexpect::session::PtySession;
