@@ -29,7 +29,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use mailbox::outbound::is_claimable;
+use mailbox::outbound::{OutboundTx, is_claimable};
 use mailbox::{Ack, AckStatus, InboundKind, InboundMessage, InboundStatus, command_of};
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +66,14 @@ impl Batch {
     /// `(seq, attempt)` of every message, as the verdict acks need them.
     pub fn claims(&self) -> Vec<(i64, u32)> {
         self.messages.iter().map(|m| (m.seq, m.attempt())).collect()
+    }
+
+    /// The kv record naming this batch's rows, as the claim wrote it.
+    pub fn record(&self) -> TurnRecord {
+        TurnRecord {
+            turn: self.turn,
+            seqs: self.messages.iter().map(|m| m.seq).collect(),
+        }
     }
 
     /// The message a reply answers: the last triggering one (the last one if none triggers,
@@ -189,6 +197,69 @@ pub fn is_compact(m: &InboundMessage) -> bool {
         && m.text().and_then(command_of).as_deref() == Some("/compact")
 }
 
+/// Steering: the rows that join a running turn before its next model request, oldest first.
+/// They are the claimable rows not yet in the turn (`claimed`), taken while they are plain chat
+/// messages (a command, a task or a host notice stops the run: it keeps its place in the order
+/// and waits for the next decision), ending at the last triggering one (context rows alone do
+/// not join a turn; they wait for the trigger that will bring them), at most `room` of them.
+pub fn steerable(
+    due: &[InboundMessage],
+    acks: &HashMap<i64, Ack>,
+    claimed: &[i64],
+    room: usize,
+) -> Vec<InboundMessage> {
+    let joining: Vec<&InboundMessage> = due
+        .iter()
+        .filter(|m| !claimed.contains(&m.seq) && is_claimable(m, acks.get(&m.seq)))
+        .take_while(|m| m.kind == InboundKind::Chat && m.text().and_then(command_of).is_none())
+        .take(room)
+        .collect();
+    let end = joining
+        .iter()
+        .rposition(|m| m.trigger)
+        .map_or(0, |last| last + 1);
+    joining[..end].iter().map(|m| (*m).clone()).collect()
+}
+
+/// Reads which rows join the turn of `record` (see [`steerable`]); the caller claims them with
+/// [`claim_joined`] in the transaction that persists the step they follow.
+pub fn joining(
+    dbs: &Dbs,
+    record: &TurnRecord,
+    now: DateTime<Utc>,
+) -> Result<Vec<InboundMessage>, mailbox::Error> {
+    let room = MAX_BATCH.saturating_sub(record.seqs.len());
+    if room == 0 {
+        return Ok(Vec::new());
+    }
+    let due = dbs.inbound.due(now)?;
+    let seqs: Vec<i64> = due.iter().map(|m| m.seq).collect();
+    let acks = dbs.outbound.latest_acks(&seqs)?;
+    Ok(steerable(&due, &acks, &record.seqs, room))
+}
+
+/// Claims `joined` for the running turn inside `tx`: their `processing` acks and the kv record
+/// naming them, so that a crash resumes them with the turn (and the verdict acks them with it).
+pub fn claim_joined(
+    tx: &mut OutboundTx<'_>,
+    record: &mut TurnRecord,
+    joined: &[InboundMessage],
+    now: DateTime<Utc>,
+) -> Result<(), mailbox::Error> {
+    for m in joined {
+        tx.ack(m.seq, m.attempt(), AckStatus::Processing, None, now)?;
+        record.seqs.push(m.seq);
+    }
+    tx.set_kv(TURN_KEY, &encode_record(record)?)
+}
+
+fn encode_record(record: &TurnRecord) -> Result<String, mailbox::Error> {
+    serde_json::to_string(record).map_err(|e| mailbox::Error::Malformed {
+        table: "kv",
+        detail: format!("cannot encode the turn record: {e}"),
+    })
+}
+
 /// Decides and, for a turn, claims: `processing` acks for the batch, the kv record and the
 /// activity of the turn's first step, in one transaction. Also returns when the next
 /// not-yet-due row becomes due.
@@ -263,14 +334,12 @@ fn claim(
     resume: bool,
     now: DateTime<Utc>,
 ) -> Result<Batch, mailbox::Error> {
-    let record = TurnRecord {
+    let batch = Batch {
         turn,
-        seqs: messages.iter().map(|m| m.seq).collect(),
+        messages,
+        resume,
     };
-    let record = serde_json::to_string(&record).map_err(|e| mailbox::Error::Malformed {
-        table: "kv",
-        detail: format!("cannot encode the turn record: {e}"),
-    })?;
+    let record = encode_record(&batch.record())?;
     // A resumed turn continues after the steps its crashed attempt persisted; reading the
     // history for that is only paid on resume.
     let first_step = if resume {
@@ -279,17 +348,13 @@ fn claim(
         1
     };
     let mut tx = dbs.outbound.transaction()?;
-    for m in &messages {
+    for m in &batch.messages {
         tx.ack(m.seq, m.attempt(), AckStatus::Processing, None, now)?;
     }
     tx.set_kv(TURN_KEY, &record)?;
     tx.set_runner_state(&rows.model(first_step))?;
     tx.commit()?;
-    Ok(Batch {
-        turn,
-        messages,
-        resume,
-    })
+    Ok(batch)
 }
 
 #[cfg(test)]
@@ -624,5 +689,110 @@ mod tests {
             resume: false,
         };
         assert_eq!(batch.origin().map(|m| m.seq), Some(4));
+    }
+
+    #[test]
+    fn what_joins_a_running_turn() {
+        let claimed = [2, 4];
+        let system = |seq| InboundMessage {
+            kind: InboundKind::System,
+            ..msg(seq, "notice", true, 0)
+        };
+        type Case = (
+            &'static str,
+            Vec<InboundMessage>,
+            Vec<(i64, Ack)>,
+            usize,
+            Vec<i64>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "nothing new",
+                vec![msg(2, "a", true, 0), msg(4, "b", true, 0)],
+                vec![],
+                18,
+                vec![],
+            ),
+            (
+                "new messages join, the turn's own do not again",
+                vec![
+                    msg(2, "a", true, 0),
+                    msg(6, "c", true, 0),
+                    msg(8, "d", true, 0),
+                ],
+                vec![],
+                18,
+                vec![6, 8],
+            ),
+            (
+                "context rows join only with a trigger after them",
+                vec![
+                    msg(6, "c", false, 0),
+                    msg(8, "d", true, 0),
+                    msg(10, "e", false, 0),
+                ],
+                vec![],
+                18,
+                vec![6, 8],
+            ),
+            (
+                "context rows alone wait",
+                vec![msg(6, "c", false, 0)],
+                vec![],
+                18,
+                vec![],
+            ),
+            (
+                "a command keeps its place: nothing after it joins",
+                vec![
+                    msg(6, "c", true, 0),
+                    msg(8, "/clear", true, 0),
+                    msg(10, "e", true, 0),
+                ],
+                vec![],
+                18,
+                vec![6],
+            ),
+            (
+                "a task or a host notice stops the run too",
+                vec![task(6, None), msg(8, "d", true, 0)],
+                vec![],
+                18,
+                vec![],
+            ),
+            (
+                "a host notice",
+                vec![system(6), msg(8, "d", true, 0)],
+                vec![],
+                18,
+                vec![],
+            ),
+            (
+                "a row claimed by this attempt already is not claimable",
+                vec![msg(6, "c", true, 1), msg(8, "d", true, 0)],
+                vec![ack(6, 2, AckStatus::Processing)],
+                18,
+                vec![8],
+            ),
+            (
+                "at most the room left in the batch, ending at a trigger",
+                vec![
+                    msg(6, "c", true, 0),
+                    msg(8, "d", false, 0),
+                    msg(10, "e", true, 0),
+                ],
+                vec![],
+                2,
+                vec![6],
+            ),
+        ];
+        for (case, due, acks, room, want) in cases {
+            let acks: HashMap<i64, Ack> = acks.into_iter().collect();
+            let got: Vec<i64> = steerable(&due, &acks, &claimed, room)
+                .iter()
+                .map(|m| m.seq)
+                .collect();
+            assert_eq!(got, want, "{case}");
+        }
     }
 }

@@ -46,7 +46,7 @@ use tracing::Instrument;
 
 use crate::activity::{ActivityLog, ActivityRows};
 use crate::budget::{Budget, RATIO_KEY, Sizer, cut_message, fit_request, raw_request};
-use crate::claim::{Batch, TURN_KEY};
+use crate::claim::{self, Batch, TURN_KEY};
 use crate::config::Config;
 use crate::hygiene::clean_tool_output;
 use crate::mcp::{McpManager, ToolOutput};
@@ -115,6 +115,9 @@ pub async fn run_turn(
     batch: &Batch,
     cancel: &CancellationToken,
 ) -> Result<TurnEnd, TurnError> {
+    // Grows when messages join the running turn (steering).
+    let mut batch = batch.clone();
+    let batch = &mut batch;
     let turn = batch.turn;
     let Some(origin) = batch.origin().cloned() else {
         // `claim` never builds an empty batch; nothing to answer if it did.
@@ -368,6 +371,7 @@ pub async fn run_turn(
                 detail,
                 ratio,
             };
+            let origin = batch.origin().cloned().unwrap_or(origin);
             return finish(env, batch, &origin, pending_user, ending).await;
         }
         unique_call_ids(&mut reply.tool_calls);
@@ -383,15 +387,37 @@ pub async fn run_turn(
         step_messages.extend(pending_user.take());
         step_messages.push(assistant);
         step_messages.extend(results);
-        let persisted = step_messages.clone();
         // Another model request follows unless this was the last step (then `finish` follows
         // at once and records Idle).
         let next_step = (step < max_steps).then_some(step + 1);
+        // Messages that arrived while the step ran join the turn before its next request.
+        let joining = match next_step {
+            Some(_) => {
+                let record = batch.record();
+                env.store
+                    .run(move |dbs| claim::joining(dbs, &record, Utc::now()))
+                    .await?
+            }
+            None => Vec::new(),
+        };
+        let joined_note = (!joining.is_empty()).then(|| {
+            let note = joined_message(&joining, env.config.timezone, Utc::now());
+            cut_message(&sizer, &note, budget.message_cap()).unwrap_or(note)
+        });
+        if let Some(note) = &joined_note {
+            step_messages.push(note.clone());
+        }
+        let persisted = step_messages.clone();
+        let mut record = batch.record();
+        let claimed = joining.clone();
         let rows = env.activity.rows();
         env.store
             .run(move |dbs| {
                 let mut tx = dbs.outbound.transaction()?;
                 tx.append_history(turn, &persisted)?;
+                if !claimed.is_empty() {
+                    claim::claim_joined(&mut tx, &mut record, &claimed, Utc::now())?;
+                }
                 tx.record_events(&events)?;
                 tx.set_kv(RATIO_KEY, &ratio.to_string())?;
                 if let Some(next_step) = next_step {
@@ -401,6 +427,15 @@ pub async fn run_turn(
             })
             .await?;
         conversation.extend(step_messages);
+        if !joining.is_empty() {
+            tracing::info!(
+                turn,
+                step,
+                seqs = ?joining.iter().map(|m| m.seq).collect::<Vec<_>>(),
+                "new messages joined the turn"
+            );
+            batch.messages.extend(joining);
+        }
         if cancel.is_cancelled() {
             return Err(TurnError::Cancelled);
         }
@@ -421,6 +456,7 @@ pub async fn run_turn(
         detail,
         ratio: sizer.ratio(),
     };
+    let origin = batch.origin().cloned().unwrap_or(origin);
     finish(env, batch, &origin, pending_user, ending).await
 }
 
@@ -604,6 +640,17 @@ async fn start(env: &TurnEnv<'_>, batch: &Batch) -> Result<Start, TurnError> {
 /// A turn's user message: the batch, opened by the time `now` (see `prompt::with_now`).
 pub fn user_message(batch: &str, tz: chrono_tz::Tz, now: DateTime<Utc>) -> Value {
     json!({ "role": "user", "content": with_now(now, tz, batch) })
+}
+
+/// The messages that joined a running turn, shown to the model after the step's tool results
+/// (see `claim::steerable`), opened by the time like every user message.
+pub fn joined_message(messages: &[InboundMessage], tz: chrono_tz::Tz, now: DateTime<Utc>) -> Value {
+    let text = format!(
+        "New messages arrived while you were working. Take them into account before you go \
+         on:\n{}",
+        format_batch(messages, tz)
+    );
+    json!({ "role": "user", "content": with_now(now, tz, &text) })
 }
 
 /// Some servers repeat an id across the calls of one message; results must be told apart.

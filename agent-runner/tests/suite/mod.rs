@@ -9,6 +9,7 @@ mod model_socket;
 mod real_model;
 mod servers;
 mod skills;
+mod steer;
 mod tasks;
 mod tools;
 mod turns;

@@ -74,7 +74,7 @@ pub enum Routed {
 }
 
 /// Commands only an agent's owner or admins may send.
-const ADMIN_COMMANDS: &[&str] = &["/clear", "/compact"];
+const ADMIN_COMMANDS: &[&str] = &["/clear", "/compact", "/stop"];
 /// Messages held for one unknown sender while an owner decides; more are refused.
 pub const MAX_HELD_MESSAGES: usize = 20;
 

@@ -212,3 +212,30 @@ pub fn buttons(m: &testkit::fake_telegram::BotMessage) -> Vec<String> {
         .filter_map(|b| b["callback_data"].as_str().map(str::to_owned))
         .collect()
 }
+
+/// Whether process `pid` is gone (or only a zombie left for its parent to reap).
+pub fn gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// The pid a test's command wrote into `path`, once it has.
+pub async fn read_pid(path: &Path) -> i32 {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && let Ok(pid) = text.trim().parse()
+        {
+            return pid;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the command never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

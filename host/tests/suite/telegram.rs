@@ -329,6 +329,78 @@ async fn compact_needs_an_owner_and_says_what_it_kept() {
 }
 
 #[tokio::test]
+async fn stop_needs_an_owner_and_ends_a_long_command() {
+    let mut t = Tg::new().await;
+    let pid_file = t.fixture.root().join("sleep.pid");
+    t.model.push(Reply::ToolCalls(vec![ToolCall::new(
+        "run_bash",
+        json!({
+            "command": format!("echo $$ > {}; exec sleep 60", pid_file.display()),
+            "timeout_ms": 70000,
+        }),
+    )]));
+    t.create_agent(&[
+        "--agent-id",
+        "andy",
+        "--agent-name",
+        "Andy",
+        "--telegram-chat-id",
+        "-1010",
+        "--owner-user-id",
+        "telegram:100",
+    ])
+    .await;
+    t.db()
+        .execute_batch(
+            "INSERT INTO users (id, kind, created_at) VALUES ('telegram:200', 'telegram', 'x');
+             INSERT INTO user_roles (user_id, agent_group_id, role, granted_at)
+                 VALUES ('telegram:200', 'andy', 'member', 'x');",
+        )
+        .unwrap();
+    t.fixture.start().await.unwrap();
+    let chat = TgChat::group(-1010, "Team");
+    let at = t.tg.bot_mention();
+    t.tg.say(&chat, &owner(), &format!("{at} take your time"));
+    let pid = read_pid(&pid_file).await;
+
+    // A member may not stop the owner's turn: the command runs on.
+    let cmd = t.tg.say(&chat, &member(), "/stop@clawbox_test_bot");
+    let replies = t.bot_messages(-1010, 1).await;
+    assert_eq!(
+        replies[0].visible,
+        "Only an owner or admin of this agent can use /stop."
+    );
+    assert_eq!(replies[0].reply_to, Some(cmd.message_id));
+    t.wait_dropped("admin command from non-admin", 1).await;
+    assert!(!gone(pid), "a member's /stop ended the command");
+
+    // The owner may: the command is ended, the turn fails with the notice, the stop is answered.
+    let stopped_at = tokio::time::Instant::now();
+    t.tg.say(&chat, &owner(), "/stop@clawbox_test_bot");
+    let deadline = stopped_at + WAIT;
+    while !gone(pid) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "sleep {pid} survived /stop"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "the command was gone {:?} after /stop",
+        stopped_at.elapsed()
+    );
+    let replies = t.bot_messages(-1010, 3).await;
+    let texts: Vec<&str> = replies.iter().map(|m| m.visible.as_str()).collect();
+    assert!(texts.contains(&"⏹ Stopped Andy's turn."), "{texts:?}");
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("the turn was stopped (/stop)")),
+        "{texts:?}"
+    );
+}
+
+#[tokio::test]
 async fn pattern_mode_and_an_invalid_pattern_is_refused_by_create_agent() {
     let mut t = Tg::new().await;
     t.start_with_agent(

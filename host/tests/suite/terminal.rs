@@ -1,7 +1,6 @@
 //! `clawbox chat` at a terminal, driven under a pseudo-terminal: line editing, history,
 //! `/help` answered locally, `/stop` (and Ctrl-C) stopping a running turn.
 
-use std::path::Path;
 use std::time::Duration;
 
 use rexpect::session::PtySession;
@@ -114,32 +113,6 @@ async fn editing_history_and_help_at_a_terminal() {
     let history = std::fs::read_to_string(data.join(host::cli::chat::HISTORY_FILE)).unwrap();
     assert!(history.contains("aXcd"), "{history}");
     assert!(history.contains("/help"), "{history}");
-}
-
-/// Whether process `pid` is gone (or only a zombie left for its parent to reap).
-fn gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-    }
-}
-
-async fn read_pid(path: &Path) -> i32 {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Ok(text) = std::fs::read_to_string(path)
-            && let Ok(pid) = text.trim().parse()
-        {
-            return pid;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the command never started"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
