@@ -162,7 +162,7 @@ impl CliChannel {
         let dir = self.files_dir.join(session_id).join(seq.to_string());
         let transient =
             |e: std::io::Error| DeliveryError::Transient(format!("cannot save file: {e}"));
-        std::fs::create_dir_all(&dir).map_err(transient)?;
+        mailbox::private::create_dir_all(&dir).map_err(transient)?;
         let mut saved = Vec::new();
         for a in attachments {
             let path = dir.join(&a.name);

@@ -482,11 +482,7 @@ impl Layout {
 /// read what it reads. Returns whether `groups/global` exists.
 fn prepare(layout: &Layout, user: &RunnerUser, model_socket: &Path) -> std::io::Result<bool> {
     let container_json = layout.agent_dir.join(container_json::CONTAINER_JSON);
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&container_json)
-    {
+    match mailbox::private::create_new(&container_json) {
         Ok(mut f) => std::io::Write::write_all(&mut f, b"{}\n")?,
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(e),
@@ -494,6 +490,9 @@ fn prepare(layout: &Layout, user: &RunnerUser, model_socket: &Path) -> std::io::
     user.hand_over_tree(&layout.outbound, &[])?;
     user.hand_over_tree(&layout.workspace, &[])?;
     user.hand_over_tree(&layout.agent_dir, &[container_json::CONTAINER_JSON])?;
+    // The runner reads its container.json (MCP servers) but must not own it; the agent folder
+    // around it is 0700 and the runner's, so reading it exposes nothing to other users.
+    user.make_readable(&container_json)?;
     user.make_readable(&layout.inbound)?;
     user.share_socket(model_socket)?;
     Ok(layout.global_dir.is_dir())

@@ -217,11 +217,13 @@ fn database_problem(config: &Config, err: &DbError) -> Check {
             err.to_string(),
             "run the clawbox version that wrote it, or a newer one",
         ),
-        DbError::Sqlite(_) | DbError::Task(_) | DbError::Malformed(_) => Check::fail(
-            "database",
-            format!("{}: {err}", config.db_path().display()),
-            "check the file's permissions; restore it from a backup if it is corrupt",
-        ),
+        DbError::Sqlite(_) | DbError::Task(_) | DbError::Malformed(_) | DbError::Io { .. } => {
+            Check::fail(
+                "database",
+                format!("{}: {err}", config.db_path().display()),
+                "check the file's permissions; restore it from a backup if it is corrupt",
+            )
+        }
     }
 }
 
