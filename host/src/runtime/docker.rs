@@ -23,7 +23,8 @@
 //!
 //! Hardening: a non-root user (`ownership.rs`), `cap_drop: ALL`, `no-new-privileges`, a
 //! read-only root filesystem with a tmpfs `/tmp`, `init` (reaps the runner's children), memory
-//! with swap equal to it, CPUs, pids, network `none` unless the agent asks for `bridge`.
+//! with swap equal to it, CPUs, pids, a file-size limit (`fsize`, the room left under the
+//! session's disk quota: `session::disk`), network `none` unless the agent asks for `bridge`.
 //! Containers are named `clawbox-<agent>-<session>` and labelled `clawbox.session`,
 //! `clawbox.agent`, `clawbox.install`; they are removed once their exit status is read.
 
@@ -398,6 +399,16 @@ impl DockerRuntime {
             init: accepted.init.then_some(true),
             network_mode: Some(settings.network.docker_mode().into()),
             auto_remove: Some(false),
+            // The disk quota's per-file bound (session::disk): a file can never outgrow the
+            // room the session had left when its container started.
+            ulimits: spec.max_file_bytes.map(|max| {
+                let max = i64::try_from(max).unwrap_or(i64::MAX);
+                vec![bollard::models::ResourcesUlimits {
+                    name: Some("fsize".into()),
+                    soft: Some(max),
+                    hard: Some(max),
+                }]
+            }),
             ..Default::default()
         };
         ContainerCreateBody {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 /// to this depth, which is all an agent gains by nesting).
 const MAX_DEPTH: usize = 256;
 /// A measure may cost at most 1/`COST_FACTOR` of the time between two measures.
-const COST_FACTOR: u32 = 20;
+const COST_FACTOR: u32 = 50;
 
 /// Why a session's messages fail while it is over its quota (shown to the sender).
 pub fn over_quota_notice(quota_bytes: u64) -> String {
@@ -160,8 +160,8 @@ mod tests {
         assert!(p.due(t0 + Duration::from_secs(2)));
         // A measure that took 1 s waits 20 s.
         p.measured(t0, Duration::from_secs(1));
-        assert!(!p.due(t0 + Duration::from_secs(19)));
-        assert!(p.due(t0 + Duration::from_secs(20)));
+        assert!(!p.due(t0 + Duration::from_secs(49)));
+        assert!(p.due(t0 + Duration::from_secs(50)));
         p.reset();
         assert!(p.due(t0));
     }

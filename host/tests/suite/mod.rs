@@ -8,6 +8,7 @@ mod hostile;
 mod operator;
 mod proxy;
 mod questions;
+mod quota;
 mod recovery;
 mod router;
 mod support;
