@@ -21,7 +21,7 @@ mod telegram;
 #[cfg(test)]
 mod tests;
 
-use dirs::{dir_check, disk_use_check};
+use dirs::{agent_folders_check, dir_check, disk_use_check};
 use files::{container_checks, env_checks, find_env_file};
 use mcp::mcp_checks;
 use model::model_checks;
@@ -177,6 +177,7 @@ pub async fn run(config: &Config, agents: Agents, ran_by_host: bool) -> DoctorRe
         &config.groups_dir,
         false,
     ));
+    checks.extend(agent_folders_check(&config.groups_dir, &agents));
     checks.push(database);
     let cwd = std::env::current_dir().ok();
     checks.extend(env_checks(
