@@ -1,9 +1,10 @@
 //! Figures for the hostile-agent defences (issue: "a hostile agent cannot hurt the host"): the
 //! host's peak memory while an agent forges a 400 MB row and a 50 MB file listed under 20 hard
-//! links, and the disk those attacks make the host write. Process runtime, fake model. Prints
+//! links, the disk those attacks make the host write, and what an agent filling its workspace
+//! gets onto the disk under the default `SESSION_DISK_MB`. Process runtime, fake model. Prints
 //! figures; asserts nothing (the machine is shared and noisy).
 //!
-//! Usage: `attacks [path/to/clawbox]` (default `target/release/clawbox`); needs about 1.5 GB
+//! Usage: `attacks [path/to/clawbox]` (default `target/release/clawbox`); needs about 3.5 GB
 //! of free disk in the temporary directory.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -59,6 +60,28 @@ fn dir_bytes(dir: &Path) -> u64 {
             })
             .sum()
     })
+}
+
+/// Bytes allocated on disk under `dir` (what `du` counts), each inode once.
+fn allocated(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    let mut total = 0;
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let Ok(meta) = entry.path().symlink_metadata() else {
+                continue;
+            };
+            if seen.insert(meta.ino()) {
+                total += meta.blocks() * 512;
+            }
+            if meta.is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    total
 }
 
 /// Waits until the host has recorded row `seq` as failed (it read and refused it).
@@ -173,6 +196,45 @@ async fn main() {
     let out = fixture.chat("still there?\n").await.unwrap();
     println!(
         "a turn after the attacks: {}",
+        if out.status.success() {
+            "answered"
+        } else {
+            "FAILED"
+        }
+    );
+    fixture.stop().await.unwrap();
+
+    // 3. Filling the disk with the agent's own shell, in a fresh install under the default
+    // quota (SESSION_DISK_MB=2048): 3 GB asked for, then one more file.
+    let model = FakeModel::start().await.unwrap();
+    let mut fixture = HostFixture::new(&bin, &model.base_url()).unwrap();
+    fixture.set("RUST_LOG", "warn");
+    fixture.start().await.unwrap();
+    model.push(testkit::Reply::ToolCalls(vec![testkit::ToolCall::new(
+        "run_bash",
+        serde_json::json!({
+            "command": "head -c 3221225472 /dev/zero > fill.bin; echo more > more.txt; sleep 300"
+        }),
+    )]));
+    let started = Instant::now();
+    let out = fixture.chat("fill the disk\n").await.unwrap();
+    let took = started.elapsed();
+    let session = session_dir(&fixture);
+    let quota = 2048u64 << 20;
+    let fill = std::fs::metadata(session.join("workspace/fill.bin")).map_or(0, |m| m.len());
+    let held = allocated(&session.join("workspace")) + allocated(&session.join("outbound"));
+    let told = String::from_utf8_lossy(&out.stdout).contains("SESSION_DISK_MB")
+        || String::from_utf8_lossy(&out.stderr).contains("SESSION_DISK_MB");
+    println!(
+        "disk fill (3 GB asked, quota 2048 MB): fill.bin {fill} bytes, the session holds {held} \
+         bytes ({:.2} % of the quota); turn stopped after {:.1} s; chat told: {told}",
+        held as f64 * 100.0 / quota as f64,
+        took.as_secs_f64()
+    );
+    std::fs::remove_file(session.join("workspace/fill.bin")).unwrap();
+    let out = fixture.chat("cleaned up\n").await.unwrap();
+    println!(
+        "a turn after deleting the file: {}",
         if out.status.success() {
             "answered"
         } else {

@@ -99,6 +99,13 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
         .await?;
     bootstrap::ensure_group_folder(&config.groups_dir, DEFAULT_AGENT)
         .map_err(|e| HostError::io("create agent folder", &config.groups_dir, e))?;
+    // Agent folders made before they were created private (or loosened by hand) are closed
+    // to other local users: they hold the agents' memory.
+    let agents = db.call(|conn| db::agent_groups(conn)).await?;
+    for agent in agents {
+        bootstrap::tighten_group_folder(&config.groups_dir, &agent.folder)
+            .map_err(|e| HostError::io("chmod", &config.groups_dir.join(&agent.folder), e))?;
+    }
     // Before any runner can start: runners get the proxy's address and a token, never the key.
     let proxy_cancel = CancellationToken::new();
     let proxy = Proxy::start(&config, db.clone(), proxy_cancel.clone()).await?;

@@ -164,6 +164,10 @@ pub struct Config {
     /// not a loopback address — the dashboard speaks plain HTTP, so it belongs behind a TLS
     /// reverse proxy when it leaves the machine.
     pub dashboard_allow_remote: bool,
+    /// `SESSION_DISK_MB` (default 2048; 0 = no quota): what one session's `workspace/` and
+    /// `outbound/` may take on disk, in bytes. Kept by the host (session/disk.rs): above it the
+    /// runner is stopped and the session's messages fail with a notice until files are deleted.
+    pub session_disk_bytes: Option<u64>,
 }
 
 /// Resource limits of one agent container. Defaults live in [`Config`]; [`ContainerLimits`]
@@ -479,6 +483,17 @@ impl Config {
                     });
                 }
             },
+            session_disk_bytes: {
+                let mb = parse_num("SESSION_DISK_MB", var("SESSION_DISK_MB"), 2048u64)?;
+                if mb > 1 << 30 {
+                    return Err(ConfigError {
+                        var: "SESSION_DISK_MB",
+                        value: mb.to_string(),
+                        problem: "is larger than any disk (the unit is MB)".into(),
+                    });
+                }
+                Some(mb * 1024 * 1024).filter(|b| *b > 0)
+            },
         };
         if let Some(addr) = config.dashboard_addr
             && !addr.ip().is_loopback()
@@ -696,6 +711,11 @@ mod tests {
         .unwrap();
         assert_eq!(c.proxy_requests_per_minute, 5);
         assert_eq!(c.proxy_max_request_bytes, 1 << 20);
+        assert_eq!(config(&[]).unwrap().session_disk_bytes, Some(2048 << 20));
+        let c = config(&[("SESSION_DISK_MB", "0")]).unwrap();
+        assert_eq!(c.session_disk_bytes, None);
+        let c = config(&[("SESSION_DISK_MB", "50")]).unwrap();
+        assert_eq!(c.session_disk_bytes, Some(50 << 20));
     }
 
     #[test]
@@ -768,6 +788,8 @@ mod tests {
             ("PROXY_REQUESTS_PER_MINUTE", "0"),
             ("PROXY_MAX_REQUEST_MB", "0"),
             ("PROXY_MAX_REQUEST_MB", "4096"),
+            ("SESSION_DISK_MB", "2g"),
+            ("SESSION_DISK_MB", "-1"),
             ("CONTAINER_MEMORY_MB", "1g"),
             ("CONTAINER_MEMORY_MB", "8"),
             ("CONTAINER_CPUS", "0"),

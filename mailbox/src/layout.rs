@@ -101,10 +101,11 @@ impl SessionPaths {
         self.outbound_dir.join("files")
     }
 
-    /// Creates the three directories (host side, before the first container starts).
+    /// Creates the three directories (host side, before the first container starts), private
+    /// to their owner (0700, [`crate::private`]) like the session directory above them.
     pub fn create_dirs(&self) -> Result<()> {
         for dir in [&self.inbound_dir, &self.outbound_dir, &self.workspace] {
-            std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            crate::private::create_dir_all(dir).map_err(|source| Error::Io {
                 action: "create session directory",
                 path: dir.clone(),
                 source,

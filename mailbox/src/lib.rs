@@ -16,6 +16,7 @@ pub mod heartbeat;
 pub mod inbound;
 pub mod layout;
 pub mod outbound;
+pub mod private;
 pub mod questions;
 pub mod request;
 pub mod retention;

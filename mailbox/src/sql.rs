@@ -136,6 +136,12 @@ fn announce_commit(wal: &Path) {
 /// database at all. Keeping them also means they are always created by this writer, so they
 /// belong to its user.
 pub(crate) fn open_rw(path: &Path, journal: Journal) -> Result<Connection> {
+    // Created 0600 before SQLite opens it: its journal and WAL files take the database's mode.
+    crate::private::ensure_file(path).map_err(|source| Error::Io {
+        action: "create",
+        path: path.to_path_buf(),
+        source,
+    })?;
     let mut conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE

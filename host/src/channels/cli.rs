@@ -11,7 +11,7 @@ use mailbox::{InboundStatus, OutboundMessage};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use crate::session::outbox::Attachment;
+use crate::session::outbox::{Attachment, AttachmentError};
 use crate::session::outlet::{Content, DeliveryError, Outcome};
 
 /// A file the agent sent, saved where the terminal's user can open it.
@@ -154,15 +154,14 @@ impl CliChannel {
         seq: i64,
         attachments: &[Attachment],
     ) -> Result<Vec<SavedFile>, DeliveryError> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         if attachments.is_empty() {
             return Ok(Vec::new());
         }
         let dir = self.files_dir.join(session_id).join(seq.to_string());
         let transient =
             |e: std::io::Error| DeliveryError::Transient(format!("cannot save file: {e}"));
-        std::fs::create_dir_all(&dir).map_err(transient)?;
+        mailbox::private::create_dir_all(&dir).map_err(transient)?;
         let mut saved = Vec::new();
         for a in attachments {
             let path = dir.join(&a.name);
@@ -173,10 +172,25 @@ impl CliChannel {
                 .mode(0o600)
                 .open(&path)
                 .map_err(transient)?;
-            file.write_all(&a.bytes).map_err(transient)?;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(transient)?;
+            // Streamed, a chunk at a time; a file the agent changes meanwhile is refused, and
+            // a partial copy is not left behind.
+            let bytes = match a.copy_to(&mut file) {
+                Ok(n) => n,
+                Err(e) => {
+                    drop(file);
+                    // Best effort: the copy is unusable either way, and the error says why.
+                    let _ = std::fs::remove_file(&path);
+                    return Err(match e {
+                        AttachmentError::Changed { .. } => DeliveryError::Permanent(e.to_string()),
+                        _ => DeliveryError::Transient(format!("cannot save file: {e}")),
+                    });
+                }
+            };
             saved.push(SavedFile {
                 name: a.name.clone(),
-                bytes: a.bytes.len() as u64,
+                bytes,
                 path: path.display().to_string(),
             });
         }

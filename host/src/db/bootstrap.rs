@@ -123,27 +123,39 @@ pub fn ensure_web_chat(conn: &mut Connection) -> DbResult<()> {
     Ok(())
 }
 
-/// Creates `groups/<folder>/` with its default files where they are missing.
+/// Creates `groups/<folder>/` with its default files where they are missing: the folder and
+/// `skills/` mode 0700, the files 0600, whatever the umask (`CLAUDE.local.md` is the agent's
+/// memory; no other local user reads it). An existing folder that others could enter is
+/// tightened to 0700 ([`tighten_group_folder`]).
 pub fn ensure_group_folder(groups_dir: &Path, folder: &str) -> std::io::Result<()> {
     let dir = groups_dir.join(folder);
-    std::fs::create_dir_all(dir.join("skills"))?;
+    mailbox::private::create_dir_all(&dir.join("skills"))?;
+    tighten_group_folder(groups_dir, folder)?;
     for (name, content) in [
         ("CLAUDE.md", DEFAULT_CLAUDE_MD),
         ("CLAUDE.local.md", DEFAULT_LOCAL_MD),
         ("container.json", DEFAULT_CONTAINER_JSON),
     ] {
         let path = dir.join(name);
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
+        match mailbox::private::create_new(&path) {
             Ok(mut f) => std::io::Write::write_all(&mut f, content.as_bytes())?,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
     }
     Ok(())
+}
+
+/// Makes an agent folder private to its owner (removes the group and other bits of the folder
+/// itself: what is inside cannot be reached without entering it). Returns whether it changed.
+/// A missing folder is no change.
+pub fn tighten_group_folder(groups_dir: &Path, folder: &str) -> std::io::Result<bool> {
+    let dir = groups_dir.join(folder);
+    let changed = mailbox::private::tighten(&dir)?;
+    if changed {
+        tracing::info!(folder = %dir.display(), "agent folder made private (mode 0700)");
+    }
+    Ok(changed)
 }
 
 #[cfg(test)]

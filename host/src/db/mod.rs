@@ -58,6 +58,13 @@ pub enum DbError {
         "central database has schema version {found}, older than this build's {supported}: start the host once (`clawbox run`) to upgrade it"
     )]
     TooOld { found: i64, supported: i64 },
+    /// The database file could not be created (its directory is missing or not writable).
+    #[error("cannot create the central database {}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 pub type DbResult<T> = Result<T, DbError>;
@@ -71,6 +78,12 @@ pub struct Db {
 impl Db {
     /// Opens (creating and migrating) the central database.
     pub fn open(path: &Path) -> DbResult<Db> {
+        // Private like everything in DATA_DIR, whatever the umask: SQLite gives its WAL and
+        // shared-memory files the database file's mode.
+        mailbox::private::ensure_file(path).map_err(|source| DbError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
         // The central DB never crosses a container mount, so WAL is safe and lets status

@@ -23,7 +23,8 @@
 //!
 //! Hardening: a non-root user (`ownership.rs`), `cap_drop: ALL`, `no-new-privileges`, a
 //! read-only root filesystem with a tmpfs `/tmp`, `init` (reaps the runner's children), memory
-//! with swap equal to it, CPUs, pids, network `none` unless the agent asks for `bridge`.
+//! with swap equal to it, CPUs, pids, a file-size limit (`fsize`, the room left under the
+//! session's disk quota: `session::disk`), network `none` unless the agent asks for `bridge`.
 //! Containers are named `clawbox-<agent>-<session>` and labelled `clawbox.session`,
 //! `clawbox.agent`, `clawbox.install`; they are removed once their exit status is read.
 
@@ -399,6 +400,16 @@ impl DockerRuntime {
             init: accepted.init.then_some(true),
             network_mode: Some(settings.network.docker_mode().into()),
             auto_remove: Some(false),
+            // The disk quota's per-file bound (session::disk): a file can never outgrow the
+            // room the session had left when its container started.
+            ulimits: spec.max_file_bytes.map(|max| {
+                let max = i64::try_from(max).unwrap_or(i64::MAX);
+                vec![bollard::models::ResourcesUlimits {
+                    name: Some("fsize".into()),
+                    soft: Some(max),
+                    hard: Some(max),
+                }]
+            }),
             ..Default::default()
         };
         ContainerCreateBody {
@@ -483,11 +494,7 @@ impl Layout {
 /// read what it reads. Returns whether `groups/global` exists.
 fn prepare(layout: &Layout, user: &RunnerUser, model_socket: &Path) -> std::io::Result<bool> {
     let container_json = layout.agent_dir.join(container_json::CONTAINER_JSON);
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&container_json)
-    {
+    match mailbox::private::create_new(&container_json) {
         Ok(mut f) => std::io::Write::write_all(&mut f, b"{}\n")?,
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(e),
@@ -495,6 +502,9 @@ fn prepare(layout: &Layout, user: &RunnerUser, model_socket: &Path) -> std::io::
     user.hand_over_tree(&layout.outbound, &[])?;
     user.hand_over_tree(&layout.workspace, &[])?;
     user.hand_over_tree(&layout.agent_dir, &[container_json::CONTAINER_JSON])?;
+    // The runner reads its container.json (MCP servers) but must not own it; the agent folder
+    // around it is 0700 and the runner's, so reading it exposes nothing to other users.
+    user.make_readable(&container_json)?;
     user.make_readable(&layout.inbound)?;
     user.share_socket(model_socket)?;
     Ok(layout.global_dir.is_dir())

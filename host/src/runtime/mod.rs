@@ -38,6 +38,10 @@ pub struct RunnerSpec {
     /// The model proxy and this runner's session token. The real API key never reaches a
     /// runtime: it stays in the proxy.
     pub model_access: ModelAccess,
+    /// The largest file the runner and its tools may write (`RLIMIT_FSIZE`, soft and hard):
+    /// the room left under the session's disk quota when it starts (`session::disk`).
+    /// `None`: no quota.
+    pub max_file_bytes: Option<u64>,
 }
 
 /// How a runner ended.
@@ -274,6 +278,7 @@ mod tests {
                 loopback_url: "http://127.0.0.1:4242/v1".into(),
                 token: token.clone(),
             },
+            max_file_bytes: None,
         };
         let get = |env: &[(String, String)], k: &str| {
             env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())

@@ -64,6 +64,22 @@ impl ProcessRuntime {
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(false);
+        if let Some(max) = spec.max_file_bytes {
+            let limit = libc::rlimit {
+                rlim_cur: max as libc::rlim_t,
+                rlim_max: max as libc::rlim_t,
+            };
+            // SAFETY: setrlimit is async-signal-safe and touches nothing but the child's own
+            // limits; it runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let mut child = cmd
             .spawn()
             .map_err(|e| RuntimeError::Start(format!("{}: {e}", self.runner_bin.display())))?;

@@ -18,7 +18,7 @@ use mailbox::{
 use serde_json::json;
 
 use crate::db::Db;
-use crate::session::outbox::{Attachment, AttachmentError, read_attachments};
+use crate::session::outbox::{Attachment, AttachmentError, open_attachments};
 use crate::session::outlet::{DeliveryError, Outcome, Outlet, PlatformRefs, attachment_names};
 use crate::session::questions::{Asked, Asking, QuestionSignal};
 use crate::session::requests::{Answer, Asker, Requests};
@@ -522,7 +522,8 @@ impl Delivery<'_> {
         Ok(())
     }
 
-    /// Reads the files attached to `msg`, each through the symlink-proof reader of outbox.rs.
+    /// Opens and checks the files attached to `msg`, each through the symlink-proof opener of
+    /// outbox.rs; the channel streams them.
     async fn attachments(&self, msg: &OutboundMessage) -> Result<Vec<Attachment>, AttachmentError> {
         let names = attachment_names(msg);
         if names.is_empty() {
@@ -533,7 +534,7 @@ impl Delivery<'_> {
             mb.paths.outbound_dir.clone()
         };
         let id = msg.id.clone();
-        tokio::task::spawn_blocking(move || read_attachments(&dir, &id, &names))
+        tokio::task::spawn_blocking(move || open_attachments(&dir, &id, &names))
             .await
             .map_err(|e| AttachmentError::Io {
                 name: msg.id.clone(),

@@ -2,7 +2,7 @@
 //! and the delivery of what it writes back. `router.rs` decides which agents take a message and
 //! writes it into their sessions (`resolve.rs` finds or creates them, `inbound_files.rs` stores
 //! their files); `supervisor.rs` runs one task per active session (the runner's life,
-//! `liveness.rs`, `watch.rs`); `delivery.rs` reads the runner's outbox (`outbox.rs` for its
+//! `liveness.rs`, `watch.rs`, the disk quota in `disk.rs`); `delivery.rs` reads the runner's outbox (`outbox.rs` for its
 //! files), delivers replies through the [`outlet::Outlet`] the channels implement, and hands
 //! requests to `requests.rs` and questions to `questions.rs`; `activity.rs` says in a sentence
 //! what the agent is doing.
@@ -12,6 +12,7 @@
 
 pub mod activity;
 pub mod delivery;
+pub mod disk;
 pub mod inbound_files;
 pub mod liveness;
 pub mod outbox;

@@ -10,12 +10,19 @@
 //! most [`MAX_ATTACHMENTS`] files and [`MAX_MESSAGE_ATTACHMENT_BYTES`] together. A file with
 //! several hard links is refused: listed under each of its names, one 50 MB file was read and
 //! copied twenty times.
+//!
+//! An [`Attachment`] is the opened, checked file, not its bytes: channels stream it where it
+//! goes ([`Attachment::copy_to`], in chunks of [`COPY_CHUNK`]), so a delivery holds a chunk in
+//! memory, not the file. The copy counts what it reads against the size that was checked, and
+//! a file that grows (or shrinks) meanwhile is refused rather than copied on.
 
 use std::ffi::CString;
 use std::fs::File;
-use std::io::Read;
+use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Largest attachment the host will read (Telegram's bot upload limit is 50 MB).
 pub const MAX_ATTACHMENT_BYTES: u64 = 50 * 1024 * 1024;
@@ -25,10 +32,63 @@ pub const MAX_ATTACHMENTS: usize = 10;
 /// delivery at most.
 pub const MAX_MESSAGE_ATTACHMENT_BYTES: u64 = 50 * 1024 * 1024;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What one read of an attachment's copy holds in memory.
+pub const COPY_CHUNK: usize = 64 * 1024;
+
+/// One attached file, opened and checked; cheap to clone (the descriptor is shared).
+#[derive(Debug, Clone)]
 pub struct Attachment {
     pub name: String,
-    pub bytes: Vec<u8>,
+    /// Its size when it was checked: a copy that finds more or fewer bytes is refused.
+    pub size: u64,
+    file: Arc<File>,
+}
+
+impl Attachment {
+    /// Streams the file, from its start, into `to`; returns the bytes copied. Refuses
+    /// ([`AttachmentError::Changed`]) a file whose size is no longer the one checked: what was
+    /// written to `to` by then is the caller's to discard. Blocking.
+    pub fn copy_to(&self, to: &mut dyn Write) -> Result<u64, AttachmentError> {
+        let io = |e: std::io::Error| AttachmentError::Io {
+            name: self.name.clone(),
+            error: e.to_string(),
+        };
+        let mut chunk = vec![0u8; COPY_CHUNK];
+        let mut copied = 0u64;
+        loop {
+            // Positional reads: clones share the descriptor, and each copy starts at 0.
+            let n = match self.file.read_at(&mut chunk, copied) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io(e)),
+            };
+            copied += n as u64;
+            if copied > self.size {
+                return Err(self.changed());
+            }
+            to.write_all(&chunk[..n]).map_err(io)?;
+        }
+        if copied != self.size {
+            return Err(self.changed());
+        }
+        Ok(copied)
+    }
+
+    /// The whole file in memory, checked like [`Attachment::copy_to`], for a channel that
+    /// uploads from memory; at most [`MAX_MESSAGE_ATTACHMENT_BYTES`] by construction. Blocking.
+    pub fn read_all(&self) -> Result<Vec<u8>, AttachmentError> {
+        let mut bytes = Vec::with_capacity(usize::try_from(self.size).unwrap_or(0));
+        self.copy_to(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    fn changed(&self) -> AttachmentError {
+        AttachmentError::Changed {
+            name: self.name.clone(),
+            size: self.size,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -51,6 +111,9 @@ pub enum AttachmentError {
     TooLargeTogether { size: u64, limit: u64 },
     #[error("cannot read attachment {name:?}: {error}")]
     Io { name: String, error: String },
+    /// The file's size changed after it was checked (the agent still writes it).
+    #[error("attachment {name:?} changed while it was copied (it had {size} bytes when checked)")]
+    Changed { name: String, size: u64 },
 }
 
 /// A single path component that cannot name a parent, a hidden file, or another directory.
@@ -79,10 +142,10 @@ fn open_at(dir: Option<&OwnedFd>, path: &Path, name: &str, flags: i32) -> std::i
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Reads the files `names` of one message, each as [`read_attachment`] does, after checking
-/// them all: at most [`MAX_ATTACHMENTS`], at most [`MAX_MESSAGE_ATTACHMENT_BYTES`] together.
-/// Nothing is read unless every file passes.
-pub fn read_attachments(
+/// Opens the files `names` of one message, each as [`open_attachment`] does, and checks them
+/// together: at most [`MAX_ATTACHMENTS`], at most [`MAX_MESSAGE_ATTACHMENT_BYTES`] in all.
+/// None is returned unless every file passes.
+pub fn open_attachments(
     outbound_dir: &Path,
     message_id: &str,
     names: &[String],
@@ -96,39 +159,26 @@ pub fn read_attachments(
     let mut opened = Vec::with_capacity(names.len());
     let mut total = 0u64;
     for name in names {
-        let (file, size) = open_attachment(outbound_dir, message_id, name)?;
-        total = total.saturating_add(size);
+        let attachment = open_attachment(outbound_dir, message_id, name)?;
+        total = total.saturating_add(attachment.size);
         if total > MAX_MESSAGE_ATTACHMENT_BYTES {
             return Err(AttachmentError::TooLargeTogether {
                 size: total,
                 limit: MAX_MESSAGE_ATTACHMENT_BYTES,
             });
         }
-        opened.push((name, file, size));
+        opened.push(attachment);
     }
-    opened
-        .into_iter()
-        .map(|(name, file, size)| read_opened(name, file, size))
-        .collect()
+    Ok(opened)
 }
 
-/// Reads `outbound_dir/files/<message_id>/<name>`, refusing links, hard links and special
-/// files.
-pub fn read_attachment(
+/// Opens `outbound_dir/files/<message_id>/<name>` and checks it without reading it,
+/// refusing links, hard links, special files and files over [`MAX_ATTACHMENT_BYTES`].
+pub fn open_attachment(
     outbound_dir: &Path,
     message_id: &str,
     name: &str,
 ) -> Result<Attachment, AttachmentError> {
-    let (file, size) = open_attachment(outbound_dir, message_id, name)?;
-    read_opened(name, file, size)
-}
-
-/// Opens one attachment and checks it without reading it; returns it with its size.
-fn open_attachment(
-    outbound_dir: &Path,
-    message_id: &str,
-    name: &str,
-) -> Result<(File, u64), AttachmentError> {
     if !safe_component(name) {
         return Err(AttachmentError::UnsafeName(name.to_owned()));
     }
@@ -169,30 +219,10 @@ fn open_attachment(
             limit: MAX_ATTACHMENT_BYTES,
         });
     }
-    Ok((file, meta.len()))
-}
-
-/// Reads an opened attachment of `size` bytes; a file that grew since it was checked is
-/// refused rather than read on.
-fn read_opened(name: &str, mut file: File, size: u64) -> Result<Attachment, AttachmentError> {
-    let mut bytes = Vec::with_capacity(size as usize);
-    file.by_ref()
-        .take(size + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| AttachmentError::Io {
-            name: name.to_owned(),
-            error: e.to_string(),
-        })?;
-    if bytes.len() as u64 > size {
-        return Err(AttachmentError::TooLarge {
-            name: name.to_owned(),
-            size: bytes.len() as u64,
-            limit: size,
-        });
-    }
     Ok(Attachment {
         name: name.to_owned(),
-        bytes,
+        size: meta.len(),
+        file: Arc::new(file),
     })
 }
 
@@ -213,8 +243,70 @@ mod tests {
     #[test]
     fn reads_a_regular_file() {
         let (_dir, outbound) = setup();
-        let a = read_attachment(&outbound, "out-1", "report.txt").unwrap();
-        assert_eq!(a.bytes, b"hello");
+        let a = open_attachment(&outbound, "out-1", "report.txt").unwrap();
+        assert_eq!(a.size, 5);
+        let clone = a.clone();
+        assert_eq!(a.read_all().unwrap(), b"hello");
+        // Every copy starts at the beginning, a clone's too.
+        assert_eq!(clone.read_all().unwrap(), b"hello");
+        assert_eq!(a.read_all().unwrap(), b"hello");
+    }
+
+    #[test]
+    fn a_large_file_is_streamed_in_chunks() {
+        let (_dir, outbound) = setup();
+        let path = outbound.join("files/out-1/big.bin");
+        let content: Vec<u8> = (0..(3 * COPY_CHUNK + 123))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        std::fs::write(&path, &content).unwrap();
+        let a = open_attachment(&outbound, "out-1", "big.bin").unwrap();
+        /// Records the largest single write it was given.
+        struct Sink(Vec<u8>, usize);
+        impl Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.1 = self.1.max(buf.len());
+                self.0.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut sink = Sink(Vec::new(), 0);
+        assert_eq!(a.copy_to(&mut sink).unwrap(), content.len() as u64);
+        assert!(sink.0 == content, "the copy is the file");
+        assert!(sink.1 <= COPY_CHUNK, "{} bytes at once", sink.1);
+    }
+
+    #[test]
+    fn a_file_that_changes_after_its_check_is_refused() {
+        let (_dir, outbound) = setup();
+        let path = outbound.join("files/out-1/report.txt");
+        let grown = open_attachment(&outbound, "out-1", "report.txt").unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(&vec![b'x'; 2 * COPY_CHUNK]).unwrap();
+        let mut out = Vec::new();
+        assert_eq!(
+            grown.copy_to(&mut out).err(),
+            Some(AttachmentError::Changed {
+                name: "report.txt".into(),
+                size: 5
+            })
+        );
+        assert!(
+            out.len() <= COPY_CHUNK,
+            "stopped at the first chunk past the size"
+        );
+        let shrunk = open_attachment(&outbound, "out-1", "report.txt").unwrap();
+        f.set_len(3).unwrap();
+        assert!(matches!(
+            shrunk.read_all(),
+            Err(AttachmentError::Changed { .. })
+        ));
     }
 
     #[test]
@@ -229,7 +321,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    read_attachment(&outbound, id, name),
+                    open_attachment(&outbound, id, name),
                     Err(AttachmentError::UnsafeName(_))
                 ),
                 "{id}/{name}"
@@ -245,7 +337,7 @@ mod tests {
         // The file itself is a link.
         symlink(&secret, outbound.join("files/out-1/link.txt")).unwrap();
         assert!(matches!(
-            read_attachment(&outbound, "out-1", "link.txt"),
+            open_attachment(&outbound, "out-1", "link.txt"),
             Err(AttachmentError::NotRegular(_))
         ));
         // The message folder is a link to a folder outside.
@@ -253,11 +345,11 @@ mod tests {
         std::fs::create_dir_all(&elsewhere).unwrap();
         std::fs::write(elsewhere.join("report.txt"), "top secret").unwrap();
         symlink(&elsewhere, outbound.join("files/out-2")).unwrap();
-        assert!(read_attachment(&outbound, "out-2", "report.txt").is_err());
+        assert!(open_attachment(&outbound, "out-2", "report.txt").is_err());
         // The whole files/ folder is swapped for a link (clawside's outbox attack).
         std::fs::rename(outbound.join("files"), dir.path().join("old-files")).unwrap();
         symlink(dir.path().join("old-files"), outbound.join("files")).unwrap();
-        assert!(read_attachment(&outbound, "out-1", "report.txt").is_err());
+        assert!(open_attachment(&outbound, "out-1", "report.txt").is_err());
     }
 
     #[test]
@@ -266,14 +358,14 @@ mod tests {
         let dir = outbound.join("files/out-1");
         std::fs::hard_link(dir.join("report.txt"), dir.join("again.txt")).unwrap();
         assert_eq!(
-            read_attachment(&outbound, "out-1", "report.txt"),
-            Err(AttachmentError::HardLink("report.txt".into()))
+            open_attachment(&outbound, "out-1", "report.txt").err(),
+            Some(AttachmentError::HardLink("report.txt".into()))
         );
         std::fs::remove_file(dir.join("again.txt")).unwrap();
         let names: Vec<String> = (0..=MAX_ATTACHMENTS).map(|i| format!("f{i}")).collect();
         assert_eq!(
-            read_attachments(&outbound, "out-1", &names),
-            Err(AttachmentError::TooMany {
+            open_attachments(&outbound, "out-1", &names).err(),
+            Some(AttachmentError::TooMany {
                 count: MAX_ATTACHMENTS + 1,
                 limit: MAX_ATTACHMENTS
             })
@@ -285,16 +377,13 @@ mod tests {
                 .unwrap();
         }
         assert!(matches!(
-            read_attachments(&outbound, "out-1", &["a".into(), "b".into()]),
+            open_attachments(&outbound, "out-1", &["a".into(), "b".into()]),
             Err(AttachmentError::TooLargeTogether { .. })
         ));
         let read =
-            read_attachments(&outbound, "out-1", &["report.txt".into(), "a".into()]).unwrap();
-        assert_eq!(read[0].bytes, b"hello");
-        assert_eq!(
-            read[1].bytes.len() as u64,
-            MAX_MESSAGE_ATTACHMENT_BYTES / 2 + 1
-        );
+            open_attachments(&outbound, "out-1", &["report.txt".into(), "a".into()]).unwrap();
+        assert_eq!(read[0].read_all().unwrap(), b"hello");
+        assert_eq!(read[1].size, MAX_MESSAGE_ATTACHMENT_BYTES / 2 + 1);
     }
 
     #[test]
@@ -311,10 +400,10 @@ mod tests {
         // SAFETY: mkfifo with a valid path.
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
         assert!(matches!(
-            read_attachment(&outbound, "out-1", "pipe"),
+            open_attachment(&outbound, "out-1", "pipe"),
             Err(AttachmentError::NotRegular(_))
         ));
         std::fs::create_dir(outbound.join("files/out-1/dir")).unwrap();
-        assert!(read_attachment(&outbound, "out-1", "dir").is_err());
+        assert!(open_attachment(&outbound, "out-1", "dir").is_err());
     }
 }

@@ -12,6 +12,14 @@
 //! needs no new channel between host and runner, and works just as well on a runner stuck in a
 //! model request or a tool. The next message starts a fresh runner.
 //!
+//! The session's disk quota (`SESSION_DISK_MB`, disk.rs) is kept here too: the usage of its
+//! `workspace/` and `outbound/` is measured before every start and, paced by its cost, while a
+//! runner lives. Above the quota the runner is stopped the way `/stop` stops it and its claimed
+//! messages fail with [`disk::over_quota_notice`]; while the session stays above it, no runner
+//! starts and every message that comes due fails with the same notice (the message itself stays
+//! in the mailbox, marked failed, and nothing else is touched). Deleting files (or raising the
+//! quota) lets the next message start a runner again.
+//!
 //! For operators (`clawbox status`, `clawbox logs -f`) each live task publishes its
 //! [`RunnerPhase`] and announces every pass over its mailbox on [`Supervisor::changes`]; the
 //! runner's exits go into the session's host event log.
@@ -19,7 +27,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use mailbox::{HostEvent, NewInbound, Requeue, heartbeat, inbound::Inserted};
@@ -35,6 +43,7 @@ use crate::runtime::{AgentRuntime, RunnerExit, RunnerHandle, RunnerSpec};
 use crate::session::delivery::{
     Acl, Delivery, Pumped, SessionMailbox, SharedMailbox, with_mailbox,
 };
+use crate::session::disk::{self, Pacer};
 use crate::session::liveness::{self, Liveness};
 use crate::session::outlet::Outlet;
 use crate::session::questions::QuestionSignal;
@@ -285,6 +294,7 @@ impl Supervisor {
             runner: None,
             typing: false,
             phase,
+            disk: Pacer::new(self.shared.config.heartbeat),
         };
         self.tracker.spawn(actor.run());
         Ok(entry)
@@ -339,6 +349,18 @@ struct Actor {
     typing: bool,
     /// What `clawbox status` sees of this task (shared with its [`Entry`]).
     phase: Arc<Mutex<RunnerPhase>>,
+    /// When the session's disk use is measured next while a runner lives.
+    disk: Pacer,
+}
+
+/// What the disk quota leaves a runner about to start.
+enum Room {
+    /// No quota (`SESSION_DISK_MB=0`).
+    Unlimited,
+    /// Under the quota: the runner's file-size limit ([`disk::file_size_limit`]).
+    Left(u64),
+    /// The session is over its quota: no runner may start.
+    Over,
 }
 
 impl Actor {
@@ -387,6 +409,7 @@ impl Actor {
             .await;
         loop {
             let pumped = self.pump().await;
+            self.check_disk().await;
             self.show_typing().await;
             // Only a clone of the id when someone listens (`clawbox logs -f`).
             if self.sup.changes.receiver_count() > 0 {
@@ -396,10 +419,24 @@ impl Actor {
             if self.runner.is_none() {
                 match self.next_due().await {
                     Some(due) if due <= Utc::now() => {
+                        let max_file_bytes = match self.room_to_start().await {
+                            Room::Unlimited => None,
+                            Room::Left(max_file_bytes) => Some(max_file_bytes),
+                            Room::Over => {
+                                if !self.refuse_over_quota().await {
+                                    // Not even failing the messages worked: do not spin.
+                                    tokio::select! {
+                                        () = self.sup.cancel.cancelled() => return,
+                                        () = tokio::time::sleep(START_FAILURE_PAUSE) => {}
+                                    }
+                                }
+                                continue;
+                            }
+                        };
                         let Some(slot) = self.wait_for_slot().await else {
                             return; // the host is shutting down
                         };
-                        if !self.start_runner(slot).await {
+                        if !self.start_runner(slot, max_file_bytes).await {
                             // The due messages were failed and reported; if even that did not
                             // work, do not spin on a broken runtime or database.
                             tokio::select! {
@@ -611,7 +648,11 @@ impl Actor {
     }
 
     /// Starts the runner; on failure fails the due messages with the reason and returns false.
-    async fn start_runner(&mut self, slot: Option<OwnedSemaphorePermit>) -> bool {
+    async fn start_runner(
+        &mut self,
+        slot: Option<OwnedSemaphorePermit>,
+        max_file_bytes: Option<u64>,
+    ) -> bool {
         let route = self.info.route.clone();
         let destinations = self.info.destinations.clone();
         let refreshed = with_mailbox(&self.mailbox, move |mb| {
@@ -653,6 +694,7 @@ impl Actor {
                         .unwrap_or_else(|| config.default_model.clone()),
                     assistant_name: self.info.agent.name.clone(),
                     model_access: grant.access().clone(),
+                    max_file_bytes,
                 };
                 self.sup
                     .shared
@@ -747,24 +789,30 @@ impl Actor {
                 return 0;
             }
         }
+        tracing::info!("stopping the turn on request (/stop)");
+        self.stop_and_fail(STOPPED_REASON).await
+    }
+
+    /// Stops the runner (SIGTERM, the grace period, SIGKILL) and fails the messages it had
+    /// claimed with `reason`; returns how many. `/stop` and the disk quota end a turn this way.
+    async fn stop_and_fail(&mut self, reason: &str) -> usize {
         let Some(mut running) = self.runner.take() else {
             return 0;
         };
         let id = running.handle.id.clone();
-        tracing::info!(runner = %id, "stopping the turn on request (/stop)");
         if let Err(e) = self.sup.shared.runtime.stop(&id, STOP_GRACE).await {
             tracing::error!(runner = %id, "cannot stop the runner: {e}");
         }
         let exit = running.handle.exited().await;
         self.publish(RunnerPhase::Stopped);
-        self.log_exit(&id, &exit, Some(STOPPED_REASON.to_owned()))
-            .await;
+        self.log_exit(&id, &exit, Some(reason.to_owned())).await;
         // A turn that finished just before the signal keeps its answer: fold it first.
         self.pump().await;
-        let failed = with_mailbox(&self.mailbox, |mb| {
+        let reason = reason.to_owned();
+        let failed = with_mailbox(&self.mailbox, move |mb| {
             let seqs = mb.claimed()?;
             for &seq in &seqs {
-                mb.inbound.fail(seq, STOPPED_REASON)?;
+                mb.inbound.fail(seq, &reason)?;
             }
             Ok(seqs.len())
         })
@@ -782,6 +830,90 @@ impl Actor {
         self.set_state(if waiting { "waiting" } else { "stopped" })
             .await;
         failed
+    }
+
+    /// The session's disk use, measured on the blocking pool.
+    async fn disk_usage(&self) -> u64 {
+        let roots = disk::quota_roots(&self.info.paths.workspace, &self.info.paths.outbound_dir);
+        match tokio::task::spawn_blocking(move || disk::usage(&roots)).await {
+            Ok(used) => used,
+            Err(e) => {
+                // The walk only reads metadata; a failed task counts as nothing used this
+                // time, and the next measure tries again.
+                tracing::warn!("cannot measure the session's disk use: {e}");
+                0
+            }
+        }
+    }
+
+    /// Measures the session before a runner starts (always, not paced).
+    async fn room_to_start(&mut self) -> Room {
+        let Some(quota) = self.config().session_disk_bytes else {
+            return Room::Unlimited;
+        };
+        let started = Instant::now();
+        let used = self.disk_usage().await;
+        self.disk.measured(started, started.elapsed());
+        if used > quota {
+            tracing::warn!(
+                used,
+                quota,
+                workspace = %self.info.paths.workspace.display(),
+                "the session is over its disk quota (SESSION_DISK_MB); not starting its runner"
+            );
+            Room::Over
+        } else {
+            Room::Left(disk::file_size_limit(quota, used))
+        }
+    }
+
+    /// Fails the due messages of a session over its disk quota with the notice, and tells the
+    /// chat now; false if even that did not work.
+    async fn refuse_over_quota(&mut self) -> bool {
+        let Some(quota) = self.config().session_disk_bytes else {
+            return true;
+        };
+        let notice = disk::over_quota_notice(quota);
+        let failed = with_mailbox(&self.mailbox, move |mb| {
+            let now = Utc::now();
+            for m in mb.inbound.pending()? {
+                if m.trigger && m.process_after.is_none_or(|t| t <= now) {
+                    mb.inbound.fail(m.seq, &notice)?;
+                }
+            }
+            Ok(())
+        })
+        .await;
+        if let Err(e) = failed {
+            tracing::error!("cannot fail pending messages: {e}");
+            return false;
+        }
+        self.pump().await;
+        true
+    }
+
+    /// While a runner lives: measures the session's disk use when the pacer allows, and stops
+    /// the runner above the quota (its claimed messages fail with the notice).
+    async fn check_disk(&mut self) {
+        let Some(quota) = self.config().session_disk_bytes else {
+            return;
+        };
+        let now = Instant::now();
+        if self.runner.is_none() || !self.disk.due(now) {
+            return;
+        }
+        let used = self.disk_usage().await;
+        self.disk.measured(now, now.elapsed());
+        if used <= quota {
+            return;
+        }
+        tracing::warn!(
+            used,
+            quota,
+            workspace = %self.info.paths.workspace.display(),
+            "the session went over its disk quota (SESSION_DISK_MB); stopping its runner"
+        );
+        self.stop_and_fail(&disk::over_quota_notice(quota)).await;
     }
 
     /// Fails, with `reason`, the messages the runner had claimed — or, if it claimed none, the

@@ -789,3 +789,63 @@ async fn an_agent_added_while_the_host_runs_answers_the_terminal() {
     assert_eq!(client.replies_to(seq), vec!["echo: hello".to_owned()]);
     fixture.stop().await.unwrap();
 }
+
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Agent folders, session folders and the databases are private to the host's user: a new
+/// agent's folder is 0700 with 0600 files, an agent folder left world-readable by an older
+/// install is closed at start, and a session's folders and mailbox files are 0700/0600.
+#[tokio::test]
+async fn agent_and_session_folders_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_model, mut fixture) = setup().await;
+    // What an older install left: a world-readable agent folder and memory.
+    let default = fixture.groups_dir().join("default");
+    std::fs::create_dir_all(&default).unwrap();
+    std::fs::write(
+        default.join("CLAUDE.local.md"),
+        "remember: the door code is 1234",
+    )
+    .unwrap();
+    for (path, mode) in [(&default, 0o755), (&default.join("CLAUDE.local.md"), 0o644)] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let d = Dirs {
+        root: fixture.root().to_owned(),
+        _tmp: None,
+    };
+    d.ok(&["--agent-id", "helper", "--cli"]);
+    let helper = fixture.groups_dir().join("helper");
+    assert_eq!(mode_of(&helper), 0o700);
+    assert_eq!(mode_of(&helper.join("skills")), 0o700);
+    for file in ["CLAUDE.md", "CLAUDE.local.md", "container.json"] {
+        assert_eq!(mode_of(&helper.join(file)), 0o600, "{file}");
+    }
+    assert_eq!(mode_of(&fixture.data_dir().join("clawbox.db")), 0o600);
+
+    fixture.start().await.unwrap();
+    assert_eq!(mode_of(&default), 0o700, "tightened at start");
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    let (session, seq) = client.send("hello").await.unwrap();
+    assert_eq!(
+        client.done(seq).await.unwrap().0,
+        mailbox::InboundStatus::Completed
+    );
+    let dir = session_dir(&fixture, &session);
+    for sub in ["", "inbound", "outbound", "workspace"] {
+        assert_eq!(mode_of(&dir.join(sub)), 0o700, "{sub:?}");
+    }
+    assert_eq!(mode_of(&fixture.data_dir().join("sessions/default")), 0o700);
+    for file in ["inbound/inbound.db", "outbound/outbound.db"] {
+        assert_eq!(mode_of(&dir.join(file)), 0o600, "{file}");
+    }
+    assert_eq!(mode_of(&fixture.data_dir().join("clawbox.db")), 0o600);
+    fixture.stop().await.unwrap();
+}

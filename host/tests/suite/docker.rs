@@ -1136,3 +1136,38 @@ async fn doctor_the_start_and_status_agree_on_the_content_tag() {
     assert_eq!(image_build(&fixture).await.0, tag);
     assert!(model.violations().is_empty());
 }
+
+/// The disk-fill attack of quota.rs in a container: the file-size limit (`--ulimit fsize`)
+/// stops the big write at the room left, the host's watcher stops the container once the
+/// session is over `SESSION_DISK_MB`, the chat is told, and the helper agent's container keeps
+/// answering.
+#[tokio::test]
+async fn a_disk_filling_container_is_stopped_at_its_quota() {
+    let (model, mut fixture, docker) = docker_setup().await;
+    let marker = "97.75";
+    let (client, session) = super::quota::fill_the_disk(&model, &mut fixture, marker).await;
+    let _cleanup = Cleanup {
+        data_dir: fixture.data_dir(),
+    };
+    assert!(
+        super::quota::attack_ended(marker).await,
+        "the container and its tool were stopped"
+    );
+    let filters = HashMap::from([(
+        "label".to_owned(),
+        vec![format!("clawbox.session={session}")],
+    )]);
+    let options = ListContainersOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    assert!(
+        docker
+            .list_containers(Some(options))
+            .await
+            .unwrap()
+            .is_empty(),
+        "the session's container is not running"
+    );
+    super::quota::refused_until_cleaned(client, &mut fixture, &session).await;
+    fixture.stop().await.unwrap();
+}

@@ -1,3 +1,4 @@
+mod attachments;
 mod browser;
 mod chat;
 mod create_agent;
@@ -8,6 +9,7 @@ mod hostile;
 mod operator;
 mod proxy;
 mod questions;
+mod quota;
 mod recovery;
 mod router;
 mod support;

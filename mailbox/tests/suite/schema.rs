@@ -130,6 +130,18 @@ fn a_fresh_file_gets_every_table() {
 fn open_fails_cleanly_without_the_session_directory() {
     let dir = tempfile::tempdir().unwrap();
     let paths = SessionPaths::for_session(dir.path(), "agent", "missing").unwrap();
-    assert!(matches!(InboundDb::open(&paths), Err(Error::Sqlite(_))));
-    assert!(matches!(OutboundDb::open(&paths), Err(Error::Sqlite(_))));
+    // The database file is created (0600) before SQLite opens it: the missing folder is an
+    // I/O error naming the path.
+    for err in [
+        InboundDb::open(&paths).err(),
+        OutboundDb::open(&paths).err(),
+    ] {
+        match err {
+            Some(Error::Io { action, path, .. }) => {
+                assert_eq!(action, "create");
+                assert!(path.starts_with(dir.path()), "{}", path.display());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

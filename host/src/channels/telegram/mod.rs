@@ -267,12 +267,18 @@ impl TelegramChannel {
         file: &Attachment,
         caption: Option<&Part>,
     ) -> Result<MessageId, RequestError> {
-        let input = || InputFile::memory(file.bytes.clone()).file_name(file.name.clone());
+        // Uploaded from memory (at most a message's attachment cap), read off the runtime.
+        let opened = file.clone();
+        let bytes = tokio::task::spawn_blocking(move || opened.read_all())
+            .await
+            .map_err(|e| RequestError::Io(Arc::new(std::io::Error::other(e.to_string()))))?
+            .map_err(|e| RequestError::Io(Arc::new(std::io::Error::other(e.to_string()))))?;
+        let input = || InputFile::memory(bytes.clone()).file_name(file.name.clone());
         let lower = file.name.to_ascii_lowercase();
         let as_photo = [".jpg", ".jpeg", ".png", ".webp"]
             .iter()
             .any(|ext| lower.ends_with(ext))
-            && file.bytes.len() <= MAX_PHOTO_BYTES;
+            && bytes.len() <= MAX_PHOTO_BYTES;
         for html in [true, false] {
             let text = caption.map(|c| {
                 if html {

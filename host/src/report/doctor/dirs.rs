@@ -73,6 +73,40 @@ pub(super) fn dir_check(name: &str, var: &str, path: &Path, private: bool) -> Ch
     }
 }
 
+/// Whether the agents' folders are private (0700): they hold each agent's memory. `None` when
+/// no agent folder exists yet. The host closes loose ones at start; this reports them before.
+pub(super) fn agent_folders_check(groups_dir: &Path, agents: &[AgentInfo]) -> Option<Check> {
+    let mut found = 0;
+    let mut loose = Vec::new();
+    for agent in agents {
+        let dir = groups_dir.join(&agent.folder);
+        let Ok(meta) = std::fs::symlink_metadata(&dir) else {
+            continue;
+        };
+        if !meta.is_dir() {
+            continue;
+        }
+        found += 1;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            loose.push(format!("{} (mode {mode:o})", dir.display()));
+        }
+    }
+    if found == 0 {
+        return None;
+    }
+    Some(if loose.is_empty() {
+        Check::ok("agent folders", format!("{found} private (mode 700)"))
+    } else {
+        Check::warn(
+            "agent folders",
+            format!("other users may read {}", loose.join(", ")),
+            "they hold each agent's memory: start the host (it makes agent folders 0700) or \
+             `chmod 700` them",
+        )
+    })
+}
+
 /// How much of the disk `DATA_DIR` takes, and how much of that is sessions (`None` when it does
 /// not exist yet). Informational: retention (`RETENTION_DAYS`) and compaction keep it in check.
 pub(super) fn disk_use_check(data_dir: &Path, retention_days: u32) -> Option<Check> {

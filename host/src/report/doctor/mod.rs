@@ -21,7 +21,7 @@ mod telegram;
 #[cfg(test)]
 mod tests;
 
-use dirs::{dir_check, disk_use_check};
+use dirs::{agent_folders_check, dir_check, disk_use_check};
 use files::{container_checks, env_checks, find_env_file};
 use mcp::mcp_checks;
 use model::model_checks;
@@ -177,6 +177,7 @@ pub async fn run(config: &Config, agents: Agents, ran_by_host: bool) -> DoctorRe
         &config.groups_dir,
         false,
     ));
+    checks.extend(agent_folders_check(&config.groups_dir, &agents));
     checks.push(database);
     let cwd = std::env::current_dir().ok();
     checks.extend(env_checks(
@@ -217,11 +218,13 @@ fn database_problem(config: &Config, err: &DbError) -> Check {
             err.to_string(),
             "run the clawbox version that wrote it, or a newer one",
         ),
-        DbError::Sqlite(_) | DbError::Task(_) | DbError::Malformed(_) => Check::fail(
-            "database",
-            format!("{}: {err}", config.db_path().display()),
-            "check the file's permissions; restore it from a backup if it is corrupt",
-        ),
+        DbError::Sqlite(_) | DbError::Task(_) | DbError::Malformed(_) | DbError::Io { .. } => {
+            Check::fail(
+                "database",
+                format!("{}: {err}", config.db_path().display()),
+                "check the file's permissions; restore it from a backup if it is corrupt",
+            )
+        }
     }
 }
 

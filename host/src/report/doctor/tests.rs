@@ -180,3 +180,29 @@ fn disk_use_of_the_data_dir() {
     );
     assert_eq!(bytes(2048), "2 KB");
 }
+
+#[test]
+fn loose_agent_folders_are_reported() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = |folder: &str| AgentInfo {
+        id: folder.to_owned(),
+        folder: folder.to_owned(),
+        model: None,
+    };
+    let agents = [agent("a"), agent("b"), agent("missing")];
+    assert!(agent_folders_check(dir.path(), &agents).is_none());
+    for (folder, mode) in [("a", 0o700), ("b", 0o755)] {
+        let d = dir.path().join(folder);
+        std::fs::create_dir(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let check = agent_folders_check(dir.path(), &agents).unwrap();
+    assert_eq!(check.level, Level::Warn, "{check:?}");
+    assert!(check.detail.contains("/b (mode 755)"), "{check:?}");
+    assert!(!check.detail.contains("/a "), "{check:?}");
+    std::fs::set_permissions(dir.path().join("b"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let check = agent_folders_check(dir.path(), &agents).unwrap();
+    assert_eq!(check.level, Level::Ok, "{check:?}");
+    assert_eq!(check.detail, "2 private (mode 700)");
+}
