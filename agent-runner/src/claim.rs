@@ -30,7 +30,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use mailbox::outbound::is_claimable;
-use mailbox::{Ack, AckStatus, InboundKind, InboundMessage, InboundStatus, command_of};
+use mailbox::{Ack, AckStatus, InboundMessage, InboundStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::activity::ActivityRows;
@@ -176,17 +176,16 @@ pub fn decide(
     }
 }
 
-/// A chat message asking to clear the conversation (the host already checked the sender may).
+/// A chat message the host authorised to clear the conversation. The text alone never clears:
+/// an unaddressed `/clear` from a sender without a role reaches the mailbox as context, unmarked.
 pub fn is_clear(m: &InboundMessage) -> bool {
-    m.kind == InboundKind::Chat && m.text().and_then(command_of).as_deref() == Some("/clear")
+    m.authorised_command() == Some("/clear")
 }
 
-/// A chat message asking to compact the conversation now (the host already checked the
-/// sender may; only a triggering one, which is what the host checks).
+/// A chat message the host authorised to compact the conversation now (only a triggering one:
+/// an unaddressed `/compact` is context).
 pub fn is_compact(m: &InboundMessage) -> bool {
-    m.kind == InboundKind::Chat
-        && m.trigger
-        && m.text().and_then(command_of).as_deref() == Some("/compact")
+    m.trigger && m.authorised_command() == Some("/compact")
 }
 
 /// Decides and, for a turn, claims: `processing` acks for the batch, the kv record and the
@@ -296,7 +295,7 @@ fn claim(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use mailbox::Route;
+    use mailbox::{InboundKind, Route};
     use pretty_assertions::assert_eq;
     use serde_json::json;
 
@@ -319,6 +318,14 @@ mod tests {
             error: None,
             detail: None,
         }
+    }
+
+    /// A chat message whose command the host authorised (it marks the row, as the router does).
+    fn cmd(seq: i64, text: &str, trigger: bool, tries: u32) -> InboundMessage {
+        let mut m = msg(seq, text, trigger, tries);
+        let command = mailbox::command_of(text).unwrap();
+        m.content[mailbox::COMMAND_FIELD] = json!(command);
+        m
     }
 
     fn task(seq: i64, script: Option<&str>) -> InboundMessage {
@@ -451,9 +458,9 @@ mod tests {
                 "clear takes everything up to the last /clear",
                 vec![
                     msg(2, "a", true, 0),
-                    msg(4, "/clear", true, 0),
+                    cmd(4, "/clear", true, 0),
                     msg(6, "b", true, 0),
-                    msg(8, "/CLEAR@bot", true, 0),
+                    cmd(8, "/CLEAR@bot", true, 0),
                     msg(10, "c", true, 0),
                 ],
                 vec![],
@@ -506,7 +513,7 @@ mod tests {
                 "/compact is answered alone, with the context rows before it",
                 vec![
                     msg(2, "ctx", false, 0),
-                    msg(4, "/compact", true, 0),
+                    cmd(4, "/compact", true, 0),
                     msg(6, "a", true, 0),
                 ],
                 vec![],
@@ -518,7 +525,7 @@ mod tests {
                 "the turn before a /compact ends before it",
                 vec![
                     msg(2, "a", true, 0),
-                    msg(4, "/Compact@bot", true, 0),
+                    cmd(4, "/Compact@bot", true, 0),
                     msg(6, "b", true, 0),
                 ],
                 vec![],
@@ -528,7 +535,7 @@ mod tests {
             ),
             (
                 "an unaddressed /compact is only context",
-                vec![msg(2, "/compact", false, 0), msg(4, "a", true, 0)],
+                vec![cmd(2, "/compact", false, 0), msg(4, "a", true, 0)],
                 vec![],
                 None,
                 vec![],
@@ -536,11 +543,23 @@ mod tests {
             ),
             (
                 "/clear wins over /compact",
-                vec![msg(2, "/compact", true, 0), msg(4, "/clear", true, 0)],
+                vec![cmd(2, "/compact", true, 0), cmd(4, "/clear", true, 0)],
                 vec![],
                 None,
                 vec![],
                 ("clear", vec![2, 4]),
+            ),
+            (
+                "a /clear the host did not authorise is only text",
+                vec![
+                    msg(2, "a", true, 0),
+                    msg(4, "/clear", false, 0),
+                    msg(6, "/clear", true, 0),
+                ],
+                vec![],
+                None,
+                vec![],
+                ("turn", vec![2, 2, 4, 6]),
             ),
             (
                 "/clearx is not /clear",
