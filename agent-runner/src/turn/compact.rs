@@ -27,6 +27,7 @@
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
+use mailbox::archive::{archive_name, archive_text, transcript};
 use mailbox::outbound::{HistoryEntry, SUMMARY_TURN};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -62,11 +63,11 @@ agent/CLAUDE.local.md with your file tools, briefly and without repeating what i
 there. Then answer with the single word DONE. If there is nothing to save, answer DONE at once.";
 
 /// The kv key of the last compaction's record.
-pub const COMPACTION_KEY: &str = "compaction";
+pub const COMPACTION_KEY: &str = mailbox::archive::COMPACTION_KEY;
 /// Requests the memory flush may take.
 pub const FLUSH_STEPS: u32 = 3;
 /// Folder of the archives, in the session's workspace.
-pub const ARCHIVE_DIR: &str = "conversations";
+pub const ARCHIVE_DIR: &str = mailbox::archive::ARCHIVE_DIR;
 
 /// What the last compaction did (kv `compaction`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -143,54 +144,6 @@ pub fn choose_cut(
         kept: entries.len() - compacted_end,
         kept_tokens,
     })
-}
-
-/// Renders messages as a readable Markdown transcript (for the summary request and the
-/// archive).
-pub fn transcript(messages: &[Value]) -> String {
-    let mut out = String::new();
-    for message in messages {
-        let role = message["role"].as_str().unwrap_or("unknown");
-        let text = content_text(message);
-        match role {
-            "tool" => {
-                let id = message["tool_call_id"].as_str().unwrap_or_default();
-                out.push_str(&format!("### tool result ({id})\n\n{text}\n\n"));
-            }
-            "assistant" => {
-                out.push_str("### assistant\n\n");
-                if !text.is_empty() {
-                    out.push_str(&text);
-                    out.push_str("\n\n");
-                }
-                if let Some(calls) = message["tool_calls"].as_array() {
-                    for call in calls {
-                        out.push_str(&format!(
-                            "- calls `{}` ({}) with `{}`\n",
-                            call["function"]["name"].as_str().unwrap_or_default(),
-                            call["id"].as_str().unwrap_or_default(),
-                            call["function"]["arguments"].as_str().unwrap_or_default(),
-                        ));
-                    }
-                    out.push('\n');
-                }
-            }
-            other => out.push_str(&format!("### {other}\n\n{text}\n\n")),
-        }
-    }
-    out
-}
-
-fn content_text(message: &Value) -> String {
-    match &message["content"] {
-        Value::String(text) => text.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p["text"].as_str())
-            .collect::<Vec<_>>()
-            .join(""),
-        _ => String::new(),
-    }
 }
 
 /// The history entry that stands for the compacted part.
@@ -280,16 +233,18 @@ pub async fn compact(
 
     let now = Utc::now();
     let date = now.with_timezone(&env.config.timezone).format("%Y-%m-%d");
-    let archive = format!("{ARCHIVE_DIR}/{date}-{count}.md");
-    let archive_text = format!(
-        "# Conversation archive {count}\n\nCompacted {} ({} messages); the conversation went on \
-         with a summary in their place.\n\n{}",
-        now.with_timezone(&env.config.timezone)
-            .format("%Y-%m-%d %H:%M %Z"),
-        cut.compacted.len(),
-        transcript(&cut.compacted)
+    let archive = archive_name(&date.to_string(), count);
+    let text = archive_text(
+        count,
+        &format!(
+            "Compacted {} ({} messages); the conversation went on with a summary in their place.",
+            now.with_timezone(&env.config.timezone)
+                .format("%Y-%m-%d %H:%M %Z"),
+            cut.compacted.len(),
+        ),
+        &cut.compacted,
     );
-    write_archive(&env.config.workspace, &archive, archive_text).await?;
+    write_archive(&env.config.workspace, &archive, text).await?;
 
     let summary = summary_message(&summary, &archive, count);
     let record = CompactionRecord {
@@ -571,17 +526,10 @@ fn split_for_summary(sizer: &Sizer, messages: &[Value], room: u64) -> Vec<Vec<Va
 async fn write_archive(workspace: &Path, relative: &str, text: String) -> Result<(), CompactError> {
     let path = workspace.join(relative);
     let target = path.clone();
-    let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        use std::io::Write as _;
-        if let Some(dir) = target.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut file = std::fs::File::create(&target)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()
-    })
-    .await
-    .unwrap_or_else(|err| Err(std::io::Error::other(err.to_string())));
+    let written =
+        tokio::task::spawn_blocking(move || mailbox::archive::write_archive(&target, &text))
+            .await
+            .unwrap_or_else(|err| Err(std::io::Error::other(err.to_string())));
     written.map_err(|source| CompactError::Archive { path, source })
 }
 

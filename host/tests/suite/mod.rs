@@ -9,6 +9,7 @@ mod operator;
 mod proxy;
 mod questions;
 mod recovery;
+mod retention;
 mod router;
 mod support;
 mod tasks;

@@ -207,6 +207,17 @@ fn status_says_what_retention_reclaimed() {
         "{}",
         status(&report)
     );
+    if let Some(host) = report.host.as_mut() {
+        host.retention.sessions = 2;
+    }
+    assert!(
+        status(&report).contains(
+            "retention: 12,345 old rows deleted, 2 idle sessions retired, 3.0 MB reclaimed since \
+             the host started\n"
+        ),
+        "{}",
+        status(&report)
+    );
     assert_eq!(
         (bytes(512), bytes(2048)),
         ("512 B".to_owned(), "2.0 KB".to_owned())
