@@ -20,9 +20,10 @@
 //!    (`n` counts this session's compactions), fsynced, so the agent can grep it later.
 //! 5. **Commit**: one transaction of `outbound.db` deletes the compacted entries, inserts the
 //!    summary in their place (`OutboundTx::compact_history`) and records the compaction (kv
-//!    `compaction`: count, turn, time, entries replaced and kept, archive). A crash before the
-//!    commit leaves the history as it was (the next attempt rewrites the same archive file); after
-//!    it, as compacted. Never half.
+//!    `compaction`: count, turn, time, entries replaced and kept, archive) with a `compacted`
+//!    runner event for `clawbox logs` (the same, with the history's tokens before and after).
+//!    A crash before the commit leaves the history as it was (the next attempt rewrites the same
+//!    archive file); after it, as compacted. Never half.
 
 use std::path::{Path, PathBuf};
 
@@ -33,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use mailbox::{AckStatus, InboundMessage, NewOutbound, OutboundKind};
+use mailbox::{AckStatus, InboundMessage, NewOutbound, OutboundKind, RunnerEvent};
 
 use crate::budget::{Budget, RATIO_KEY, Sizer, cut_message, raw_request};
 use crate::model::ModelError;
@@ -247,6 +248,15 @@ pub async fn compact(
     write_archive(&env.config.workspace, &archive, text).await?;
 
     let summary = summary_message(&summary, &archive, count);
+    let tokens_before: u64 = entries.iter().map(|(_, e)| sizer.message(&e.message)).sum();
+    let event = RunnerEvent::Compacted {
+        turn: request.turn,
+        replaced: u32::try_from(cut.compacted.len()).unwrap_or(u32::MAX),
+        kept: u32::try_from(cut.kept).unwrap_or(u32::MAX),
+        tokens_before,
+        tokens_after: cut.kept_tokens + sizer.message(&summary),
+        archive: archive.clone(),
+    };
     let record = CompactionRecord {
         count,
         turn: request.turn,
@@ -263,6 +273,7 @@ pub async fn compact(
             let mut tx = dbs.outbound.transaction()?;
             tx.compact_history(through_id, &summary)?;
             tx.set_kv(COMPACTION_KEY, &encoded)?;
+            tx.record_events(&[(now, event)])?;
             tx.commit()?;
             Ok(dbs
                 .outbound

@@ -395,6 +395,47 @@ async fn compact_needs_an_owner_and_says_what_it_kept() {
         })
         .count();
     assert_eq!(summaries, 1);
+    // `clawbox logs` tells the story: what was summarised, the tokens before and after.
+    let session: String = t
+        .db()
+        .query_row(
+            "SELECT id FROM sessions WHERE agent_group_id = 'andy'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let out = t
+        .fixture
+        .command(&["logs", &session])
+        .output()
+        .await
+        .unwrap();
+    let logs = String::from_utf8_lossy(&out.stdout);
+    let line = logs
+        .lines()
+        .find(|l| l.contains("compacted "))
+        .unwrap_or_else(|| panic!("no compacted line:\n{logs}"));
+    assert!(
+        line.contains("2 entries summarised, 0 kept,") && line.contains("tokens (/compact)"),
+        "{line}"
+    );
+    let out = t
+        .fixture
+        .command(&["logs", &session, "--json"])
+        .output()
+        .await
+        .unwrap();
+    let compacted: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "compacted")
+        .collect();
+    assert_eq!(compacted.len(), 1, "{compacted:?}");
+    let (before, after) = (
+        compacted[0]["tokens_before"].as_u64().unwrap(),
+        compacted[0]["tokens_after"].as_u64().unwrap(),
+    );
+    assert!(before > 0 && after > 0, "{compacted:?}");
 }
 
 #[tokio::test]

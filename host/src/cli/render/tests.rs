@@ -658,6 +658,28 @@ fn every_log_event_has_a_line() {
                 gave_up: true,
             },
         ),
+        e(
+            6,
+            LogEvent::Compacted {
+                turn: Some(20),
+                replaced: 41,
+                kept: 6,
+                tokens_before: 97_012,
+                tokens_after: 30_240,
+                archive: "conversations/2026-03-01-2.md".into(),
+            },
+        ),
+        e(
+            6,
+            LogEvent::Compacted {
+                turn: None,
+                replaced: 1,
+                kept: 0,
+                tokens_before: 812,
+                tokens_after: 240,
+                archive: "conversations/2026-03-01-3.md".into(),
+            },
+        ),
         e(7, LogEvent::Claimed { seq: 4, attempt: 2 }),
         e(
             8,
