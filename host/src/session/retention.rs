@@ -399,25 +399,34 @@ fn archive(
             return Ok(Archived::Busy(reason));
         }
     }
+    // The workspace and the agent's folder are the agent's to change: nothing there is read or
+    // written through a link (see `nofollow`).
+    let dest = nofollow::dest_dir(archive_dir).map_err(|e| ArchiveError::io(archive_dir, e))?;
     // The session's own archives first, under their names.
     let own = paths.workspace.join(mailbox::archive::ARCHIVE_DIR);
     let mut copied = 0u32;
-    if own.is_dir() {
-        let mut names: Vec<PathBuf> = std::fs::read_dir(&own)
-            .map_err(|e| ArchiveError::io(&own, e))?
-            .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .filter(|p| p.is_file())
-            .collect();
-        names.sort();
-        for from in names {
-            let Some(name) = from.file_name() else {
-                continue;
-            };
-            let text = std::fs::read_to_string(&from).map_err(|e| ArchiveError::io(&from, e))?;
-            let to = archive_dir.join(name);
-            mailbox::archive::write_archive(&to, &text).map_err(|e| ArchiveError::io(&to, e))?;
-            copied += 1;
+    match nofollow::open_dir(None, own.as_os_str(), false) {
+        Ok(from) => {
+            let mut names: Vec<String> = std::fs::read_dir(&own)
+                .map_err(|e| ArchiveError::io(&own, e))?
+                .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+                .filter(|name| nofollow::is_archive_name(name))
+                .collect();
+            names.sort();
+            for name in names {
+                let Some(text) =
+                    nofollow::read_file(&from, &name).map_err(|e| ArchiveError::io(&own, e))?
+                else {
+                    tracing::warn!(session_id = %session, name, "retention: an archive that is not a plain file is not kept");
+                    continue;
+                };
+                nofollow::write_file(&dest, &name, &text)
+                    .map_err(|e| ArchiveError::io(&archive_dir.join(&name), e))?;
+                copied += 1;
+            }
         }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(ArchiveError::io(&own, e)),
     }
     let history: Vec<serde_json::Value> = match &outbound {
         Some(outbound) => outbound.history()?.into_iter().map(|e| e.message).collect(),
@@ -449,8 +458,9 @@ fn archive(
             ),
             &history,
         );
-        let to = archive_dir.join(mailbox::archive::archive_file(&date, n));
-        mailbox::archive::write_archive(&to, &text).map_err(|e| ArchiveError::io(&to, e))?;
+        let name = mailbox::archive::archive_file(&date, n);
+        nofollow::write_file(&dest, &name, &text)
+            .map_err(|e| ArchiveError::io(&archive_dir.join(&name), e))?;
     }
     Ok(Archived::Ready)
 }
@@ -473,6 +483,144 @@ impl ArchiveError {
             path: path.to_owned(),
             source,
         }
+    }
+}
+
+/// Archive files read and written without following links. The agent can change its workspace
+/// and its folder (and, with other sessions of the agent running, at any moment), so every
+/// component below a directory the host owns is opened relative to its opened parent with
+/// `O_NOFOLLOW`, as `outbox.rs` reads attachments: a planted link makes the retirement fail for
+/// that session (it is tried again next pass), never read or write anywhere else.
+mod nofollow {
+    use std::ffi::{CString, OsStr};
+    use std::fs::File;
+    use std::io::{Read as _, Write as _};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::fs::MetadataExt as _;
+    use std::path::Path;
+
+    /// Largest session archive copied; a bigger file is left out (the agent wrote it).
+    const MAX_ARCHIVE_BYTES: u64 = 64 * 1024 * 1024;
+
+    fn c_name(name: &OsStr) -> std::io::Result<CString> {
+        CString::new(name.as_encoded_bytes().to_vec())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+    }
+
+    fn open_at(
+        dir: Option<&OwnedFd>,
+        name: &OsStr,
+        flags: i32,
+        mode: u32,
+    ) -> std::io::Result<OwnedFd> {
+        let c = c_name(name)?;
+        let base = dir.map_or(libc::AT_FDCWD, AsRawFd::as_raw_fd);
+        // SAFETY: openat with a NUL-terminated name and a live directory descriptor (or
+        // AT_FDCWD); the returned descriptor is ours from here on.
+        let fd = unsafe {
+            libc::openat(
+                base,
+                c.as_ptr(),
+                flags | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                mode,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor nobody else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// Opens directory `name` in `parent` (or the path `name`), creating it first if asked.
+    pub(super) fn open_dir(
+        parent: Option<&OwnedFd>,
+        name: &OsStr,
+        create: bool,
+    ) -> std::io::Result<OwnedFd> {
+        if create {
+            let c = c_name(name)?;
+            let base = parent.map_or(libc::AT_FDCWD, AsRawFd::as_raw_fd);
+            // SAFETY: mkdirat with a NUL-terminated name and a live descriptor (or AT_FDCWD).
+            if unsafe { libc::mkdirat(base, c.as_ptr(), 0o755) } != 0 {
+                let err = std::io::Error::last_os_error();
+                if err.kind() != std::io::ErrorKind::AlreadyExists {
+                    return Err(err);
+                }
+            }
+        }
+        open_at(parent, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+    }
+
+    /// `<agent folder>/conversations/<session>`, created as needed: the agent folder by path
+    /// (the host made it, under `GROUPS_DIR`), the two levels below without following links.
+    pub(super) fn dest_dir(archive_dir: &Path) -> std::io::Result<OwnedFd> {
+        let invalid = || std::io::Error::from(std::io::ErrorKind::InvalidInput);
+        let session = archive_dir.file_name().ok_or_else(invalid)?;
+        let conversations = archive_dir.parent().ok_or_else(invalid)?;
+        let folder = conversations.parent().ok_or_else(invalid)?;
+        let folder = open_dir(None, folder.as_os_str(), false)?;
+        let conversations = open_dir(
+            Some(&folder),
+            conversations.file_name().ok_or_else(invalid)?,
+            true,
+        )?;
+        open_dir(Some(&conversations), session, true)
+    }
+
+    /// Whether a name in a session's `conversations/` is one of its archives.
+    pub(super) fn is_archive_name(name: &str) -> bool {
+        name.len() <= 64
+            && !name.starts_with('.')
+            && name.ends_with(".md")
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+    }
+
+    /// The text of `name` in `dir`, or `None` if it is not one regular file of at most
+    /// `MAX_ARCHIVE_BYTES` with one name.
+    pub(super) fn read_file(dir: &OwnedFd, name: &str) -> std::io::Result<Option<String>> {
+        let fd = match open_at(
+            Some(dir),
+            OsStr::new(name),
+            libc::O_RDONLY | libc::O_NONBLOCK,
+            0,
+        ) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let file = File::from(fd);
+        let meta = file.metadata()?;
+        if !meta.is_file() || meta.nlink() != 1 || meta.len() > MAX_ARCHIVE_BYTES {
+            return Ok(None);
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_ARCHIVE_BYTES).read_to_end(&mut bytes)?;
+        Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
+    /// Writes and fsyncs `name` in `dir` (replacing a file of that name, never a link), then
+    /// fsyncs `dir`.
+    pub(super) fn write_file(dir: &OwnedFd, name: &str, text: &str) -> std::io::Result<()> {
+        let fd = open_at(
+            Some(dir),
+            OsStr::new(name),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+            0o644,
+        )?;
+        let mut file = File::from(fd);
+        if !file.metadata()?.is_file() {
+            return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+        }
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        // SAFETY: fsync on a live descriptor we own.
+        if unsafe { libc::fsync(dir.as_raw_fd()) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
     }
 }
 

@@ -193,6 +193,10 @@ async fn an_idle_session_is_retired_with_its_history_archived_and_the_chat_start
         "# Conversation archive 1\n\nolder talk\n",
     )
     .unwrap();
+    // And a link the agent planted to a file of the host's: never followed.
+    let secret = fixture.root().join("host-secret.txt");
+    std::fs::write(&secret, "the host's secret").unwrap();
+    std::os::unix::fs::symlink(&secret, own.join("2026-01-02-7.md")).unwrap();
 
     // Three days without a word.
     central(&fixture)
@@ -222,6 +226,7 @@ async fn an_idle_session_is_retired_with_its_history_archived_and_the_chat_start
     );
     assert!(names[1].ends_with("-2.md"), "{names:?}");
     let text = read_archives(&archives);
+    assert!(!text.contains("secret"), "{text}");
     assert!(text.contains("older talk"), "{text}");
     assert!(text.contains("# Conversation archive 2"), "{text}");
     assert!(text.contains("the code is 4711"), "{text}");
