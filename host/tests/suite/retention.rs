@@ -235,6 +235,24 @@ async fn an_idle_session_is_retired_with_its_history_archived_and_the_chat_start
         String::from_utf8_lossy(&fixture.command(&["status"]).output().await.unwrap().stdout)
             .into_owned();
     assert!(status.contains("1 idle session retired"), "{status}");
+    // Its story is gone with its folder; asking for it is no error.
+    let out = fixture.command(&["logs", &session]).output().await.unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let sessions = String::from_utf8_lossy(
+        &fixture
+            .command(&["sessions"])
+            .output()
+            .await
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        sessions
+            .lines()
+            .any(|l| l.contains(&session) && l.contains("closed")),
+        "{sessions}"
+    );
 
     // The terminal's next message starts a new conversation, without the old history.
     let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
