@@ -329,6 +329,16 @@ async fn a_clear_from_a_sender_without_a_role_never_clears_addressed_or_not() {
     t.bot_messages(-1010, 5).await;
     let sent = serde_json::to_string(t.model.last_request().unwrap().messages()).unwrap();
     assert!(!sent.contains("4711"), "the owner's /clear cleared: {sent}");
+
+    // The owner's unaddressed /clear is carried out too, when the agent next takes a turn.
+    t.tg.say(&chat, &owner(), &format!("{at} the room is 12b"));
+    t.bot_messages(-1010, 6).await;
+    t.tg.say(&chat, &owner(), "/clear");
+    t.tg.say(&chat, &owner(), &format!("{at} and now?"));
+    let replies = t.bot_messages(-1010, 8).await;
+    assert_eq!(replies[6].visible, "Conversation cleared.", "{replies:?}");
+    let sent = serde_json::to_string(t.model.last_request().unwrap().messages()).unwrap();
+    assert!(!sent.contains("12b"), "{sent}");
 }
 
 #[tokio::test]
