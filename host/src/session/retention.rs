@@ -12,7 +12,8 @@
 //!   The first pass after a start covers every stopped session once. Sessions are taken one at
 //!   a time with a pause between them, so a pass never competes with the message path;
 //! - retirement: sessions whose last activity is older than `SESSION_RETENTION_DAYS` (found
-//!   through the index on last activity, oldest first, [`RETIRE_PER_PASS`] at most), whose
+//!   through the index on last activity, oldest first, [`RETIRE_PER_PASS`] at most per pass;
+//!   sessions that may not go yet do not hide those behind them), whose
 //!   runner is stopped, with no live task in the supervisor, no scheduled task, no open
 //!   question and no pending work in their mailbox ([`mailbox::retention::pending_work`]).
 //!
@@ -48,7 +49,7 @@ use crate::config::Config;
 use crate::db::{Db, DbError, ts};
 use crate::session::supervisor::Supervisor;
 
-/// Sessions retired per pass at most; more wait for the next pass.
+/// Sessions retired per pass at most (and read per query); more wait for the next pass.
 pub const RETIRE_PER_PASS: i64 = 100;
 /// Pause between two sessions of a pass.
 const BETWEEN_SESSIONS: Duration = Duration::from_millis(20);
@@ -217,11 +218,18 @@ impl Retention {
 
         let cutoff =
             ts(now - chrono::Duration::days(i64::from(self.config.session_retention_days)));
-        let due: Vec<Due> = self
-            .db
-            .call(move |conn| {
-                let mut stmt = conn.prepare(
-                    "SELECT s.id, s.agent_group_id, a.folder, s.last_activity FROM sessions s
+        // Pages in the order of last activity: sessions that may not go yet (pending work)
+        // do not hide the ones behind them.
+        let mut retired = 0u64;
+        let mut after: Option<(String, String)> = None;
+        'pages: loop {
+            let (cutoff, cursor) = (cutoff.clone(), after.clone());
+            let due: Vec<Due> = self
+                .db
+                .call(move |conn| {
+                    let (at, id) = cursor.unzip();
+                    let mut stmt = conn.prepare(
+                        "SELECT s.id, s.agent_group_id, a.folder, s.last_activity FROM sessions s
                      JOIN agent_groups a ON a.id = s.agent_group_id
                      WHERE s.status = 'active' AND s.last_activity < ?1
                        AND s.runner_state = 'stopped'
@@ -229,87 +237,97 @@ impl Retention {
                                          AND t.status IN ('active', 'paused'))
                        AND NOT EXISTS (SELECT 1 FROM questions q WHERE q.session_id = s.id
                                          AND (q.status = 'pending' OR q.delivered = 0))
-                     ORDER BY s.last_activity LIMIT ?2",
-                )?;
-                let rows = stmt.query_map(rusqlite::params![cutoff, RETIRE_PER_PASS], |r| {
-                    Ok(Due {
-                        session: r.get(0)?,
-                        agent: r.get(1)?,
-                        folder: r.get(2)?,
-                        last_activity: r.get(3)?,
-                    })
-                })?;
-                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-            })
-            .await?;
-        let mut retired = 0u64;
-        for due in due {
-            if cancel.is_cancelled() {
-                break;
-            }
-            if self.supervisor.is_live(&due.session) {
-                continue;
-            }
-            let dir = sessions_dir.clone();
-            let archive_dir = self
-                .config
-                .groups_dir
-                .join(&due.folder)
-                .join(mailbox::archive::ARCHIVE_DIR)
-                .join(&due.session);
-            let (agent, session, last) = (
-                due.agent.clone(),
-                due.session.clone(),
-                due.last_activity.clone(),
-            );
-            let tz = self.config.timezone;
-            let days = self.config.session_retention_days;
-            let archived = tokio::task::spawn_blocking(move || {
-                archive(&dir, &agent, &session, &last, &archive_dir, tz, days, now)
-            })
-            .await
-            .map_err(|e| HostError::Task(e.to_string()))?;
-            match archived {
-                Ok(Archived::Ready) => {}
-                Ok(Archived::Busy(reason)) => {
-                    tracing::debug!(session_id = %due.session, reason, "retention: not retired");
-                    continue;
-                }
-                // One session's problem (a corrupt file, a full disk) does not stop the pass;
-                // the session stays as it is and is tried again next pass.
-                Err(err) => {
-                    tracing::warn!(
-                        session_id = %due.session,
-                        error = %err,
-                        "retention: a session could not be archived, so it is not retired"
-                    );
-                    continue;
-                }
-            }
-            let (id, last) = (due.session.clone(), due.last_activity.clone());
-            let closed = self
-                .db
-                .call(move |conn| {
-                    Ok(conn.execute(
-                        "UPDATE sessions SET status = 'closed', retired = 'removing'
-                         WHERE id = ?1 AND status = 'active' AND runner_state = 'stopped'
-                           AND last_activity = ?2",
-                        rusqlite::params![id, last],
-                    )? == 1)
+                       AND (?3 IS NULL OR (s.last_activity, s.id) > (?3, ?4))
+                     ORDER BY s.last_activity, s.id LIMIT ?2",
+                    )?;
+                    let rows =
+                        stmt.query_map(rusqlite::params![cutoff, RETIRE_PER_PASS, at, id], |r| {
+                            Ok(Due {
+                                session: r.get(0)?,
+                                agent: r.get(1)?,
+                                folder: r.get(2)?,
+                                last_activity: r.get(3)?,
+                            })
+                        })?;
+                    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
                 })
                 .await?;
-            if !closed {
-                // Activity since it was read: the session lives on.
-                continue;
+            let Some(last) = due.last() else {
+                break;
+            };
+            after = Some((last.last_activity.clone(), last.session.clone()));
+            let full = due.len() as i64 == RETIRE_PER_PASS;
+            for due in due {
+                if cancel.is_cancelled() || retired >= RETIRE_PER_PASS as u64 {
+                    break 'pages;
+                }
+                if self.supervisor.is_live(&due.session) {
+                    continue;
+                }
+                let dir = sessions_dir.clone();
+                let archive_dir = self
+                    .config
+                    .groups_dir
+                    .join(&due.folder)
+                    .join(mailbox::archive::ARCHIVE_DIR)
+                    .join(&due.session);
+                let (agent, session, last) = (
+                    due.agent.clone(),
+                    due.session.clone(),
+                    due.last_activity.clone(),
+                );
+                let tz = self.config.timezone;
+                let days = self.config.session_retention_days;
+                let archived = tokio::task::spawn_blocking(move || {
+                    archive(&dir, &agent, &session, &last, &archive_dir, tz, days, now)
+                })
+                .await
+                .map_err(|e| HostError::Task(e.to_string()))?;
+                match archived {
+                    Ok(Archived::Ready) => {}
+                    Ok(Archived::Busy(reason)) => {
+                        tracing::debug!(session_id = %due.session, reason, "retention: not retired");
+                        continue;
+                    }
+                    // One session's problem (a corrupt file, a full disk) does not stop the pass;
+                    // the session stays as it is and is tried again next pass.
+                    Err(err) => {
+                        tracing::warn!(
+                            session_id = %due.session,
+                            error = %err,
+                            "retention: a session could not be archived, so it is not retired"
+                        );
+                        continue;
+                    }
+                }
+                let (id, last) = (due.session.clone(), due.last_activity.clone());
+                let closed = self
+                    .db
+                    .call(move |conn| {
+                        Ok(conn.execute(
+                            "UPDATE sessions SET status = 'closed', retired = 'removing'
+                         WHERE id = ?1 AND status = 'active' AND runner_state = 'stopped'
+                           AND last_activity = ?2",
+                            rusqlite::params![id, last],
+                        )? == 1)
+                    })
+                    .await?;
+                if !closed {
+                    // Activity since it was read: the session lives on.
+                    continue;
+                }
+                freed += self.remove(&sessions_dir, &due.agent, &due.session).await?;
+                retired += 1;
+                tracing::info!(
+                    session_id = %due.session,
+                    last_activity = %due.last_activity,
+                    "retention: idle session retired"
+                );
+                tokio::time::sleep(BETWEEN_SESSIONS).await;
             }
-            freed += self.remove(&sessions_dir, &due.agent, &due.session).await?;
-            retired += 1;
-            tracing::info!(
-                session_id = %due.session,
-                last_activity = %due.last_activity,
-                "retention: idle session retired"
-            );
-            tokio::time::sleep(BETWEEN_SESSIONS).await;
+            if !full {
+                break;
+            }
         }
         Ok((freed, retired))
     }
