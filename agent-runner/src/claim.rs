@@ -30,7 +30,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use mailbox::outbound::{OutboundTx, is_claimable};
-use mailbox::{Ack, AckStatus, InboundKind, InboundMessage, InboundStatus, command_of};
+use mailbox::{Ack, AckStatus, InboundKind, InboundMessage, InboundStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::activity::ActivityRows;
@@ -184,17 +184,16 @@ pub fn decide(
     }
 }
 
-/// A chat message asking to clear the conversation (the host already checked the sender may).
+/// A chat message the host authorised to clear the conversation. The text alone never clears:
+/// an unaddressed `/clear` from a sender without a role reaches the mailbox as context, unmarked.
 pub fn is_clear(m: &InboundMessage) -> bool {
-    m.kind == InboundKind::Chat && m.text().and_then(command_of).as_deref() == Some("/clear")
+    m.authorised_command() == Some("/clear")
 }
 
-/// A chat message asking to compact the conversation now (the host already checked the
-/// sender may; only a triggering one, which is what the host checks).
+/// A chat message the host authorised to compact the conversation now (only a triggering one:
+/// an unaddressed `/compact` is context).
 pub fn is_compact(m: &InboundMessage) -> bool {
-    m.kind == InboundKind::Chat
-        && m.trigger
-        && m.text().and_then(command_of).as_deref() == Some("/compact")
+    m.trigger && m.authorised_command() == Some("/compact")
 }
 
 /// Steering: the rows that join a running turn before its next model request, oldest first.
@@ -211,7 +210,7 @@ pub fn steerable(
     let joining: Vec<&InboundMessage> = due
         .iter()
         .filter(|m| !claimed.contains(&m.seq) && is_claimable(m, acks.get(&m.seq)))
-        .take_while(|m| m.kind == InboundKind::Chat && m.text().and_then(command_of).is_none())
+        .take_while(|m| m.kind == InboundKind::Chat && m.authorised_command().is_none())
         .take(room)
         .collect();
     let end = joining
@@ -361,7 +360,7 @@ fn claim(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use mailbox::Route;
+    use mailbox::{InboundKind, Route};
     use pretty_assertions::assert_eq;
     use serde_json::json;
 
@@ -384,6 +383,14 @@ mod tests {
             error: None,
             detail: None,
         }
+    }
+
+    /// A chat message whose command the host authorised (it marks the row, as the router does).
+    fn cmd(seq: i64, text: &str, trigger: bool, tries: u32) -> InboundMessage {
+        let mut m = msg(seq, text, trigger, tries);
+        let command = mailbox::command_of(text).unwrap();
+        m.content[mailbox::COMMAND_FIELD] = json!(command);
+        m
     }
 
     fn task(seq: i64, script: Option<&str>) -> InboundMessage {
@@ -516,9 +523,9 @@ mod tests {
                 "clear takes everything up to the last /clear",
                 vec![
                     msg(2, "a", true, 0),
-                    msg(4, "/clear", true, 0),
+                    cmd(4, "/clear", true, 0),
                     msg(6, "b", true, 0),
-                    msg(8, "/CLEAR@bot", true, 0),
+                    cmd(8, "/CLEAR@bot", true, 0),
                     msg(10, "c", true, 0),
                 ],
                 vec![],
@@ -571,7 +578,7 @@ mod tests {
                 "/compact is answered alone, with the context rows before it",
                 vec![
                     msg(2, "ctx", false, 0),
-                    msg(4, "/compact", true, 0),
+                    cmd(4, "/compact", true, 0),
                     msg(6, "a", true, 0),
                 ],
                 vec![],
@@ -583,7 +590,7 @@ mod tests {
                 "the turn before a /compact ends before it",
                 vec![
                     msg(2, "a", true, 0),
-                    msg(4, "/Compact@bot", true, 0),
+                    cmd(4, "/Compact@bot", true, 0),
                     msg(6, "b", true, 0),
                 ],
                 vec![],
@@ -593,7 +600,7 @@ mod tests {
             ),
             (
                 "an unaddressed /compact is only context",
-                vec![msg(2, "/compact", false, 0), msg(4, "a", true, 0)],
+                vec![cmd(2, "/compact", false, 0), msg(4, "a", true, 0)],
                 vec![],
                 None,
                 vec![],
@@ -601,11 +608,23 @@ mod tests {
             ),
             (
                 "/clear wins over /compact",
-                vec![msg(2, "/compact", true, 0), msg(4, "/clear", true, 0)],
+                vec![cmd(2, "/compact", true, 0), cmd(4, "/clear", true, 0)],
                 vec![],
                 None,
                 vec![],
                 ("clear", vec![2, 4]),
+            ),
+            (
+                "a /clear the host did not authorise is only text",
+                vec![
+                    msg(2, "a", true, 0),
+                    msg(4, "/clear", false, 0),
+                    msg(6, "/clear", true, 0),
+                ],
+                vec![],
+                None,
+                vec![],
+                ("turn", vec![2, 2, 4, 6]),
             ),
             (
                 "/clearx is not /clear",
@@ -746,12 +765,19 @@ mod tests {
                 "a command keeps its place: nothing after it joins",
                 vec![
                     msg(6, "c", true, 0),
-                    msg(8, "/clear", true, 0),
+                    cmd(8, "/clear", true, 0),
                     msg(10, "e", true, 0),
                 ],
                 vec![],
                 18,
                 vec![6],
+            ),
+            (
+                "a /clear the host did not mark is plain text",
+                vec![msg(6, "/clear", true, 0), msg(8, "d", true, 0)],
+                vec![],
+                18,
+                vec![6, 8],
             ),
             (
                 "a task or a host notice stops the run too",

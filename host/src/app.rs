@@ -167,7 +167,7 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
         signal,
         config.sessions_dir(),
     );
-    let retention = Retention::new(Arc::clone(&config), db.clone());
+    let retention = Retention::new(Arc::clone(&config), db.clone(), supervisor.clone());
     let ctx = HostCtx {
         router: Router::new(supervisor.clone()),
         config: Arc::clone(&config),

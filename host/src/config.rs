@@ -148,6 +148,13 @@ pub struct Config {
     /// `RETENTION_DAYS` (default 30, at least 1): delivered and acknowledged mailbox rows older
     /// than this are deleted (conversation history is governed by compaction, not by this).
     pub retention_days: u32,
+    /// `SESSION_RETENTION_DAYS` (default 90, at least 1): a session idle for longer, with no
+    /// pending work and no live runner, is retired: its history is archived in the agent's
+    /// folder, its session folder removed, and the chat's next message starts a new session.
+    pub session_retention_days: u32,
+    /// `RETENTION_INTERVAL_MS` (default 21600000 = 6 h, at least 1): time between two retention
+    /// passes (the first runs when the host starts).
+    pub retention_interval: Duration,
     /// `TOKEN_BUDGET_PER_SESSION_DAY` (default 0 = unlimited): prompt plus completion tokens one
     /// session may use per calendar day in `TIMEZONE`; the model proxy answers 429 beyond it.
     pub token_budget: Option<u64>,
@@ -434,6 +441,14 @@ impl Config {
                 "RETENTION_DAYS",
                 parse_num("RETENTION_DAYS", var("RETENTION_DAYS"), 30)?,
             )?,
+            session_retention_days: positive(
+                "SESSION_RETENTION_DAYS",
+                parse_num("SESSION_RETENTION_DAYS", var("SESSION_RETENTION_DAYS"), 90)?,
+            )?,
+            retention_interval: positive_ms(
+                "RETENTION_INTERVAL_MS",
+                ms("RETENTION_INTERVAL_MS", 6 * 3600 * 1000)?,
+            )?,
             token_budget: Some(parse_num(
                 "TOKEN_BUDGET_PER_SESSION_DAY",
                 var("TOKEN_BUDGET_PER_SESSION_DAY"),
@@ -694,6 +709,8 @@ mod tests {
         assert_eq!(c.telegram_api_url, "https://api.telegram.org");
         assert_eq!(c.token_budget, None);
         assert_eq!((c.context_tokens, c.retention_days), (128_000, 30));
+        assert_eq!(c.session_retention_days, 90);
+        assert_eq!(c.retention_interval, Duration::from_secs(6 * 3600));
         assert_eq!(c.telegram_poll_timeout, Duration::from_secs(30));
         assert_eq!(c.telegram_max_file_bytes, 20 * 1024 * 1024);
         assert_eq!(c.task_script_timeout, Duration::from_secs(30));
@@ -805,6 +822,8 @@ mod tests {
             ("CONTEXT_TOKENS", "999"),
             ("CONTEXT_TOKENS", "128k"),
             ("RETENTION_DAYS", "0"),
+            ("SESSION_RETENTION_DAYS", "0"),
+            ("RETENTION_INTERVAL_MS", "0"),
         ];
         for (var, value) in table {
             let err = config(&[(var, value)]).unwrap_err();

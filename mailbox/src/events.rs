@@ -62,6 +62,18 @@ pub enum RunnerEvent {
         ok: bool,
         error: Option<String>,
     },
+    /// The conversation was compacted, in the same transaction as the history: `replaced`
+    /// entries became one summary, `kept` stayed word for word; the history's size in tokens
+    /// before and after, and the archive of what was replaced (relative to the workspace).
+    /// `turn` is the turn it happened in (`None`: `/compact`, between turns).
+    Compacted {
+        turn: Option<i64>,
+        replaced: u32,
+        kept: u32,
+        tokens_before: u64,
+        tokens_after: u64,
+        archive: String,
+    },
     /// A kind this build does not know (written by a newer runner).
     #[serde(other)]
     Unknown,

@@ -9,6 +9,7 @@
 //! blocking SQLite transaction (or, for [`request::wait_for_response`], a blocking wait), and callers in async
 //! code run it off the runtime.
 
+pub mod archive;
 pub mod check;
 pub mod env;
 pub mod events;

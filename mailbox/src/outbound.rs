@@ -154,28 +154,7 @@ impl OutboundDb {
 
     /// The same, each entry with its row id (what [`OutboundTx::compact_history`] cuts at).
     pub fn history_with_ids(&self) -> Result<Vec<(i64, HistoryEntry)>> {
-        let epoch = epoch(&self.conn)?;
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT id, turn, message FROM history WHERE epoch = ?1 ORDER BY id")?;
-        let rows = stmt.query_map([epoch], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })?;
-        rows.map(|r| {
-            let (id, turn, message) = r?;
-            Ok((
-                id,
-                HistoryEntry {
-                    turn,
-                    message: parse_json("history", &message)?,
-                },
-            ))
-        })
-        .collect()
+        history_with_ids(&self.conn)
     }
 
     pub fn kv(&self, key: &str) -> Result<Option<String>> {
@@ -396,6 +375,23 @@ impl OutboundReader {
             self.current.set(true);
         }
         Ok(SELECT_ACK)
+    }
+
+    /// The conversation since the last clear, oldest first (for the archive of a retired
+    /// session).
+    pub fn history(&self) -> Result<Vec<HistoryEntry>> {
+        Ok(history_with_ids(&self.conn)?
+            .into_iter()
+            .map(|(_, entry)| entry)
+            .collect())
+    }
+
+    /// A value of the container's kv table.
+    pub fn kv(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM kv WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
     }
 
     /// Whether the container has finished creating the schema (the file exists from the moment
@@ -677,6 +673,31 @@ fn write_runner_state(conn: &Connection, state: &RunnerState) -> Result<()> {
 
 /// The current conversation epoch (`kv['epoch']`, 0 before the first clear). A value that does
 /// not parse is reported rather than read as 0, which would silently revive or mix conversations.
+/// The conversation since the last clear, oldest first, each entry with its row id.
+fn history_with_ids(conn: &Connection) -> Result<Vec<(i64, HistoryEntry)>> {
+    let epoch = epoch(conn)?;
+    let mut stmt =
+        conn.prepare_cached("SELECT id, turn, message FROM history WHERE epoch = ?1 ORDER BY id")?;
+    let rows = stmt.query_map([epoch], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    rows.map(|r| {
+        let (id, turn, message) = r?;
+        Ok((
+            id,
+            HistoryEntry {
+                turn,
+                message: parse_json("history", &message)?,
+            },
+        ))
+    })
+    .collect()
+}
+
 fn epoch(conn: &Connection) -> Result<i64> {
     let v: Option<String> = conn
         .query_row("SELECT value FROM kv WHERE key = 'epoch'", [], |r| r.get(0))

@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, TransactionBehavior};
 
 use crate::sql::ts;
-use crate::{InboundDb, InboundReader, OutboundDb, Result};
+use crate::{InboundDb, InboundReader, OutboundDb, OutboundReader, Result};
 
 /// Rows deleted per transaction.
 pub const BATCH: i64 = 500;
@@ -160,4 +160,32 @@ impl InboundDb {
         )?);
         Ok(pruned)
     }
+}
+
+/// What a session's mailbox still has to do, if anything: the reason it may not be retired
+/// yet. The host's view: `inbound` is its own file, `outbound` the container's (`None` when the
+/// runner never created it). Pending work is a message without a verdict, a failure its sender
+/// was not told of, an open delivery, a reply or an ack the host has not read yet.
+pub fn pending_work(
+    inbound: &InboundDb,
+    outbound: Option<&OutboundReader>,
+) -> Result<Option<&'static str>> {
+    if !inbound.pending()?.is_empty() {
+        return Ok(Some("a message waits for an answer"));
+    }
+    if !inbound.unnotified_failures()?.is_empty() {
+        return Ok(Some("a failure was not reported yet"));
+    }
+    if !inbound.open_deliveries()?.is_empty() {
+        return Ok(Some("a reply is being delivered"));
+    }
+    if let Some(outbound) = outbound {
+        if outbound.messages_after_count(inbound.out_cursor()?)? > 0 {
+            return Ok(Some("a reply was not read yet"));
+        }
+        if !outbound.acks_after(inbound.ack_cursor()?)?.is_empty() {
+            return Ok(Some("a verdict was not read yet"));
+        }
+    }
+    Ok(None)
 }

@@ -173,7 +173,21 @@ impl InboundMessage {
     pub fn text(&self) -> Option<&str> {
         self.content.get("text").and_then(Value::as_str)
     }
+
+    /// The command the host authorised this chat message to carry out (`"/clear"`), from
+    /// `content.command` ([`COMMAND_FIELD`]). A text that merely starts with a command is not
+    /// one: only the host knows the sender's role, so the runner acts on this field alone.
+    pub fn authorised_command(&self) -> Option<&str> {
+        if self.kind != InboundKind::Chat {
+            return None;
+        }
+        self.content.get(COMMAND_FIELD).and_then(Value::as_str)
+    }
 }
+
+/// The content field in which the host marks a chat message's command as authorised (the
+/// sender may use it); see [`InboundMessage::authorised_command`].
+pub const COMMAND_FIELD: &str = "command";
 
 /// A message the container is about to write into `outbound.db`.
 #[derive(Debug, Clone, PartialEq)]

@@ -20,19 +20,21 @@
 //!    (`n` counts this session's compactions), fsynced, so the agent can grep it later.
 //! 5. **Commit**: one transaction of `outbound.db` deletes the compacted entries, inserts the
 //!    summary in their place (`OutboundTx::compact_history`) and records the compaction (kv
-//!    `compaction`: count, turn, time, entries replaced and kept, archive). A crash before the
-//!    commit leaves the history as it was (the next attempt rewrites the same archive file); after
-//!    it, as compacted. Never half.
+//!    `compaction`: count, turn, time, entries replaced and kept, archive) with a `compacted`
+//!    runner event for `clawbox logs` (the same, with the history's tokens before and after).
+//!    A crash before the commit leaves the history as it was (the next attempt rewrites the same
+//!    archive file); after it, as compacted. Never half.
 
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
+use mailbox::archive::{archive_name, archive_text, transcript};
 use mailbox::outbound::{HistoryEntry, SUMMARY_TURN};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use mailbox::{AckStatus, InboundMessage, NewOutbound, OutboundKind};
+use mailbox::{AckStatus, InboundMessage, NewOutbound, OutboundKind, RunnerEvent};
 
 use crate::budget::{Budget, RATIO_KEY, Sizer, cut_message, raw_request};
 use crate::model::ModelError;
@@ -62,11 +64,11 @@ agent/CLAUDE.local.md with your file tools, briefly and without repeating what i
 there. Then answer with the single word DONE. If there is nothing to save, answer DONE at once.";
 
 /// The kv key of the last compaction's record.
-pub const COMPACTION_KEY: &str = "compaction";
+pub const COMPACTION_KEY: &str = mailbox::archive::COMPACTION_KEY;
 /// Requests the memory flush may take.
 pub const FLUSH_STEPS: u32 = 3;
 /// Folder of the archives, in the session's workspace.
-pub const ARCHIVE_DIR: &str = "conversations";
+pub const ARCHIVE_DIR: &str = mailbox::archive::ARCHIVE_DIR;
 
 /// What the last compaction did (kv `compaction`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -143,54 +145,6 @@ pub fn choose_cut(
         kept: entries.len() - compacted_end,
         kept_tokens,
     })
-}
-
-/// Renders messages as a readable Markdown transcript (for the summary request and the
-/// archive).
-pub fn transcript(messages: &[Value]) -> String {
-    let mut out = String::new();
-    for message in messages {
-        let role = message["role"].as_str().unwrap_or("unknown");
-        let text = content_text(message);
-        match role {
-            "tool" => {
-                let id = message["tool_call_id"].as_str().unwrap_or_default();
-                out.push_str(&format!("### tool result ({id})\n\n{text}\n\n"));
-            }
-            "assistant" => {
-                out.push_str("### assistant\n\n");
-                if !text.is_empty() {
-                    out.push_str(&text);
-                    out.push_str("\n\n");
-                }
-                if let Some(calls) = message["tool_calls"].as_array() {
-                    for call in calls {
-                        out.push_str(&format!(
-                            "- calls `{}` ({}) with `{}`\n",
-                            call["function"]["name"].as_str().unwrap_or_default(),
-                            call["id"].as_str().unwrap_or_default(),
-                            call["function"]["arguments"].as_str().unwrap_or_default(),
-                        ));
-                    }
-                    out.push('\n');
-                }
-            }
-            other => out.push_str(&format!("### {other}\n\n{text}\n\n")),
-        }
-    }
-    out
-}
-
-fn content_text(message: &Value) -> String {
-    match &message["content"] {
-        Value::String(text) => text.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p["text"].as_str())
-            .collect::<Vec<_>>()
-            .join(""),
-        _ => String::new(),
-    }
 }
 
 /// The history entry that stands for the compacted part.
@@ -280,18 +234,29 @@ pub async fn compact(
 
     let now = Utc::now();
     let date = now.with_timezone(&env.config.timezone).format("%Y-%m-%d");
-    let archive = format!("{ARCHIVE_DIR}/{date}-{count}.md");
-    let archive_text = format!(
-        "# Conversation archive {count}\n\nCompacted {} ({} messages); the conversation went on \
-         with a summary in their place.\n\n{}",
-        now.with_timezone(&env.config.timezone)
-            .format("%Y-%m-%d %H:%M %Z"),
-        cut.compacted.len(),
-        transcript(&cut.compacted)
+    let archive = archive_name(&date.to_string(), count);
+    let text = archive_text(
+        count,
+        &format!(
+            "Compacted {} ({} messages); the conversation went on with a summary in their place.",
+            now.with_timezone(&env.config.timezone)
+                .format("%Y-%m-%d %H:%M %Z"),
+            cut.compacted.len(),
+        ),
+        &cut.compacted,
     );
-    write_archive(&env.config.workspace, &archive, archive_text).await?;
+    write_archive(&env.config.workspace, &archive, text).await?;
 
     let summary = summary_message(&summary, &archive, count);
+    let tokens_before: u64 = entries.iter().map(|(_, e)| sizer.message(&e.message)).sum();
+    let event = RunnerEvent::Compacted {
+        turn: request.turn,
+        replaced: u32::try_from(cut.compacted.len()).unwrap_or(u32::MAX),
+        kept: u32::try_from(cut.kept).unwrap_or(u32::MAX),
+        tokens_before,
+        tokens_after: cut.kept_tokens + sizer.message(&summary),
+        archive: archive.clone(),
+    };
     let record = CompactionRecord {
         count,
         turn: request.turn,
@@ -308,6 +273,7 @@ pub async fn compact(
             let mut tx = dbs.outbound.transaction()?;
             tx.compact_history(through_id, &summary)?;
             tx.set_kv(COMPACTION_KEY, &encoded)?;
+            tx.record_events(&[(now, event)])?;
             tx.commit()?;
             Ok(dbs
                 .outbound
@@ -571,17 +537,10 @@ fn split_for_summary(sizer: &Sizer, messages: &[Value], room: u64) -> Vec<Vec<Va
 async fn write_archive(workspace: &Path, relative: &str, text: String) -> Result<(), CompactError> {
     let path = workspace.join(relative);
     let target = path.clone();
-    let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        use std::io::Write as _;
-        if let Some(dir) = target.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut file = std::fs::File::create(&target)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()
-    })
-    .await
-    .unwrap_or_else(|err| Err(std::io::Error::other(err.to_string())));
+    let written =
+        tokio::task::spawn_blocking(move || mailbox::archive::write_archive(&target, &text))
+            .await
+            .unwrap_or_else(|err| Err(std::io::Error::other(err.to_string())));
     written.map_err(|source| CompactError::Archive { path, source })
 }
 

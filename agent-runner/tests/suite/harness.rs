@@ -113,8 +113,18 @@ impl Session {
         }
     }
 
-    /// Inserts a triggering chat message from Alice; returns its seq.
+    /// Inserts a triggering chat message from Alice (an owner: her `/clear` and `/compact` are
+    /// marked authorised, as the host's router marks them); returns its seq.
     pub fn send(&mut self, text: &str) -> i64 {
+        let mut content = json!({ "text": text });
+        if let Some(cmd) = mailbox::command_of(text).filter(|c| c == "/clear" || c == "/compact") {
+            content[mailbox::COMMAND_FIELD] = json!(cmd);
+        }
+        self.insert(InboundKind::Chat, content, true)
+    }
+
+    /// Inserts a triggering chat message exactly as given: a command in it is not authorised.
+    pub fn send_unmarked(&mut self, text: &str) -> i64 {
         self.insert(InboundKind::Chat, json!({ "text": text }), true)
     }
 

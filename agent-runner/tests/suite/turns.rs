@@ -182,6 +182,36 @@ async fn clear_starts_a_new_conversation() {
 }
 
 #[tokio::test]
+async fn a_clear_the_host_did_not_authorise_is_an_ordinary_message() {
+    let fake = FakeModel::start().await.unwrap();
+    fake.push(Reply::text("first answer"));
+    let mut session = Session::new();
+    session.send("old topic");
+    session.run(&fake).await;
+
+    // The text of a command without the host's mark: the conversation goes on.
+    session.send_unmarked("/clear");
+    fake.push(Reply::text("second answer"));
+    session.run(&fake).await;
+
+    let texts: Vec<String> = session
+        .replies()
+        .iter()
+        .map(|r| r.text().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(texts, ["first answer", "second answer"]);
+    let request = fake.last_request().unwrap();
+    let users: Vec<&Value> = request
+        .messages()
+        .iter()
+        .filter(|m| m["role"] == "user")
+        .collect();
+    assert_eq!(users.len(), 2, "the old topic is still there: {users:?}");
+    assert!(users[0].to_string().contains("old topic"));
+    assert!(last_user(request.messages()).contains("/clear"));
+}
+
+#[tokio::test]
 async fn pending_messages_are_batched_oldest_first() {
     let fake = FakeModel::start().await.unwrap();
     fake.push(Reply::text("both answered"));

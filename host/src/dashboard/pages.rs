@@ -374,6 +374,22 @@ fn describe(event: &LogEvent) -> (&'static str, String, String) {
             format!("model step {turn}.{step} failed after {latency_ms} ms"),
             error.clone(),
         ),
+        LogEvent::Compacted {
+            turn,
+            replaced,
+            kept,
+            tokens_before,
+            tokens_after,
+            archive,
+        } => (
+            "step",
+            format!(
+                "compacted{}: {replaced} entries summarised, {kept} kept, {tokens_before} → \
+                 {tokens_after} tokens",
+                turn.map_or_else(|| " (/compact)".to_owned(), |t| format!(" in turn {t}")),
+            ),
+            format!("archive: {archive}"),
+        ),
         LogEvent::ToolCall {
             tool,
             duration_ms,

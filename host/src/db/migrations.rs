@@ -240,6 +240,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX questions_open ON questions(expires_at) WHERE status = 'pending';
     CREATE INDEX questions_undelivered ON questions(closed_at)
         WHERE status != 'pending' AND delivered = 0;",
+    // 6: retirement of idle sessions (session/retention.rs). A retired session is `closed`;
+    // `retired` is 'removing' from then until its folder is gone, then 'done'. The retention
+    // pass finds what is due by last activity, and unfinished removals, through indexes.
+    "ALTER TABLE sessions ADD COLUMN retired TEXT CHECK (retired IN ('removing', 'done'));
+    CREATE INDEX sessions_idle ON sessions(last_activity) WHERE status = 'active';
+    CREATE INDEX sessions_retiring ON sessions(id) WHERE retired = 'removing';",
 ];
 
 /// Applies the missing migrations in one transaction. Foreign keys are off meanwhile, as

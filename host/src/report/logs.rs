@@ -87,6 +87,17 @@ pub enum LogEvent {
         ok: bool,
         error: Option<String>,
     },
+    /// The conversation was compacted: `replaced` history entries became one summary, `kept`
+    /// stayed word for word, the history's tokens before and after; `turn` is `None` for
+    /// `/compact`. `archive` holds what was replaced (relative to the workspace).
+    Compacted {
+        turn: Option<i64>,
+        replaced: u32,
+        kept: u32,
+        tokens_before: u64,
+        tokens_after: u64,
+        archive: String,
+    },
     /// The agent wrote a message; `to` is set when it goes elsewhere than the session's chat.
     Reply {
         seq: i64,
@@ -153,7 +164,7 @@ impl LogEvent {
             LogEvent::Claimed { .. } => 3,
             LogEvent::ModelStep { .. } => 4,
             LogEvent::ToolCall { .. } => 5,
-            LogEvent::ModelFailed { .. } => 6,
+            LogEvent::ModelFailed { .. } | LogEvent::Compacted { .. } => 6,
             LogEvent::Reply { .. }
             | LogEvent::Edit { .. }
             | LogEvent::Reaction { .. }
@@ -382,6 +393,21 @@ impl LogReader {
                         duration_ms,
                         ok,
                         error,
+                    },
+                    RunnerEvent::Compacted {
+                        turn,
+                        replaced,
+                        kept,
+                        tokens_before,
+                        tokens_after,
+                        archive,
+                    } => LogEvent::Compacted {
+                        turn,
+                        replaced,
+                        kept,
+                        tokens_before,
+                        tokens_after,
+                        archive,
                     },
                     // Written by a newer runner.
                     RunnerEvent::Unknown => continue,

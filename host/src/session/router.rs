@@ -1,8 +1,9 @@
 //! From a chat message to session mailboxes: find the chat and its wirings, decide per wiring
 //! whether the agent engages, check the sender (unknown senders per the chat's policy: refused,
 //! welcome, or held for the owner's approval) and the permission for admin commands such as
-//! `/clear`, answer `/status` without waking the agent, resolve the session, fetch the message's
-//! files, and write the message into the session's `inbound.db`. Every refusal is recorded in
+//! `/clear` (an authorised one is marked in the row, `content.command`: the runner acts on that
+//! mark, never on the text), answer `/status` without waking the agent, resolve the session,
+//! fetch the message's files, and write the message into the session's `inbound.db`. Every refusal is recorded in
 //! `dropped_messages` with its reason.
 
 use chrono::{DateTime, Utc};
@@ -212,11 +213,18 @@ impl Router {
                     };
                     out.push(Routed::Answered { agent_id, text });
                 }
-                Plan::Deliver { info, trigger } => {
+                Plan::Deliver {
+                    info,
+                    trigger,
+                    command,
+                } => {
                     let mut content = json!({
                         "text": event.text,
                         "platform_message_id": event.message_id,
                     });
+                    if let Some(command) = command {
+                        content[mailbox::COMMAND_FIELD] = json!(command);
+                    }
                     if !event.files.is_empty() {
                         let root = info.paths.inbound_files();
                         let stored = match &fetched {
@@ -301,6 +309,8 @@ enum Plan {
     Deliver {
         info: Box<SessionInfo>,
         trigger: bool,
+        /// An admin command the sender may use, marked in the row for the runner.
+        command: Option<String>,
     },
 }
 
@@ -382,19 +392,28 @@ fn plan_one(
             }
         }
     }
-    let command = if engaged { command_of(&ev.text) } else { None };
-    if let Some(cmd) = &command
-        && ADMIN_COMMANDS.contains(&cmd.as_str())
-        && !matches!(role.as_deref(), Some("owner" | "admin"))
+    let text_command = command_of(&ev.text);
+    // The host alone decides whether a command is carried out: an admin command from an owner
+    // or admin is marked in the row (`content.command`), and the runner acts on nothing else.
+    // Addressed from anyone else it is refused with a notice; unaddressed (kept as context) it
+    // is ordinary text.
+    let mut authorised = None;
+    if let Some(cmd) = text_command.as_deref()
+        && ADMIN_COMMANDS.contains(&cmd)
     {
-        drop(conn, Some(&agent), "admin command from non-admin")?;
-        return Ok(refuse(
-            "permission denied",
-            Some(format!(
-                "Only an owner or admin of this agent can use {cmd}."
-            )),
-        ));
+        if matches!(role.as_deref(), Some("owner" | "admin")) {
+            authorised = Some(cmd.to_owned());
+        } else if engaged {
+            drop(conn, Some(&agent), "admin command from non-admin")?;
+            return Ok(refuse(
+                "permission denied",
+                Some(format!(
+                    "Only an owner or admin of this agent can use {cmd}."
+                )),
+            ));
+        }
     }
+    let command = if engaged { text_command } else { None };
     if engaged && wiring.engage_mode == "mention-sticky" {
         db::touch_engagement(conn, &agent, &chat.id, scope, now)?;
     }
@@ -415,6 +434,7 @@ fn plan_one(
     Ok(Plan::Deliver {
         info: Box::new(info),
         trigger: engaged,
+        command: authorised,
     })
 }
 

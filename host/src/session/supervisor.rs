@@ -213,6 +213,11 @@ impl Supervisor {
         self.lock().len()
     }
 
+    /// Whether the session has a live task (its runner running or about to).
+    pub fn is_live(&self, session_id: &str) -> bool {
+        self.lock().contains_key(session_id)
+    }
+
     /// The runner phase of every session with a live task.
     pub fn live(&self) -> HashMap<String, RunnerPhase> {
         self.lock()

@@ -11,6 +11,7 @@ mod proxy;
 mod questions;
 mod quota;
 mod recovery;
+mod retention;
 mod router;
 mod support;
 mod tasks;

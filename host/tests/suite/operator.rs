@@ -319,6 +319,7 @@ fn kind(event: &LogEvent) -> &'static str {
         LogEvent::RunnerReady { .. } => "runner_ready",
         LogEvent::ModelStep { .. } => "model_step",
         LogEvent::ModelFailed { .. } => "model_failed",
+        LogEvent::Compacted { .. } => "compacted",
         LogEvent::ToolCall { .. } => "tool_call",
         LogEvent::Reply { .. } => "reply",
         LogEvent::Edit { .. } => "edit",

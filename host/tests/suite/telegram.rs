@@ -263,6 +263,85 @@ async fn a_reply_to_the_bot_is_a_mention_and_clear_needs_an_owner() {
 }
 
 #[tokio::test]
+async fn a_clear_from_a_sender_without_a_role_never_clears_addressed_or_not() {
+    let mut t = Tg::new().await;
+    t.model
+        .summarise_when(agent_runner::compact::SUMMARY_PROMPT);
+    // Anyone may talk, and what does not address the agent is kept as context: an unaddressed
+    // command from Sam (no role) reaches the mailbox.
+    t.start_with_agent(
+        -1010,
+        &[
+            "--engage-mode",
+            "mention",
+            "--unknown-sender-policy",
+            "public",
+            "--ignored-messages",
+            "accumulate",
+        ],
+    )
+    .await;
+    let chat = TgChat::group(-1010, "Team");
+    let at = t.tg.bot_mention();
+    t.tg.say(&chat, &owner(), &format!("{at} the code is 4711"));
+    t.bot_messages(-1010, 1).await;
+
+    // Unaddressed: context, not a command.
+    t.tg.say(&chat, &stranger(), "/clear");
+    t.tg.say(&chat, &stranger(), "/compact");
+    // Addressed: refused with a notice.
+    let cmd = t.tg.say(&chat, &stranger(), "/clear@clawbox_test_bot");
+    let replies = t.bot_messages(-1010, 2).await;
+    assert_eq!(
+        replies[1].visible,
+        "Only an owner or admin of this agent can use /clear."
+    );
+    assert_eq!(replies[1].reply_to, Some(cmd.message_id));
+    t.tg.say(&chat, &owner(), &format!("{at} what was the code?"));
+    let replies = t.bot_messages(-1010, 3).await;
+    assert!(
+        replies[2].visible.contains("what was the code"),
+        "{replies:?}"
+    );
+    let last = t.model.last_request().unwrap();
+    let sent = serde_json::to_string(last.messages()).unwrap();
+    assert!(
+        sent.contains("the code is 4711"),
+        "the conversation was not cleared: {sent}"
+    );
+    assert!(sent.contains("/clear"), "Sam's text is context: {sent}");
+    let summaries = t
+        .model
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.messages().first().and_then(|m| m["content"].as_str())
+                == Some(agent_runner::compact::SUMMARY_PROMPT)
+        })
+        .count();
+    assert_eq!(summaries, 0, "nothing was compacted");
+
+    // The owner's /clear clears.
+    t.tg.say(&chat, &owner(), "/clear@clawbox_test_bot");
+    let replies = t.bot_messages(-1010, 4).await;
+    assert_eq!(replies[3].visible, "Conversation cleared.");
+    t.tg.say(&chat, &owner(), &format!("{at} hello again"));
+    t.bot_messages(-1010, 5).await;
+    let sent = serde_json::to_string(t.model.last_request().unwrap().messages()).unwrap();
+    assert!(!sent.contains("4711"), "the owner's /clear cleared: {sent}");
+
+    // The owner's unaddressed /clear is carried out too, when the agent next takes a turn.
+    t.tg.say(&chat, &owner(), &format!("{at} the room is 12b"));
+    t.bot_messages(-1010, 6).await;
+    t.tg.say(&chat, &owner(), "/clear");
+    t.tg.say(&chat, &owner(), &format!("{at} and now?"));
+    let replies = t.bot_messages(-1010, 8).await;
+    assert_eq!(replies[6].visible, "Conversation cleared.", "{replies:?}");
+    let sent = serde_json::to_string(t.model.last_request().unwrap().messages()).unwrap();
+    assert!(!sent.contains("12b"), "{sent}");
+}
+
+#[tokio::test]
 async fn compact_needs_an_owner_and_says_what_it_kept() {
     let mut t = Tg::new().await;
     t.model
@@ -326,6 +405,47 @@ async fn compact_needs_an_owner_and_says_what_it_kept() {
         })
         .count();
     assert_eq!(summaries, 1);
+    // `clawbox logs` tells the story: what was summarised, the tokens before and after.
+    let session: String = t
+        .db()
+        .query_row(
+            "SELECT id FROM sessions WHERE agent_group_id = 'andy'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let out = t
+        .fixture
+        .command(&["logs", &session])
+        .output()
+        .await
+        .unwrap();
+    let logs = String::from_utf8_lossy(&out.stdout);
+    let line = logs
+        .lines()
+        .find(|l| l.contains("compacted "))
+        .unwrap_or_else(|| panic!("no compacted line:\n{logs}"));
+    assert!(
+        line.contains("2 entries summarised, 0 kept,") && line.contains("tokens (/compact)"),
+        "{line}"
+    );
+    let out = t
+        .fixture
+        .command(&["logs", &session, "--json"])
+        .output()
+        .await
+        .unwrap();
+    let compacted: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "compacted")
+        .collect();
+    assert_eq!(compacted.len(), 1, "{compacted:?}");
+    let (before, after) = (
+        compacted[0]["tokens_before"].as_u64().unwrap(),
+        compacted[0]["tokens_after"].as_u64().unwrap(),
+    );
+    assert!(before > 0 && after > 0, "{compacted:?}");
 }
 
 #[tokio::test]

@@ -112,6 +112,24 @@ fn log_line(event: &LogEvent, timezone: Tz) -> (String, String) {
                 one_line(error, LOG_TEXT)
             ),
         ),
+        LogEvent::Compacted {
+            turn,
+            replaced,
+            kept,
+            tokens_before,
+            tokens_after,
+            archive,
+        } => (
+            "compacted".to_owned(),
+            format!(
+                "{} summarised, {} kept, {} → {} tokens{}; archive {archive}",
+                plural(u64::from(*replaced), "entry", "entries"),
+                thousands(u64::from(*kept)),
+                thousands(*tokens_before),
+                thousands(*tokens_after),
+                turn.map_or_else(|| " (/compact)".to_owned(), |t| format!(" in turn {t}")),
+            ),
+        ),
         LogEvent::ToolCall {
             tool,
             duration_ms,

@@ -34,9 +34,15 @@ pub fn status(report: &StatusReport) -> String {
                 duration(host.uptime_s)
             ));
             let r = &host.retention;
-            if r.rows > 0 {
+            if r.rows > 0 || r.sessions > 0 {
+                let retired = match r.sessions {
+                    0 => String::new(),
+                    1 => "1 idle session retired, ".to_owned(),
+                    n => format!("{} idle sessions retired, ", thousands(n)),
+                };
                 out.push_str(&format!(
-                    "retention: {} old rows deleted, {} reclaimed since the host started\n",
+                    "retention: {} old rows deleted, {retired}{} reclaimed since the host \
+                     started\n",
                     thousands(r.rows),
                     bytes(r.bytes)
                 ));

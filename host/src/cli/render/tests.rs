@@ -208,6 +208,17 @@ fn status_says_what_retention_reclaimed() {
         "{}",
         status(&report)
     );
+    if let Some(host) = report.host.as_mut() {
+        host.retention.sessions = 2;
+    }
+    assert!(
+        status(&report).contains(
+            "retention: 12,345 old rows deleted, 2 idle sessions retired, 3.0 MB reclaimed since \
+             the host started\n"
+        ),
+        "{}",
+        status(&report)
+    );
     assert_eq!(
         (bytes(512), bytes(2048)),
         ("512 B".to_owned(), "2.0 KB".to_owned())
@@ -646,6 +657,28 @@ fn every_log_event_has_a_line() {
                 seq: 13,
                 error: "Bad Request: message to edit not found".into(),
                 gave_up: true,
+            },
+        ),
+        e(
+            6,
+            LogEvent::Compacted {
+                turn: Some(20),
+                replaced: 41,
+                kept: 6,
+                tokens_before: 97_012,
+                tokens_after: 30_240,
+                archive: "conversations/2026-03-01-2.md".into(),
+            },
+        ),
+        e(
+            6,
+            LogEvent::Compacted {
+                turn: None,
+                replaced: 1,
+                kept: 0,
+                tokens_before: 812,
+                tokens_after: 240,
+                archive: "conversations/2026-03-01-3.md".into(),
             },
         ),
         e(7, LogEvent::Claimed { seq: 4, attempt: 2 }),
