@@ -100,6 +100,7 @@ async fn main() -> anyhow::Result<()> {
             .as_object()
             .cloned()
             .unwrap_or_default(),
+        stream: false,
     })?;
 
     println!("## Fixed prompt");

@@ -70,6 +70,7 @@ fn client(server: &LlamaServer, params: Value) -> ModelClient {
         timeout: TURN_LIMIT,
         retries: 0,
         backoff: Duration::from_millis(10),
+        stream: params.get("stream") == Some(&Value::Bool(true)),
         params: params.as_object().cloned().unwrap_or_else(Map::new),
     })
     .unwrap()
