@@ -101,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
             .cloned()
             .unwrap_or_default(),
         tool_call_content: agent_runner::model::ToolCallContent::Empty,
+        stream: false,
     })?;
 
     println!("## Fixed prompt");

@@ -10,14 +10,17 @@
 //!   "mcp_servers": [ { "name": "time", "command": "uvx", "args": ["mcp-server-time"],
 //!                      "env": { "KEY": "value" }, "startup_timeout_ms": 30000,
 //!                      "call_timeout_ms": 60000 } ],
-//!   "model_params": { "temperature": 0.2, "max_tokens": 1024 }, "tool_call_content": "null",
+//!   "model_params": { "temperature": 0.2, "max_tokens": 1024 }, "stream": true,
+//!   "tool_call_content": "null",
 //!   "tools": { "tasks": false, "questions": false } }
 //! ```
 //! or `mcp_servers` as a map from name to the same object without `name`.
 //!
 //! `model_params` are extra fields of every chat-completions request (`model.rs` merges them
 //! in; the fields clawbox owns, [`crate::model::RESERVED_PARAMS`], are refused with a problem
-//! line). `tools` switches groups of built-in tools off ([`TOOL_GROUPS`]): a small-context model
+//! line). `stream: false` turns streamed replies off (the answer is then requested whole and
+//! shown when the turn ends); `model_params.stream` is the same setting under its older name.
+//! `tools` switches groups of built-in tools off ([`TOOL_GROUPS`]): a small-context model
 //! then reads fewer tool schemas. A group left out stays on.
 
 use std::collections::{BTreeMap, HashSet};
@@ -47,8 +50,11 @@ pub struct UserServers {
     /// `context_tokens`: this agent's context budget, overriding `CLAWBOX_CONTEXT_TOKENS`
     /// (a model with a smaller or larger context than the host's default).
     pub context_tokens: Option<u64>,
-    /// `model_params`: extra request fields, reserved ones removed.
+    /// `model_params`: extra request fields, reserved ones (and `stream`) removed.
     pub model_params: serde_json::Map<String, Value>,
+    /// `stream` (or the older spelling `model_params.stream`): whether replies are streamed
+    /// and shown while they are written. `None`: not set (on).
+    pub stream: Option<bool>,
     /// Built-in tool groups switched off with `"tools": { "<group>": false }`.
     pub disabled_groups: Vec<&'static str>,
     /// `tool_call_content`: `"empty"` (default) or `"null"`, what an assistant message with
@@ -124,6 +130,8 @@ struct RawFile {
     #[serde(default)]
     context_tokens: Option<Value>,
     model_params: Option<Value>,
+    #[serde(default)]
+    stream: Option<Value>,
     #[serde(default)]
     tools: Option<Value>,
     #[serde(default)]
@@ -288,11 +296,37 @@ pub fn parse(bytes: &[u8]) -> UserServers {
             }
         },
     };
+    out.stream = match raw.stream {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(on)) => Some(on),
+        Some(other) => {
+            out.problems.push(format!(
+                "{CONTAINER_JSON}: stream must be true or false, not {}; streaming stays on",
+                kind(&other)
+            ));
+            None
+        }
+    };
     match raw.model_params {
         None | Some(Value::Null) => {}
         Some(Value::Object(params)) => {
             for (key, value) in params {
-                if crate::model::RESERVED_PARAMS.contains(&key.as_str()) {
+                if key == crate::model::STREAM_PARAM {
+                    // One setting, two spellings: the request field always follows `stream`.
+                    match (&value, out.stream) {
+                        (Value::Bool(on), None) => out.stream = Some(*on),
+                        (Value::Bool(on), Some(top)) if *on == top => {}
+                        (Value::Bool(_), Some(top)) => out.problems.push(format!(
+                            "{CONTAINER_JSON}: model_params.stream contradicts stream; \
+                             using stream: {top}"
+                        )),
+                        (other, _) => out.problems.push(format!(
+                            "{CONTAINER_JSON}: model_params.stream must be true or false, \
+                             not {}; ignored",
+                            kind(other)
+                        )),
+                    }
+                } else if crate::model::RESERVED_PARAMS.contains(&key.as_str()) {
                     out.problems.push(format!(
                         "{CONTAINER_JSON}: model_params.{key} is set by clawbox itself; ignored"
                     ));
@@ -649,13 +683,14 @@ mod tests {
     #[test]
     fn model_params_and_tool_groups() {
         let parsed = parse_json(json!({
-            "model_params": { "temperature": 0.2, "max_tokens": 64, "model": "x", "stream": true },
+            "model_params": { "temperature": 0.2, "max_tokens": 64, "model": "x", "stream": false },
             "tools": { "tasks": false, "questions": false, "files": true, "bash": "no", "mail": false },
         }));
         assert_eq!(
             Value::Object(parsed.model_params.clone()),
-            json!({ "temperature": 0.2, "max_tokens": 64, "stream": true })
+            json!({ "temperature": 0.2, "max_tokens": 64 })
         );
+        assert_eq!(parsed.stream, Some(false));
         assert_eq!(parsed.disabled_groups, ["questions", "tasks"]);
         assert_eq!(
             parsed.problems,
@@ -708,5 +743,43 @@ mod tests {
               using \"empty\""
             ]
         );
+    }
+
+    #[test]
+    fn stream_is_one_setting_under_two_names() {
+        let table = [
+            // (container.json, stream, problems)
+            (json!({}), None, 0),
+            (json!({ "stream": false }), Some(false), 0),
+            (json!({ "stream": true }), Some(true), 0),
+            (
+                json!({ "model_params": { "stream": false } }),
+                Some(false),
+                0,
+            ),
+            (
+                json!({ "stream": true, "model_params": { "stream": true } }),
+                Some(true),
+                0,
+            ),
+            (
+                json!({ "stream": false, "model_params": { "stream": true } }),
+                Some(false),
+                1,
+            ),
+            (json!({ "stream": "no" }), None, 1),
+            (json!({ "model_params": { "stream": 1 } }), None, 1),
+        ];
+        for (file, stream, problems) in table {
+            let parsed = parse_json(file.clone());
+            assert_eq!(parsed.stream, stream, "{file}");
+            assert_eq!(
+                parsed.problems.len(),
+                problems,
+                "{file}: {:?}",
+                parsed.problems
+            );
+            assert!(parsed.model_params.get("stream").is_none(), "{file}");
+        }
     }
 }

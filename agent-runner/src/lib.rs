@@ -12,6 +12,7 @@
 //! - [`claim`]: what to work on next (batching, `/clear`, resume) and the claim;
 //! - [`turn`]: the ReAct loop of one batch and its verdict;
 //! - [`model`]: the chat-completions client with retries and a tolerant parser;
+//! - [`draft`]: the growing text of a streamed step, published as the turn's draft;
 //! - [`mcp`]: MCP servers (process lifetime, tool routing, call timeouts);
 //! - [`container_config`]: the user's MCP servers from the agent's `container.json`;
 //! - [`tool_names`]: the names the model sees for tools (`mcp__<server>__<tool>`);
@@ -29,6 +30,7 @@ pub mod check;
 pub mod claim;
 pub mod config;
 pub mod container_config;
+pub mod draft;
 pub mod hygiene;
 pub mod mcp;
 pub mod model;

@@ -330,11 +330,14 @@ pub struct ModelSettings {
     pub retries: u32,
     pub backoff: Duration,
     /// Extra request fields (`model_params` in `container.json`: `temperature`, `max_tokens`,
-    /// `stream`, `top_p`…), merged into every request after clawbox's own.
+    /// `top_p`…), merged into every request after clawbox's own.
     pub params: Map<String, Value>,
     /// `tool_call_content` in `container.json`: the `content` of an assistant message with
     /// tool calls and no text.
     pub tool_call_content: ToolCallContent,
+    /// Ask for the answer as an event stream (`stream` in `container.json`, default on), so
+    /// that its text can be shown while it is written.
+    pub stream: bool,
 }
 
 /// What an assistant message with tool calls and no text carries as `content`. Both are valid
@@ -361,6 +364,9 @@ impl ToolCallContent {
 
 /// Request fields `model_params` cannot set: clawbox owns them.
 pub const RESERVED_PARAMS: &[&str] = &["model", "messages", "tools", "n", "stream_options"];
+/// The one request field that is a setting of its own: `model_params.stream` means the same as
+/// `container.json`'s `stream` (see `container_config.rs`), so it is never merged as a field.
+pub const STREAM_PARAM: &str = "stream";
 
 /// Chat-completions client for one model.
 #[derive(Debug, Clone)]
@@ -378,11 +384,53 @@ enum Transport {
     Unix(PathBuf),
 }
 
-/// What came back from the server, whatever the transport.
+/// Where the growing content of a streamed answer goes while it arrives (the turn's draft).
+/// The text always holds the content of the current attempt so far: it is emptied when an
+/// attempt starts and only appended to while it streams.
+pub type DraftSink = tokio::sync::watch::Sender<String>;
+
+/// What came back from the server, whatever the transport: status and headers, and the body
+/// still to be read.
 struct Answer {
     status: StatusCode,
     headers: HeaderMap,
-    body: Bytes,
+    body: AnswerBody,
+}
+
+enum AnswerBody {
+    Tcp(reqwest::Response),
+    Unix {
+        body: hyper::body::Incoming,
+        /// Drives the connection for as long as the body is read.
+        _driver: AbortOnDrop,
+    },
+}
+
+impl AnswerBody {
+    /// The next piece of the body; `None` at its end.
+    async fn chunk(&mut self) -> Result<Option<Bytes>, AttemptError> {
+        match self {
+            AnswerBody::Tcp(response) => response.chunk().await.map_err(transport_error),
+            AnswerBody::Unix { body, .. } => loop {
+                match body.frame().await {
+                    None => return Ok(None),
+                    Some(Err(e)) => {
+                        return Err(AttemptError {
+                            retryable: true,
+                            retry_after: None,
+                            kind: AttemptKind::Unreachable(error_chain(&e)),
+                        });
+                    }
+                    Some(Ok(frame)) => {
+                        // Trailers carry no content.
+                        if let Ok(data) = frame.into_data() {
+                            return Ok(Some(data));
+                        }
+                    }
+                }
+            },
+        }
+    }
 }
 
 /// One failed attempt and whether another may help.
@@ -418,6 +466,16 @@ impl ModelClient {
         })
     }
 
+    /// Whether requests ask for an event stream: the `stream` setting, unless the server
+    /// refused streaming once (see [`Repairs::no_stream`]).
+    pub fn streams(&self) -> bool {
+        let learned = *self
+            .learned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.settings.stream && !learned.no_stream
+    }
+
     /// The request body for `messages` (system prompt included) and `tools`, with the repairs
     /// this client has learned applied. Deterministic: the same input gives the same bytes.
     pub fn request_body(&self, messages: &[Value], tools: &[ToolSpec]) -> Value {
@@ -427,14 +485,14 @@ impl ModelClient {
                 .iter()
                 .map(|m| wire_message(m, self.settings.tool_call_content))
                 .collect::<Vec<_>>(),
-            "stream": false,
+            "stream": self.settings.stream,
         });
         if !tools.is_empty() {
             body["tools"] = tools.iter().map(ToolSpec::to_json).collect();
             body["tool_choice"] = json!("auto");
         }
         for (key, value) in &self.settings.params {
-            if !RESERVED_PARAMS.contains(&key.as_str()) {
+            if !RESERVED_PARAMS.contains(&key.as_str()) && key != STREAM_PARAM {
                 body[key.as_str()] = value.clone();
             }
         }
@@ -461,6 +519,18 @@ impl ModelClient {
         tools: &[ToolSpec],
         cancel: &CancellationToken,
     ) -> Result<ModelReply, ModelError> {
+        self.complete_streaming(messages, tools, cancel, None).await
+    }
+
+    /// [`complete`](Self::complete), reporting the content of a streamed answer to `sink` as
+    /// it arrives (each attempt starts it over from empty).
+    pub async fn complete_streaming(
+        &self,
+        messages: &[Value],
+        tools: &[ToolSpec],
+        cancel: &CancellationToken,
+        sink: Option<&DraftSink>,
+    ) -> Result<ModelReply, ModelError> {
         let mut body = self.request_body(messages, tools);
         let mut attempts = 0u32;
         // What repairs changed so far. Each one changes the body and they only accumulate, so
@@ -470,7 +540,7 @@ impl ModelClient {
             attempts += 1;
             let outcome = tokio::select! {
                 () = cancel.cancelled() => return Err(ModelError::Cancelled),
-                outcome = self.attempt(&body) => outcome,
+                outcome = self.attempt(&body, sink) => outcome,
             };
             let failure = match outcome {
                 Ok(reply) => {
@@ -551,38 +621,39 @@ impl ModelClient {
         }
     }
 
-    async fn attempt(&self, body: &Value) -> Result<ModelReply, AttemptError> {
-        let Answer {
-            status,
-            headers,
-            body: bytes,
-        } = match &self.transport {
-            Transport::Tcp(http) => self.send_tcp(http, body).await?,
-            Transport::Unix(socket) => self.send_unix(socket, body).await?,
-        };
-        let retry_after = retry_after(&headers);
-        let event_stream = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
-        if !status.is_success() {
-            let retryable = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
-            return Err(AttemptError {
-                retryable,
-                retry_after,
-                kind: AttemptKind::Status(status.as_u16(), error_detail(&bytes)),
+    async fn attempt(
+        &self,
+        body: &Value,
+        sink: Option<&DraftSink>,
+    ) -> Result<ModelReply, AttemptError> {
+        if let Some(sink) = sink {
+            sink.send_if_modified(|text| {
+                let had = !text.is_empty();
+                text.clear();
+                had
             });
         }
-        let parsed = if event_stream || looks_like_sse(&bytes) {
-            parse_stream(&bytes)
-        } else {
-            parse_response(&bytes)
-        };
-        parsed.map_err(|Malformed(detail)| AttemptError {
-            retryable: true,
-            retry_after: None,
-            kind: AttemptKind::Malformed(detail),
-        })
+        match &self.transport {
+            // reqwest's own timeout covers the whole exchange, body included.
+            Transport::Tcp(http) => {
+                let answer = self.send_tcp(http, body).await?;
+                read_answer(answer, sink).await
+            }
+            Transport::Unix(socket) => {
+                let exchange = async {
+                    let answer = self.send_unix(socket, body).await?;
+                    read_answer(answer, sink).await
+                };
+                match tokio::time::timeout(self.settings.timeout, exchange).await {
+                    Ok(result) => result,
+                    Err(_elapsed) => Err(AttemptError {
+                        retryable: true,
+                        retry_after: None,
+                        kind: AttemptKind::Timeout,
+                    }),
+                }
+            }
+        }
     }
 
     async fn send_tcp(&self, http: &reqwest::Client, body: &Value) -> Result<Answer, AttemptError> {
@@ -591,17 +662,14 @@ impl ModelClient {
             request = request.bearer_auth(&self.settings.api_key);
         }
         let response = request.send().await.map_err(transport_error)?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.bytes().await.map_err(transport_error)?;
         Ok(Answer {
-            status,
-            headers,
-            body,
+            status: response.status(),
+            headers: response.headers().clone(),
+            body: AnswerBody::Tcp(response),
         })
     }
 
-    /// The same request over the Unix socket, within the same per-attempt timeout.
+    /// The same request over the Unix socket (the caller bounds it by the attempt timeout).
     async fn send_unix(&self, socket: &Path, body: &Value) -> Result<Answer, AttemptError> {
         let failed = |kind| AttemptError {
             retryable: true,
@@ -610,13 +678,110 @@ impl ModelClient {
         };
         let body = serde_json::to_vec(body)
             .map_err(|e| failed(AttemptKind::Unreachable(format!("cannot encode: {e}"))))?;
-        let exchange = unix_exchange(socket, &self.url, &self.settings.api_key, body);
-        match tokio::time::timeout(self.settings.timeout, exchange).await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(detail)) => Err(failed(AttemptKind::Unreachable(detail))),
-            Err(_elapsed) => Err(failed(AttemptKind::Timeout)),
+        unix_exchange(socket, &self.url, &self.settings.api_key, body)
+            .await
+            .map_err(|detail| failed(AttemptKind::Unreachable(detail)))
+    }
+}
+
+/// Reads an answer's body: an event stream (by its content type, or by its first bytes) is
+/// parsed as it arrives and its content reported to `sink`; anything else is read whole and
+/// parsed as one completion.
+async fn read_answer(answer: Answer, sink: Option<&DraftSink>) -> Result<ModelReply, AttemptError> {
+    let Answer {
+        status,
+        headers,
+        mut body,
+    } = answer;
+    let retry_after = retry_after(&headers);
+    let malformed = |Malformed(detail)| AttemptError {
+        retryable: true,
+        retry_after: None,
+        kind: AttemptKind::Malformed(detail),
+    };
+    let mut bytes = Vec::new();
+    if !status.is_success() {
+        while let Some(chunk) = body.chunk().await? {
+            bytes.extend_from_slice(&chunk);
+        }
+        let retryable = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
+        return Err(AttemptError {
+            retryable,
+            retry_after,
+            kind: AttemptKind::Status(status.as_u16(), error_detail(&bytes)),
+        });
+    }
+    let event_stream = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    // Undecided until the content type says so or enough of the body has come to tell.
+    let mut parser = event_stream.then(StreamParser::default);
+    let mut whole = false;
+    // The body's bytes as long as no event has come: a server that labels a JSON answer (or
+    // an error) as an event stream gets it read as what it is.
+    let mut head = Vec::new();
+    while let Some(chunk) = body.chunk().await? {
+        let Some(p) = parser.as_mut() else {
+            bytes.extend_from_slice(&chunk);
+            if whole {
+                continue;
+            }
+            let start = bytes.trim_ascii_start();
+            if start.len() >= SSE_SNIFF_BYTES {
+                if looks_like_sse(start) {
+                    let mut p = StreamParser::default();
+                    p.feed(&std::mem::take(&mut bytes)).map_err(malformed)?;
+                    report(sink, &p);
+                    parser = Some(p);
+                } else {
+                    whole = true;
+                }
+            }
+            continue;
+        };
+        if p.is_empty() && head.len() < MAX_ROW_SNIFF {
+            head.extend_from_slice(&chunk);
+        }
+        if p.feed(&chunk).map_err(malformed)? {
+            report(sink, p);
         }
     }
+    match parser {
+        Some(p) if p.is_empty() && !looks_like_sse(&head) => parse_response(&head),
+        Some(p) => p.finish(),
+        None if looks_like_sse(&bytes) => parse_stream(&bytes),
+        None => parse_response(&bytes),
+    }
+    .map_err(malformed)
+}
+
+/// The most of a labelled event stream kept in case it turns out to hold no event.
+const MAX_ROW_SNIFF: usize = 1 << 20;
+
+/// How much of a body's start tells an event stream from JSON (`event:` is the longest prefix
+/// [`looks_like_sse`] knows).
+const SSE_SNIFF_BYTES: usize = 6;
+
+/// Appends what the sink has not seen yet of the parser's content.
+fn report(sink: Option<&DraftSink>, parser: &StreamParser) {
+    let Some(sink) = sink else { return };
+    let content = parser.content();
+    sink.send_if_modified(|text| {
+        // The sink holds a prefix of this attempt's content (emptied when the attempt began).
+        match content.get(text.len()..) {
+            Some(new) if !new.is_empty() && content.starts_with(text.as_str()) => {
+                text.push_str(new);
+                true
+            }
+            Some(_) => false,
+            None => {
+                text.clear();
+                text.push_str(content);
+                true
+            }
+        }
+    });
 }
 
 /// One `POST` over a fresh connection to `socket`; the error is readable text.
@@ -637,7 +802,7 @@ async fn unix_exchange(
         .map_err(|e| error_chain(&e))?;
     // Drives the connection; aborted with this guard when the exchange ends or is dropped
     // (timeout, cancellation), so no task outlives its request.
-    let _driver = AbortOnDrop(tokio::spawn(async move {
+    let driver = AbortOnDrop(tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!("model socket connection ended: {e}");
         }
@@ -656,15 +821,13 @@ async fn unix_exchange(
         .await
         .map_err(|e| error_chain(&e))?;
     let (parts, body) = response.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map_err(|e| error_chain(&e))?
-        .to_bytes();
     Ok(Answer {
         status: parts.status,
         headers: parts.headers,
-        body,
+        body: AnswerBody::Unix {
+            body,
+            _driver: driver,
+        },
     })
 }
 
@@ -916,6 +1079,8 @@ pub struct Repairs {
     pub null_content: bool,
     /// `""` instead of `null` beside tool calls (a server refused `null`).
     pub empty_content: bool,
+    /// Do not ask for an event stream (servers that cannot stream refuse `"stream": true`).
+    pub no_stream: bool,
 }
 
 impl Repairs {
@@ -926,6 +1091,7 @@ impl Repairs {
             no_stream_options: self.no_stream_options || other.no_stream_options,
             null_content: self.null_content || other.null_content,
             empty_content: self.empty_content || other.empty_content,
+            no_stream: self.no_stream || other.no_stream,
         }
     }
 }
@@ -984,6 +1150,11 @@ pub fn repair(body: &Value, detail: &str) -> Option<(Value, Repairs)> {
     }
     if body.get("stream_options").is_some() && text.contains("stream_options") {
         repairs.no_stream_options = true;
+    } else if body.get("stream") == Some(&json!(true))
+        && text.replace("upstream", "").contains("stream")
+    {
+        // The answer then comes whole: the reply is the same, only its draft is lost.
+        repairs.no_stream = true;
     }
     if text.contains("content") {
         let has = |patterns: &[&str]| patterns.iter().any(|p| text.contains(p));
@@ -1019,6 +1190,10 @@ fn repair_with(body: &mut Value, repairs: Repairs) {
         object.remove("tool_choice");
     }
     if repairs.no_stream_options {
+        object.remove("stream_options");
+    }
+    if repairs.no_stream {
+        object.insert("stream".to_owned(), Value::Bool(false));
         object.remove("stream_options");
     }
     let Some(Value::Array(messages)) = object.get_mut("messages") else {
@@ -1153,25 +1328,113 @@ struct PartialCall {
     arguments: String,
 }
 
-/// Assembles a `chat.completion.chunk` event stream into one reply: content deltas joined,
-/// tool calls merged by `index` (by `id`, or in order, when a server sends none — Ollama sends
-/// each call whole in one delta), the last finish reason and usage kept. Comment lines
-/// (`: OPENROUTER PROCESSING` keep-alives), `event:` lines and `[DONE]` are skipped; an
-/// `error` event fails the request.
-pub fn parse_stream(bytes: &[u8]) -> Result<ModelReply, Malformed> {
-    let text = String::from_utf8_lossy(bytes);
-    let mut content = String::new();
-    let mut calls: Vec<PartialCall> = Vec::new();
-    let mut finish_reason = None;
-    let mut usage = Usage::default();
-    let mut chunks = 0usize;
-    for line in text.lines() {
+/// The longest line of an event stream the parser holds while waiting for its end: far more
+/// than any real event (a delta is a few hundred bytes, a whole message in one event a few
+/// hundred KB), and a bound on what a broken server can make the runner buffer.
+const MAX_EVENT_BYTES: usize = 16 << 20;
+
+/// Assembles a `chat.completion.chunk` event stream into one reply, as its bytes arrive:
+/// content deltas joined, tool calls merged by `index` (by `id`, or in order, when a server
+/// sends none — Ollama sends each call whole in one delta), the last finish reason and usage
+/// kept. Comment lines (`: OPENROUTER PROCESSING` keep-alives), `event:` lines and `[DONE]` are
+/// skipped; an `error` event fails the request.
+///
+/// Bytes are split into lines before they are decoded, so a chunk boundary anywhere — inside
+/// an event, inside a UTF-8 character — changes nothing: a line is decoded once it is whole.
+#[derive(Default)]
+pub struct StreamParser {
+    /// The unfinished last line.
+    pending: Vec<u8>,
+    content: String,
+    calls: Vec<PartialCall>,
+    finish_reason: Option<String>,
+    usage: Usage,
+    chunks: usize,
+}
+
+impl StreamParser {
+    /// Feeds the next bytes of the body; returns whether the content grew.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<bool, Malformed> {
+        let before = self.content.len();
+        let mut rest = bytes;
+        while let Some(end) = rest.iter().position(|b| *b == b'\n') {
+            let (line, tail) = rest.split_at(end);
+            rest = &tail[1..];
+            if self.pending.is_empty() {
+                self.line(line)?;
+            } else {
+                let mut whole = std::mem::take(&mut self.pending);
+                whole.extend_from_slice(line);
+                self.line(&whole)?;
+            }
+        }
+        self.pending.extend_from_slice(rest);
+        if self.pending.len() > MAX_EVENT_BYTES {
+            return Err(Malformed(format!(
+                "a stream event is longer than {} MiB",
+                MAX_EVENT_BYTES >> 20
+            )));
+        }
+        Ok(self.content.len() > before)
+    }
+
+    /// Whether no event has been read yet.
+    pub fn is_empty(&self) -> bool {
+        self.chunks == 0
+    }
+
+    /// The content so far.
+    pub fn content(&self) -> &str {
+        &self.content
+    }
+
+    /// The reply, once the body has ended (a last line without a newline still counts).
+    pub fn finish(mut self) -> Result<ModelReply, Malformed> {
+        let last = std::mem::take(&mut self.pending);
+        self.line(&last)?;
+        if self.chunks == 0 {
+            return Err(Malformed("the event stream holds no completion".to_owned()));
+        }
+        let tool_calls = self
+            .calls
+            .into_iter()
+            .enumerate()
+            .filter(|(_, c)| !(c.name.is_empty() && c.arguments.is_empty() && c.id.is_none()))
+            .map(|(i, c)| {
+                if c.name.is_empty() {
+                    return Err(Malformed(format!("tool call {i} has no function name")));
+                }
+                Ok(ModelCall {
+                    id: c.id.unwrap_or_else(|| format!("call_{i}")),
+                    name: c.name,
+                    arguments: if c.arguments.trim().is_empty() {
+                        "{}".to_owned()
+                    } else {
+                        c.arguments
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let content = self.content;
+        Ok(ModelReply {
+            content: (!content.is_empty()).then_some(content),
+            tool_calls,
+            finish_reason: self.finish_reason,
+            usage: self.usage,
+            attempts: 1,
+        })
+    }
+
+    /// One whole line of the stream.
+    fn line(&mut self, line: &[u8]) -> Result<(), Malformed> {
+        let line = String::from_utf8_lossy(line);
+        let line = line.strip_suffix('\r').unwrap_or(&line);
         let Some(data) = line.strip_prefix("data:") else {
-            continue;
+            return Ok(());
         };
         let data = data.trim();
         if data.is_empty() || data == "[DONE]" {
-            continue;
+            return Ok(());
         }
         let chunk: Value = serde_json::from_str(data).map_err(|e| {
             Malformed(format!(
@@ -1189,11 +1452,12 @@ pub fn parse_stream(bytes: &[u8]) -> Result<ModelReply, Malformed> {
                 shorten(&message)
             )));
         }
-        chunks += 1;
+        self.chunks += 1;
         if let Some(u) = chunk.get("usage").filter(|u| u.is_object()) {
-            usage = Usage {
-                prompt_tokens: count(u.get("prompt_tokens")).or(usage.prompt_tokens),
-                completion_tokens: count(u.get("completion_tokens")).or(usage.completion_tokens),
+            self.usage = Usage {
+                prompt_tokens: count(u.get("prompt_tokens")).or(self.usage.prompt_tokens),
+                completion_tokens: count(u.get("completion_tokens"))
+                    .or(self.usage.completion_tokens),
             };
         }
         let Some(choice) = chunk
@@ -1201,21 +1465,22 @@ pub fn parse_stream(bytes: &[u8]) -> Result<ModelReply, Malformed> {
             .and_then(Value::as_array)
             .and_then(|c| c.first())
         else {
-            continue;
+            return Ok(());
         };
         if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
-            finish_reason = Some(reason.to_owned());
+            self.finish_reason = Some(reason.to_owned());
         }
         // Some servers put a whole message in the last chunk instead of a delta.
         let Some(delta) = choice.get("delta").or_else(|| choice.get("message")) else {
-            continue;
+            return Ok(());
         };
         if let Some(piece) = content_text(delta.get("content")) {
-            content.push_str(&piece);
+            self.content.push_str(&piece);
         }
         let Some(deltas) = delta.get("tool_calls").and_then(Value::as_array) else {
-            continue;
+            return Ok(());
         };
+        let calls = &mut self.calls;
         for call in deltas {
             let id = match call.get("id") {
                 Some(Value::String(id)) if !id.is_empty() => Some(id.clone()),
@@ -1254,36 +1519,15 @@ pub fn parse_stream(bytes: &[u8]) -> Result<ModelReply, Malformed> {
                 Some(other) => partial.arguments.push_str(&other.to_string()),
             }
         }
+        Ok(())
     }
-    if chunks == 0 {
-        return Err(Malformed("the event stream holds no completion".to_owned()));
-    }
-    let tool_calls = calls
-        .into_iter()
-        .enumerate()
-        .filter(|(_, c)| !(c.name.is_empty() && c.arguments.is_empty() && c.id.is_none()))
-        .map(|(i, c)| {
-            if c.name.is_empty() {
-                return Err(Malformed(format!("tool call {i} has no function name")));
-            }
-            Ok(ModelCall {
-                id: c.id.unwrap_or_else(|| format!("call_{i}")),
-                name: c.name,
-                arguments: if c.arguments.trim().is_empty() {
-                    "{}".to_owned()
-                } else {
-                    c.arguments
-                },
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(ModelReply {
-        content: (!content.is_empty()).then_some(content),
-        tool_calls,
-        finish_reason,
-        usage,
-        attempts: 1,
-    })
+}
+
+/// A whole event-stream body assembled into one reply ([`StreamParser`]).
+pub fn parse_stream(bytes: &[u8]) -> Result<ModelReply, Malformed> {
+    let mut parser = StreamParser::default();
+    parser.feed(bytes)?;
+    parser.finish()
 }
 
 /// A token counter: an integer, a float, or anything else as unknown.
@@ -1512,6 +1756,7 @@ mod tests {
             backoff: Duration::from_millis(5),
             params: Map::new(),
             tool_call_content: ToolCallContent::Empty,
+            stream: false,
         })
         .unwrap()
     }
@@ -2010,11 +2255,105 @@ mod tests {
         assert!(parse_stream(b"data: [DONE]\n").is_err());
     }
 
+    #[test]
+    fn stream_chunks_may_split_anywhere() {
+        // A content delta with a two-byte and a four-byte character, a tool call, usage.
+        let stream = concat!(
+            "data: {\"choices\":[{\"delta\":{\"content\":\"hé\"}}]}\r\n\r\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"llo 😀\"}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"déjà\"}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"c\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]},\"finish_reason\":\"tool_calls\"}]}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\n",
+            "data: [DONE]",
+        );
+        let bytes = stream.as_bytes();
+        let whole = parse_stream(bytes).unwrap();
+        assert_eq!(whole.content.as_deref(), Some("héllo 😀déjà"));
+        assert_eq!(whole.tool_calls.len(), 1);
+        assert_eq!(whole.usage.completion_tokens, Some(4));
+        // Every split point, including inside "é" and inside "😀".
+        for at in 0..=bytes.len() {
+            let mut parser = StreamParser::default();
+            parser.feed(&bytes[..at]).unwrap();
+            // Only whole lines are decoded: no replacement character ever shows.
+            assert!(!parser.content().contains('\u{FFFD}'), "split at {at}");
+            assert!(
+                "héllo 😀déjà".starts_with(parser.content()),
+                "split at {at}"
+            );
+            parser.feed(&bytes[at..]).unwrap();
+            assert_eq!(parser.finish().unwrap(), whole, "split at {at}");
+        }
+        // Byte by byte: the content grows as each event's line ends.
+        let mut parser = StreamParser::default();
+        let mut seen = Vec::new();
+        for b in bytes {
+            if parser.feed(std::slice::from_ref(b)).unwrap() {
+                seen.push(parser.content().to_owned());
+            }
+        }
+        assert_eq!(seen, ["hé", "héllo 😀", "héllo 😀déjà"]);
+        assert_eq!(parser.finish().unwrap(), whole);
+    }
+
+    #[tokio::test]
+    async fn streamed_content_reaches_the_sink_as_it_arrives() {
+        let fake = FakeModel::start().await.unwrap();
+        let mut c = client(&fake, 0);
+        c.settings.stream = true;
+        let gate = testkit::fake_model::Gate::new();
+        fake.push(Reply::held("one two three four", 4, 2, &gate));
+        let (sink, mut seen) = tokio::sync::watch::channel(String::new());
+        let call = tokio::spawn(async move {
+            c.complete_streaming(&user("hi"), &[], &CancellationToken::new(), Some(&sink))
+                .await
+        });
+        // The first half arrives while the model is still "writing" the rest.
+        // Pieces of five characters: "one t", "wo th", then the stream is held.
+        let half = seen
+            .wait_for(|text| text.len() >= "one two th".len())
+            .await
+            .unwrap()
+            .clone();
+        assert_eq!(half, "one two th");
+        gate.open();
+        let reply = call.await.unwrap().unwrap();
+        assert_eq!(reply.content.as_deref(), Some("one two three four"));
+        assert_eq!(*seen.borrow(), "one two three four");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_refuses_to_stream_is_asked_again_without() {
+        let fake = FakeModel::start().await.unwrap();
+        let mut c = client(&fake, 0);
+        c.settings.stream = true;
+        assert!(c.streams());
+        fake.push(Reply::Status(400, "stream mode is not supported".into()));
+        fake.push(Reply::text("whole"));
+        fake.push(Reply::text("again"));
+        let reply = c
+            .complete(&user("hi"), &[], &CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(reply.content.as_deref(), Some("whole"));
+        let requests = fake.requests();
+        assert_eq!(requests[0].body["stream"], true);
+        assert_eq!(requests[1].body["stream"], false);
+        assert!(requests[1].body.get("stream_options").is_none());
+        // Remembered: no more drafts, no more refusals.
+        assert!(!c.streams());
+        c.complete(&user("hi"), &[], &CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(fake.request_count(), 3);
+        assert_eq!(fake.last_request().unwrap().body["stream"], false);
+    }
+
     #[tokio::test]
     async fn streamed_steps_over_http() {
         let fake = FakeModel::start().await.unwrap();
         let mut c = client(&fake, 0);
-        c.settings.params = json!({ "stream": true }).as_object().unwrap().clone();
+        c.settings.stream = true;
         fake.push(Reply::ToolCalls(vec![ToolCall::with_id(
             "call_s",
             "f",
@@ -2036,7 +2375,7 @@ mod tests {
         assert_eq!(reply.content.as_deref(), Some("streamed answer"));
         assert!(reply.usage.prompt_tokens.is_some());
         // An event stream that was not asked for is read too.
-        c.settings.params = Map::new();
+        c.settings.stream = false;
         fake.push(Reply::Sse(vec![
             json!({ "choices": [{ "delta": { "content": "forced" } }] }),
         ]));
@@ -2113,6 +2452,7 @@ mod tests {
             backoff: Duration::from_millis(5),
             params: Map::new(),
             tool_call_content: ToolCallContent::Empty,
+            stream: false,
         })
         .unwrap()
     }
@@ -2197,6 +2537,7 @@ mod tests {
             backoff: Duration::from_millis(1),
             params: Map::new(),
             tool_call_content: ToolCallContent::Empty,
+            stream: false,
         })
         .unwrap();
         let err = c

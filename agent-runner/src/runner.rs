@@ -97,6 +97,8 @@ async fn serve(
     shutdown: &CancellationToken,
 ) -> Result<(), RunError> {
     let store = Store::open(paths.clone()).await?;
+    // A draft left by a runner that died mid-stream is stale: its turn starts over.
+    store.run(|dbs| dbs.outbound.clear_drafts()).await?;
     let activity = ActivityLog::new(store.clone());
     activity.starting(&config.model).await?;
     // Once per runner, before any work: settled rows older than the retention (batches of a
@@ -126,6 +128,7 @@ async fn serve(
         backoff: config.model_backoff,
         params: user.model_params.clone(),
         tool_call_content: user.tool_call_content,
+        stream: user.stream.unwrap_or(true),
     })?;
     for problem in &user.problems {
         tracing::warn!(problem = %problem, "container.json");

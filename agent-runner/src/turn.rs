@@ -12,7 +12,8 @@
 //!   message and all its results are appended to history in one transaction, so a
 //!   tool-call/result pair is never split and a crashed attempt can resume from there.
 //! - The end of a turn is one transaction: the reply row (if the final text is not empty), the
-//!   final assistant message, `completed` acks and the deletion of the kv `turn` record. A model
+//!   final assistant message, `completed` acks and the deletion of the kv `turn` record and of
+//!   the turn's draft (while a streamed step runs, `draft.rs` publishes its growing text). A model
 //!   failure is one transaction too: the user message (kept so nothing the user said is lost),
 //!   `failed` acks with the readable reason, the record deleted.
 //! - Reaching `CLAWBOX_MAX_STEPS` is not a failure: the work so far is kept and the turn
@@ -48,6 +49,7 @@ use crate::activity::{ActivityLog, ActivityRows};
 use crate::budget::{Budget, RATIO_KEY, Sizer, cut_message, fit_request, raw_request};
 use crate::claim::{self, Batch, TURN_KEY};
 use crate::config::Config;
+use crate::draft::{DraftKey, with_draft};
 use crate::hygiene::clean_tool_output;
 use crate::mcp::{McpManager, ToolOutput};
 use crate::model::{ModelCall, ModelClient, ModelError};
@@ -244,12 +246,27 @@ pub async fn run_turn(
         let raw = raw_request(&sizer, &request, env.mcp.tools());
         tracing::debug!(parent: &span, size, limit = budget.limit(), "request sized");
         let asked = Instant::now();
-        let reply = match env
-            .model
-            .complete(&request, env.mcp.tools(), cancel)
+        let answer = if env.model.streams() {
+            let key = DraftKey {
+                turn,
+                reply_to: origin.seq,
+                step,
+            };
+            let request = &request;
+            with_draft(env.store, key, |sink| async move {
+                env.model
+                    .complete_streaming(request, env.mcp.tools(), cancel, Some(&sink))
+                    .await
+            })
             .instrument(span.clone())
             .await
-        {
+        } else {
+            env.model
+                .complete(&request, env.mcp.tools(), cancel)
+                .instrument(span.clone())
+                .await
+        };
+        let reply = match answer {
             Ok(reply) => reply,
             Err(ModelError::Cancelled) => return Err(TurnError::Cancelled),
             // Runners reach the model only through the host's proxy, which lives in the host:
@@ -859,6 +876,7 @@ async fn finish(
                 )?;
             }
             tx.delete_kv(TURN_KEY)?;
+            tx.delete_draft(turn)?;
             tx.set_runner_state(&rows.idle())?;
             tx.commit()?;
             Ok(reply_seq)
@@ -900,6 +918,7 @@ async fn fail(
                 )?;
             }
             tx.delete_kv(TURN_KEY)?;
+            tx.delete_draft(turn)?;
             tx.set_runner_state(&rows.idle())?;
             tx.commit()
         })
@@ -1032,6 +1051,7 @@ mod tests {
             backoff: Duration::from_millis(1),
             params: Map::new(),
             tool_call_content: crate::model::ToolCallContent::Empty,
+            stream: false,
         })
         .unwrap();
         let tools = [ToolSpec {

@@ -4,7 +4,10 @@
 //! asserts nothing (the machine is shared and noisy). The long-conversation figures (request
 //! size, turn latency, runner RSS and `outbound.db` size at turns 10, 100, 1000 and 3000 of one
 //! conversation under a 16k-token budget; `BENCH_LONG_TURNS` overrides the length, 0 skips it)
-//! show that compaction keeps them flat.
+//! show that compaction keeps them flat. The streaming figures (`BENCH_STREAM=0` skips them):
+//! time to the first visible text of a reply that a model writes at 20 tokens a second, on the
+//! terminal and on Telegram (a fake Bot API), against the time to the whole reply;
+//! `BENCH_ONLY=stream` runs only those.
 //!
 //! Usage: `bench [path/to/clawbox]` (default `target/release/clawbox`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -236,6 +239,10 @@ async fn main() {
         .map_or_else(|| PathBuf::from("target/release/clawbox"), PathBuf::from);
     let bin =
         std::fs::canonicalize(&bin).expect("clawbox binary (build with `make build-release`)");
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("stream") {
+        streaming_figures(&bin).await;
+        return;
+    }
     let model = FakeModel::start().await.unwrap();
     println!(
         "clawbox bench — process runtime, fake model answering instantly, binary {}",
@@ -398,6 +405,9 @@ async fn main() {
         long_conversation(&bin, long_turns).await;
     }
     host_start_figures(&bin, &model).await;
+    if std::env::var("BENCH_STREAM").as_deref() != Ok("0") {
+        streaming_figures(&bin).await;
+    }
 
     if std::env::var("BENCH_DOCKER").as_deref() != Ok("0") {
         docker_figures(&bin, &model, percentile(&samples, 0.5)).await;
@@ -656,4 +666,143 @@ async fn docker_figures(bin: &Path, model: &FakeModel, process_warm_p50: Duratio
     let docker = host::runtime::docker::connect_engine(None).await.unwrap();
     let image = docker.inspect_image(BENCH_IMAGE).await.unwrap();
     println!("image size: {:.1} MB", image.size.unwrap_or(0) as f64 / 1e6);
+}
+
+/// Deltas of the streamed reply, and the pace: 20 tokens a second, one token per delta.
+const STREAM_TOKENS: usize = 60;
+const STREAM_EVERY: Duration = Duration::from_millis(50);
+const STREAM_RUNS: usize = 5;
+
+/// A reply of [`STREAM_TOKENS`] deltas at 20 a second.
+fn streamed_reply() -> testkit::Reply {
+    let text: String = (0..STREAM_TOKENS).map(|i| format!("w{i:02} ")).collect();
+    testkit::Reply::Streamed {
+        text: text.trim_end().to_owned(),
+        pieces: STREAM_TOKENS,
+        every: STREAM_EVERY,
+        hold: None,
+    }
+}
+
+/// Time to the first visible text of a streamed reply (and to the whole reply), terminal and
+/// Telegram.
+async fn streaming_figures(bin: &Path) {
+    let model = FakeModel::start().await.unwrap();
+    println!(
+        "
+streamed reply ({STREAM_TOKENS} tokens at 20 tokens/s, {} ms of writing), {STREAM_RUNS} runs:",
+        STREAM_EVERY.as_millis() * (STREAM_TOKENS as u128 - 1)
+    );
+
+    let mut fixture = new_fixture(bin, &model);
+    fixture.set("RUST_LOG", "warn");
+    fixture.start().await.unwrap();
+    let mut client = Client::attach(&fixture.socket_path()).await;
+    client.round_trip("warm up").await;
+    let (mut first, mut whole) = (Vec::new(), Vec::new());
+    for i in 0..STREAM_RUNS {
+        model.push(streamed_reply());
+        let start = Instant::now();
+        client
+            .request(&Request::Send {
+                text: format!("stream {i}"),
+            })
+            .await;
+        client
+            .until(|e| {
+                matches!(
+                    e,
+                    Event::Chat(ChatEvent::Draft { .. } | ChatEvent::Reply { .. })
+                )
+            })
+            .await;
+        first.push(start.elapsed());
+        client
+            .until(|e| matches!(e, Event::Chat(ChatEvent::Reply { .. })))
+            .await;
+        whole.push(start.elapsed());
+        client
+            .until(|e| matches!(e, Event::Chat(ChatEvent::Done { .. })))
+            .await;
+    }
+    drop(client);
+    fixture.stop().await.unwrap();
+    first.sort();
+    whole.sort();
+    println!(
+        "  terminal: first text p50 {} (max {}), whole reply p50 {}",
+        ms(percentile(&first, 0.5)),
+        ms(*first.last().unwrap()),
+        ms(percentile(&whole, 0.5))
+    );
+
+    // Telegram: a bot on the fake Bot API, an agent wired to one group.
+    const TOKEN: &str = "123456:bench-token";
+    let tg = testkit::FakeTelegram::start(TOKEN).await.unwrap();
+    let mut fixture = new_fixture(bin, &model);
+    fixture
+        .set("RUST_LOG", "warn")
+        .set("TELEGRAM_BOT_TOKEN", TOKEN)
+        .set("TELEGRAM_API_URL", tg.api_url())
+        .set("TELEGRAM_POLL_TIMEOUT_S", "1");
+    let create_agent = bin.with_file_name("create-agent");
+    let out = fixture
+        .command_of(
+            &create_agent,
+            &[
+                "--agent-id",
+                "andy",
+                "--agent-name",
+                "Andy",
+                "--telegram-chat-id",
+                "-1900",
+                "--owner-user-id",
+                "telegram:100",
+                "--engage-mode",
+                "pattern",
+                "--engage-pattern",
+                ".",
+            ],
+        )
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "create-agent: {out:?}");
+    fixture.start().await.unwrap();
+    let chat = testkit::fake_telegram::TgChat::group(-1900, "Bench");
+    let user = testkit::fake_telegram::TgUser::new(100, "Olga", None);
+    let (mut first, mut whole) = (Vec::new(), Vec::new());
+    for i in 0..=STREAM_RUNS {
+        model.push(streamed_reply());
+        let before = tg.bot_messages(-1900).len();
+        let start = Instant::now();
+        tg.say(&chat, &user, &format!("stream {i}"));
+        tg.wait_until(Duration::from_secs(60), "the first text", |f| {
+            f.bot_messages(-1900).len() > before
+        })
+        .await
+        .unwrap();
+        let shown = start.elapsed();
+        tg.wait_until(Duration::from_secs(60), "the whole reply", |f| {
+            f.bot_messages(-1900)
+                .last()
+                .is_some_and(|m| m.parse_mode.as_deref() == Some("HTML"))
+        })
+        .await
+        .unwrap();
+        // The first run starts the session's runner: not a streaming figure.
+        if i > 0 {
+            first.push(shown);
+            whole.push(start.elapsed());
+        }
+    }
+    fixture.stop().await.unwrap();
+    first.sort();
+    whole.sort();
+    println!(
+        "  Telegram: first text p50 {} (max {}), whole reply p50 {}",
+        ms(percentile(&first, 0.5)),
+        ms(*first.last().unwrap()),
+        ms(percentile(&whole, 0.5))
+    );
 }

@@ -3,7 +3,8 @@
 //! A session is a directory with two SQLite files (see [`layout`]): `inbound/inbound.db`, written
 //! only by the host, and `outbound/outbound.db`, written only by the container (agent-runner and
 //! mcp-tools). This crate owns their schemas and migrations, seq allocation (even inbound, odd
-//! outbound), acks, the host's delivery-state table, the two event logs, the heartbeat file,
+//! outbound), acks, the host's delivery-state table, the two event logs, the drafts of turns
+//! in progress ([`drafts`]), the heartbeat file,
 //! and requests from the container to the host with their answers ([`request`], with the task
 //! operations in [`tasks`]). It has no async runtime and no network: every call is a short
 //! blocking SQLite transaction (or, for [`request::wait_for_response`], a blocking wait), and callers in async
@@ -11,6 +12,7 @@
 
 pub mod archive;
 pub mod check;
+pub mod drafts;
 pub mod env;
 pub mod events;
 pub mod heartbeat;
@@ -27,6 +29,7 @@ mod sql;
 pub mod tasks;
 pub mod types;
 
+pub use drafts::Draft;
 pub use events::{HostEvent, RunnerEvent, Stored};
 pub use inbound::{InboundDb, InboundReader};
 pub use layout::SessionPaths;

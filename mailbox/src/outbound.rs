@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 use serde_json::Value;
 
+use crate::drafts::{self, Draft};
 use crate::events::{self, RunnerEvent, Stored};
 use crate::layout::SessionPaths;
 use crate::seq::{MAX_SEQ, MAX_SEQ_FILTER, Parity, in_range, next_seq};
@@ -176,6 +177,22 @@ impl OutboundDb {
     pub fn events_after(&self, cursor: i64, limit: u32) -> Result<Vec<Stored<RunnerEvent>>> {
         events::after(&self.conn, cursor, limit)
     }
+
+    /// Writes the draft of a turn in progress (its text capped to
+    /// [`drafts::MAX_DRAFT_BYTES`]) in a commit of its own.
+    pub fn set_draft(&mut self, draft: &Draft) -> Result<()> {
+        drafts::upsert(&self.conn, draft)
+    }
+
+    /// Deletes every draft (a runner starting: whatever an earlier one was writing is stale).
+    pub fn clear_drafts(&mut self) -> Result<()> {
+        drafts::delete_all(&self.conn)
+    }
+
+    /// The newest draft, as the host reads it.
+    pub fn draft(&self) -> Result<Option<Draft>> {
+        drafts::latest(&self.conn)
+    }
 }
 
 /// A write transaction on `outbound.db`. Dropping it without [`commit`](Self::commit) rolls
@@ -330,6 +347,11 @@ impl OutboundTx<'_> {
     /// though both commit together).
     pub fn record_events(&mut self, events: &[(DateTime<Utc>, RunnerEvent)]) -> Result<()> {
         events::append(&self.tx, events.iter().map(|(at, e)| (*at, e)))
+    }
+
+    /// Deletes the draft of `turn`, as part of the verdict that replaces it with the reply.
+    pub fn delete_draft(&mut self, turn: i64) -> Result<()> {
+        drafts::delete(&self.tx, turn)
     }
 
     /// Drops all but the newest [`events::KEEP_EVENTS`] events (once per runner start).
@@ -516,6 +538,12 @@ impl OutboundReader {
             return Ok(Vec::new());
         }
         events::after(&self.conn, cursor, limit)
+    }
+
+    /// The draft of the turn in progress, read bounded ([`crate::drafts`]); `None` when there
+    /// is none or it cannot be used.
+    pub fn draft(&self) -> Result<Option<Draft>> {
+        drafts::latest(&self.conn)
     }
 
     /// The newest `failed` ack, if any (the runner's last verdict that was a failure).

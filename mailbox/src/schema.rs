@@ -128,6 +128,14 @@ pub(crate) const OUTBOUND: &[&str] = &[
     );",
     // 3: the detail of a verdict (JSON), e.g. what a scheduled task's script decided.
     "ALTER TABLE acks ADD COLUMN detail TEXT;",
+    // 4: the growing text of the turn in progress (drafts.rs), one row per turn.
+    "CREATE TABLE drafts (
+        turn       INTEGER PRIMARY KEY,
+        reply_to   INTEGER NOT NULL,
+        step       INTEGER NOT NULL,
+        text       TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );",
 ];
 
 /// Brings `conn` up to the last of `migrations`.

@@ -95,6 +95,31 @@ pub enum Reply {
     Echo,
     /// HTTP 400 as OpenAI refuses a request longer than the model's context.
     ContextExceeded { limit: u64, requested: u64 },
+    /// Text written at a model's pace: streamed in `pieces` content deltas, `every` apart (a
+    /// request that did not ask to stream gets the whole text after the same time). With
+    /// `hold`, the stream stops after that many pieces until the [`Gate`] opens, so a test
+    /// can look at what a client shows mid-stream without racing the stream.
+    Streamed {
+        text: String,
+        pieces: usize,
+        every: Duration,
+        hold: Option<(usize, Gate)>,
+    },
+}
+
+/// Holds a [`Reply::Streamed`] mid-stream until [`Gate::open`].
+#[derive(Debug, Clone, Default)]
+pub struct Gate(CancellationToken);
+
+impl Gate {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Lets every stream held by this gate go on.
+    pub fn open(&self) {
+        self.0.cancel();
+    }
 }
 
 impl Reply {
@@ -105,6 +130,28 @@ impl Reply {
     /// A reply with a single tool call.
     pub fn tool_call(name: impl Into<String>, arguments: Value) -> Self {
         Self::ToolCalls(vec![ToolCall::new(name, arguments)])
+    }
+
+    /// `text` in `pieces` streamed deltas spread over `total`.
+    pub fn slow(text: impl Into<String>, pieces: usize, total: Duration) -> Self {
+        let pieces = pieces.max(1);
+        Self::Streamed {
+            text: text.into(),
+            pieces,
+            every: total / u32::try_from(pieces).unwrap_or(u32::MAX),
+            hold: None,
+        }
+    }
+
+    /// `text` in `pieces` streamed deltas, the stream held after the first `before` of them
+    /// until `gate` opens.
+    pub fn held(text: impl Into<String>, pieces: usize, before: usize, gate: &Gate) -> Self {
+        Self::Streamed {
+            text: text.into(),
+            pieces: pieces.max(1),
+            every: Duration::ZERO,
+            hold: Some((before, gate.clone())),
+        }
     }
 
     /// This reply, after `delay`.
@@ -432,6 +479,71 @@ impl Ask {
         sse(chunks)
     }
 
+    /// A streamed text whose deltas come `every` apart, held after `hold.0` of them until the
+    /// gate opens. The body ends early (an aborted stream) if the server shuts down.
+    fn slow_text(
+        &self,
+        text: &str,
+        parts: usize,
+        every: Duration,
+        hold: Option<(usize, Gate)>,
+        shutdown: CancellationToken,
+    ) -> Response {
+        let tokens = approx_tokens(text.len());
+        let opening = self.chunk(json!({ "role": "assistant", "content": "" }), None);
+        let deltas: Vec<Value> = pieces(text, parts)
+            .into_iter()
+            .map(|piece| self.chunk(json!({ "content": piece }), None))
+            .collect();
+        let closing = self.finish_chunks("stop", tokens);
+        let (tx, rx) = tokio::sync::mpsc::channel::<String>(/*buffer*/ 4);
+        tokio::spawn(async move {
+            let frame = |event: &Value| format!("data: {event}\n\n");
+            if tx.send(frame(&opening)).await.is_err() {
+                return;
+            }
+            for (i, delta) in deltas.iter().enumerate() {
+                if let Some((before, gate)) = &hold
+                    && i == *before
+                {
+                    tokio::select! {
+                        () = gate.0.cancelled() => {}
+                        () = shutdown.cancelled() => return,
+                    }
+                }
+                if i > 0 && !every.is_zero() {
+                    tokio::select! {
+                        () = tokio::time::sleep(every) => {}
+                        () = shutdown.cancelled() => return,
+                    }
+                }
+                if tx.send(frame(delta)).await.is_err() {
+                    return;
+                }
+            }
+            for event in &closing {
+                if tx.send(frame(event)).await.is_err() {
+                    return;
+                }
+            }
+            // The receiver may be gone (client hung up); nothing more to send either way.
+            let _ = tx.send("data: [DONE]\n\n".to_owned()).await;
+        });
+        let frames = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv()
+                .await
+                .map(|frame| (Ok::<_, Infallible>(frame), rx))
+        });
+        (
+            [
+                (header::CONTENT_TYPE, "text/event-stream"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            Body::from_stream(frames),
+        )
+            .into_response()
+    }
+
     fn tool_calls(&self, calls: &[ToolCall]) -> Response {
         let tokens = calls
             .iter()
@@ -626,6 +738,25 @@ async fn respond(mut reply: Reply, ask: &Ask, shutdown: &CancellationToken) -> R
             Reply::Hang => {
                 shutdown.cancelled().await;
                 return shutting_down();
+            }
+            Reply::Streamed {
+                text,
+                pieces: parts,
+                every,
+                hold,
+            } => {
+                if !ask.stream {
+                    let parts = u32::try_from(parts).unwrap_or(u32::MAX);
+                    tokio::select! {
+                        () = tokio::time::sleep(every * parts) => {}
+                        () = shutdown.cancelled() => return shutting_down(),
+                    }
+                    if let Some((_, gate)) = hold {
+                        gate.0.cancelled().await;
+                    }
+                    return ask.text(&text);
+                }
+                return ask.slow_text(&text, parts, every, hold, shutdown.clone());
             }
             Reply::ContextExceeded { limit, requested } => {
                 let body = json!({ "error": {

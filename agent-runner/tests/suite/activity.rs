@@ -175,6 +175,9 @@ async fn a_plain_turn_commits_twice_and_every_verdict_leaves_the_row_idle() {
     let fake = FakeModel::start().await.unwrap();
     let mut session = Session::new();
     session.set_env("CLAWBOX_IDLE_TIMEOUT_MS", "60000");
+    // A streamed step adds the commits of its drafts (drafts.rs tests those): counted here is
+    // the message path itself.
+    session.container_json(&json!({ "stream": false }));
     let mut child = session.start(&fake);
     // Starting and the first Idle are once per runner, not per message.
     wait_activity(&session, Activity::Idle).await;

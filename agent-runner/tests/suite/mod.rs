@@ -2,6 +2,7 @@
 
 mod activity;
 mod context;
+mod drafts;
 mod events;
 mod harness;
 mod lifecycle;

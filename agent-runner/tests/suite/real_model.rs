@@ -86,6 +86,7 @@ fn client(server: &LlamaServer, params: Value) -> ModelClient {
         timeout: REQUEST_LIMIT,
         retries: 0,
         backoff: Duration::from_millis(10),
+        stream: params.get("stream") == Some(&Value::Bool(true)),
         params: params.as_object().cloned().unwrap_or_else(Map::new),
         tool_call_content: agent_runner::model::ToolCallContent::Empty,
     })

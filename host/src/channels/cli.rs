@@ -3,16 +3,17 @@
 //! unavailable and replies wait in the mailbox until one attaches — nothing is lost because the
 //! user closed the terminal.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use mailbox::{InboundStatus, OutboundMessage};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::session::outbox::{Attachment, AttachmentError};
-use crate::session::outlet::{Content, DeliveryError, Outcome};
+use crate::session::outlet::{Content, DeliveryError, Drafting, Outcome};
 
 /// A file the agent sent, saved where the terminal's user can open it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +39,16 @@ pub enum ChatEvent {
         edit_of: Option<i64>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         files: Vec<SavedFile>,
+    },
+    /// The reply to `reply_to` as written so far (a streamed model step); the `Reply` that
+    /// answers `reply_to` replaces it. A new `step` starts a new text.
+    Draft {
+        session_id: String,
+        #[serde(default)]
+        agent: String,
+        reply_to: i64,
+        step: u32,
+        text: String,
     },
     Reaction {
         session_id: String,
@@ -77,6 +88,9 @@ pub enum ChatEvent {
 #[derive(Clone)]
 pub struct CliChannel {
     events: broadcast::Sender<ChatEvent>,
+    /// The draft last sent per session, so each pass sends only a change. std Mutex: never
+    /// held across an await.
+    drafts: Arc<Mutex<HashMap<String, Drafting>>>,
     attached: Arc<AtomicUsize>,
     /// `DATA_DIR/files`: attachments are written to `<session>/<seq>/<name>` below it.
     files_dir: PathBuf,
@@ -98,6 +112,7 @@ impl CliChannel {
     pub fn new(files_dir: PathBuf) -> Self {
         CliChannel {
             events: broadcast::channel(/*capacity*/ 1024).0,
+            drafts: Arc::default(),
             attached: Arc::default(),
             files_dir,
         }
@@ -226,6 +241,27 @@ impl CliChannel {
         self.send(ChatEvent::Notice {
             text: text.to_owned(),
         })
+    }
+
+    /// Sends a draft that differs from the last one sent for the session; `None` forgets it.
+    pub(super) fn draft(&self, session_id: &str, agent_name: &str, draft: Option<&Drafting>) {
+        let mut drafts = self.drafts.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(draft) = draft else {
+            drafts.remove(session_id);
+            return;
+        };
+        if drafts.get(session_id) == Some(draft) || !self.is_attached() {
+            return;
+        }
+        drafts.insert(session_id.to_owned(), draft.clone());
+        // Terminals that are gone do not need it; one attaching later gets the reply.
+        let _ = self.events.send(ChatEvent::Draft {
+            session_id: session_id.to_owned(),
+            agent: agent_name.to_owned(),
+            reply_to: draft.reply_to,
+            step: draft.step,
+            text: draft.text.clone(),
+        });
     }
 
     pub(super) fn done(&self, o: Outcome<'_>) {

@@ -15,7 +15,7 @@ use futures::future::BoxFuture;
 use mailbox::{OutboundMessage, Route};
 
 use crate::session::outbox::Attachment;
-use crate::session::outlet::{Content, DeliveryError, Outcome, Outlet, PlatformRefs};
+use crate::session::outlet::{Content, DeliveryError, Drafting, Outcome, Outlet, PlatformRefs};
 use crate::session::questions::Question;
 use cli::CliChannel;
 use telegram::TelegramChannel;
@@ -141,6 +141,23 @@ impl Outlet for Channels {
         if route.channel_type == "cli" {
             self.cli.done(outcome);
         }
+    }
+
+    fn draft<'a>(
+        &'a self,
+        session_id: &'a str,
+        agent_name: &'a str,
+        route: &'a Route,
+        draft: Option<&'a Drafting>,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            match (route.channel_type.as_str(), &self.telegram) {
+                ("cli", _) => self.cli.draft(session_id, agent_name, draft),
+                ("telegram", Some(tg)) => tg.draft(session_id, route, draft).await,
+                // The dashboard's chat page shows replies from the mailbox when they are done.
+                _ => {}
+            }
+        })
     }
 }
 

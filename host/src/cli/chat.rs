@@ -37,6 +37,7 @@ use crate::HostError;
 use crate::admin::protocol::{Event, Request};
 use crate::app::{self, RunningHost};
 use crate::channels::cli::ChatEvent;
+use crate::cli::draft::{Drafts, Emit};
 use crate::config::Config;
 
 /// `println!` that ends the program quietly when stdout's reader has gone away
@@ -354,6 +355,28 @@ impl Out {
         }
     }
 
+    /// Part of a reply being written (`draft.rs` decides what).
+    fn emit(&mut self, pieces: Vec<Emit>) {
+        for piece in pieces {
+            match (&mut *self, piece) {
+                (Out::Plain, Emit::Text(text)) => {
+                    // Agents' text must not drive the terminal (escape sequences, bidi overrides).
+                    let text = crate::cli::render::terminal_safe(&text);
+                    let mut out = std::io::stdout().lock();
+                    if let Err(e) = write!(out, "{text}").and_then(|()| out.flush())
+                        && e.kind() == std::io::ErrorKind::BrokenPipe
+                    {
+                        std::process::exit(0);
+                    }
+                }
+                (Out::Plain, Emit::Line(line)) => say!("{line}"),
+                (Out::Editor(p), Emit::Text(text) | Emit::Line(text)) => {
+                    print_above(p.as_mut(), &text);
+                }
+            }
+        }
+    }
+
     /// Everything else (notices, errors, the status line): stderr when plain.
     fn note(&mut self, text: &str) {
         match self {
@@ -388,6 +411,8 @@ struct Session {
     /// Agents' questions waiting for an answer, oldest first; typed numbers answer the first.
     questions: VecDeque<OpenQuestion>,
     failed: bool,
+    /// The reply being written, as far as it is shown.
+    drafts: Drafts,
 }
 
 /// A question shown on this terminal.
@@ -417,7 +442,9 @@ impl OpenQuestion {
 
 impl Session {
     fn new(agent: String, interactive: bool, out: Out) -> Self {
+        let lines = matches!(out, Out::Editor(_)).then(terminal_width);
         Session {
+            drafts: Drafts::new(lines),
             agent,
             interactive,
             out,
@@ -529,6 +556,14 @@ impl Session {
     }
 
     fn on_event(&mut self, event: Event) {
+        if matches!(
+            event,
+            Event::Answered { .. } | Event::Chat(ChatEvent::Question { .. })
+        ) {
+            // Printed on stdout too: a draft's open line ends first.
+            let pieces = self.drafts.interrupt();
+            self.out.emit(pieces);
+        }
         match event {
             Event::Accepted { session_id, seq } => {
                 let key = (session_id, seq);
@@ -561,8 +596,21 @@ impl Session {
                 self.failed = true;
                 self.out.note(&format!("⚠ {reason}"));
             }
-            Event::Chat(ChatEvent::Reply {
+            Event::Chat(ChatEvent::Draft {
+                session_id,
                 agent,
+                reply_to,
+                step,
+                text,
+            }) => {
+                let label = reply_label(&self.agent, &agent, self.interactive);
+                let pieces = self.drafts.draft(&session_id, reply_to, step, &text, label);
+                self.out.emit(pieces);
+            }
+            Event::Chat(ChatEvent::Reply {
+                session_id,
+                agent,
+                in_reply_to,
                 text,
                 edit_of,
                 files,
@@ -571,7 +619,21 @@ impl Session {
                 let edit = edit_of
                     .map(|n| format!("(edit of #{n}) "))
                     .unwrap_or_default();
-                if !text.is_empty() || files.is_empty() {
+                let label = reply_label(&self.agent, &agent, self.interactive);
+                let mut before = Vec::new();
+                let completed = match edit_of {
+                    None => self
+                        .drafts
+                        .reply(&session_id, in_reply_to, &text, label, &mut before),
+                    Some(_) => {
+                        before.extend(self.drafts.interrupt());
+                        None
+                    }
+                };
+                self.out.emit(before);
+                if let Some(rest) = completed {
+                    self.out.emit(rest);
+                } else if !text.is_empty() || files.is_empty() {
                     let line = match reply_label(&self.agent, &agent, self.interactive) {
                         Some(label) => format!("{label} › {edit}{text}"),
                         None => format!("{edit}{text}"),
@@ -589,6 +651,8 @@ impl Session {
                 emoji,
                 ..
             }) => {
+                let pieces = self.drafts.interrupt();
+                self.out.emit(pieces);
                 let who = if agent.is_empty() {
                     self.agent.clone()
                 } else {
@@ -603,6 +667,8 @@ impl Session {
                 status,
                 ..
             }) => {
+                let pieces = self.drafts.done(&session_id, seq);
+                self.out.emit(pieces);
                 let key = (session_id, seq);
                 if self.outstanding.remove(&key) {
                     self.verdict(status);
@@ -683,6 +749,17 @@ impl Session {
             InboundStatus::Completed | InboundStatus::Pending => {}
         }
     }
+}
+
+/// The terminal's width in columns (80 when it cannot be told).
+fn terminal_width() -> usize {
+    // SAFETY: TIOCGWINSZ writes a winsize into the zeroed value we own.
+    let cols = unsafe {
+        let mut size: libc::winsize = std::mem::zeroed();
+        (libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) == 0).then_some(size.ws_col)
+    };
+    // One column spare: a line that fills the width exactly wraps on some terminals.
+    cols.filter(|c| *c > 0).map_or(80, |c| usize::from(c) - 1)
 }
 
 /// The name a reply is shown under: always in a conversation at a terminal; in a scripted

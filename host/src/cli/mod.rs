@@ -1,4 +1,4 @@
-//! The clients: `clawbox chat` (`chat.rs`), the operator commands (`ops.rs`, printed by
+//! The clients: `clawbox chat` (`chat.rs`, with `draft.rs` for replies shown while written), the operator commands (`ops.rs`, printed by
 //! `render.rs`), `clawbox tasks` (`tasks.rs`) and `create-agent` (`provision.rs`). They talk to a
 //! running host through the admin protocol (`admin::protocol`) and, when none runs, read the
 //! files themselves through `report` (or start a host in-process, for `chat`).
@@ -6,6 +6,7 @@
 //! The top layer: nothing in the library imports from here.
 
 pub mod chat;
+pub mod draft;
 pub mod logfile;
 pub mod ops;
 pub mod provision;

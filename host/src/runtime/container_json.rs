@@ -47,6 +47,7 @@ pub const RUNNER_KEYS: &[&str] = &[
     "model_params",
     "tools",
     "tool_call_content",
+    "stream",
 ];
 /// Keys of clawside's container.json that clawbox does not use (a copied file still loads).
 pub const CLAWSIDE_KEYS: &[&str] = &[
@@ -489,7 +490,7 @@ mod tests {
             r#"{"mcp_servers": [], "model": "x", "packages": []}"#,
             // The runner's settings (agent-runner/src/container_config.rs).
             r#"{"context_tokens": 8000, "model_params": {"temperature": 0.2},
-                "tools": {"tasks": false}, "tool_call_content": "null"}"#,
+                "tools": {"tasks": false}, "tool_call_content": "null", "stream": false}"#,
         ] {
             assert_eq!(
                 f.parse(text).unwrap(),

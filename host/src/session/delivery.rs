@@ -19,7 +19,9 @@ use serde_json::json;
 
 use crate::db::Db;
 use crate::session::outbox::{Attachment, AttachmentError, open_attachments};
-use crate::session::outlet::{DeliveryError, Outcome, Outlet, PlatformRefs, attachment_names};
+use crate::session::outlet::{
+    DeliveryError, Drafting, Outcome, Outlet, PlatformRefs, attachment_names,
+};
 use crate::session::questions::{Asked, Asking, QuestionSignal};
 use crate::session::requests::{Answer, Asker, Requests};
 
@@ -160,6 +162,9 @@ struct Plan {
     requested_by: Option<String>,
     /// Whether some row waits for its channel to become available.
     waiting: bool,
+    /// The draft of the turn in progress, read before the rows (see `pump_page`); `None`
+    /// inside `Some` when there is none. `None`: the runner's file is not there yet.
+    draft: Option<Option<Drafting>>,
 }
 
 /// The message an edit replaces or a reaction is for.
@@ -262,6 +267,10 @@ impl Delivery<'_> {
                 return Ok(Plan::default());
             };
             let acks = out.acks_after(cursor)?;
+            // The draft before the rows: the verdict deletes a draft in the transaction that
+            // writes its reply, so a draft read here is either still current or its reply is
+            // among the rows read next (and then the reply, delivered first, supersedes it).
+            let draft = out.draft()?;
             // Each row is measured before it is loaded and decoded on its own: a bad one fails
             // alone and the rows after it flow (DESIGN §4, invariant 9).
             let page = out.page_after(out_cursors)?;
@@ -288,10 +297,28 @@ impl Delivery<'_> {
                 }
             }
             open.sort_by_key(|m| m.seq);
+            let draft = match draft {
+                Some(d) => {
+                    let quote = mb.inbound.get(d.reply_to)?.and_then(|m| {
+                        m.content
+                            .get("platform_message_id")
+                            .and_then(serde_json::Value::as_str)
+                            .map(str::to_owned)
+                    });
+                    Some(Drafting {
+                        reply_to: d.reply_to,
+                        reply_to_platform: quote,
+                        step: d.step,
+                        text: d.text,
+                    })
+                }
+                None => None,
+            };
             let mut plan = Plan {
                 acks,
                 bad,
                 more,
+                draft: Some(draft),
                 ..Plan::default()
             };
             let mut start = Vec::new();
@@ -341,6 +368,8 @@ impl Delivery<'_> {
             self.fail(msg, error, true).await?;
         }
         let mut delivered = Vec::new();
+        // The `in_reply_to` of each row delivered in this pass.
+        let mut delivered_replies = Vec::new();
         for (msg, attempt, mut refs) in plan.started {
             if attempt > 1 {
                 // An earlier attempt was started and not recorded as done: it failed, or the host
@@ -372,7 +401,10 @@ impl Delivery<'_> {
                 .deliver(self.session_id, self.agent_name, &msg, &attachments, &refs)
                 .await
             {
-                Ok(platform_id) => delivered.push((msg.seq, platform_id)),
+                Ok(platform_id) => {
+                    delivered_replies.push(msg.in_reply_to);
+                    delivered.push((msg.seq, platform_id));
+                }
                 Err(DeliveryError::Unavailable) => {
                     // Raced with a terminal detaching; sent again when one attaches.
                     waiting = true;
@@ -385,6 +417,20 @@ impl Delivery<'_> {
                 }
                 Err(DeliveryError::Permanent(e)) => self.fail(msg, e, true).await?,
             }
+        }
+
+        // After the rows: a reply delivered in this pass has taken its draft's place.
+        if let Some(draft) = plan.draft {
+            let answered = |d: &Drafting| delivered_replies.contains(&Some(d.reply_to));
+            let draft = draft.filter(|d| !answered(d));
+            self.outlet
+                .draft(
+                    self.session_id,
+                    self.agent_name,
+                    &self.acl.origin,
+                    draft.as_ref(),
+                )
+                .await;
         }
 
         let acks = plan.acks;

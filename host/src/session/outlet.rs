@@ -1,7 +1,7 @@
 //! The port through which the message path shows things in chats: [`Outlet`], implemented by
 //! the channel adapters' registry (`crate::channels::Channels`), which sits above this layer.
 //! The supervisor, delivery and questions hand it outbound rows, notices, questions, verdicts and
-//! "the agent is working"; what an outbound row asks a channel to show ([`Content`]) is decoded
+//! "the agent is working", and drafts of replies being written; what an outbound row asks a channel to show ([`Content`]) is decoded
 //! here once for every adapter.
 
 use futures::future::BoxFuture;
@@ -42,6 +42,33 @@ pub trait Outlet: Send + Sync {
     ) -> BoxFuture<'a, Result<(), DeliveryError>>;
     /// Tells channels that show progress that an inbound message reached a final state.
     fn outcome(&self, route: &Route, outcome: Outcome<'_>);
+    /// Shows the draft of the reply the agent `agent_name` is writing in the session's own
+    /// chat `route`, or (`None`) that there is no draft now: its reply was delivered, or the
+    /// turn ended without one. Called on every pass of delivery; a channel shows what changed.
+    /// Best effort: a draft that cannot be shown is skipped (the reply is what counts).
+    /// Channels that do not show drafts keep this default.
+    fn draft<'a>(
+        &'a self,
+        session_id: &'a str,
+        agent_name: &'a str,
+        route: &'a Route,
+        draft: Option<&'a Drafting>,
+    ) -> BoxFuture<'a, ()> {
+        let _ = (session_id, agent_name, route, draft);
+        Box::pin(async {})
+    }
+}
+
+/// A reply being written, as delivery hands it to the channels (from `mailbox::Draft`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Drafting {
+    /// The inbound message the reply will answer (the reply row's `in_reply_to`).
+    pub reply_to: i64,
+    /// The platform's id of that message, for channels that quote it.
+    pub reply_to_platform: Option<String>,
+    /// The model step writing it: a new step starts a new text.
+    pub step: u32,
+    pub text: String,
 }
 
 /// Why a send did not happen.

@@ -245,3 +245,46 @@ async fn context_tokens_reaches_the_runner_and_long_chats_are_compacted() {
     assert!(summaries >= 1, "no compaction under an 8000-token budget");
     fixture.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn piped_chat_prints_a_reply_while_it_is_written_and_once() {
+    use std::process::Stdio;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (model, fixture) = setup().await;
+    let gate = testkit::fake_model::Gate::new();
+    let answer = "Half of it now, the other half later.";
+    model.push(Reply::held(
+        answer, /*pieces*/ 2, /*before*/ 1, &gate,
+    ));
+    let mut child = fixture
+        .command(&["chat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"go\n").await.unwrap();
+    drop(stdin);
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let half = &answer[..answer.len().div_ceil(2)];
+    // The first half is printed (without a newline yet) while the model is held.
+    while !String::from_utf8_lossy(&seen).contains(half) {
+        let mut buf = [0u8; 256];
+        let n = tokio::time::timeout(WAIT, stdout.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no draft on stdout: {seen:?}\n{}", fixture.logs()))
+            .unwrap();
+        assert!(n > 0, "stdout ended early: {seen:?}\n{}", fixture.logs());
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(String::from_utf8_lossy(&seen), half);
+    gate.open();
+    stdout.read_to_end(&mut seen).await.unwrap();
+    let status = child.wait().await.unwrap();
+    assert!(status.success(), "{}", fixture.logs());
+    // The reply completed the line: stdout holds it exactly once.
+    assert_eq!(String::from_utf8_lossy(&seen), format!("{answer}\n"));
+}

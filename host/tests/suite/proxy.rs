@@ -334,6 +334,10 @@ async fn a_stream_is_not_buffered() {
     tokio::spawn(async move { axum::serve(listener, app).await });
     let mut fixture =
         HostFixture::new(env!("CARGO_BIN_EXE_clawbox"), &format!("http://{addr}/v1")).unwrap();
+    // The agent's own turn asks for its answer whole: the gated stream is the test's.
+    let agent = fixture.groups_dir().join("default");
+    std::fs::create_dir_all(&agent).unwrap();
+    std::fs::write(agent.join("container.json"), r#"{ "stream": false }"#).unwrap();
     let (_client, _session, token, _pid) = one_turn(&mut fixture).await;
 
     let mut response = reqwest::Client::new()

@@ -266,6 +266,7 @@ async fn telegram_buttons_only_answer_for_the_asker_or_an_owner() {
         model,
         tg,
         fixture: _host,
+        ..
     } = telegram().await;
     let chat = TgChat::forum(-2001, "Team");
     let mike = TgUser::new(200, "Mike", Some("mike_m"));
@@ -364,6 +365,7 @@ async fn telegram_cards_expire_and_stale_buttons_are_answered_politely() {
         model,
         tg,
         fixture: _host,
+        ..
     } = telegram().await;
     let chat = TgChat::group(-2001, "Team");
     let olga = TgUser::new(100, "Olga", None);

@@ -34,6 +34,10 @@ pub(super) struct Tg {
     pub(super) model: FakeModel,
     pub(super) tg: FakeTelegram,
     pub(super) fixture: HostFixture,
+    /// Whether the agent streams its replies (drafts edited as they grow). Off unless a test
+    /// is about streaming: the fake model streams in an instant, and the other tests count
+    /// and order the Bot API calls of whole replies.
+    pub(super) stream: bool,
 }
 
 impl Tg {
@@ -44,7 +48,12 @@ impl Tg {
             .set("TELEGRAM_BOT_TOKEN", TOKEN)
             .set("TELEGRAM_API_URL", tg.api_url())
             .set("TELEGRAM_POLL_TIMEOUT_S", "1");
-        Tg { model, tg, fixture }
+        Tg {
+            model,
+            tg,
+            fixture,
+            stream: false,
+        }
     }
 
     /// Runs the real `create-agent`; panics with its output unless it succeeds.
@@ -77,7 +86,17 @@ impl Tg {
         ];
         args.extend_from_slice(extra);
         self.create_agent(&args).await;
+        self.set_stream();
         self.fixture.start().await.unwrap();
+    }
+
+    /// Writes andy's container.json with [`Tg::stream`].
+    fn set_stream(&self) {
+        std::fs::write(
+            self.fixture.groups_dir().join("andy/container.json"),
+            json!({ "stream": self.stream }).to_string(),
+        )
+        .unwrap();
     }
 
     fn db(&self) -> Connection {
@@ -226,6 +245,7 @@ async fn a_reply_to_the_bot_is_a_mention_and_clear_needs_an_owner() {
                  VALUES ('telegram:200', 'andy', 'member', 'x');",
         )
         .unwrap();
+    t.set_stream();
     t.fixture.start().await.unwrap();
     let chat = TgChat::group(-1002, "Team");
     let at = t.tg.bot_mention();
@@ -366,6 +386,7 @@ async fn compact_needs_an_owner_and_says_what_it_kept() {
                  VALUES ('telegram:200', 'andy', 'member', 'x');",
         )
         .unwrap();
+    t.set_stream();
     t.fixture.start().await.unwrap();
     let chat = TgChat::group(-1009, "Team");
     let at = t.tg.bot_mention();
@@ -616,6 +637,7 @@ async fn request_approval_asks_the_owner_and_replays_on_allow() {
         "request_approval",
     ])
     .await;
+    t.set_stream();
     t.fixture.start().await.unwrap();
     let chat = TgChat::group(-1005, "Team");
     let at = t.tg.bot_mention();
@@ -1054,4 +1076,222 @@ async fn out_of_range_entities_are_ignored_and_the_host_goes_on() {
     assert!(replies[4].visible.contains("after the restart"));
     t.settle().await;
     assert_eq!(t.model.request_count(), 5);
+}
+
+/// The runner pid of andy's session, once it differs from `not`.
+async fn andy_runner_pid(t: &Tg, not: Option<u32>) -> u32 {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let session: Option<String> = t
+            .db()
+            .query_row(
+                "SELECT id FROM sessions WHERE agent_group_id = 'andy'",
+                [],
+                |r| r.get(0),
+            )
+            .ok();
+        if let Some(session) = session {
+            let db = t
+                .fixture
+                .data_dir()
+                .join("sessions/andy")
+                .join(&session)
+                .join("outbound/outbound.db");
+            if let Ok(reader) = mailbox::OutboundReader::open(&db)
+                && let Ok(Some(state)) = reader.runner_state()
+                && Some(state.pid) != not
+            {
+                return state.pid;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no runner pid");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The texts (`text` parameter) of the calls to `method` in `chat`.
+fn texts_of(t: &Tg, method: &str, chat: i64) -> Vec<String> {
+    t.tg.calls_to(method)
+        .iter()
+        .filter(|c| c.ok && c.params["chat_id"] == json!(chat))
+        .map(|c| c.params["text"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_streamed_reply_is_one_message_edited_as_it_grows() {
+    let mut t = Tg::new().await;
+    t.stream = true;
+    t.start_with_agent(
+        -1020,
+        &["--engage-mode", "pattern", "--engage-pattern", "."],
+    )
+    .await;
+    let gate = testkit::fake_model::Gate::new();
+    let answer =
+        "Streaming **works**: the words of this answer come in ten pieces, half a second apart.";
+    // Eight pieces over 3.5 s (more than two edit intervals), then held until the test has
+    // seen the draft edited.
+    t.model.push(Reply::Streamed {
+        text: answer.to_owned(),
+        pieces: 10,
+        every: Duration::from_millis(500),
+        hold: Some((8, gate.clone())),
+    });
+    let ask =
+        t.tg.say(&TgChat::group(-1020, "Team"), &owner(), "stream please");
+    t.tg.wait_until(WAIT, "an edit of the draft", |f| {
+        f.calls_to("editMessageText").iter().any(|c| c.ok)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", t.fixture.logs()));
+    gate.open();
+    t.tg.wait_until(WAIT, "the final edit", |f| {
+        f.calls_to("editMessageText")
+            .iter()
+            .any(|c| c.params["parse_mode"] == "HTML")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", t.fixture.logs()));
+    t.settle().await;
+
+    // One message: sent once as a plain draft, quoting the question as the reply does.
+    let sends = texts_of(&t, "sendMessage", -1020);
+    assert_eq!(sends.len(), 1, "{sends:?}");
+    assert!(answer.starts_with(&sends[0]), "{sends:?}");
+    let messages = t.bot_messages(-1020, 1).await;
+    assert_eq!(messages.len(), 1, "{messages:#?}");
+    assert_eq!(messages[0].reply_to, Some(ask.message_id));
+    // Edited as it grew, then into the reply with its formatting.
+    let edits = texts_of(&t, "editMessageText", -1020);
+    let (last, drafts) = edits.split_last().unwrap();
+    assert!(!drafts.is_empty(), "{edits:?}");
+    let mut shown = sends[0].clone();
+    for draft in drafts {
+        assert!(
+            draft.starts_with(&shown) && draft.len() > shown.len(),
+            "{edits:?}"
+        );
+        assert!(answer.starts_with(draft.as_str()), "{edits:?}");
+        shown.clone_from(draft);
+    }
+    assert_eq!(
+        last,
+        "Streaming <b>works</b>: the words of this answer come in ten pieces, half a second apart."
+    );
+    assert_eq!(messages[0].raw, *last);
+    assert_eq!(messages[0].parse_mode.as_deref(), Some("HTML"));
+    // Far under Telegram's limits: at least the edit interval between two edits.
+    let calls: Vec<tokio::time::Instant> =
+        t.tg.calls()
+            .iter()
+            .filter(|c| c.ok && matches!(c.method.as_str(), "sendMessage" | "editMessageText"))
+            .map(|c| c.at)
+            .collect();
+    for pair in calls[..calls.len() - 1].windows(2) {
+        assert!(pair[1] - pair[0] >= host::channels::telegram::DRAFT_EDIT_EVERY);
+    }
+}
+
+#[tokio::test]
+async fn a_runner_killed_mid_stream_answers_once() {
+    let mut t = Tg::new().await;
+    t.stream = true;
+    t.start_with_agent(
+        -1021,
+        &["--engage-mode", "pattern", "--engage-pattern", "."],
+    )
+    .await;
+    let gate = testkit::fake_model::Gate::new();
+    let answer = "The whole answer, written twice but delivered once.";
+    t.model.push(Reply::held(answer, 4, 2, &gate));
+    t.model.push(Reply::text(answer));
+    t.tg.say(&TgChat::group(-1021, "Team"), &owner(), "answer me");
+    // The draft is in the chat; the runner dies in the middle of writing.
+    let drafts = t.bot_messages(-1021, 1).await;
+    assert!(answer.starts_with(&drafts[0].visible), "{drafts:#?}");
+    let pid = andy_runner_pid(&t, None).await;
+    signal(pid, libc::SIGKILL);
+
+    // The host re-queues the claim; the retried turn answers.
+    t.tg.wait_until(WAIT, "the final reply", |f| {
+        f.bot_messages(-1021)
+            .iter()
+            .any(|m| !m.deleted && m.visible == answer)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", t.fixture.logs()));
+    t.settle().await;
+    gate.open();
+    t.settle().await;
+    let live: Vec<BotMessage> =
+        t.tg.bot_messages(-1021)
+            .into_iter()
+            .filter(|m| !m.deleted)
+            .collect();
+    // One final reply, and no second copy of it: the dead runner's draft was deleted, or
+    // edited into the reply.
+    assert_eq!(live.len(), 1, "{live:#?}");
+    assert_eq!(live[0].visible, answer);
+    assert_eq!(t.model.request_count(), 2);
+}
+
+#[tokio::test]
+async fn a_draft_whose_turn_ends_without_a_reply_is_removed() {
+    let mut t = Tg::new().await;
+    t.stream = true;
+    t.start_with_agent(
+        -1023,
+        &["--engage-mode", "pattern", "--engage-pattern", "."],
+    )
+    .await;
+    let gate = testkit::fake_model::Gate::new();
+    t.model
+        .push(Reply::held("A first half that never ends.", 4, 2, &gate));
+    t.model
+        .push(Reply::Status(400, "the model refuses this one".into()));
+    t.tg.say(&TgChat::group(-1023, "Team"), &owner(), "try this");
+    let drafts = t.bot_messages(-1023, 1).await;
+    let draft = drafts[0].message_id;
+    // The runner dies mid-stream; the retried turn fails: no reply will take the draft over.
+    signal(andy_runner_pid(&t, None).await, libc::SIGKILL);
+    t.tg.wait_until(WAIT, "the draft deleted", |f| {
+        f.bot_messages(-1023)
+            .iter()
+            .any(|m| m.message_id == draft && m.deleted)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", t.fixture.logs()));
+    gate.open();
+    // The sender is told the turn failed, as without streaming.
+    let live = t.bot_messages(-1023, 1).await;
+    assert!(live.iter().all(|m| m.message_id != draft), "{live:#?}");
+    assert!(
+        live.iter()
+            .any(|m| m.visible.contains("the model refuses this one")),
+        "{live:#?}"
+    );
+}
+
+#[tokio::test]
+async fn stream_false_sends_the_reply_whole() {
+    let mut t = Tg::new().await;
+    t.start_with_agent(
+        -1022,
+        &["--engage-mode", "pattern", "--engage-pattern", "."],
+    )
+    .await;
+    // `Tg` wrote container.json with "stream": false.
+    t.model.push(Reply::slow(
+        "Whole, not streamed.",
+        4,
+        Duration::from_millis(400),
+    ));
+    t.tg.say(&TgChat::group(-1022, "Team"), &owner(), "hi");
+    let replies = t.bot_messages(-1022, 1).await;
+    t.settle().await;
+    assert_eq!(replies[0].visible, "Whole, not streamed.");
+    assert_eq!(texts_of(&t, "sendMessage", -1022).len(), 1);
+    assert!(texts_of(&t, "editMessageText", -1022).is_empty());
+    assert_eq!(t.model.last_request().unwrap().body["stream"], false);
 }

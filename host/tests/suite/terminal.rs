@@ -167,3 +167,29 @@ async fn stop_ends_a_long_command_and_the_next_message_works() {
         fixture.logs()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reply_shows_while_it_is_written() {
+    let (model, fixture) = setup().await;
+    let gate = testkit::fake_model::Gate::new();
+    // Two pieces of twenty characters: the first holds a whole line.
+    model.push(Reply::held(
+        "Partial line one.\nThe rest arrives later.",
+        /*pieces*/ 2,
+        /*before*/ 1,
+        &gate,
+    ));
+    let mut p = spawn_chat(&fixture);
+    prompt(&mut p);
+    keys(&mut p, "tell me slowly\r");
+    // On the screen while the model is still held mid-answer.
+    p.exp_string("Partial line one.").unwrap();
+    assert_eq!(model.request_count(), 1);
+    gate.open();
+    // The reply completes the draft: the rest, and the first line not again.
+    let between = p.exp_string("The rest arrives later.").unwrap();
+    assert!(!between.contains("Partial line one."), "{between:?}");
+    prompt(&mut p);
+    p.send_control('d').unwrap();
+    p.exp_eof().unwrap();
+}

@@ -193,7 +193,7 @@ fn readers_of_files_from_before_the_logs_see_none() {
         ),
         (
             s.paths.outbound_db(),
-            "DROP TABLE events; ALTER TABLE acks DROP COLUMN detail;",
+            "DROP TABLE drafts; DROP TABLE events; ALTER TABLE acks DROP COLUMN detail;",
         ),
     ] {
         let conn = Connection::open(&path).unwrap();

@@ -3,6 +3,7 @@
 mod acks;
 mod common;
 mod delivery;
+mod drafts;
 mod events;
 mod files;
 mod heartbeat;

@@ -244,7 +244,8 @@ fn acks_of_an_older_runner_schema_are_still_read() {
     // What a runner of the previous build left: no `detail` column.
     let conn = rusqlite::Connection::open(s.paths.outbound_db()).unwrap();
     conn.execute_batch(
-        "ALTER TABLE acks DROP COLUMN detail; DROP TABLE events; PRAGMA user_version = 1;",
+        "DROP TABLE drafts; ALTER TABLE acks DROP COLUMN detail; DROP TABLE events; \
+         PRAGMA user_version = 1;",
     )
     .unwrap();
     drop(conn);

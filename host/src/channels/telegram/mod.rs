@@ -38,7 +38,7 @@ use crate::HostError;
 use crate::config::Config;
 use crate::session::Inlet;
 use crate::session::outbox::Attachment;
-use crate::session::outlet::{Content, DeliveryError, PlatformRefs};
+use crate::session::outlet::{Content, DeliveryError, Drafting, PlatformRefs};
 use format::{CAPTION_LIMIT, MESSAGE_LIMIT, Part};
 use inbound::BotIdentity;
 
@@ -53,6 +53,10 @@ const TYPING_RENEW: Duration = Duration::from_secs(4);
 const TYPING_MAX: Duration = Duration::from_secs(600);
 /// Telegram's limit for `sendPhoto`; larger images go as documents.
 const MAX_PHOTO_BYTES: usize = 10 * 1024 * 1024;
+/// The least time between two edits of one draft. Telegram allows about one message a second
+/// per chat (20 a minute in groups), edits included; a draft stays far below, so the reply
+/// itself never meets a rate limit the draft caused.
+pub const DRAFT_EDIT_EVERY: Duration = Duration::from_millis(1500);
 
 #[derive(Clone)]
 pub struct TelegramChannel {
@@ -70,6 +74,21 @@ struct Inner {
     /// Message ids of the parts already sent, per (session, outbound seq), while a
     /// multi-part reply is not complete.
     progress: Mutex<HashMap<(String, i64), Vec<String>>>,
+    /// The message showing each session's draft, until its reply takes it over.
+    drafts: Mutex<HashMap<String, Drafted>>,
+}
+
+/// The message showing a session's draft (plain text while it grows).
+#[derive(Debug, Clone)]
+struct Drafted {
+    reply_to: i64,
+    chat: ChatId,
+    /// `None` until `sendMessage` succeeded.
+    message: Option<MessageId>,
+    /// The text it shows.
+    shown: String,
+    /// No call for this draft before then (the edit interval, or Telegram's `retry_after`).
+    quiet_until: tokio::time::Instant,
 }
 
 /// One thing to send for an outbound row.
@@ -97,6 +116,7 @@ impl TelegramChannel {
                 poll_timeout: config.telegram_poll_timeout,
                 typing: Mutex::default(),
                 progress: Mutex::default(),
+                drafts: Mutex::default(),
             }),
         })
     }
@@ -134,6 +154,9 @@ impl TelegramChannel {
                     .filter(|_| chat.0 < 0)
                     .and_then(first_id);
                 let key = (session_id.to_owned(), msg.seq);
+                if attachments.is_empty() && !self.progress().contains_key(&key) {
+                    self.finish_draft(session_id, msg, &key, text).await;
+                }
                 self.send_steps(key, chat, thread, reply_to, text, attachments)
                     .await
                     .map(Some)
@@ -218,6 +241,145 @@ impl TelegramChannel {
         }
         self.progress().remove(&key);
         Ok(sent.join(","))
+    }
+
+    /// Shows a session's draft: one `sendMessage` at the first text, then `editMessageText`
+    /// as it grows, at most every [`DRAFT_EDIT_EVERY`]; `None` deletes the message of a draft
+    /// whose turn ended without taking it over. Plain text (a half-written Markdown reply does
+    /// not render); the reply's formatting comes with the reply. Every call is tried once:
+    /// a draft never waits out a rate limit, it just shows less often.
+    pub(super) async fn draft(&self, session_id: &str, route: &Route, draft: Option<&Drafting>) {
+        let Some(draft) = draft else {
+            let gone = self.drafts().remove(session_id);
+            if let Some(Drafted {
+                chat,
+                message: Some(message),
+                ..
+            }) = gone
+                && let Err(e) = self.bot().delete_message(chat, message).send_ref().await
+            {
+                tracing::info!(session_id, "cannot delete a draft whose turn ended: {e}");
+            }
+            return;
+        };
+        let Ok(chat) = chat_of(route) else { return };
+        let text = draft_text(&draft.text);
+        if text.trim().is_empty() {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        let current = self.drafts().get(session_id).cloned();
+        let current = match current {
+            Some(d) if d.reply_to == draft.reply_to => d,
+            other => {
+                // Another turn's draft whose end this host did not see: it stays as it is.
+                if other.is_some() {
+                    self.drafts().remove(session_id);
+                }
+                Drafted {
+                    reply_to: draft.reply_to,
+                    chat,
+                    message: None,
+                    shown: String::new(),
+                    quiet_until: now,
+                }
+            }
+        };
+        if current.shown == text || now < current.quiet_until {
+            return;
+        }
+        let sent = match current.message {
+            Some(id) => self
+                .bot()
+                .edit_message_text(chat, id, &text)
+                .send_ref()
+                .await
+                .map(|_| id),
+            None => {
+                let mut req = self.bot().send_message(chat, &text);
+                if let Some(t) = thread_of(route) {
+                    req = req.message_thread_id(t);
+                }
+                // As the reply will: quoting the message answered in groups only.
+                if let Some(quote) = draft.reply_to_platform.as_deref().and_then(first_id)
+                    && chat.0 < 0
+                {
+                    req = req.reply_parameters(
+                        ReplyParameters::new(quote).allow_sending_without_reply(),
+                    );
+                }
+                req.send_ref().await.map(|m| m.id)
+            }
+        };
+        let mut next = current;
+        // Counted from the answer: the next call starts a whole interval after this one ended.
+        let now = tokio::time::Instant::now();
+        match sent {
+            Ok(id) => {
+                next.message = Some(id);
+                next.shown = text;
+                next.quiet_until = now + DRAFT_EDIT_EVERY;
+            }
+            Err(RequestError::Api(ApiError::MessageNotModified)) => {
+                next.shown = text;
+                next.quiet_until = now + DRAFT_EDIT_EVERY;
+            }
+            Err(RequestError::RetryAfter(wait)) => {
+                next.quiet_until = now + wait.duration();
+            }
+            Err(e) => {
+                tracing::info!(session_id, "cannot show the draft: {e}");
+                next.quiet_until = now + DRAFT_EDIT_EVERY;
+            }
+        }
+        self.drafts().insert(session_id.to_owned(), next);
+    }
+
+    /// A reply that answers the session's draft takes its message over: the first part is
+    /// edited into it (with the reply's formatting), and `send_steps` sends the other parts as
+    /// it would. If the edit fails the draft stays as it is and the reply is sent whole.
+    async fn finish_draft(
+        &self,
+        session_id: &str,
+        msg: &OutboundMessage,
+        key: &(String, i64),
+        text: &str,
+    ) {
+        let taken = {
+            let mut drafts = self.drafts();
+            match drafts.get(session_id) {
+                Some(d) if msg.in_reply_to == Some(d.reply_to) => drafts.remove(session_id),
+                _ => None,
+            }
+        };
+        let Some(Drafted {
+            chat,
+            message: Some(message),
+            ..
+        }) = taken
+        else {
+            return;
+        };
+        let Some(first) = format::to_parts(text, MESSAGE_LIMIT).into_iter().next() else {
+            return;
+        };
+        match self.edit_part(chat, message, &first).await {
+            Ok(()) => {
+                self.progress()
+                    .insert(key.clone(), vec![message.0.to_string()]);
+            }
+            Err(e) => {
+                tracing::warn!(
+                    session_id,
+                    out_seq = msg.seq,
+                    "cannot turn the draft into the reply ({e}); sending the reply as a new message"
+                );
+            }
+        }
+    }
+
+    fn drafts(&self) -> std::sync::MutexGuard<'_, HashMap<String, Drafted>> {
+        self.inner.drafts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn progress(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i64), Vec<String>>> {
@@ -555,6 +717,23 @@ where
             other => return other,
         }
     }
+}
+
+/// A draft as its message shows it: cut to fit one message (UTF-16 units, as Telegram counts),
+/// with an ellipsis when cut.
+fn draft_text(text: &str) -> String {
+    let text = text.trim_end();
+    let mut units = 0;
+    let mut out = String::new();
+    for c in text.chars() {
+        units += c.len_utf16();
+        if units > MESSAGE_LIMIT - 1 {
+            out.push('…');
+            return out;
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Whether an API error is worth another attempt later.
