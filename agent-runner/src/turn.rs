@@ -549,17 +549,22 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The longest error text a `tool_call` event keeps (the model sees the whole result).
-const EVENT_ERROR_CHARS: usize = 300;
+/// The longest text a `tool_call` event keeps of an error, the arguments or the result (the
+/// model sees the whole result; the history keeps it).
+const EVENT_TEXT_CHARS: usize = 300;
 
 /// The first line of a failed call's result, shortened, for its `tool_call` event.
 pub fn event_error(text: &str) -> String {
     let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-    let line = line.trim();
-    if line.chars().count() <= EVENT_ERROR_CHARS {
-        return line.to_owned();
+    shortened(line.trim(), EVENT_TEXT_CHARS)
+}
+
+/// `text` cut to at most `max` characters, with `…` where it was cut.
+fn shortened(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
     }
-    let mut short: String = line.chars().take(EVENT_ERROR_CHARS - 1).collect();
+    let mut short: String = text.chars().take(max - 1).collect();
     short.push('…');
     short
 }
@@ -796,6 +801,8 @@ pub(crate) async fn run_calls(
                 duration_ms,
                 ok: !output.is_error,
                 error: output.is_error.then(|| event_error(&text)),
+                arguments: Some(shortened(&call.arguments, EVENT_TEXT_CHARS)),
+                result: Some(shortened(&text, EVENT_TEXT_CHARS)),
             };
             let message = json!({ "role": "tool", "tool_call_id": call.id, "content": text });
             (message, (Utc::now(), event))
@@ -1024,7 +1031,7 @@ mod tests {
             ("", String::new()),
             (
                 long.as_str(),
-                format!("{}…", "x".repeat(EVENT_ERROR_CHARS - 1)),
+                format!("{}…", "x".repeat(EVENT_TEXT_CHARS - 1)),
             ),
         ];
         for (text, want) in table {

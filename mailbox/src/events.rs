@@ -52,7 +52,9 @@ pub enum RunnerEvent {
         latency_ms: u64,
         error: String,
     },
-    /// One tool call, when it ended. `error` is the first line of a failed call's result.
+    /// One tool call, when it ended. `error` is the first line of a failed call's result;
+    /// `arguments` and `result` are the call's arguments and the start of its result as the
+    /// model saw them, shortened (absent in events of runners that predate them).
     ToolCall {
         turn: i64,
         step: u32,
@@ -61,6 +63,10 @@ pub enum RunnerEvent {
         duration_ms: u64,
         ok: bool,
         error: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        arguments: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<String>,
     },
     /// The conversation was compacted, in the same transaction as the history: `replaced`
     /// entries became one summary, `kept` stayed word for word; the history's size in tokens

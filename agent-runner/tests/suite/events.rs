@@ -84,9 +84,18 @@ async fn a_turn_with_tool_calls_logs_its_steps_and_calls() {
                 ok: true,
                 error: None,
                 step: 1,
+                arguments: Some(arguments),
+                result: Some(result),
                 ..
             },
         ) => {
+            // What the call was asked and what it answered, for the session's story.
+            let arguments: serde_json::Value = serde_json::from_str(arguments).unwrap();
+            assert_eq!(
+                arguments,
+                json!({ "path": "notes.txt", "content": "hello" })
+            );
+            assert!(result.contains("notes.txt"), "{result}");
             assert_eq!(
                 (unknown.as_str(), unknown_id, written.as_str(), written_id),
                 ("lookup", &lookup.id, "write_file", &write.id)

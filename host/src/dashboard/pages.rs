@@ -258,6 +258,21 @@ pub async fn poll(mut reader: LogReader) -> Result<(LogReader, Vec<LogEntry>), H
     .map_err(|e| HostError::Task(e.to_string()))?
 }
 
+/// What a tool call was asked and answered, for its line in the story (older runners' events
+/// carry only the error of a failed call).
+fn tool_call_detail(arguments: Option<&str>, result: Option<&str>, error: Option<&str>) -> String {
+    let mut lines = Vec::new();
+    if let Some(arguments) = arguments.filter(|a| !a.is_empty()) {
+        lines.push(format!("arguments: {arguments}"));
+    }
+    match (result, error) {
+        (Some(result), _) => lines.push(format!("result: {result}")),
+        (None, Some(error)) => lines.push(error.to_owned()),
+        (None, None) => {}
+    }
+    lines.join("\n")
+}
+
 pub async fn story(State(dash): State<Dash>, Path(session): Path<String>) -> Response {
     let body = read_story(&dash.ctx, session)
         .await
@@ -396,6 +411,8 @@ fn describe(event: &LogEvent) -> (&'static str, String, String) {
             ok,
             error,
             call_id,
+            arguments,
+            result,
             ..
         } => (
             if *ok { "tool" } else { "fail" },
@@ -403,7 +420,7 @@ fn describe(event: &LogEvent) -> (&'static str, String, String) {
                 "tool {tool} ({call_id}) {} in {duration_ms} ms",
                 if *ok { "ok" } else { "failed" }
             ),
-            error.clone().unwrap_or_default(),
+            tool_call_detail(arguments.as_deref(), result.as_deref(), error.as_deref()),
         ),
         LogEvent::Reply {
             seq,

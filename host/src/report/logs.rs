@@ -86,6 +86,12 @@ pub enum LogEvent {
         duration_ms: u64,
         ok: bool,
         error: Option<String>,
+        /// The call's arguments and the start of its result, shortened by the runner (`None`
+        /// from runners that predate them).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        arguments: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<String>,
     },
     /// The conversation was compacted: `replaced` history entries became one summary, `kept`
     /// stayed word for word, the history's tokens before and after; `turn` is `None` for
@@ -385,6 +391,8 @@ impl LogReader {
                         duration_ms,
                         ok,
                         error,
+                        arguments,
+                        result,
                     } => LogEvent::ToolCall {
                         turn,
                         step,
@@ -393,6 +401,8 @@ impl LogReader {
                         duration_ms,
                         ok,
                         error,
+                        arguments,
+                        result,
                     },
                     RunnerEvent::Compacted {
                         turn,

@@ -247,7 +247,10 @@ async fn every_page_shows_hostile_text_escaped() {
 
     let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
     // A tool whose name is hostile (it fails: no such tool), then a hostile answer.
-    model.push(Reply::ToolCalls(vec![ToolCall::new(HOSTILE, json!({}))]));
+    model.push(Reply::ToolCalls(vec![ToolCall::new(
+        HOSTILE,
+        json!({ "q": HOSTILE }),
+    )]));
     model.push(Reply::text(format!("answer {HOSTILE}")));
     let (session, seq) = client.send(&format!("question {HOSTILE}")).await.unwrap();
     assert_eq!(client.done(seq).await.unwrap().0, InboundStatus::Completed);
@@ -297,6 +300,9 @@ async fn every_page_shows_hostile_text_escaped() {
         "⟨U+202E⟩gnp.exe⟨U+2066⟩x⟨U+0007⟩⟨U+001B⟩[31m",
         "delivered",
         "completed",
+        // What the call was asked and answered, neutralised like the rest.
+        "arguments: {&quot;q&quot;:&quot;&lt;script&gt;",
+        "result: Error: unknown tool",
     ] {
         assert!(
             story.contains(expected),

@@ -43,6 +43,8 @@ fn runner_events_commit_with_their_transaction_or_not_at_all() {
         duration_ms: 15,
         ok: false,
         error: Some("Error: exit status 1".into()),
+        arguments: Some(r#"{"command":"false"}"#.into()),
+        result: Some("Error: exit status 1".into()),
     };
 
     let mut tx = runner.transaction().unwrap();

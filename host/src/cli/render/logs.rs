@@ -135,18 +135,27 @@ fn log_line(event: &LogEvent, timezone: Tz) -> (String, String) {
             duration_ms,
             ok,
             error,
+            arguments,
             ..
-        } => (
-            "tool".to_owned(),
-            match (ok, error) {
-                (true, _) => format!("{tool} ok, {}", millis(*duration_ms)),
-                (false, e) => format!(
-                    "{tool} FAILED, {}: {}",
-                    millis(*duration_ms),
-                    one_line(e.as_deref().unwrap_or("no reason given"), LOG_TEXT)
-                ),
-            },
-        ),
+        } => {
+            // The arguments, shortened further: the line is about the call, the story and
+            // `--json` carry the rest.
+            let call = match arguments.as_deref().filter(|a| !a.is_empty() && *a != "{}") {
+                Some(arguments) => format!("{tool} {}", one_line(arguments, TOOL_ARGUMENTS)),
+                None => tool.clone(),
+            };
+            (
+                "tool".to_owned(),
+                match (ok, error) {
+                    (true, _) => format!("{call} ok, {}", millis(*duration_ms)),
+                    (false, e) => format!(
+                        "{call} FAILED, {}: {}",
+                        millis(*duration_ms),
+                        one_line(e.as_deref().unwrap_or("no reason given"), LOG_TEXT)
+                    ),
+                },
+            )
+        }
         LogEvent::Reply {
             seq,
             in_reply_to,

@@ -39,6 +39,8 @@ use crate::report::logs::{LogEntry, LogEvent};
 const TEXT_CELL: usize = 60;
 /// The longest message text shown in a log line.
 const LOG_TEXT: usize = 100;
+/// The longest part of a tool call's arguments shown in its log line.
+const TOOL_ARGUMENTS: usize = 60;
 
 // ---------------------------------------------------------------------------------------------
 // Building blocks

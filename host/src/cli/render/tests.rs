@@ -565,6 +565,8 @@ fn every_log_event_has_a_line() {
                 duration_ms: 1530,
                 ok: true,
                 error: None,
+                arguments: Some(r#"{"command":"cargo test --workspace -- --nocapture --test-threads 1 2>&1 | tail -n 40"}"#.into()),
+                result: Some("test result: ok. 12 passed".into()),
             },
         ),
         e(
@@ -577,6 +579,8 @@ fn every_log_event_has_a_line() {
                 duration_ms: 0,
                 ok: false,
                 error: Some("Error: unknown tool 'lookup'".into()),
+                arguments: None,
+                result: None,
             },
         ),
         e(
@@ -763,6 +767,8 @@ fn nothing_written_by_others_reaches_the_terminal_raw() {
             duration_ms: 1,
             ok: false,
             error: Some("line\u{1b}[2Kerased".into()),
+            arguments: Some("{\"a\":\"\u{1b}[2J\"}".into()),
+            result: None,
         },
     };
     let line = LogPrinter::new(Tz::UTC).print(&entry);
