@@ -7,7 +7,7 @@
 //! show that compaction keeps them flat. The streaming figures (`BENCH_STREAM=0` skips them):
 //! time to the first visible text of a reply that a model writes at 20 tokens a second, on the
 //! terminal and on Telegram (a fake Bot API), against the time to the whole reply;
-//! `BENCH_ONLY=stream` runs only those.
+//! `BENCH_ONLY=stream` runs only those, `BENCH_ONLY=long` only the long conversation.
 //!
 //! Usage: `bench [path/to/clawbox]` (default `target/release/clawbox`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -239,9 +239,14 @@ async fn main() {
         .map_or_else(|| PathBuf::from("target/release/clawbox"), PathBuf::from);
     let bin =
         std::fs::canonicalize(&bin).expect("clawbox binary (build with `make build-release`)");
-    if std::env::var("BENCH_ONLY").as_deref() == Ok("stream") {
-        streaming_figures(&bin).await;
-        return;
+    let long_turns = std::env::var("BENCH_LONG_TURNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(LONG_TURNS);
+    match std::env::var("BENCH_ONLY").as_deref() {
+        Ok("stream") => return streaming_figures(&bin).await,
+        Ok("long") => return long_conversation(&bin, long_turns).await,
+        _ => {}
     }
     let model = FakeModel::start().await.unwrap();
     println!(
@@ -397,10 +402,6 @@ async fn main() {
     drop(client);
     fixture.stop().await.unwrap();
 
-    let long_turns = std::env::var("BENCH_LONG_TURNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(LONG_TURNS);
     if long_turns > 0 {
         long_conversation(&bin, long_turns).await;
     }
