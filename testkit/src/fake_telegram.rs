@@ -41,6 +41,8 @@ pub use html::{utf16_len, visible_text};
 pub const MAX_TEXT: usize = 4096;
 /// Telegram's limit for a caption.
 pub const MAX_CAPTION: usize = 1024;
+/// Telegram's limit for a file a bot uploads.
+pub const MAX_UPLOAD: usize = 50 << 20;
 
 /// A Telegram user as tests use them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -475,6 +477,8 @@ impl FakeTelegram {
         let app = Router::new()
             .route("/{bot}/{method}", any(method))
             .route("/file/{bot}/{*path}", any(download))
+            // Bots upload files of up to 50 MB (axum's default cap is 2 MB).
+            .layer(axum::extract::DefaultBodyLimit::max(MAX_UPLOAD))
             .with_state(Arc::clone(&shared));
         let shutdown = shared.shutdown.clone().cancelled_owned();
         tokio::spawn(async move {

@@ -3,6 +3,7 @@ mod browser;
 mod chat;
 mod create_agent;
 mod dashboard;
+mod delivery;
 mod docker;
 mod doctor;
 mod hostile;

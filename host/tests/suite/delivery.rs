@@ -1,0 +1,208 @@
+//! What reaches the chats, whatever the agent writes: replies over `MAX_REPLY_CHARS` shown as
+//! their beginning plus the whole text as a file.
+
+use std::time::Duration;
+
+use host::admin::protocol::Event;
+use host::channels::cli::ChatEvent;
+use mailbox::InboundStatus;
+use testkit::Reply;
+use testkit::fake_telegram::{BotMessageKind, TgChat};
+
+use super::support::*;
+use super::telegram::{Tg, owner};
+
+/// `lines` lines of numbered words: a reply whose every part can be found again.
+fn long_text(lines: usize) -> String {
+    (0..lines)
+        .map(|i| format!("line {i}: the quick brown fox jumps over the lazy dog {i}\n"))
+        .collect()
+}
+
+const NOTE: &str = "the whole text is attached";
+
+/// On the terminal a reply over the cap is shown cut, with the note, and the whole text saved
+/// as a file the user can open; an edit over the cap is refused and the agent told.
+#[tokio::test]
+async fn a_reply_over_the_cap_is_cut_and_attached_whole_on_the_terminal() {
+    let (model, mut fixture) = setup().await;
+    fixture.set("MAX_REPLY_CHARS", "1000");
+    fixture.start().await.unwrap();
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    let text = long_text(100);
+    assert!(text.chars().count() > 5000);
+    model.push(Reply::text(text.clone()));
+    let (session, seq) = client.send("write a lot").await.unwrap();
+    assert_eq!(client.done(seq).await.unwrap().0, InboundStatus::Completed);
+    let (reply_seq, shown, files) = client
+        .seen
+        .iter()
+        .find_map(|e| match e {
+            Event::Chat(ChatEvent::Reply {
+                seq: s,
+                in_reply_to: Some(r),
+                text,
+                files,
+                ..
+            }) if *r == seq => Some((*s, text.clone(), files.clone())),
+            _ => None,
+        })
+        .expect("a reply");
+    assert!(shown.chars().count() <= 1000, "{}", shown.chars().count());
+    assert!(
+        shown.ends_with(&format!(
+            "✂ The reply was {} characters; {NOTE} (reply-{reply_seq}.md).",
+            text.chars().count()
+        )),
+        "{shown}"
+    );
+    let head = shown.split("\n\n✂").next().unwrap();
+    assert!(
+        text.starts_with(head) && head.ends_with(char::is_numeric) && head.len() > 500,
+        "{head}"
+    );
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert_eq!(files[0].name, format!("reply-{reply_seq}.md"));
+    assert_eq!(std::fs::read_to_string(&files[0].path).unwrap(), text);
+
+    // A short reply is untouched.
+    model.push(Reply::text("short"));
+    let (_, seq2) = client.send("and briefly?").await.unwrap();
+    assert_eq!(client.done(seq2).await.unwrap().0, InboundStatus::Completed);
+    assert_eq!(client.replies_to(seq2), vec!["short".to_owned()]);
+
+    // An edit of the long reply with more than the cap: refused, the reply stays as it was.
+    let db = session_dir(&fixture, &session).join("outbound/outbound.db");
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    let (max, channel, platform): (i64, String, String) = conn
+        .query_row(
+            "SELECT MAX(seq), channel_type, platform_id FROM messages_out",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    let edit_seq = max + 20 + (max + 1) % 2;
+    conn.execute(
+        "INSERT INTO messages_out (seq, id, kind, in_reply_to, created_at, channel_type,
+             platform_id, thread_id, content)
+         VALUES (?1, 'long-edit', 'edit', NULL, '2026-01-02T03:04:05.000Z', ?2, ?3, NULL, ?4)",
+        rusqlite::params![
+            edit_seq,
+            channel,
+            platform,
+            serde_json::json!({ "text": "e".repeat(2000), "edit_of": reply_seq }).to_string()
+        ],
+    )
+    .unwrap();
+    drop(conn);
+    let inbound = session_dir(&fixture, &session).join("inbound/inbound.db");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let error = loop {
+        let conn = rusqlite::Connection::open(&inbound).unwrap();
+        let row: Option<(String, Option<String>)> = conn
+            .query_row(
+                "SELECT status, last_error FROM delivery WHERE out_seq = ?1",
+                [edit_seq],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .ok();
+        if let Some((status, error)) = row
+            && status == "failed"
+        {
+            break error.unwrap_or_default();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "edit not refused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(error.contains("MAX_REPLY_CHARS"), "{error}");
+    client.settle(Duration::from_millis(300)).await;
+    assert!(
+        !client.seen.iter().any(|e| matches!(
+            e,
+            Event::Chat(ChatEvent::Reply {
+                edit_of: Some(_),
+                ..
+            })
+        )),
+        "the edit was shown"
+    );
+    fixture.stop().await.unwrap();
+}
+
+/// A 3 MB answer on Telegram: a bounded number of messages (the beginning, with the note), the
+/// whole text as one document, and the agent's other conversation answered meanwhile.
+#[tokio::test]
+async fn a_three_megabyte_answer_is_a_few_messages_and_one_file_on_telegram() {
+    let mut t = Tg::new().await;
+    let pattern = ["--engage-mode", "pattern", "--engage-pattern", "."];
+    t.create_agent(
+        &[
+            &["--agent-id", "andy", "--telegram-chat-id", "-1021"][..],
+            &pattern[..],
+        ]
+        .concat(),
+    )
+    .await;
+    t.start_with_agent(-1020, &pattern).await;
+    let flooded = TgChat::group(-1020, "Flooded");
+    let other = TgChat::group(-1021, "Other");
+
+    let text = long_text(52_000);
+    assert!(text.len() > 3 << 20, "{}", text.len());
+    t.model.push(Reply::text(text.clone()));
+    t.tg.say(&flooded, &owner(), "write me three megabytes");
+    t.model.wait_for_requests(1, WAIT).await.unwrap();
+    t.tg.say(&other, &owner(), "are you still there?");
+
+    let answered = t.bot_messages(-1021, 1).await;
+    assert!(
+        answered[0].visible.contains("are you still there?"),
+        "{answered:?}"
+    );
+    t.tg.wait_until(Duration::from_secs(60), "the document", |f| {
+        f.bot_messages(-1020)
+            .iter()
+            .any(|m| m.kind == BotMessageKind::Document)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", t.fixture.logs()));
+    // The note ends the last part.
+    t.tg.wait_until(Duration::from_secs(60), "the note", |f| {
+        f.bot_messages(-1020)
+            .iter()
+            .any(|m| m.visible.contains(NOTE))
+    })
+    .await
+    .unwrap();
+    t.settle().await;
+    let sent = t.tg.bot_messages(-1020);
+    // 32000 characters: a caption and at most eight 4096-character messages.
+    assert!(sent.len() <= 10, "{} messages", sent.len());
+    let documents: Vec<_> = sent
+        .iter()
+        .filter(|m| m.kind == BotMessageKind::Document)
+        .collect();
+    assert_eq!(documents.len(), 1);
+    let (name, bytes) = documents[0].file.clone().unwrap();
+    assert!(
+        name.starts_with("reply-") && name.ends_with(".md"),
+        "{name}"
+    );
+    assert_eq!(bytes.len(), text.len());
+    assert!(bytes == text.as_bytes(), "the file is not the whole text");
+    let shown: usize = sent.iter().map(|m| m.visible.chars().count()).sum();
+    assert!(shown <= 32_000, "{shown} characters shown");
+    assert!(sent[0].visible.starts_with("line 0: the quick brown fox"));
+    assert_eq!(
+        t.tg.calls_to("sendMessage")
+            .iter()
+            .filter(|c| c.ok && c.chat_id() == Some(-1020))
+            .count(),
+        sent.len() - 1
+    );
+    // The conversation goes on.
+    t.tg.say(&other, &owner(), "and now?");
+    let answered = t.bot_messages(-1021, 2).await;
+    assert!(answered[1].visible.contains("and now?"));
+}
