@@ -1,5 +1,5 @@
 //! What reaches the chats, whatever the agent writes: replies over `MAX_REPLY_CHARS` shown as
-//! their beginning plus the whole text as a file.
+//! their beginning plus the whole text as a file, and Telegram messages paced per chat.
 
 use std::time::Duration;
 
@@ -205,4 +205,63 @@ async fn a_three_megabyte_answer_is_a_few_messages_and_one_file_on_telegram() {
     t.tg.say(&other, &owner(), "and now?");
     let answered = t.bot_messages(-1021, 2).await;
     assert!(answered[1].visible.contains("and now?"));
+}
+
+/// Messages to one chat are paced a second apart (the parts of a long reply), while another
+/// chat is answered in between, not after them.
+#[tokio::test]
+async fn one_chat_is_paced_and_another_is_not_held_behind_it() {
+    let mut t = Tg::new().await;
+    let pattern = ["--engage-mode", "pattern", "--engage-pattern", "."];
+    t.create_agent(
+        &[
+            &["--agent-id", "andy", "--telegram-chat-id", "-1031"][..],
+            &pattern[..],
+        ]
+        .concat(),
+    )
+    .await;
+    t.start_with_agent(-1030, &pattern).await;
+    let busy = TgChat::group(-1030, "Busy");
+    let other = TgChat::group(-1031, "Other");
+    // The other chat's runner is up before the long reply starts.
+    t.tg.say(&other, &owner(), "hello");
+    t.bot_messages(-1031, 1).await;
+
+    // About 30,000 characters: eight parts.
+    let text: String = (0..8)
+        .map(|i| format!("{}\n\n", format!("p{i} ").repeat(1200)))
+        .collect();
+    t.model.push(Reply::text(text));
+    t.tg.say(&busy, &owner(), "write a lot");
+    t.bot_messages(-1030, 1).await;
+    t.tg.say(&other, &owner(), "meanwhile?");
+    let answered = t.bot_messages(-1031, 2).await;
+    assert!(answered[1].visible.contains("meanwhile?"));
+    let parts = t.bot_messages(-1030, 8).await;
+    assert_eq!(parts.len(), 8);
+
+    let sends = |chat: i64| {
+        t.tg.calls_to("sendMessage")
+            .into_iter()
+            .filter(|c| c.ok && c.chat_id() == Some(chat))
+            .map(|c| c.at)
+            .collect::<Vec<_>>()
+    };
+    let busy_at = sends(-1030);
+    assert_eq!(busy_at.len(), 8);
+    for pair in busy_at.windows(2) {
+        // A second apart, less what the network took off one arrival (lower bound only).
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(900),
+            "{:?}",
+            pair[1] - pair[0]
+        );
+    }
+    // The other chat's answer went out while the busy chat's parts were still being paced.
+    let other_at = sends(-1031);
+    assert!(
+        other_at[1] < busy_at[7],
+        "the other chat waited behind the busy one"
+    );
 }
