@@ -93,9 +93,8 @@ pub struct Config {
     /// (default 256): the limits of every agent container; an agent's `container.json` may
     /// override them (`memory_mb`, `cpus`, `pids_limit`).
     pub container_limits: ContainerLimits,
-    /// `MAX_CONCURRENT_CONTAINERS` (default 8): containers alive at once (docker runtime; the
-    /// process runtime is not capped); further sessions wait for a slot in the order they
-    /// asked for one.
+    /// `MAX_CONCURRENT_CONTAINERS` (default 8): containers (runner processes, on the process
+    /// runtime) alive at once; further sessions wait for a slot in the order they asked for one.
     pub max_concurrent_runners: usize,
     /// `DOCKER_HOST` (default: the local engine's socket, `/var/run/docker.sock`).
     pub docker_host: Option<String>,

@@ -1,5 +1,6 @@
 mod attachments;
 mod browser;
+mod caps;
 mod chat;
 mod create_agent;
 mod dashboard;
