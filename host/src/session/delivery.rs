@@ -334,11 +334,27 @@ impl Delivery<'_> {
         let mut waiting = plan.waiting;
         let mut retry_soon = false;
         for msg in plan.refused {
-            let error = format!(
-                "destination {}:{} is not one this agent may send to",
-                msg.route.channel_type, msg.route.platform_id
-            );
-            self.fail(msg, error, true).await?;
+            // Told to the session's own chat like any row the agent got wrong: a forged route
+            // must not be where the notice goes either.
+            let origin = &self.acl.origin;
+            let error = if msg.route.channel_type == origin.channel_type
+                && msg.route.platform_id == origin.platform_id
+            {
+                let topic = match msg.route.thread_id.as_deref() {
+                    Some(thread) => format!("topic {thread}"),
+                    None => "the general topic".to_owned(),
+                };
+                format!(
+                    "it is addressed to another topic of this chat ({topic}), which is another \
+                     conversation's"
+                )
+            } else {
+                format!(
+                    "destination {}:{} is not one this agent may send to",
+                    msg.route.channel_type, msg.route.platform_id
+                )
+            };
+            self.undeliverable(msg.seq, error).await?;
         }
         let mut delivered = Vec::new();
         for (msg, attempt, mut refs) in plan.started {

@@ -1,5 +1,6 @@
 //! What reaches the chats, whatever the agent writes: replies over `MAX_REPLY_CHARS` shown as
-//! their beginning plus the whole text as a file, and Telegram messages paced per chat.
+//! their beginning plus the whole text as a file, Telegram messages paced per chat, and rows
+//! forged for another forum topic refused.
 
 use std::time::Duration;
 
@@ -264,4 +265,123 @@ async fn one_chat_is_paced_and_another_is_not_held_behind_it() {
         other_at[1] < busy_at[7],
         "the other chat waited behind the busy one"
     );
+}
+
+/// The session of one forum topic cannot post into another: a row it forged with another
+/// topic's `thread_id` (one with a session of its own, or any other) is refused, the topic it
+/// belongs to is told, nothing reaches the other topic, and both topics go on being answered.
+/// (The chat's general topic, without a thread, is the destination `telegram-<chat id>` that
+/// wiring the chat gives the agent, so a row there is allowed.)
+#[tokio::test]
+async fn a_row_forged_for_another_forum_topic_is_refused_and_the_topic_told() {
+    let mut t = Tg::new().await;
+    t.start_with_agent(
+        -1050,
+        &[
+            "--engage-mode",
+            "pattern",
+            "--engage-pattern",
+            ".",
+            "--session-mode",
+            "per-thread",
+        ],
+    )
+    .await;
+    let forum = TgChat::forum(-1050, "Forum");
+    t.tg.message(&forum, &owner())
+        .topic(10)
+        .text("in ten")
+        .send();
+    t.bot_messages(-1050, 1).await;
+    t.tg.message(&forum, &owner())
+        .topic(20)
+        .text("in twenty")
+        .send();
+    let sent = t.bot_messages(-1050, 2).await;
+    assert_eq!(
+        sent.iter().map(|m| m.thread_id).collect::<Vec<_>>(),
+        vec![Some(10), Some(20)]
+    );
+    let session_of_ten: String = t
+        .db()
+        .query_row(
+            "SELECT id FROM sessions WHERE agent_group_id = 'andy' AND thread_id = '10'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let dir = t
+        .fixture
+        .data_dir()
+        .join("sessions/andy")
+        .join(&session_of_ten);
+    let conn = rusqlite::Connection::open(dir.join("outbound/outbound.db")).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    let max: i64 = conn
+        .query_row("SELECT MAX(seq) FROM messages_out", [], |r| r.get(0))
+        .unwrap();
+    let forged = [(max + 20, "20"), (max + 22, "30")];
+    for (seq, thread) in forged {
+        conn.execute(
+            "INSERT INTO messages_out (seq, id, kind, in_reply_to, created_at, channel_type,
+                 platform_id, thread_id, content)
+             VALUES (?1, ?2, 'chat', NULL, '2026-01-02T03:04:05.000Z', 'telegram', '-1050', ?3,
+                 '{\"text\":\"forged into another topic\"}')",
+            rusqlite::params![seq, format!("forged-{seq}"), thread],
+        )
+        .unwrap();
+    }
+    drop(conn);
+
+    const REFUSED: &str = "the agent produced a reply clawbox could not deliver";
+    t.tg.wait_until(WAIT, "two notices in topic 10", |f| {
+        f.bot_messages(-1050)
+            .iter()
+            .filter(|m| m.thread_id == Some(10) && m.visible.contains(REFUSED))
+            .count()
+            == 2
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", t.fixture.logs()));
+    let inbound = dir.join("inbound/inbound.db");
+    let conn = rusqlite::Connection::open(inbound).unwrap();
+    for (seq, _) in forged {
+        let (status, error): (String, String) = conn
+            .query_row(
+                "SELECT status, last_error FROM delivery WHERE out_seq = ?1",
+                [seq],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(status, "failed");
+        assert!(error.contains("topic"), "{error}");
+    }
+    // Both topics are still answered, each in its own topic.
+    t.tg.message(&forum, &owner())
+        .topic(20)
+        .text("twenty again")
+        .send();
+    t.tg.message(&forum, &owner())
+        .topic(10)
+        .text("ten again")
+        .send();
+    t.tg.wait_until(WAIT, "both answered", |f| {
+        let sent = f.bot_messages(-1050);
+        sent.iter()
+            .any(|m| m.thread_id == Some(20) && m.visible.contains("twenty again"))
+            && sent
+                .iter()
+                .any(|m| m.thread_id == Some(10) && m.visible.contains("ten again"))
+    })
+    .await
+    .unwrap();
+    t.settle().await;
+    let sent = t.tg.bot_messages(-1050);
+    assert!(
+        !sent
+            .iter()
+            .any(|m| m.visible.contains("forged into another topic")),
+        "{sent:#?}"
+    );
+    assert!(sent.iter().all(|m| m.thread_id.is_some()), "{sent:#?}");
 }
