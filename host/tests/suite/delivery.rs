@@ -1,6 +1,7 @@
 //! What reaches the chats, whatever the agent writes: replies over `MAX_REPLY_CHARS` shown as
-//! their beginning plus the whole text as a file, Telegram messages paced per chat, and rows
-//! forged for another forum topic refused.
+//! their beginning plus the whole text as a file, Telegram messages paced per chat, rows
+//! forged for another forum topic refused, and the delivery window around a host killed with
+//! SIGKILL.
 
 use std::time::Duration;
 
@@ -384,4 +385,173 @@ async fn a_row_forged_for_another_forum_topic_is_refused_and_the_topic_told() {
         "{sent:#?}"
     );
     assert!(sent.iter().all(|m| m.thread_id.is_some()), "{sent:#?}");
+}
+
+/// The delivery record of outbound row `out_seq`: (status, attempts).
+fn delivery_of(dir: &std::path::Path, out_seq: i64) -> Option<(String, i64)> {
+    let conn = rusqlite::Connection::open(dir.join("inbound/inbound.db")).ok()?;
+    conn.query_row(
+        "SELECT status, attempts FROM delivery WHERE out_seq = ?1",
+        [out_seq],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .ok()
+}
+
+/// The host killed with SIGKILL around `sendMessage`. While Telegram holds its answer to a
+/// reply it accepted, the host cannot know the reply arrived: after the restart it sends it
+/// once more (one duplicate, never more), with a WARN naming the row. Killed after a send
+/// that failed, it sends the reply once. Nothing is lost, and a later restart sends nothing.
+#[tokio::test]
+async fn a_host_killed_around_send_message_loses_nothing_and_duplicates_at_most_once() {
+    let mut t = Tg::new().await;
+    t.start_with_agent(100, &[]).await;
+    let private = TgChat::private(&owner());
+    let count = |t: &Tg, text: &str| {
+        t.tg.bot_messages(100)
+            .iter()
+            .filter(|m| m.visible == text)
+            .count()
+    };
+
+    // In flight: Telegram has the reply, the host has not heard back.
+    t.tg.hold_next("sendMessage");
+    t.tg.say(&private, &owner(), "first");
+    t.tg.wait_until(WAIT, "the held reply", |f| f.held() == 1)
+        .await
+        .unwrap();
+    assert_eq!(count(&t, "echo: first"), 1);
+    t.fixture.kill().await.unwrap();
+    t.tg.release();
+    let session: String = t
+        .db()
+        .query_row(
+            "SELECT id FROM sessions WHERE agent_group_id = 'andy'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let dir = t.fixture.data_dir().join("sessions/andy").join(&session);
+    let out_seq: i64 = rusqlite::Connection::open(dir.join("inbound/inbound.db"))
+        .unwrap()
+        .query_row(
+            "SELECT out_seq FROM delivery WHERE status = 'sending'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    t.fixture.start().await.unwrap();
+    t.tg.wait_until(WAIT, "the reply sent again", |f| {
+        f.bot_messages(100)
+            .iter()
+            .filter(|m| m.visible == "echo: first")
+            .count()
+            == 2
+    })
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while delivery_of(&dir, out_seq) != Some(("delivered".into(), 2)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            delivery_of(&dir, out_seq)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let logs = t.fixture.logs();
+    let warned: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("re-sending a reply"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{logs}");
+    assert!(
+        warned[0].contains(&format!("out_seq={out_seq}")),
+        "{}",
+        warned[0]
+    );
+
+    // Before the send: its first attempt failed, and the host died before the retry.
+    t.tg.fail_next(
+        "sendMessage",
+        testkit::fake_telegram::Failure::Error(500, "Internal Server Error".into()),
+    );
+    t.tg.say(&private, &owner(), "second");
+    t.tg.wait_until(WAIT, "the failed send", |f| {
+        f.calls_to("sendMessage").iter().any(|c| !c.ok)
+    })
+    .await
+    .unwrap();
+    t.fixture.kill().await.unwrap();
+    assert_eq!(count(&t, "echo: second"), 0);
+    t.fixture.start().await.unwrap();
+    t.bot_messages(100, 3).await;
+    t.settle().await;
+    assert_eq!(count(&t, "echo: second"), 1);
+
+    // Nothing is sent again by a later restart.
+    t.fixture.stop().await.unwrap();
+    t.fixture.start().await.unwrap();
+    t.tg.say(&private, &owner(), "third");
+    t.bot_messages(100, 4).await;
+    t.settle().await;
+    assert_eq!(
+        (
+            count(&t, "echo: first"),
+            count(&t, "echo: second"),
+            count(&t, "echo: third")
+        ),
+        (2, 1, 1)
+    );
+}
+
+/// On the terminal a reply written while no terminal is attached waits for one; the host
+/// killed then delivers it exactly once after its restart, and never again.
+#[tokio::test]
+async fn a_host_killed_with_a_reply_waiting_for_the_terminal_delivers_it_exactly_once() {
+    let (model, mut fixture) = setup().await;
+    fixture.start().await.unwrap();
+    model.push(Reply::text("the waiting answer").after(Duration::from_millis(500)));
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    let (session, seq) = client.send("answer when I am gone").await.unwrap();
+    drop(client);
+    let dir = session_dir(&fixture, &session);
+    // The host has seen the reply and holds it for a terminal.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let out_seq = loop {
+        if let Ok(conn) = rusqlite::Connection::open(dir.join("inbound/inbound.db"))
+            && let Ok(seq) = conn.query_row(
+                "SELECT out_seq FROM delivery WHERE status = 'pending'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+        {
+            break seq;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{}", fixture.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    fixture.kill().await.unwrap();
+
+    fixture.start().await.unwrap();
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    // The waiting reply may come with the attach itself.
+    let is_reply = |e: &Event| matches!(e, Event::Chat(ChatEvent::Reply { .. }));
+    if !client.seen.iter().any(is_reply) {
+        client.wait_for(is_reply).await.unwrap();
+    }
+    client.settle(Duration::from_millis(500)).await;
+    assert_eq!(
+        client.replies_to(seq),
+        vec!["the waiting answer".to_owned()]
+    );
+    assert_eq!(delivery_of(&dir, out_seq), Some(("delivered".into(), 1)));
+    drop(client);
+
+    fixture.kill().await.unwrap();
+    fixture.start().await.unwrap();
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    client.settle(Duration::from_millis(800)).await;
+    assert!(client.replies_to(seq).is_empty(), "{:?}", client.seen);
+    fixture.stop().await.unwrap();
 }
