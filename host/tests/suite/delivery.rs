@@ -555,3 +555,69 @@ async fn a_host_killed_with_a_reply_waiting_for_the_terminal_delivers_it_exactly
     assert!(client.replies_to(seq).is_empty(), "{:?}", client.seen);
     fixture.stop().await.unwrap();
 }
+
+/// Two replies in one delivery pass: the first is recorded delivered as soon as Telegram
+/// answered it, so a host killed while the second is in flight sends only the second again.
+#[tokio::test]
+async fn each_reply_of_a_pass_is_recorded_before_the_next_is_sent() {
+    let mut t = Tg::new().await;
+    t.start_with_agent(100, &[]).await;
+    let private = TgChat::private(&owner());
+    t.tg.say(&private, &owner(), "hello");
+    t.bot_messages(100, 1).await;
+    let session: String = t
+        .db()
+        .query_row(
+            "SELECT id FROM sessions WHERE agent_group_id = 'andy'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let dir = t.fixture.data_dir().join("sessions/andy").join(&session);
+    let mut conn = rusqlite::Connection::open(dir.join("outbound/outbound.db")).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    let max: i64 = conn
+        .query_row("SELECT MAX(seq) FROM messages_out", [], |r| r.get(0))
+        .unwrap();
+    let (a, b) = (max + 20, max + 22);
+    let tx = conn.transaction().unwrap();
+    for (seq, text) in [(a, "reply A"), (b, "reply B")] {
+        tx.execute(
+            "INSERT INTO messages_out (seq, id, kind, in_reply_to, created_at, channel_type,
+                 platform_id, thread_id, content)
+             VALUES (?1, ?2, 'chat', NULL, '2026-01-02T03:04:05.000Z', 'telegram', '100', NULL, ?3)",
+            rusqlite::params![
+                seq,
+                format!("pair-{seq}"),
+                serde_json::json!({ "text": text }).to_string()
+            ],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+    drop(conn);
+    // A goes out; B, paced a second later, is held in flight.
+    t.tg.wait_until(WAIT, "reply A", |f| {
+        f.bot_messages(100).iter().any(|m| m.visible == "reply A")
+    })
+    .await
+    .unwrap();
+    t.tg.hold_next("sendMessage");
+    t.tg.wait_until(WAIT, "reply B held", |f| f.held() == 1)
+        .await
+        .unwrap();
+    t.fixture.kill().await.unwrap();
+    t.tg.release();
+    assert_eq!(delivery_of(&dir, a).map(|d| d.0), Some("delivered".into()));
+    assert_eq!(delivery_of(&dir, b).map(|d| d.0), Some("sending".into()));
+
+    t.fixture.start().await.unwrap();
+    t.bot_messages(100, 4).await;
+    t.settle().await;
+    let texts: Vec<String> =
+        t.tg.bot_messages(100)
+            .into_iter()
+            .map(|m| m.visible)
+            .collect();
+    assert_eq!(texts[1..], ["reply A", "reply B", "reply B"], "{texts:?}");
+}
