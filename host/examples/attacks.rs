@@ -1,18 +1,22 @@
 //! Figures for the hostile-agent defences (issue: "a hostile agent cannot hurt the host"): the
 //! host's peak memory while an agent forges a 400 MB row and a 50 MB file listed under 20 hard
-//! links, the disk those attacks make the host write, and what an agent filling its workspace
-//! gets onto the disk under the default `SESSION_DISK_MB`. Process runtime, fake model. Prints
+//! links, the disk those attacks make the host write, what an agent filling its workspace
+//! gets onto the disk under the default `SESSION_DISK_MB`, and the time from a poison Telegram
+//! update (a message entity far outside its text, which used to panic inside teloxide at every
+//! start) to the next update answered. Process runtime, fake model, fake Bot API. Prints
 //! figures; asserts nothing (the machine is shared and noisy).
 //!
-//! Usage: `attacks [path/to/clawbox]` (default `target/release/clawbox`); needs about 3.5 GB
-//! of free disk in the temporary directory.
+//! Usage: `attacks [path/to/clawbox] [--poison-only]` (default `target/release/clawbox`;
+//! `create-agent` is taken from next to it); needs about 3.5 GB of free disk in the temporary
+//! directory unless `--poison-only`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use testkit::fake_telegram::{TgChat, TgUser};
 use testkit::procs::processes;
-use testkit::{FakeModel, HostFixture};
+use testkit::{FakeModel, FakeTelegram, HostFixture};
 
 /// Peak resident memory (VmHWM) of `pid`, in MB.
 fn peak_mb(pid: u32) -> f64 {
@@ -128,6 +132,10 @@ async fn main() {
         .map_or_else(|| PathBuf::from("target/release/clawbox"), PathBuf::from);
     let bin =
         std::fs::canonicalize(&bin).expect("clawbox binary (build with `make build-release`)");
+    if std::env::args().any(|a| a == "--poison-only") {
+        poison_update(&bin).await;
+        return;
+    }
     let model = FakeModel::start().await.unwrap();
     let mut fixture = HostFixture::new(&bin, &model.base_url()).unwrap();
     fixture.set("RUST_LOG", "warn");
@@ -240,6 +248,91 @@ async fn main() {
         } else {
             "FAILED"
         }
+    );
+    fixture.stop().await.unwrap();
+    poison_update(&bin).await;
+}
+
+/// The time from a poison update to the next update answered, against the same after a plain
+/// update (the median of a few rounds each). In a group where the agent answers mentions only,
+/// the first update of a round (poison or plain) is not for the agent and the second, a
+/// mention, is answered; rounds are more than a second apart, so Telegram pacing adds nothing.
+async fn poison_update(bin: &Path) {
+    const TOKEN: &str = "123456:attacks";
+    let model = FakeModel::start().await.unwrap();
+    let tg = FakeTelegram::start(TOKEN).await.unwrap();
+    let mut fixture = HostFixture::new(bin, &model.base_url()).unwrap();
+    fixture
+        .set("RUST_LOG", "warn")
+        .set("TELEGRAM_BOT_TOKEN", TOKEN)
+        .set("TELEGRAM_API_URL", tg.api_url())
+        .set("TELEGRAM_POLL_TIMEOUT_S", "1");
+    let create_agent = bin.with_file_name("create-agent");
+    let out = fixture
+        .command_of(
+            &create_agent,
+            &[
+                "--agent-id",
+                "andy",
+                "--telegram-chat-id",
+                "-100",
+                "--owner-user-id",
+                "telegram:100",
+                "--engage-mode",
+                "mention",
+            ],
+        )
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fixture.start().await.unwrap();
+    let owner = TgUser::new(100, "Olga", Some("olga_owner"));
+    let chat = TgChat::group(-100, "Team");
+    let at = tg.bot_mention();
+    let round = async |poison: bool, n: usize| -> Duration {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let started = Instant::now();
+        let mut first = tg.message(&chat, &owner).text("not for the agent");
+        if poison {
+            first = first.raw_entity(
+                serde_json::json!({ "type": "bold", "offset": 4_000_000_000u64, "length": 9 }),
+            );
+        }
+        first.send();
+        let marker = format!("next {n}");
+        tg.say(&chat, &owner, &format!("{at} {marker}"));
+        tg.wait_until(Duration::from_secs(60), "the next update answered", |f| {
+            f.bot_messages(-100)
+                .iter()
+                .any(|m| m.visible.contains(&marker))
+        })
+        .await
+        .unwrap();
+        started.elapsed()
+    };
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    // The first turn starts the runner; not counted.
+    round(false, 100).await;
+    let mut plain = Vec::new();
+    let mut poisoned = Vec::new();
+    for n in 0..5 {
+        plain.push(round(false, 2 * n).await);
+        poisoned.push(round(true, 2 * n + 1).await);
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "poison Telegram update: the next update answered {:.0} ms after it (median of 5; after a plain update: {:.0} ms); {} bot messages for 11 mentions",
+        ms(median(poisoned)),
+        ms(median(plain)),
+        tg.bot_messages(-100).len()
     );
     fixture.stop().await.unwrap();
 }

@@ -139,7 +139,11 @@ pub async fn start(config: Config) -> Result<RunningHost, HostError> {
         Some(token) => Some(TelegramChannel::new(&config, token)?),
         None => None,
     };
-    let channels = Channels::new(config.data_dir.join("files"), telegram);
+    let channels = Channels::new(
+        config.data_dir.join("files"),
+        telegram,
+        config.max_reply_chars,
+    );
     let watcher = match crate::session::watch::OutboundWatcher::new() {
         Ok(w) => Some(Arc::new(w)),
         Err(e) => {

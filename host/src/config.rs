@@ -93,9 +93,8 @@ pub struct Config {
     /// (default 256): the limits of every agent container; an agent's `container.json` may
     /// override them (`memory_mb`, `cpus`, `pids_limit`).
     pub container_limits: ContainerLimits,
-    /// `MAX_CONCURRENT_CONTAINERS` (default 8): containers alive at once (docker runtime; the
-    /// process runtime is not capped); further sessions wait for a slot in the order they
-    /// asked for one.
+    /// `MAX_CONCURRENT_CONTAINERS` (default 8): containers (runner processes, on the process
+    /// runtime) alive at once; further sessions wait for a slot in the order they asked for one.
     pub max_concurrent_runners: usize,
     /// `DOCKER_HOST` (default: the local engine's socket, `/var/run/docker.sock`).
     pub docker_host: Option<String>,
@@ -116,6 +115,9 @@ pub struct Config {
     pub backoff_base: Duration,
     /// `MAX_DELIVERY_ATTEMPTS` (default 3): sends of one reply before it is reported failed.
     pub max_delivery_attempts: u32,
+    /// `MAX_REPLY_CHARS` (default 32000, at least 500): a longer reply is shown as its beginning
+    /// with a note, and the whole text goes along as a file (`session::outlet::cap_reply`).
+    pub max_reply_chars: usize,
     /// `IDLE_TIMEOUT_MS` (default 300000): a runner with nothing to do exits after this long.
     pub idle_timeout: Duration,
     /// `CLAIM_STUCK_MS` (default 60000): a runner holding a claim whose heartbeat is older than
@@ -409,6 +411,17 @@ impl Config {
                 "MAX_DELIVERY_ATTEMPTS",
                 parse_num("MAX_DELIVERY_ATTEMPTS", var("MAX_DELIVERY_ATTEMPTS"), 3)?,
             )?,
+            max_reply_chars: {
+                let n = parse_num("MAX_REPLY_CHARS", var("MAX_REPLY_CHARS"), 32_000usize)?;
+                if n < 500 {
+                    return Err(ConfigError {
+                        var: "MAX_REPLY_CHARS",
+                        value: n.to_string(),
+                        problem: "must be at least 500 (characters)".into(),
+                    });
+                }
+                n
+            },
             idle_timeout: ms("IDLE_TIMEOUT_MS", 300_000)?,
             claim_stuck: ms("CLAIM_STUCK_MS", 60_000)?,
             heartbeat: ms("HEARTBEAT_MS", 2000)?,
@@ -747,6 +760,13 @@ mod tests {
             }
         );
         assert_eq!(c.max_concurrent_runners, 8);
+        assert_eq!(c.max_reply_chars, 32_000);
+        assert_eq!(
+            config(&[("MAX_REPLY_CHARS", "4096")])
+                .unwrap()
+                .max_reply_chars,
+            4096
+        );
         let c = config(&[
             ("CONTAINER_MEMORY_MB", "512"),
             ("CONTAINER_CPUS", " 1.5 "),
@@ -824,6 +844,8 @@ mod tests {
             ("RETENTION_DAYS", "0"),
             ("SESSION_RETENTION_DAYS", "0"),
             ("RETENTION_INTERVAL_MS", "0"),
+            ("MAX_REPLY_CHARS", "499"),
+            ("MAX_REPLY_CHARS", "32k"),
         ];
         for (var, value) in table {
             let err = config(&[(var, value)]).unwrap_err();

@@ -4,7 +4,8 @@
 //! the chats' messages the way Telegram would (message ids per chat, topics, replies, edits,
 //! reactions), validates what the real server validates (HTML entities, the 4096/1024
 //! character limits, unknown messages), records every call, and lets a test inject failures
-//! such as `429 retry_after`.
+//! such as `429 retry_after`, or hold an answer to a request it handled (to crash a client in
+//! between).
 //!
 //! Tests play the users: [`FakeTelegram::message`] builds an incoming message (text, mentions
 //! and commands get their entities automatically; photos, documents and voice notes are
@@ -41,6 +42,8 @@ pub use html::{utf16_len, visible_text};
 pub const MAX_TEXT: usize = 4096;
 /// Telegram's limit for a caption.
 pub const MAX_CAPTION: usize = 1024;
+/// Telegram's limit for a file a bot uploads.
+pub const MAX_UPLOAD: usize = 50 << 20;
 
 /// A Telegram user as tests use them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,6 +219,8 @@ struct Shared {
     state: Mutex<Chats>,
     /// Woken on every change (new update, new call), for long polls and `wait_*`.
     changed: Notify,
+    /// Lets held answers go ([`FakeTelegram::release`]).
+    released: Notify,
     shutdown: CancellationToken,
 }
 
@@ -238,6 +243,10 @@ struct Chats {
     failures: HashMap<String, VecDeque<Option<Failure>>>,
     calls: Vec<Call>,
     next_callback: u64,
+    /// Per method: calls still to be held (see [`FakeTelegram::hold_next`]).
+    holds: HashMap<String, usize>,
+    /// Calls handled whose answer is being held now.
+    held: usize,
 }
 
 impl Shared {
@@ -470,11 +479,14 @@ impl FakeTelegram {
                 ..Chats::default()
             }),
             changed: Notify::new(),
+            released: Notify::new(),
             shutdown: CancellationToken::new(),
         });
         let app = Router::new()
             .route("/{bot}/{method}", any(method))
             .route("/file/{bot}/{*path}", any(download))
+            // Bots upload files of up to 50 MB (axum's default cap is 2 MB).
+            .layer(axum::extract::DefaultBodyLimit::max(MAX_UPLOAD))
             .with_state(Arc::clone(&shared));
         let shutdown = shared.shutdown.clone().cancelled_owned();
         tokio::spawn(async move {
@@ -598,6 +610,28 @@ impl FakeTelegram {
             .entry(method.to_ascii_lowercase())
             .or_default()
             .push_back(outcome);
+    }
+
+    /// Handles the next call of `method` as usual (a sent message is in the chat) but holds its
+    /// answer until [`FakeTelegram::release`]: the client is left between Telegram accepting a
+    /// request and learning that it did, where a crash is ambiguous.
+    pub fn hold_next(&self, method: &str) {
+        *self
+            .shared
+            .lock()
+            .holds
+            .entry(method.to_ascii_lowercase())
+            .or_default() += 1;
+    }
+
+    /// Calls whose answer is being held now.
+    pub fn held(&self) -> usize {
+        self.shared.lock().held
+    }
+
+    /// Sends the answers held so far.
+    pub fn release(&self) {
+        self.shared.released.notify_waiters();
     }
 
     /// A file users can send (its `file_id`).
@@ -824,13 +858,34 @@ async fn method(
         None => handle(&shared, &name, &params, &files),
     };
     let ok = response.status().is_success();
-    shared.lock().calls.push(Call {
-        method: name,
-        params,
-        files,
-        ok,
-        at: arrived,
-    });
+    let hold = {
+        let mut st = shared.lock();
+        let hold = match st.holds.get_mut(&name.to_ascii_lowercase()) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                st.held += 1;
+                true
+            }
+            _ => false,
+        };
+        st.calls.push(Call {
+            method: name,
+            params,
+            files,
+            ok,
+            at: arrived,
+        });
+        hold
+    };
+    if hold {
+        let released = shared.released.notified();
+        shared.changed.notify_waiters();
+        tokio::select! {
+            () = released => {}
+            () = shared.shutdown.cancelled() => {}
+        }
+        shared.lock().held -= 1;
+    }
     shared.changed.notify_waiters();
     response
 }

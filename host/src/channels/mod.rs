@@ -5,6 +5,11 @@
 //! failure notice, verdict and "the agent is working" signal, and it dispatches on the route's
 //! channel type. Inbound, the adapters hand messages to the router. Owns nothing about routing
 //! decisions (`session::router`) or delivery bookkeeping (`session::delivery`).
+//!
+//! A reply longer than `MAX_REPLY_CHARS` is shown by every channel the same way (see
+//! [`cap_reply`]): its beginning with a note, and the whole text as a file (`reply-<seq>.md`,
+//! a document on Telegram, a saved file on the terminal). An edit longer than the cap is
+//! refused: an edit cannot carry a file, and the message it would replace stays as it was.
 
 pub mod cli;
 pub mod telegram;
@@ -15,7 +20,9 @@ use futures::future::BoxFuture;
 use mailbox::{OutboundMessage, Route};
 
 use crate::session::outbox::Attachment;
-use crate::session::outlet::{Content, DeliveryError, Drafting, Outcome, Outlet, PlatformRefs};
+use crate::session::outlet::{
+    Content, DeliveryError, Drafting, Outcome, Outlet, PlatformRefs, cap_reply,
+};
 use crate::session::questions::Question;
 use cli::CliChannel;
 use telegram::TelegramChannel;
@@ -25,14 +32,21 @@ pub struct Channels {
     pub cli: CliChannel,
     /// Present when `TELEGRAM_BOT_TOKEN` is set.
     pub telegram: Option<TelegramChannel>,
+    /// `MAX_REPLY_CHARS`.
+    max_reply_chars: usize,
 }
 
 impl Channels {
     /// `files_dir`: where channels that hand files to the local user (the terminal) put them.
-    pub fn new(files_dir: PathBuf, telegram: Option<TelegramChannel>) -> Self {
+    pub fn new(
+        files_dir: PathBuf,
+        telegram: Option<TelegramChannel>,
+        max_reply_chars: usize,
+    ) -> Self {
         Channels {
             cli: CliChannel::new(files_dir),
             telegram,
+            max_reply_chars,
         }
     }
 }
@@ -66,7 +80,7 @@ impl Outlet for Channels {
         refs: &'a PlatformRefs,
     ) -> BoxFuture<'a, Result<Option<String>, DeliveryError>> {
         Box::pin(async move {
-            let content = Content::of(msg)?;
+            let mut content = Content::of(msg)?;
             if let Content::Text { text, .. } = &content
                 && text.trim().is_empty()
                 && attachments.is_empty()
@@ -75,6 +89,58 @@ impl Outlet for Channels {
                     "message has no text to send".into(),
                 ));
             }
+            // The web chat shows the row from the mailbox itself: nothing is cut there.
+            let capped = match &content {
+                Content::Text { .. } if msg.route.channel_type == "web" => None,
+                Content::Text {
+                    text,
+                    edit_of: Some(_),
+                } => {
+                    let chars = text.chars().count();
+                    if chars > self.max_reply_chars {
+                        return Err(DeliveryError::Permanent(format!(
+                            "an edit may hold at most {} characters (MAX_REPLY_CHARS) and this \
+                             one has {chars}; send the text as a new message instead",
+                            self.max_reply_chars
+                        )));
+                    }
+                    None
+                }
+                Content::Text {
+                    text,
+                    edit_of: None,
+                } => cap_reply(text, msg.seq, self.max_reply_chars),
+                Content::Reaction { .. } => None,
+            };
+            let with_file;
+            let attachments = match &capped {
+                Some(c) => {
+                    tracing::info!(
+                        out_seq = msg.seq,
+                        chars = msg.text().unwrap_or_default().chars().count(),
+                        max = self.max_reply_chars,
+                        "reply longer than MAX_REPLY_CHARS: its beginning is shown, the whole text attached"
+                    );
+                    content = Content::Text {
+                        text: &c.text,
+                        edit_of: None,
+                    };
+                    let (name, whole) = (c.file_name.clone(), msg.text().unwrap_or_default());
+                    let whole = whole.as_bytes().to_vec();
+                    let file =
+                        tokio::task::spawn_blocking(move || Attachment::from_bytes(name, &whole))
+                            .await
+                            .map_err(|e| DeliveryError::Transient(e.to_string()))?
+                            .map_err(|e| {
+                                DeliveryError::Transient(format!(
+                                    "cannot keep the whole reply as a file: {e}"
+                                ))
+                            })?;
+                    with_file = [attachments, std::slice::from_ref(&file)].concat();
+                    &with_file[..]
+                }
+                None => attachments,
+            };
             match (msg.route.channel_type.as_str(), &self.telegram) {
                 ("cli", _) => self
                     .cli

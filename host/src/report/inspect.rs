@@ -18,7 +18,7 @@ use mailbox::{
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, RuntimeKind};
+use crate::config::Config;
 use crate::db::{self, AgentListing, DbError, SessionView, TokenUsage};
 use crate::session::liveness::stale_after;
 use crate::session::retention::RetentionSummary;
@@ -50,7 +50,7 @@ pub struct HostFacts {
     pub image: Option<String>,
     /// The phase of every session with a live task.
     pub live: HashMap<String, RunnerPhase>,
-    /// `MAX_CONCURRENT_CONTAINERS`; `None` when runners are not capped (process runtime).
+    /// `MAX_CONCURRENT_CONTAINERS` (both runtimes honour it); `None` when not capped.
     pub slot_cap: Option<usize>,
     pub model_proxy: ProxySummary,
     /// What the background retention did since the host started.
@@ -108,7 +108,7 @@ pub struct HostSummary {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContainerCount {
     pub running: usize,
-    /// `None`: not capped (the process runtime).
+    /// `MAX_CONCURRENT_CONTAINERS`; `None`: not capped.
     pub cap: Option<usize>,
 }
 
@@ -248,10 +248,7 @@ pub fn status(
         None => (
             config.runtime.name().to_owned(),
             config.runtime.isolated(),
-            match config.runtime {
-                RuntimeKind::Docker => Some(config.max_concurrent_runners),
-                RuntimeKind::Process => None,
-            },
+            Some(config.max_concurrent_runners),
         ),
     };
     let running = match host {

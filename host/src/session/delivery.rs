@@ -235,9 +235,10 @@ impl Delivery<'_> {
     /// Returns what is left (rows waiting for a channel, or to be retried, so the session is
     /// not idle yet) and the task messages that reached their verdict.
     ///
-    /// The database work is two transactions however many rows there are (plus one per
-    /// request): one records what is new and starts the attempts, one records what was
-    /// delivered and folds the acks.
+    /// The database work is two transactions for a pass that sends one row (plus one per
+    /// request, and one per further row sent): one records what is new and starts the
+    /// attempts, one records the last row delivered and folds the acks. Each row sent is
+    /// recorded delivered right after the channel's answer, before the next is sent.
     pub async fn pump(&self) -> mailbox::Result<Pumped> {
         // New rows are read a page at a time (mailbox::outbound::page_after); a full page means
         // more may be waiting, so pass again until a page is not full.
@@ -361,16 +362,36 @@ impl Delivery<'_> {
         let mut waiting = plan.waiting;
         let mut retry_soon = false;
         for msg in plan.refused {
-            let error = format!(
-                "destination {}:{} is not one this agent may send to",
-                msg.route.channel_type, msg.route.platform_id
-            );
-            self.fail(msg, error, true).await?;
+            // Told to the session's own chat like any row the agent got wrong: a forged route
+            // must not be where the notice goes either.
+            let origin = &self.acl.origin;
+            let error = if msg.route.channel_type == origin.channel_type
+                && msg.route.platform_id == origin.platform_id
+            {
+                let topic = match msg.route.thread_id.as_deref() {
+                    Some(thread) => format!("topic {thread}"),
+                    None => "the general topic".to_owned(),
+                };
+                format!(
+                    "it is addressed to another topic of this chat ({topic}), which is another \
+                     conversation's"
+                )
+            } else {
+                format!(
+                    "destination {}:{} is not one this agent may send to",
+                    msg.route.channel_type, msg.route.platform_id
+                )
+            };
+            self.undeliverable(msg.seq, error).await?;
         }
+        // Rows sent in this pass with their platform ids (for edits of them in the same pass),
+        // and the last one, whose record commits with the acks below.
+        let mut sent: Vec<(i64, Option<String>)> = Vec::new();
         let mut delivered = Vec::new();
         // The `in_reply_to` of each row delivered in this pass.
         let mut delivered_replies = Vec::new();
-        for (msg, attempt, mut refs) in plan.started {
+        let started = plan.started.len();
+        for (i, (msg, attempt, mut refs)) in plan.started.into_iter().enumerate() {
             if attempt > 1 {
                 // An earlier attempt was started and not recorded as done: it failed, or the host
                 // died around the send. On a channel without idempotency keys (Telegram) that
@@ -385,7 +406,7 @@ impl Delivery<'_> {
             // An edit of (or reaction to) a row delivered earlier in this same pass.
             if refs.target.is_none()
                 && let Some(target) = target_seq(&msg)
-                && let Some((_, id)) = delivered.iter().find(|(seq, _)| *seq == target)
+                && let Some((_, id)) = sent.iter().find(|(seq, _)| *seq == target)
             {
                 refs.target.clone_from(id);
             }
@@ -403,7 +424,20 @@ impl Delivery<'_> {
             {
                 Ok(platform_id) => {
                     delivered_replies.push(msg.in_reply_to);
-                    delivered.push((msg.seq, platform_id));
+                    sent.push((msg.seq, platform_id.clone()));
+                    let done = vec![(msg.seq, platform_id)];
+                    if i + 1 == started {
+                        delivered = done;
+                    } else {
+                        // Recorded at once, not at the end of the pass: on a channel without
+                        // idempotency keys a crash before this commit re-sends the row, and
+                        // the later rows of the pass (paced a second apart on Telegram) would
+                        // otherwise widen that window to seconds.
+                        with_mailbox(self.mailbox, move |mb| {
+                            mb.inbound.settle(&done, &[], Utc::now()).map(drop)
+                        })
+                        .await?;
+                    }
                 }
                 Err(DeliveryError::Unavailable) => {
                     // Raced with a terminal detaching; sent again when one attaches.

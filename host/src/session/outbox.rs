@@ -75,6 +75,18 @@ impl Attachment {
         Ok(copied)
     }
 
+    /// A file the host makes itself (the whole text of a reply too long to show), written to
+    /// an unlinked temporary file so that channels read it like any other attachment. Blocking.
+    pub fn from_bytes(name: String, bytes: &[u8]) -> std::io::Result<Attachment> {
+        let mut file = tempfile::tempfile()?;
+        file.write_all(bytes)?;
+        Ok(Attachment {
+            name,
+            size: bytes.len() as u64,
+            file: Arc::new(file),
+        })
+    }
+
     /// The whole file in memory, checked like [`Attachment::copy_to`], for a channel that
     /// uploads from memory; at most [`MAX_MESSAGE_ATTACHMENT_BYTES`] by construction. Blocking.
     pub fn read_all(&self) -> Result<Vec<u8>, AttachmentError> {

@@ -1,8 +1,10 @@
 //! The port through which the message path shows things in chats: [`Outlet`], implemented by
 //! the channel adapters' registry (`crate::channels::Channels`), which sits above this layer.
 //! The supervisor, delivery and questions hand it outbound rows, notices, questions, verdicts and
-//! "the agent is working", and drafts of replies being written; what an outbound row asks a channel to show ([`Content`]) is decoded
-//! here once for every adapter.
+//! "the agent is working", and drafts of replies being written; what an outbound row asks a
+//! channel to show ([`Content`]) is decoded here once for every adapter, and so is the cap on a
+//! reply's length ([`cap_reply`]): an agent that answers with megabytes of text would otherwise
+//! flood the chat with hundreds of messages.
 
 use futures::future::BoxFuture;
 use mailbox::{InboundStatus, OutboundKind, OutboundMessage, Route};
@@ -129,6 +131,57 @@ impl<'a> Content<'a> {
     }
 }
 
+/// A reply longer than `MAX_REPLY_CHARS`, as it is shown: its beginning with a note, and the
+/// name of the file the whole text goes along in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CappedReply {
+    /// The beginning (cut at a line break, else a space, else any character), then the note;
+    /// at most the cap in characters.
+    pub text: String,
+    /// The name of the file the whole text goes in: `reply-<seq>.md`.
+    pub file_name: String,
+}
+
+/// The reply `text` of row `seq` as shown under a cap of `max_chars` characters; `None` when it
+/// fits. The note says how long the reply was and that the whole text is attached.
+pub fn cap_reply(text: &str, seq: i64, max_chars: usize) -> Option<CappedReply> {
+    let chars = text.chars().count();
+    if chars <= max_chars {
+        return None;
+    }
+    let name = format!("reply-{seq}.md");
+    let note = format!("✂ The reply was {chars} characters; the whole text is attached ({name}).");
+    // Room for the note, the blank line before it, and a fence closing a cut code block.
+    let budget = max_chars.saturating_sub(note.chars().count() + 6);
+    let end = text
+        .char_indices()
+        .nth(budget)
+        .map_or(text.len(), |(i, _)| i);
+    let head = &text[..end];
+    // A cut in the first half would throw away too much: fall back to a finer boundary.
+    let cut = [head.rfind('\n'), head.rfind(char::is_whitespace)]
+        .into_iter()
+        .flatten()
+        .find(|&i| i >= end / 2)
+        .unwrap_or(end);
+    let mut shown = head[..cut].trim_end().to_owned();
+    if shown
+        .lines()
+        .filter(|l| l.trim_start().starts_with("```"))
+        .count()
+        % 2
+        == 1
+    {
+        shown.push_str("\n```");
+    }
+    shown.push_str("\n\n");
+    shown.push_str(&note);
+    Some(CappedReply {
+        text: shown,
+        file_name: name,
+    })
+}
+
 /// The names of the files attached to an outbound row (`content.files`).
 pub fn attachment_names(msg: &OutboundMessage) -> Vec<String> {
     msg.content
@@ -161,4 +214,58 @@ pub struct Outcome<'a> {
     pub seq: i64,
     pub status: InboundStatus,
     pub error: Option<&'a str>,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_reply_within_the_cap_is_left_alone() {
+        assert_eq!(cap_reply(&"é".repeat(1000), 3, 1000), None);
+        assert_eq!(cap_reply("", 3, 1000), None);
+    }
+
+    #[test]
+    fn a_long_reply_is_cut_at_a_line_under_the_cap_and_attached_whole() {
+        let line = "word ".repeat(19) + "end\n";
+        let text = line.repeat(100);
+        let capped = cap_reply(&text, 13, 1000).unwrap();
+        assert!(capped.text.chars().count() <= 1000, "{}", capped.text.len());
+        let (head, note) = capped.text.rsplit_once("\n\n").unwrap();
+        assert!(head.ends_with("end"), "{head:?}");
+        assert!(text.starts_with(head));
+        assert_eq!(
+            note,
+            format!(
+                "✂ The reply was {} characters; the whole text is attached (reply-13.md).",
+                text.chars().count()
+            )
+        );
+        assert_eq!(capped.file_name, "reply-13.md");
+    }
+
+    #[test]
+    fn without_line_breaks_the_cut_is_at_a_space_or_a_character() {
+        let words = "ünïcode ".repeat(500);
+        let capped = cap_reply(&words, 1, 600).unwrap();
+        let head = capped.text.split("\n\n").next().unwrap();
+        assert!(head.ends_with("ünïcode"), "{head:?}");
+        assert!(capped.text.chars().count() <= 600);
+        let solid = "😀".repeat(5000);
+        let capped = cap_reply(&solid, 1, 600).unwrap();
+        let head = capped.text.split("\n\n").next().unwrap();
+        assert!(head.chars().all(|c| c == '😀') && head.chars().count() > 400);
+        assert!(capped.text.chars().count() <= 600);
+    }
+
+    #[test]
+    fn a_code_block_cut_open_is_closed_before_the_note() {
+        let text = format!("intro\n```rust\n{}```\n", "let x = 1;\n".repeat(500));
+        let capped = cap_reply(&text, 1, 1000).unwrap();
+        let head = capped.text.split("\n\n✂").next().unwrap();
+        assert!(head.ends_with("\n```"), "{head:?}");
+        assert!(capped.text.chars().count() <= 1000);
+    }
 }

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::HostError;
-use crate::config::{Config, RuntimeKind};
+use crate::config::Config;
 use crate::db::{self, Db};
 use crate::proxy::{Grant, Proxy};
 use crate::runtime::{AgentRuntime, RunnerExit, RunnerHandle, RunnerSpec};
@@ -103,10 +103,10 @@ pub struct Supervisor {
     /// Live session tasks. std Mutex, never held across an await: senders send while holding
     /// it, and a retiring task removes itself while holding it, so no wake-up is ever lost.
     actors: Arc<Mutex<HashMap<String, Entry>>>,
-    /// `MAX_CONCURRENT_CONTAINERS`: one permit per live container. tokio's semaphore is fair,
-    /// so sessions waiting for a slot start in the order they asked. `None` for the process
-    /// runtime (a development mode; its runners are not capped).
-    slots: Option<Arc<Semaphore>>,
+    /// `MAX_CONCURRENT_CONTAINERS`: one permit per live container (or runner process, on the
+    /// process runtime). tokio's semaphore is fair, so sessions waiting for a slot start in the
+    /// order they asked.
+    slots: Arc<Semaphore>,
     /// Sessions waiting for a slot; while there are any, idle runners give theirs up.
     waiting: Arc<AtomicUsize>,
     /// The id of a session whose task just passed over its mailbox (see [`Supervisor::changes`]).
@@ -127,12 +127,7 @@ struct Entry {
 
 impl Supervisor {
     pub fn new(shared: Shared) -> Self {
-        let slots = match shared.config.runtime {
-            RuntimeKind::Docker => Some(Arc::new(Semaphore::new(
-                shared.config.max_concurrent_runners,
-            ))),
-            RuntimeKind::Process => None,
-        };
+        let slots = Arc::new(Semaphore::new(shared.config.max_concurrent_runners));
         Supervisor {
             slots,
             waiting: Arc::default(),
@@ -240,11 +235,9 @@ impl Supervisor {
         self.changes.subscribe()
     }
 
-    /// The configured cap of live containers (`None`: not capped, the process runtime).
+    /// The configured cap of live containers (runner processes on the process runtime).
     pub fn slot_cap(&self) -> Option<usize> {
-        self.slots
-            .as_ref()
-            .map(|_| self.shared.config.max_concurrent_runners)
+        Some(self.shared.config.max_concurrent_runners)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
@@ -337,7 +330,7 @@ struct Running {
     /// The runner's model-proxy token; dropping the `Running` revokes it.
     _model_grant: Grant,
     /// Its container slot, given back when the `Running` is dropped.
-    _slot: Option<OwnedSemaphorePermit>,
+    _slot: OwnedSemaphorePermit,
 }
 
 struct Actor {
@@ -614,14 +607,11 @@ impl Actor {
         }
     }
 
-    /// A container slot (`Some(None)` when runners are not capped); `None` if the host shuts
-    /// down while waiting.
-    async fn wait_for_slot(&mut self) -> Option<Option<OwnedSemaphorePermit>> {
-        let Some(slots) = self.sup.slots.clone() else {
-            return Some(None);
-        };
+    /// A container slot; `None` if the host shuts down while waiting.
+    async fn wait_for_slot(&mut self) -> Option<OwnedSemaphorePermit> {
+        let slots = Arc::clone(&self.sup.slots);
         if let Ok(permit) = Arc::clone(&slots).try_acquire_owned() {
-            return Some(Some(permit));
+            return Some(permit);
         }
         tracing::info!(
             max = self.config().max_concurrent_runners,
@@ -633,7 +623,7 @@ impl Actor {
         let permit = tokio::select! {
             () = self.sup.cancel.cancelled() => None,
             // The semaphore is never closed.
-            permit = slots.acquire_owned() => permit.ok().map(Some),
+            permit = slots.acquire_owned() => permit.ok(),
         };
         self.sup.waiting.fetch_sub(1, Ordering::SeqCst);
         permit
@@ -655,7 +645,7 @@ impl Actor {
     /// Starts the runner; on failure fails the due messages with the reason and returns false.
     async fn start_runner(
         &mut self,
-        slot: Option<OwnedSemaphorePermit>,
+        slot: OwnedSemaphorePermit,
         max_file_bytes: Option<u64>,
     ) -> bool {
         let route = self.info.route.clone();

@@ -1,8 +1,10 @@
 mod attachments;
 mod browser;
+mod caps;
 mod chat;
 mod create_agent;
 mod dashboard;
+mod delivery;
 mod docker;
 mod doctor;
 mod hostile;

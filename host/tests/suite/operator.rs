@@ -139,7 +139,7 @@ async fn status_and_logs_tell_the_story_of_a_session() {
     assert!(!report.isolated);
     assert_eq!(
         (report.containers.running, report.containers.cap),
-        (1, None)
+        (1, Some(8))
     );
     let row = &report.sessions[0];
     assert_eq!(

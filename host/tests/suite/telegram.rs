@@ -14,10 +14,10 @@ use testkit::{FakeModel, FakeTelegram, HostFixture, Reply, ToolCall};
 
 use super::support::*;
 
-const TOKEN: &str = "123456:test-token";
+pub(super) const TOKEN: &str = "123456:test-token";
 const CREATE_AGENT: &str = env!("CARGO_BIN_EXE_create-agent");
 
-fn owner() -> TgUser {
+pub(super) fn owner() -> TgUser {
     TgUser::new(100, "Olga", Some("olga_owner"))
 }
 
@@ -57,7 +57,7 @@ impl Tg {
     }
 
     /// Runs the real `create-agent`; panics with its output unless it succeeds.
-    async fn create_agent(&self, args: &[&str]) {
+    pub(super) async fn create_agent(&self, args: &[&str]) {
         let out = self
             .fixture
             .command_of(Path::new(CREATE_AGENT), args)
@@ -99,7 +99,7 @@ impl Tg {
         .unwrap();
     }
 
-    fn db(&self) -> Connection {
+    pub(super) fn db(&self) -> Connection {
         Connection::open(self.fixture.data_dir().join("clawbox.db")).unwrap()
     }
 
@@ -134,7 +134,7 @@ impl Tg {
     }
 
     /// The bot's live messages in `chat` once there are `n`.
-    async fn bot_messages(&self, chat: i64, n: usize) -> Vec<BotMessage> {
+    pub(super) async fn bot_messages(&self, chat: i64, n: usize) -> Vec<BotMessage> {
         match self.tg.wait_for_bot_messages(chat, n, WAIT).await {
             Ok(all) => all.into_iter().filter(|m| !m.deleted).collect(),
             Err(e) => panic!("{e}\n{}", self.fixture.logs()),
@@ -143,7 +143,7 @@ impl Tg {
 
     /// Waits until the poller has fetched updates twice more (so whatever was pending has been
     /// handed out and handled or not), then a little longer.
-    async fn settle(&self) {
+    pub(super) async fn settle(&self) {
         let polls = self.tg.calls_to("getUpdates").len();
         self.tg
             .wait_until(WAIT, "two more polls", |f| {

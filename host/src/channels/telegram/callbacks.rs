@@ -87,7 +87,7 @@ pub(super) async fn ask_approval(chats: &Chats, approval_id: &str, origin: &mail
             .send_message(ChatId(numeric), &text)
             .parse_mode(ParseMode::Html)
             .reply_markup(keyboard.clone());
-        match call(&req).await {
+        match chats.tg().paced(ChatId(numeric), &req).await {
             Ok(m) => cards.push((numeric.to_string(), m.id.0.to_string())),
             Err(e) => tracing::warn!(user, "Telegram: cannot send the approval card: {e}"),
         }
@@ -103,7 +103,7 @@ pub(super) async fn ask_approval(chats: &Chats, approval_id: &str, origin: &mail
         if let Some(t) = thread_of(origin) {
             req = req.message_thread_id(t);
         }
-        match call(&req).await {
+        match chats.tg().paced(ChatId(chat), &req).await {
             Ok(m) => cards.push((chat.to_string(), m.id.0.to_string())),
             Err(e) => {
                 tracing::error!(
@@ -238,7 +238,7 @@ pub(super) async fn handle(chats: &Chats, query: CallbackQuery) {
                     .bot()
                     .edit_message_text(ChatId(chat), message, &outcome)
                     .parse_mode(ParseMode::Html);
-                if let Err(e) = call(&req).await {
+                if let Err(e) = chats.tg().paced(ChatId(chat), &req).await {
                     tracing::warn!("Telegram: cannot update an approval card: {e}");
                 }
             }

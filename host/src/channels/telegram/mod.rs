@@ -1,8 +1,9 @@
 //! The Telegram channel: a bot on the Bot API (teloxide's client, long polling). This file owns
 //! the sending side — replies rendered from Markdown to Telegram HTML and split to fit,
 //! threaded into the topic they belong to, files as photos or documents, edits as real edits,
-//! reactions, the typing indicator, and Telegram's rate limits (`429 retry_after` is waited
-//! out). `poll.rs` owns receiving (the update journal and per-chat ordering), `callbacks.rs`
+//! reactions, the typing indicator, and Telegram's rate limits: every message posted or edited
+//! waits for its chat's slot (`pace.rs`: a second apart, 20 a minute in a group), and a
+//! `429 retry_after` is waited out, holding that chat's later messages too. `poll.rs` owns receiving (the update journal and per-chat ordering), `callbacks.rs`
 //! the inline buttons (approving unknown senders), `inbound.rs` what a message means and
 //! `format.rs` the rendering.
 //!
@@ -13,6 +14,7 @@
 mod callbacks;
 pub mod format;
 pub mod inbound;
+mod pace;
 mod poll;
 
 use std::collections::HashMap;
@@ -76,6 +78,8 @@ struct Inner {
     progress: Mutex<HashMap<(String, i64), Vec<String>>>,
     /// The message showing each session's draft, until its reply takes it over.
     drafts: Mutex<HashMap<String, Drafted>>,
+    /// The pace of messages per chat; std Mutex, never held across an await.
+    pace: Mutex<pace::Pacer>,
 }
 
 /// The message showing a session's draft (plain text while it grows).
@@ -117,6 +121,7 @@ impl TelegramChannel {
                 typing: Mutex::default(),
                 progress: Mutex::default(),
                 drafts: Mutex::default(),
+                pace: Mutex::default(),
             }),
         })
     }
@@ -128,6 +133,15 @@ impl TelegramChannel {
 
     fn bot(&self) -> &Bot {
         &self.inner.bot
+    }
+
+    /// [`call`] for a request that posts or edits a message in `chat`: each attempt waits for
+    /// the chat's next slot, and a `429 retry_after` holds the chat for every sender.
+    async fn paced<R>(&self, chat: ChatId, req: &R) -> Result<Output<R>, RequestError>
+    where
+        R: Request<Err = RequestError>,
+    {
+        send_retrying(req, Some((&self.inner.pace, chat.0))).await
     }
 
     /// Sends one outbound row; returns the ids of the messages it became, comma-separated.
@@ -410,11 +424,13 @@ impl TelegramChannel {
             }
             req
         };
-        match call(&request(&part.html, true)).await {
+        match self.paced(chat, &request(&part.html, true)).await {
             Ok(m) => Ok(m.id),
             Err(RequestError::Api(ApiError::CantParseEntities(why))) => {
                 tracing::warn!("Telegram refused the formatting ({why}); sending plain text");
-                call(&request(&part.plain, false)).await.map(|m| m.id)
+                self.paced(chat, &request(&part.plain, false))
+                    .await
+                    .map(|m| m.id)
             }
             Err(e) => Err(e),
         }
@@ -464,7 +480,7 @@ impl TelegramChannel {
                     req =
                         req.reply_parameters(ReplyParameters::new(r).allow_sending_without_reply());
                 }
-                match call(&req).await {
+                match self.paced(chat, &req).await {
                     // Telegram could not use it as a photo (dimensions, format): a document.
                     Err(RequestError::Api(e)) if is_photo_problem(&e) => {
                         self.send_document(chat, thread, reply_to, input(), text.as_deref(), html)
@@ -512,7 +528,7 @@ impl TelegramChannel {
         if let Some(r) = reply_to {
             req = req.reply_parameters(ReplyParameters::new(r).allow_sending_without_reply());
         }
-        call(&req).await.map(|m| m.id)
+        self.paced(chat, &req).await.map(|m| m.id)
     }
 
     /// Replaces the text of the messages `target` (ids as delivered) with `text`: part by part;
@@ -569,10 +585,11 @@ impl TelegramChannel {
             .bot()
             .edit_message_text(chat, id, &part.html)
             .parse_mode(ParseMode::Html);
-        let result = match call(&html).await {
+        let result = match self.paced(chat, &html).await {
             Err(RequestError::Api(ApiError::CantParseEntities(why))) => {
                 tracing::warn!("Telegram refused the formatting of an edit ({why}); editing plain");
-                call(&self.bot().edit_message_text(chat, id, &part.plain)).await
+                self.paced(chat, &self.bot().edit_message_text(chat, id, &part.plain))
+                    .await
             }
             other => other,
         };
@@ -603,7 +620,7 @@ impl TelegramChannel {
         if let Some(t) = thread_of(&q.route) {
             req = req.message_thread_id(t);
         }
-        call(&req)
+        self.paced(chat, &req)
             .await
             .map(|m| m.id.0.to_string())
             .map_err(classify)
@@ -627,7 +644,7 @@ impl TelegramChannel {
             .bot()
             .edit_message_text(chat, card, text)
             .parse_mode(ParseMode::Html);
-        match call(&req).await {
+        match self.paced(chat, &req).await {
             Ok(_) | Err(RequestError::Api(ApiError::MessageNotModified)) => Ok(()),
             Err(e) => Err(classify(e)),
         }
@@ -700,13 +717,40 @@ async fn call<R>(req: &R) -> Result<Output<R>, RequestError>
 where
     R: Request<Err = RequestError>,
 {
+    send_retrying(req, None).await
+}
+
+/// [`call`], with each attempt paced for the chat when `pace` names one (see `pace.rs`).
+async fn send_retrying<R>(
+    req: &R,
+    pace: Option<(&Mutex<pace::Pacer>, i64)>,
+) -> Result<Output<R>, RequestError>
+where
+    R: Request<Err = RequestError>,
+{
+    // Never held across an await; a poisoned pacer only means a panic elsewhere.
+    fn pacer(p: &Mutex<pace::Pacer>) -> std::sync::MutexGuard<'_, pace::Pacer> {
+        p.lock().unwrap_or_else(|e| e.into_inner())
+    }
     let mut waited = Duration::ZERO;
     let mut network_failures = 0;
     loop {
+        if let Some((p, chat)) = pace {
+            let at = pacer(p).reserve(chat, tokio::time::Instant::now());
+            tokio::time::sleep_until(at).await;
+        }
         match req.send_ref().await {
-            Err(RequestError::RetryAfter(s)) if waited + s.duration() <= MAX_RATE_WAIT => {
+            Err(RequestError::RetryAfter(s)) => {
+                if let Some((p, chat)) = pace {
+                    pacer(p).hold(chat, tokio::time::Instant::now() + s.duration());
+                }
+                if waited + s.duration() > MAX_RATE_WAIT {
+                    return Err(RequestError::RetryAfter(s));
+                }
                 tracing::info!(retry_after = s.seconds(), "Telegram rate limit; waiting");
-                tokio::time::sleep(s.duration()).await;
+                if pace.is_none() {
+                    tokio::time::sleep(s.duration()).await;
+                }
                 waited += s.duration();
             }
             Err(RequestError::Network(e)) if network_failures < NETWORK_RETRIES => {

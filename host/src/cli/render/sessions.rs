@@ -11,6 +11,7 @@ pub fn status(report: &StatusReport) -> String {
         format!("{} runtime (NOT isolated)", report.runtime)
     };
     let containers = match (report.containers.cap, report.runtime.as_str()) {
+        (Some(cap), "process") => format!("runners {}/{cap}", report.containers.running),
         (Some(cap), _) => format!("containers {}/{cap}", report.containers.running),
         (None, _) => format!(
             "{} (not capped)",

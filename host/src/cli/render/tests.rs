@@ -243,7 +243,7 @@ fn status_tables() {
     insta::assert_snapshot!("status_no_host", status(&left));
     process.runtime = "process".into();
     process.isolated = false;
-    process.containers.cap = None;
+    process.containers.cap = Some(4);
     process.host = busy_report().host.map(|h| HostSummary { image: None, ..h });
     process.sessions[0].container = ContainerState::WaitingForChannel;
     process.sessions[0].doing = None;
