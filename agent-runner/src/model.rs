@@ -1510,7 +1510,11 @@ impl StreamParser {
                 partial.id = id;
             }
             let function = call.get("function").unwrap_or(call);
-            if let Some(name) = function.get("name").and_then(Value::as_str) {
+            // OpenAI sends the name once, in the call's first delta; llama-cpp-python repeats
+            // it whole in every delta of the call. Pieces of a name are joined, a repeat is not.
+            if let Some(name) = function.get("name").and_then(Value::as_str)
+                && partial.name != name
+            {
                 partial.name.push_str(name);
             }
             match function.get("arguments") {
@@ -2253,6 +2257,29 @@ mod tests {
             parse_stream(b"data: {\"error\":{\"message\":\"upstream died\"}}\n\n").unwrap_err();
         assert_eq!(err.0, "an error instead of a completion: upstream died");
         assert!(parse_stream(b"data: [DONE]\n").is_err());
+    }
+
+    #[test]
+    fn a_name_repeated_in_every_delta_is_one_name() {
+        // llama-cpp-python's chatml-function-calling: the whole name in each delta of a call.
+        let stream = concat!(
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"c\",\"function\":{\"name\":\"list_files\",\"arguments\":\"{\\\"pa\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"name\":\"list_files\",\"arguments\":\"th\\\": \\\".\\\"}\"}}]}}]}\n\n",
+            // OpenAI: a name in pieces (seen from some proxies), arguments in pieces.
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":1,\"id\":\"d\",\"function\":{\"name\":\"read\",\"arguments\":\"\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":1,\"function\":{\"name\":\"_file\",\"arguments\":\"{}\"}}]},\"finish_reason\":\"tool_calls\"}]}\n\n",
+            "data: [DONE]",
+        );
+        let reply = parse_stream(stream.as_bytes()).unwrap();
+        let calls: Vec<(&str, &str)> = reply
+            .tool_calls
+            .iter()
+            .map(|c| (c.name.as_str(), c.arguments.as_str()))
+            .collect();
+        assert_eq!(
+            calls,
+            [("list_files", r#"{"path": "."}"#), ("read_file", "{}")]
+        );
     }
 
     #[test]
