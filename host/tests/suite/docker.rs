@@ -408,6 +408,13 @@ async fn a_container_killed_mid_turn_is_retried_and_answered_once() {
         .build();
     docker.kill_container(&first, Some(options)).await.unwrap();
 
+    // The retry runs in a new container (looked up while it works: what becomes of an idle
+    // one later is not this test's business).
+    let second = container_of(&docker, &session, Some(&first))
+        .await
+        .id
+        .unwrap();
+    assert_ne!(first, second);
     assert_eq!(
         client.done(seq).await.unwrap(),
         (InboundStatus::Completed, None),
@@ -417,14 +424,10 @@ async fn a_container_killed_mid_turn_is_retried_and_answered_once() {
     client.settle(Duration::from_millis(300)).await;
     assert_eq!(client.replies_to(seq), vec!["echo: work hard".to_owned()]);
     assert_eq!(tries(&fixture, &session, seq), 1);
-    let second = container_of(&docker, &session, Some(&first))
-        .await
-        .id
-        .unwrap();
-    assert_ne!(first, second);
     // The killed container was removed after its exit status was read.
     let install = install_id(&fixture.data_dir()).unwrap();
-    assert_eq!(containers(&docker, &install, true).await, vec![second]);
+    let left = containers(&docker, &install, true).await;
+    assert!(!left.contains(&first), "{left:?}");
     assert!(model.violations().is_empty(), "{:?}", model.violations());
     fixture.stop().await.unwrap();
 }
