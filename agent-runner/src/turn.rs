@@ -388,7 +388,6 @@ pub async fn run_turn(
                 detail,
                 ratio,
             };
-            let origin = batch.origin().cloned().unwrap_or(origin);
             return finish(env, batch, &origin, pending_user, ending).await;
         }
         unique_call_ids(&mut reply.tool_calls);
@@ -451,6 +450,8 @@ pub async fn run_turn(
                 seqs = ?joining.iter().map(|m| m.seq).collect::<Vec<_>>(),
                 "new messages joined the turn"
             );
+            // The reply still answers the message the turn started for: it takes over the
+            // draft shown for that message, and the joined ones are answered with it.
             batch.messages.extend(joining);
         }
         if cancel.is_cancelled() {
@@ -473,7 +474,6 @@ pub async fn run_turn(
         detail,
         ratio: sizer.ratio(),
     };
-    let origin = batch.origin().cloned().unwrap_or(origin);
     finish(env, batch, &origin, pending_user, ending).await
 }
 

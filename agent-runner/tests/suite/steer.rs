@@ -61,10 +61,11 @@ async fn a_message_sent_during_a_step_joins_the_turn_and_is_answered_with_it() {
         1
     );
 
-    // One reply for the turn, answering the newest message; both acknowledged once, together.
+    // One reply for the turn, answering the message it started for (whose draft it takes
+    // over); both acknowledged once, together.
     let replies = session.replies();
     assert_eq!(replies.len(), 1, "{replies:?}");
-    assert_eq!(replies[0].in_reply_to, Some(second));
+    assert_eq!(replies[0].in_reply_to, Some(first));
     let acks: Vec<(i64, AckStatus)> = session
         .acks()
         .iter()
