@@ -224,6 +224,8 @@ async fn a_dashboard_that_is_off_or_remote_without_consent_is_not_served() {
 async fn every_page_shows_hostile_text_escaped() {
     let (model, mut fixture) = setup().await;
     model.set_usage(/*prompt*/ 120, /*completion*/ 30);
+    // The dropped rows below carry a fixed date; retention must not take them.
+    fixture.set("RETENTION_DAYS", "36500");
     fixture.start().await.unwrap();
     let create = fixture
         .command_of(

@@ -47,6 +47,11 @@ fn keys(p: &mut PtySession, text: &str) {
     }
 }
 
+/// The terminal tests run one at a time: with all three chats on pseudo-terminals at once, the
+/// editing test's line editor did not draw its first prompt within a minute (every time here;
+/// any two of them pass together). The cause is not found.
+static ONE_TERMINAL_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Waits for the next prompt: the line editor only reads keys once it has drawn it.
 fn prompt(p: &mut PtySession) {
     p.exp_string(PROMPT).unwrap();
@@ -62,6 +67,7 @@ fn model_saw(model: &testkit::FakeModel, text: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn editing_history_and_help_at_a_terminal() {
+    let _one = ONE_TERMINAL_AT_A_TIME.lock().await;
     let (model, fixture) = setup().await;
     let data = fixture.data_dir();
     let mut p = spawn_chat(&fixture);
@@ -117,6 +123,7 @@ async fn editing_history_and_help_at_a_terminal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stop_ends_a_long_command_and_the_next_message_works() {
+    let _one = ONE_TERMINAL_AT_A_TIME.lock().await;
     let (model, fixture) = setup().await;
     let pid_file = fixture.root().join("sleep.pid");
     model.push(Reply::ToolCalls(vec![ToolCall::new(
@@ -170,6 +177,7 @@ async fn stop_ends_a_long_command_and_the_next_message_works() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reply_shows_while_it_is_written() {
+    let _one = ONE_TERMINAL_AT_A_TIME.lock().await;
     let (model, fixture) = setup().await;
     let gate = testkit::fake_model::Gate::new();
     // Two pieces of twenty characters: the first holds a whole line.
