@@ -174,12 +174,9 @@ pub async fn run(config: Config) -> Result<ExitCode, HostError> {
         }
     };
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
-    let (input, out, saved_tty) = if interactive {
-        let (input, printer) = spawn_editor(config.data_dir.join(HISTORY_FILE))?;
-        (input, Out::Editor(printer), TtyMode::save())
-    } else {
-        (spawn_piped(), Out::Plain, None)
-    };
+    // The banner comes first and the terminal's mode is saved before the line editor's thread
+    // starts: that thread draws the prompt (and switches to raw mode) at once, and a banner
+    // printed after it would land behind the prompt.
     if interactive {
         let where_ = if in_process.is_some() {
             "in this process"
@@ -191,6 +188,13 @@ pub async fn run(config: Config) -> Result<ExitCode, HostError> {
             "clawbox — chatting with {agent} ({runtime} runtime{warning}, {where_}). /help for commands, Ctrl-D to quit."
         );
     }
+    let (input, out, saved_tty) = if interactive {
+        let saved_tty = TtyMode::save();
+        let (input, printer) = spawn_editor(config.data_dir.join(HISTORY_FILE))?;
+        (input, Out::Editor(printer), saved_tty)
+    } else {
+        (spawn_piped(), Out::Plain, None)
+    };
     let mut session = Session::new(agent, interactive, out);
     let code = session.drive(&mut write, &mut events, input).await;
     // The editor thread may still be inside readline (the host went away): give the terminal
