@@ -109,6 +109,10 @@ pub struct Config {
     /// `TELEGRAM_MAX_FILE_MB` (default 20, the Bot API's download limit): photos, documents and
     /// voice notes larger than this are not downloaded; the agent is told they were skipped.
     pub telegram_max_file_bytes: u64,
+    /// `TELEGRAM_ANNOUNCE_UNKNOWN` (default `false`): when the bot is added to a group no agent
+    /// is wired to, say so there once, with the command that wires it. Off by default: the hint
+    /// is public, and the log and `clawbox dropped` carry the same command.
+    pub telegram_announce_unknown: bool,
     /// `MAX_TRIES` (default 5): attempts per message before it is failed.
     pub max_tries: u32,
     /// `BACKOFF_BASE_MS` (default 5000): wait before retry n is `base * 2^(n-1)`.
@@ -405,6 +409,10 @@ impl Config {
             telegram_api_url,
             telegram_poll_timeout,
             telegram_max_file_bytes: telegram_max_file_mb * 1024 * 1024,
+            telegram_announce_unknown: parse_bool(
+                "TELEGRAM_ANNOUNCE_UNKNOWN",
+                var("TELEGRAM_ANNOUNCE_UNKNOWN"),
+            )?,
             max_tries: positive("MAX_TRIES", parse_num("MAX_TRIES", var("MAX_TRIES"), 5)?)?,
             backoff_base: ms("BACKOFF_BASE_MS", 5000)?,
             max_delivery_attempts: positive(
@@ -500,17 +508,10 @@ impl Config {
                     problem: "expected `off` or an address with a port, e.g. 127.0.0.1:7878".into(),
                 })?),
             },
-            dashboard_allow_remote: match var("DASHBOARD_ALLOW_REMOTE").as_deref().map(str::trim) {
-                None | Some("false" | "0" | "no") => false,
-                Some("true" | "1" | "yes") => true,
-                Some(other) => {
-                    return Err(ConfigError {
-                        var: "DASHBOARD_ALLOW_REMOTE",
-                        value: other.to_owned(),
-                        problem: "expected `true` or `false`".into(),
-                    });
-                }
-            },
+            dashboard_allow_remote: parse_bool(
+                "DASHBOARD_ALLOW_REMOTE",
+                var("DASHBOARD_ALLOW_REMOTE"),
+            )?,
             session_disk_bytes: {
                 let mb = parse_num("SESSION_DISK_MB", var("SESSION_DISK_MB"), 2048u64)?;
                 if mb > 1 << 30 {
@@ -588,6 +589,20 @@ impl Config {
 
     pub fn log_dir(&self) -> PathBuf {
         self.data_dir.join("logs")
+    }
+}
+
+/// A switch: `true`/`1`/`yes` or `false`/`0`/`no` (unset: `false`); anything else is an error
+/// naming the variable.
+fn parse_bool(var: &'static str, value: Option<String>) -> Result<bool, ConfigError> {
+    match value.as_deref().map(str::trim) {
+        None | Some("false" | "0" | "no") => Ok(false),
+        Some("true" | "1" | "yes") => Ok(true),
+        Some(other) => Err(ConfigError {
+            var,
+            value: other.to_owned(),
+            problem: "expected `true` or `false`".into(),
+        }),
     }
 }
 
@@ -846,6 +861,7 @@ mod tests {
             ("RETENTION_INTERVAL_MS", "0"),
             ("MAX_REPLY_CHARS", "499"),
             ("MAX_REPLY_CHARS", "32k"),
+            ("TELEGRAM_ANNOUNCE_UNKNOWN", "on"),
         ];
         for (var, value) in table {
             let err = config(&[(var, value)]).unwrap_err();

@@ -207,7 +207,15 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     // ends the host once it is up, so the runners it started are stopped too; without the
     // handlers in place the default action would kill the process and leave them behind.
     let shutdown = shutdown_signal();
+    let checked = config.clone();
     let host = host::app::start(config).await?;
+    // The host starts whatever the model endpoint says (a model server can come up later);
+    // what is wrong with it is said once, on one line, instead of at the first message.
+    tokio::spawn(async move {
+        if let Some(problem) = host::report::doctor::startup_model_problem(&checked).await {
+            tracing::warn!("{problem}");
+        }
+    });
     shutdown.await;
     tracing::info!("shutting down");
     host.shutdown().await;

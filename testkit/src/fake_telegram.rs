@@ -533,6 +533,25 @@ impl FakeTelegram {
     }
 
     /// A text message (shorthand for `message(..).text(..).send()`).
+    /// `from` adds the bot to `chat`: the service message (`new_chat_members`) Telegram sends
+    /// the bot then.
+    pub fn add_bot_to(&self, chat: &TgChat, from: &TgUser) -> i64 {
+        let bot = self.bot();
+        let mut st = self.shared.lock();
+        let message_id = next_message_id(&mut st, chat.id);
+        let msg = json!({
+            "message_id": message_id,
+            "date": now_unix(),
+            "chat": chat.to_json(),
+            "from": from.to_json(),
+            "new_chat_members": [bot.to_json()],
+        });
+        let update_id = push_update(&mut st, "message", msg);
+        drop(st);
+        self.shared.changed.notify_waiters();
+        update_id
+    }
+
     pub fn say(&self, chat: &TgChat, from: &TgUser, text: &str) -> Pushed {
         self.message(chat, from).text(text).send()
     }

@@ -156,7 +156,16 @@ pub async fn run(config: Config) -> Result<ExitCode, HostError> {
         Some(&config.log_dir().join("clawbox.log")),
         config.log_format,
     );
-    let (stream, in_process) = connect_or_start(&config).await?;
+    // Checked beside the start, so a slow endpoint does not hold up the chat by more than the
+    // check's short timeout; the chat opens either way (a model server can come up later).
+    let (model_problem, connected) = tokio::join!(
+        crate::report::doctor::startup_model_problem(&config),
+        connect_or_start(&config)
+    );
+    let (stream, in_process) = connected?;
+    if let Some(problem) = model_problem {
+        eprintln!("clawbox: {problem}");
+    }
     let (read, mut write) = stream.into_split();
     let mut events = spawn_reader(read);
     let socket = config.socket_path();

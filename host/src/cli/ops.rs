@@ -25,7 +25,7 @@ use crate::admin::protocol::{DEFAULT_DROPPED_LIMIT, Event, Request};
 use crate::cli::render::{self, LogPrinter};
 use crate::config::Config;
 use crate::db;
-use crate::report::doctor::{self, AgentInfo, Agents};
+use crate::report::doctor;
 use crate::report::inspect;
 use crate::report::logs::{self, LogEntry, LogReader};
 
@@ -237,17 +237,7 @@ pub async fn doctor(config: Config, json: bool) -> Result<ExitCode, HostError> {
             other => return Err(unexpected(&other)),
         },
         None => {
-            let db_path = config.db_path();
-            let agents = tokio::task::spawn_blocking(move || {
-                let conn = db::open_read_only(&db_path)?;
-                db::agent_groups(&conn)
-            })
-            .await
-            .map_err(|e| HostError::Task(e.to_string()))?;
-            let agents = match agents {
-                Ok(agents) => Agents::Known(agents.into_iter().map(AgentInfo::from).collect()),
-                Err(e) => Agents::Unavailable(e),
-            };
+            let agents = doctor::agents_on_file(&config).await;
             doctor::run(&config, agents, false).await
         }
     };

@@ -15,7 +15,6 @@ use super::html::{Tab, esc, page, url_segment};
 use crate::HostError;
 use crate::admin::HostCtx;
 use crate::admin::protocol::{Event, Request};
-use crate::db::bootstrap::DEFAULT_AGENT;
 use crate::report::inspect::{self, ContainerState, Doing, StatusReport};
 use crate::report::logs::{LogEntry, LogEvent, LogReader};
 
@@ -769,16 +768,6 @@ pub async fn task_op(State(dash): State<Dash>, Path((id, op)): Path<(String, Str
 // ---------------------------------------------------------------------------------------------
 // Dropped messages
 
-/// The `create-agent` command that wires a refused chat (Telegram chats only: the terminal is
-/// always wired, and other ids are not a channel `create-agent` knows).
-fn wire_command(chat: &str, agent: Option<&str>) -> Option<String> {
-    let id: i64 = chat.strip_prefix("telegram:")?.parse().ok()?;
-    Some(format!(
-        "create-agent --agent-id {} --telegram-chat-id {id}",
-        agent.unwrap_or(DEFAULT_AGENT)
-    ))
-}
-
 pub async fn dropped(State(dash): State<Dash>) -> Response {
     let body = dash
         .ctx
@@ -801,8 +790,10 @@ pub async fn dropped(State(dash): State<Dash>) -> Response {
                     (Some(n), None) => n.clone(),
                     (None, None) => "—".into(),
                 };
-                let command = wire_command(&d.chat, d.agent.as_deref())
-                    .map_or_else(String::new, |c| format!("<code class=\"copy\">{}</code>", esc(&c)));
+                let command = d
+                    .wire_command
+                    .as_deref()
+                    .map_or_else(String::new, |c| format!("<code class=\"copy\">{}</code>", esc(c)));
                 let _ = write!(
                     out,
                     "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{command}</td></tr>",
@@ -976,20 +967,6 @@ pub async fn script() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_telegram_chats_get_a_wiring_command() {
-        assert_eq!(
-            wire_command("telegram:-1001234", Some("sales")).as_deref(),
-            Some("create-agent --agent-id sales --telegram-chat-id -1001234")
-        );
-        assert_eq!(
-            wire_command("telegram:42", None).as_deref(),
-            Some("create-agent --agent-id default --telegram-chat-id 42")
-        );
-        assert_eq!(wire_command("telegram:42; rm -rf /", None), None);
-        assert_eq!(wire_command("cli:local", None), None);
-    }
 
     #[test]
     fn the_chart_stacks_agents_per_day() {

@@ -31,6 +31,24 @@ pub fn record_dropped(conn: &Connection, d: &Dropped<'_>, now: DateTime<Utc>) ->
     Ok(())
 }
 
+/// Whether a message of this chat (and, given `sender_id`, of this sender) was refused for
+/// `reason` before; the start of a stranger's first contact is the first such row.
+pub fn dropped_before(
+    conn: &Connection,
+    channel_type: &str,
+    platform_id: &str,
+    reason: &str,
+    sender_id: Option<&str>,
+) -> DbResult<bool> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM dropped_messages
+             WHERE channel_type = ?1 AND platform_id = ?2 AND reason = ?3
+               AND (?4 IS NULL OR sender_id = ?4))",
+        params![channel_type, platform_id, reason, sender_id],
+        |r| r.get(0),
+    )?)
+}
+
 /// One refused message of the `dropped_messages` audit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DroppedRow {

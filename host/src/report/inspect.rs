@@ -594,6 +594,10 @@ pub struct DroppedMessage {
     pub sender_name: Option<String>,
     pub agent: Option<String>,
     pub reason: String,
+    /// The `clawbox create-agent` command that lets the next such message through, for the
+    /// refusals wiring fixes (an unknown chat or sender).
+    #[serde(default)]
+    pub wire_command: Option<String>,
 }
 
 pub fn dropped(
@@ -611,6 +615,13 @@ pub fn dropped(
                 id: d.id,
                 at: d.at,
                 chat: format!("{}:{}", d.channel_type, d.platform_id),
+                wire_command: crate::session::first_contact::wiring_command(
+                    &d.channel_type,
+                    &d.platform_id,
+                    d.agent_group_id.as_deref(),
+                    d.sender_id.as_deref(),
+                    &d.reason,
+                ),
                 sender_id: d.sender_id,
                 sender_name: d.sender_name,
                 agent: d.agent_group_id,

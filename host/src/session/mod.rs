@@ -5,7 +5,8 @@
 //! `liveness.rs`, `watch.rs`, the disk quota in `disk.rs`); `delivery.rs` reads the runner's outbox (`outbox.rs` for its
 //! files), delivers replies through the [`outlet::Outlet`] the channels implement, and hands
 //! requests to `requests.rs` and questions to `questions.rs`; `activity.rs` says in a sentence
-//! what the agent is doing.
+//! what the agent is doing; `first_contact.rs` logs a stranger's first refused message with the
+//! command that wires it.
 //!
 //! Uses the layers below it (`config`, `db`, `proxy`, `runtime`); channels, the scheduler and
 //! the operator's surface sit above it and call in.
@@ -13,6 +14,7 @@
 pub mod activity;
 pub mod delivery;
 pub mod disk;
+pub mod first_contact;
 pub mod inbound_files;
 pub mod liveness;
 pub mod outbox;

@@ -13,6 +13,9 @@ use serde_json::json;
 
 use crate::HostError;
 use crate::db::{self, Dropped, MessagingGroup, Wiring};
+use crate::session::first_contact::{
+    self, FirstContacts, NO_AGENT_WIRED, UNKNOWN_CHAT, UNKNOWN_SENDER,
+};
 use crate::session::inbound_files::{self, FileSource, IncomingFile};
 use crate::session::resolve::{self, SessionInfo};
 use crate::session::supervisor::Supervisor;
@@ -125,11 +128,15 @@ impl FileSource for NoFiles {
 #[derive(Clone)]
 pub struct Router {
     supervisor: Supervisor,
+    first_contacts: FirstContacts,
 }
 
 impl Router {
     pub fn new(supervisor: Supervisor) -> Self {
-        Router { supervisor }
+        Router {
+            supervisor,
+            first_contacts: FirstContacts::default(),
+        }
     }
 
     /// Routes a message that carries no files.
@@ -148,17 +155,18 @@ impl Router {
         let shared = self.supervisor.shared();
         let sessions_dir = shared.config.sessions_dir();
         let ev = event.clone();
+        let seen = self.first_contacts.clone();
         let plan = shared
             .db
             .call(move |conn| {
                 let now = Utc::now();
                 let drop = |conn: &rusqlite::Connection, agent: Option<&str>, reason: &str| {
-                    record_drop(conn, &ev, agent, reason, now)
+                    record_drop(conn, &seen, &ev, agent, reason, now)
                 };
                 let Some(chat) =
                     db::messaging_group_by_platform(conn, &ev.channel_type, &ev.platform_id)?
                 else {
-                    drop(conn, None, "unknown chat")?;
+                    drop(conn, None, UNKNOWN_CHAT)?;
                     return Ok(vec![Plan::Done(Routed::Refused {
                         agent_id: None,
                         reason: "unknown chat".into(),
@@ -167,7 +175,7 @@ impl Router {
                 };
                 let wirings = db::wirings_of(conn, &chat.id)?;
                 if wirings.is_empty() {
-                    drop(conn, None, "no agent wired")?;
+                    drop(conn, None, NO_AGENT_WIRED)?;
                     return Ok(vec![Plan::Done(Routed::Refused {
                         agent_id: None,
                         reason: "no agent is wired to this chat".into(),
@@ -183,7 +191,15 @@ impl Router {
                 )?;
                 let mut plans = Vec::new();
                 for wiring in wirings {
-                    plans.push(plan_one(conn, &sessions_dir, &chat, &wiring, &ev, now)?);
+                    plans.push(plan_one(
+                        conn,
+                        &seen,
+                        &sessions_dir,
+                        &chat,
+                        &wiring,
+                        &ev,
+                        now,
+                    )?);
                 }
                 Ok(plans)
             })
@@ -314,13 +330,27 @@ enum Plan {
     },
 }
 
+/// Records a refusal in `dropped_messages`; the first of its kind for a stranger is logged
+/// with the command that wires them (`first_contact`).
 fn record_drop(
     conn: &rusqlite::Connection,
+    seen: &FirstContacts,
     ev: &InboundEvent,
     agent: Option<&str>,
     reason: &str,
     now: DateTime<Utc>,
 ) -> db::DbResult<()> {
+    seen.note(
+        conn,
+        &first_contact::Refusal {
+            channel_type: &ev.channel_type,
+            platform_id: &ev.platform_id,
+            sender_id: Some(&ev.sender_id),
+            sender_name: ev.sender_name.as_deref(),
+            agent,
+            reason,
+        },
+    )?;
     db::record_dropped(
         conn,
         &Dropped {
@@ -337,6 +367,7 @@ fn record_drop(
 
 fn plan_one(
     conn: &mut rusqlite::Connection,
+    seen: &FirstContacts,
     sessions_dir: &std::path::Path,
     chat: &MessagingGroup,
     wiring: &Wiring,
@@ -344,7 +375,7 @@ fn plan_one(
     now: DateTime<Utc>,
 ) -> db::DbResult<Plan> {
     let drop = |conn: &rusqlite::Connection, agent: Option<&str>, reason: &str| {
-        record_drop(conn, ev, agent, reason, now)
+        record_drop(conn, seen, ev, agent, reason, now)
     };
     let agent = wiring.agent_group_id.clone();
     let refuse = |reason: &str, notice: Option<String>| {
@@ -384,10 +415,10 @@ fn plan_one(
         match policy {
             "public" => {}
             "request_approval" if engaged => {
-                return hold(conn, chat, &agent, ev, now);
+                return hold(conn, seen, chat, &agent, ev, now);
             }
             _ => {
-                drop(conn, Some(&agent), "unknown sender")?;
+                drop(conn, Some(&agent), UNKNOWN_SENDER)?;
                 return Ok(refuse("the sender is not allowed to use this agent", None));
             }
         }
@@ -442,6 +473,7 @@ fn plan_one(
 /// was denied, or too many wait already).
 fn hold(
     conn: &rusqlite::Connection,
+    seen: &FirstContacts,
     chat: &MessagingGroup,
     agent: &str,
     ev: &InboundEvent,
@@ -468,12 +500,20 @@ fn hold(
         now,
     )? {
         db::Held::Denied => {
-            record_drop(conn, ev, Some(agent), "sender denied by an owner", now)?;
+            record_drop(
+                conn,
+                seen,
+                ev,
+                Some(agent),
+                "sender denied by an owner",
+                now,
+            )?;
             Ok(refused("an owner declined this sender"))
         }
         db::Held::Full => {
             record_drop(
                 conn,
+                seen,
                 ev,
                 Some(agent),
                 "too many messages awaiting approval",

@@ -241,7 +241,7 @@ async fn every_page_shows_hostile_text_escaped() {
     conn.execute(
         "INSERT INTO dropped_messages (channel_type, platform_id, sender_id, sender_name, reason, at)
          VALUES ('telegram', ?1, ?1, ?1, ?1, '2026-03-01T12:00:00.000Z'),
-                ('telegram', '-1001234', 'telegram:555', ?1, 'not_authorized', '2026-03-01T12:00:01.000Z')",
+                ('telegram', '-1001234', 'telegram:555', ?1, 'unknown chat', '2026-03-01T12:00:01.000Z')",
         [HOSTILE],
     )
     .unwrap();

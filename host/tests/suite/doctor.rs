@@ -413,3 +413,66 @@ async fn doctor_finds_each_mistake_in_the_files() {
         "{report:#?}"
     );
 }
+
+/// The lines of `text` that report the start-up model check.
+fn startup_warnings(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| l.contains("the model will not answer"))
+        .collect()
+}
+
+#[tokio::test]
+async fn chat_and_run_say_in_one_line_what_is_wrong_with_the_model() {
+    let model = FakeModel::start().await.unwrap();
+    let mut fixture = HostFixture::new(env!("CARGO_BIN_EXE_clawbox"), &model.base_url()).unwrap();
+
+    // Served as configured: nothing is said.
+    model.serve_models(&["fake-model"]);
+    let out = fixture.chat("").await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(startup_warnings(&stderr), Vec::<&str>::new(), "{stderr}");
+
+    // The endpoint serves other models: one line, naming DEFAULT_MODEL and what is served.
+    model.serve_models(&["qwen2.5-7b", "llama-3.1-8b"]);
+    let out = fixture.chat("").await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the chat still starts: {stderr}");
+    let lines = startup_warnings(&stderr);
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].contains("model fake-model"), "{}", lines[0]);
+    assert!(lines[0].contains("set DEFAULT_MODEL"), "{}", lines[0]);
+    assert!(
+        lines[0].contains("qwen2.5-7b, llama-3.1-8b"),
+        "{}",
+        lines[0]
+    );
+
+    // `clawbox run` logs the same line once, and runs.
+    fixture.start().await.unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while startup_warnings(&fixture.logs()).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no start-up warning in {}",
+            fixture.logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let logs = fixture.logs();
+    let lines = startup_warnings(&logs);
+    assert_eq!(lines.len(), 1, "{logs}");
+    assert!(lines[0].contains("WARN"), "{}", lines[0]);
+    assert!(lines[0].contains("set DEFAULT_MODEL"), "{}", lines[0]);
+    fixture.stop().await.unwrap();
+
+    // Nothing listens: one line naming OPENAI_BASE_URL.
+    fixture.set("OPENAI_BASE_URL", "http://127.0.0.1:1/v1");
+    let out = fixture.chat("").await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let lines = startup_warnings(&stderr);
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].contains("cannot reach"), "{}", lines[0]);
+    assert!(lines[0].contains("OPENAI_BASE_URL"), "{}", lines[0]);
+}

@@ -657,12 +657,20 @@ async fn request_approval_asks_the_owner_and_replays_on_allow() {
             "Forbidden: bot can't initiate conversation with a user".into(),
         ),
     );
-    t.tg.say(&chat, &stranger(), &format!("{at} can I join?"));
-    let card = t.bot_messages(-1005, 2).await.remove(1);
+    let asked = t.tg.say(&chat, &stranger(), &format!("{at} can I join?"));
+    let shown = t.bot_messages(-1005, 3).await;
+    let card = shown[1].clone();
     assert!(
         card.visible.contains("Sam") && card.visible.contains("can I join?"),
         "{card:?}"
     );
+    // The stranger is told why nothing answers yet, in reply to their message.
+    assert!(
+        shown[2].visible.contains("Waiting for approval"),
+        "{:?}",
+        shown[2]
+    );
+    assert_eq!(shown[2].reply_to, Some(asked.message_id));
     let data = buttons(&card);
     assert_eq!(data.len(), 2, "{card:?}");
     assert!(data.iter().all(|d| d.len() < 64));
@@ -670,9 +678,9 @@ async fn request_approval_asks_the_owner_and_replays_on_allow() {
         t.tg.say(&chat, &stranger(), &format!("{at} second message"));
     t.settle().await;
     assert_eq!(
-        t.bot_messages(-1005, 2).await.len(),
-        2,
-        "one card per sender"
+        t.bot_messages(-1005, 3).await.len(),
+        3,
+        "one card and one notice per sender"
     );
 
     // Anyone else pressing gets an alert and nothing changes.
@@ -746,7 +754,120 @@ async fn request_approval_asks_the_owner_and_replays_on_allow() {
     t.wait_dropped("sender denied by an owner", 1).await;
     t.settle().await;
     assert_eq!(t.tg.bot_messages(100).len(), 1);
-    assert_eq!(t.tg.bot_messages(-1005).len(), answered + 1);
+    // Dan's waiting notice is the one message more.
+    let all = t.tg.bot_messages(-1005);
+    assert_eq!(all.len(), answered + 2, "{all:?}");
+    assert!(all[answered + 1].visible.contains("Waiting for approval"));
+}
+
+/// The log lines of a first contact with `chat`.
+fn first_contact_lines(logs: &str, chat: &str) -> Vec<String> {
+    logs.lines()
+        .filter(|l| l.contains("clawbox create-agent") && l.contains(chat))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_stranger_is_logged_once_with_the_command_that_wires_them() {
+    let mut t = Tg::new().await;
+    t.start_with_agent(-1006, &[]).await;
+    let at = t.tg.bot_mention();
+    let elsewhere = TgChat::group(-7777, "Elsewhere");
+    t.tg.say(&elsewhere, &member(), &format!("{at} hi"));
+    t.tg.say(&elsewhere, &member(), &format!("{at} hello?"));
+    // A stranger in the wired (strict) chat, twice.
+    let team = TgChat::group(-1006, "Team");
+    t.tg.say(&team, &stranger(), &format!("{at} let me in"));
+    t.tg.say(&team, &stranger(), &format!("{at} please"));
+    t.wait_dropped("unknown chat", 2).await;
+    t.wait_dropped("unknown sender", 2).await;
+    let logs = t.fixture.logs();
+    let lines = first_contact_lines(&logs, "telegram:-7777");
+    assert_eq!(lines.len(), 1, "{logs}");
+    assert!(lines[0].contains("INFO"), "{}", lines[0]);
+    assert!(
+        lines[0].contains(
+            "clawbox create-agent --agent-id default --telegram-chat-id -7777 --owner-user-id \
+             telegram:200"
+        ),
+        "{}",
+        lines[0]
+    );
+    let lines = first_contact_lines(&logs, "telegram:-1006");
+    assert_eq!(lines.len(), 1, "{logs}");
+    assert!(
+        lines[0].contains(
+            "clawbox create-agent --agent-id andy --telegram-chat-id -1006 \
+             --unknown-sender-policy request_approval"
+        ),
+        "{}",
+        lines[0]
+    );
+
+    // After a restart the audit still knows them: no second line.
+    t.fixture.stop().await.unwrap();
+    t.fixture.start().await.unwrap();
+    t.tg.say(&elsewhere, &member(), &format!("{at} anyone?"));
+    t.wait_dropped("unknown chat", 3).await;
+    let logs = t.fixture.logs();
+    assert_eq!(
+        first_contact_lines(&logs, "telegram:-7777").len(),
+        1,
+        "{logs}"
+    );
+
+    // `clawbox dropped` prints each command once.
+    let out = t.fixture.command(&["dropped"]).output().await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for command in [
+        "telegram:-7777: clawbox create-agent --agent-id default --telegram-chat-id -7777 \
+         --owner-user-id telegram:200",
+        "telegram:-1006: clawbox create-agent --agent-id andy --telegram-chat-id -1006 \
+         --unknown-sender-policy request_approval",
+    ] {
+        assert_eq!(text.matches(command).count(), 1, "{command}\n{text}");
+    }
+    t.settle().await;
+    assert!(t.tg.bot_messages(-7777).is_empty());
+    assert!(t.tg.bot_messages(-1006).is_empty());
+}
+
+#[tokio::test]
+async fn a_new_group_gets_a_public_hint_only_when_announcing_is_on() {
+    for announce in [false, true] {
+        let mut t = Tg::new().await;
+        if announce {
+            t.fixture.set("TELEGRAM_ANNOUNCE_UNKNOWN", "true");
+        }
+        t.fixture.start().await.unwrap();
+        let group = TgChat::group(-4242, "New group");
+        t.tg.add_bot_to(&group, &owner());
+        t.wait_dropped("bot added to an unknown chat", 1).await;
+        // Added again (removed and re-added): recorded, but neither logged nor said again.
+        t.tg.add_bot_to(&group, &owner());
+        t.wait_dropped("bot added to an unknown chat", 2).await;
+        t.settle().await;
+        let logs = t.fixture.logs();
+        let lines = first_contact_lines(&logs, "telegram:-4242");
+        assert_eq!(lines.len(), 1, "{logs}");
+        assert!(lines[0].contains("added the bot"), "{}", lines[0]);
+        let said = t.tg.bot_messages(-4242);
+        if announce {
+            assert_eq!(said.len(), 1, "{said:?}");
+            assert!(
+                said[0]
+                    .visible
+                    .contains("clawbox create-agent --agent-id default --telegram-chat-id -4242"),
+                "{:?}",
+                said[0]
+            );
+            assert!(!said[0].visible.contains("telegram:100"), "{:?}", said[0]);
+        } else {
+            assert!(said.is_empty(), "{said:?}");
+        }
+    }
 }
 
 #[tokio::test]

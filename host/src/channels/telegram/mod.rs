@@ -71,6 +71,8 @@ struct Inner {
     me: OnceLock<BotIdentity>,
     max_file_bytes: u64,
     poll_timeout: Duration,
+    /// `TELEGRAM_ANNOUNCE_UNKNOWN`: say in a new unwired group how to wire it.
+    announce_unknown: bool,
     /// Live typing indicators by (chat, topic).
     typing: Mutex<HashMap<(String, Option<String>), CancellationToken>>,
     /// Message ids of the parts already sent, per (session, outbound seq), while a
@@ -118,6 +120,7 @@ impl TelegramChannel {
                 me: OnceLock::new(),
                 max_file_bytes: config.telegram_max_file_bytes,
                 poll_timeout: config.telegram_poll_timeout,
+                announce_unknown: config.telegram_announce_unknown,
                 typing: Mutex::default(),
                 progress: Mutex::default(),
                 drafts: Mutex::default(),

@@ -359,6 +359,13 @@ impl Chats {
             }
         };
         match update.kind {
+            UpdateKind::Message(msg)
+                if msg
+                    .new_chat_members()
+                    .is_some_and(|m| m.iter().any(|u| u.id.0 as i64 == self.bot_id)) =>
+            {
+                self.added_to_chat(&msg).await;
+            }
             UpdateKind::Message(msg) => match inbound::event_of(&msg, &self.me) {
                 Incoming::Route(event) => self.route(*event).await,
                 Incoming::Ignore(why) => {
@@ -438,15 +445,103 @@ impl Chats {
                     new_request,
                     ..
                 } => {
-                    if new_request {
-                        super::callbacks::ask_approval(self, &approval_id, &route).await;
+                    if !new_request {
+                        continue;
                     }
-                    continue;
+                    super::callbacks::ask_approval(self, &approval_id, &route).await;
+                    // Once per request: the sender knows why nothing answers yet.
+                    "⏳ Waiting for approval: the agent's owners have been asked to let you in."
+                        .to_owned()
                 }
             };
             if let Err(e) = self.tg.notice(&route, &text, Some(&reply_to)).await {
                 tracing::warn!("Telegram: cannot answer in chat {}: {e}", route.platform_id);
             }
+        }
+    }
+
+    /// The bot was added to a group. A group no agent is wired to is recorded (the audit and
+    /// `clawbox dropped` show it with its wiring command), logged once, and told once how to
+    /// wire it when `TELEGRAM_ANNOUNCE_UNKNOWN` is on.
+    async fn added_to_chat(&self, msg: &teloxide::types::Message) {
+        use crate::session::first_contact::{self, ADDED_TO_UNKNOWN_CHAT, Refusal};
+        let chat = msg.chat.id.0.to_string();
+        let by = msg.from.as_ref().map(|u| format!("telegram:{}", u.id.0));
+        let by_name = msg.from.as_ref().map(|u| u.full_name());
+        let (c, b, n) = (chat.clone(), by.clone(), by_name.clone());
+        let first = self
+            .ctx
+            .db
+            .call(move |conn| {
+                if let Some(known) = db::messaging_group_by_platform(conn, "telegram", &c)?
+                    && !db::wirings_of(conn, &known.id)?.is_empty()
+                {
+                    return Ok(false);
+                }
+                let first = !db::dropped_before(conn, "telegram", &c, ADDED_TO_UNKNOWN_CHAT, None)?;
+                db::record_dropped(
+                    conn,
+                    &db::Dropped {
+                        channel_type: "telegram",
+                        platform_id: &c,
+                        sender_id: b.as_deref(),
+                        sender_name: n.as_deref(),
+                        agent_group_id: None,
+                        reason: ADDED_TO_UNKNOWN_CHAT,
+                    },
+                    Utc::now(),
+                )?;
+                Ok(first)
+            })
+            .await;
+        let first = match first {
+            Ok(first) => first,
+            Err(e) => {
+                tracing::error!(chat, "Telegram: cannot record the bot's addition: {e}");
+                return;
+            }
+        };
+        let Some(command) = first_contact::wiring_command(
+            "telegram",
+            &chat,
+            None,
+            by.as_deref(),
+            ADDED_TO_UNKNOWN_CHAT,
+        ) else {
+            return;
+        };
+        if !first {
+            return;
+        }
+        first_contact::log_first_contact(
+            &Refusal {
+                channel_type: "telegram",
+                platform_id: &chat,
+                sender_id: by.as_deref(),
+                sender_name: by_name.as_deref(),
+                agent: None,
+                reason: ADDED_TO_UNKNOWN_CHAT,
+            },
+            &command,
+        );
+        if !self.tg.inner.announce_unknown {
+            return;
+        }
+        let route = mailbox::Route {
+            channel_type: "telegram".into(),
+            platform_id: chat.clone(),
+            thread_id: None,
+        };
+        // Public, hence short and without the adder's id.
+        let public =
+            first_contact::wiring_command("telegram", &chat, None, None, ADDED_TO_UNKNOWN_CHAT)
+                .unwrap_or(command);
+        let hint = format!(
+            "👋 No agent is set up for this chat yet, so I will not answer here. The bot's \
+             operator can wire it with:\n{public}"
+        );
+        if let Err(e) = self.tg.notice(&route, &hint, None).await {
+            tracing::warn!(chat, "Telegram: cannot announce in a new chat: {e}");
         }
     }
 

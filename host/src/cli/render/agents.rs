@@ -138,6 +138,21 @@ pub fn dropped(list: &DroppedList, timezone: Tz) -> String {
         ]);
     }
     out.push_str(&table.render(""));
+    // One command per chat (per sender for strangers of a wired chat), newest refusal first.
+    let mut commands: Vec<(&str, &str)> = Vec::new();
+    for d in &list.dropped {
+        if let Some(command) = d.wire_command.as_deref()
+            && !commands.iter().any(|(_, c)| *c == command)
+        {
+            commands.push((&d.chat, command));
+        }
+    }
+    if !commands.is_empty() {
+        out.push_str("\nto let them through:\n");
+        for (chat, command) in commands {
+            out.push_str(&format!("  {chat}: {command}\n"));
+        }
+    }
     let shown = list.dropped.len() as u64;
     if list.total > shown {
         out.push_str(&format!(

@@ -425,6 +425,7 @@ fn dropped_and_doctor() {
                 sender_name: Some("Mallory".into()),
                 agent: Some("sales".into()),
                 reason: "not_authorized".into(),
+                wire_command: None,
             },
             DroppedMessage {
                 id: 119,
@@ -433,7 +434,10 @@ fn dropped_and_doctor() {
                 sender_id: None,
                 sender_name: None,
                 agent: None,
-                reason: "no_agent_wired".into(),
+                reason: "no agent wired".into(),
+                wire_command: Some(
+                    "clawbox create-agent --agent-id default --telegram-chat-id 42".into(),
+                ),
             },
         ],
     };

@@ -45,6 +45,9 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// `agent-runner check-mcp` for one agent: its servers start concurrently, each within its own
 /// startup timeout (30 s unless `container.json` says otherwise).
 const MCP_CHECK_TIMEOUT: Duration = Duration::from_secs(120);
+/// The model check at the start of `clawbox run` and `clawbox chat`: short, as the start does
+/// not wait for a model that may come up later.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(3);
 /// Less free space than this in `DATA_DIR` is worth a warning.
 const LOW_DISK_BYTES: u64 = 512 * 1024 * 1024;
 /// Models named in a hint, at most.
@@ -156,7 +159,7 @@ pub async fn run(config: &Config, agents: Agents, ran_by_host: bool) -> DoctorRe
     };
     let (runtime, model, telegram, mcp) = tokio::join!(
         runtime_checks(config),
-        model_checks(config, &agents),
+        model_checks(config, &agents, HTTP_TIMEOUT),
         telegram_check(config),
         mcp_checks(config, &agents),
     );
@@ -189,6 +192,53 @@ pub async fn run(config: &Config, agents: Agents, ran_by_host: bool) -> DoctorRe
         ran_by_host,
         checks,
     }
+}
+
+/// The agents the central database lists, read without a host; [`Agents::Unavailable`] when
+/// it cannot be read (or does not exist yet).
+pub async fn agents_on_file(config: &Config) -> Agents {
+    let db_path = config.db_path();
+    let read = tokio::task::spawn_blocking(move || {
+        let conn = crate::db::open_read_only(&db_path)?;
+        crate::db::agent_groups(&conn)
+    })
+    .await;
+    match read {
+        Ok(Ok(agents)) => Agents::Known(agents.into_iter().map(AgentInfo::from).collect()),
+        Ok(Err(e)) => Agents::Unavailable(e),
+        Err(e) => Agents::Unavailable(DbError::Task(e.to_string())),
+    }
+}
+
+/// The start-up check of `clawbox run` and `clawbox chat`: doctor's model checks (the
+/// endpoint answers, every model in use is listed), reduced to ONE line that says what is wrong
+/// and which variable fixes it; `None` when nothing is. Warnings (an endpoint without a model
+/// list) are left to `clawbox doctor`: the start should not nag about what may be fine.
+pub async fn startup_model_problem(config: &Config) -> Option<String> {
+    let agents = match agents_on_file(config).await {
+        Agents::Known(agents) => agents,
+        Agents::Unavailable(_) => vec![default_agent()],
+    };
+    startup_line(&model_checks(config, &agents, STARTUP_TIMEOUT).await)
+}
+
+/// The failed checks on one line: `model gpt-4o: not listed by … — set DEFAULT_MODEL …`.
+fn startup_line(checks: &[Check]) -> Option<String> {
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|c| c.level == Level::Fail)
+        .map(|c| match &c.hint {
+            Some(hint) => format!("{}: {} — {hint}", c.name, c.detail),
+            None => format!("{}: {}", c.name, c.detail),
+        })
+        .collect();
+    if failed.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "the model will not answer: {} (`clawbox doctor` checks everything)",
+        failed.join("; ")
+    ))
 }
 
 fn default_agent() -> AgentInfo {

@@ -2,9 +2,13 @@
 
 use super::*;
 
-pub(super) async fn model_checks(config: &Config, agents: &[AgentInfo]) -> Vec<Check> {
+pub(super) async fn model_checks(
+    config: &Config,
+    agents: &[AgentInfo],
+    timeout: Duration,
+) -> Vec<Check> {
     let url = format!("{}/models", config.openai_base_url);
-    let http = match reqwest::Client::builder().timeout(HTTP_TIMEOUT).build() {
+    let http = match reqwest::Client::builder().timeout(timeout).build() {
         Ok(http) => http,
         Err(e) => {
             return vec![Check::fail(
@@ -163,8 +167,8 @@ pub(super) fn model_usage_checks(
                 Check::fail(
                     name,
                     format!("not listed by {url} ({who}); {available}"),
-                    "set DEFAULT_MODEL, or the agent's model (`create-agent --agent-id <id> \
-                     --model <name>`), to a listed one; an endpoint that accepts names it does \
+                    "set DEFAULT_MODEL, or the agent's model (`clawbox create-agent --agent-id \
+                     <id> --model <name>`), to a listed one; an endpoint that accepts names it does \
                      not list (an alias) can ignore this",
                 )
             }
