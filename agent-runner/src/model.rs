@@ -82,6 +82,7 @@ pub fn clean_schema(schema: &Map<String, Value>) -> Value {
     let mut schema = schema.clone();
     schema.remove("$schema");
     compact_schema(&mut schema);
+    inline_definitions(&mut schema);
     schema
         .entry("type")
         .or_insert_with(|| Value::String("object".to_owned()));
@@ -99,7 +100,69 @@ const NUMBER_FORMATS: &[&str] = &[
     "float", "double",
 ];
 
+/// Replaces each `{"$ref": "#/$defs/<name>"}` (or `#/definitions/`) by the definition when the
+/// definition holds no reference itself (so nothing recursive is unrolled), and drops the
+/// definitions once nothing refers to them: schemars puts every named Rust type there, and a
+/// model reads a type used once more easily where it is used, in fewer bytes.
+fn inline_definitions(schema: &mut Map<String, Value>) {
+    for key in ["$defs", "definitions"] {
+        let Some(Value::Object(defs)) = schema.get(key) else {
+            continue;
+        };
+        let flat: Map<String, Value> = defs
+            .iter()
+            .filter(|(_, def)| !def.to_string().contains("\"$ref\""))
+            .map(|(name, def)| (format!("#/{key}/{name}"), def.clone()))
+            .collect();
+        for (name, value) in schema.iter_mut() {
+            if name != key {
+                replace_refs(value, &flat);
+            }
+        }
+        let still_used = schema
+            .iter()
+            .filter(|(name, _)| name.as_str() != key)
+            .any(|(_, value)| value.to_string().contains(&format!("\"#/{key}/")));
+        if !still_used {
+            schema.remove(key);
+        }
+    }
+}
+
+fn replace_refs(value: &mut Value, defs: &Map<String, Value>) {
+    match value {
+        Value::Object(object) => {
+            if let Some(Value::String(target)) = object.get("$ref")
+                && let Some(Value::Object(def)) = defs.get(target)
+            {
+                let def = def.clone();
+                object.remove("$ref");
+                for (k, v) in def {
+                    object.entry(k).or_insert(v);
+                }
+            }
+            for inner in object.values_mut() {
+                replace_refs(inner, defs);
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                replace_refs(item, defs);
+            }
+        }
+        _ => {}
+    }
+}
+
 fn compact_schema(schema: &mut Map<String, Value>) {
+    // No model writes a property the schema does not list; `false` here only tells a validator
+    // (the tool server keeps rejecting unknown fields). schemars' `title`s repeat type names.
+    if schema.get("additionalProperties") == Some(&Value::Bool(false)) {
+        schema.remove("additionalProperties");
+    }
+    if matches!(schema.get("title"), Some(Value::String(_))) {
+        schema.remove("title");
+    }
     if let Some(Value::String(format)) = schema.get("format")
         && NUMBER_FORMATS.contains(&format.as_str())
     {
@@ -1719,6 +1782,54 @@ mod tests {
                     "items": { "type": "array", "items": { "type": "object", "properties": {
                         "n": { "type": "number" } } } },
                 },
+            })
+        );
+    }
+
+    #[test]
+    fn definitions_used_inline_and_validator_keywords_go() {
+        let schema = json!({
+            "type": "object",
+            "title": "AskArgs",
+            "additionalProperties": false,
+            "$defs": {
+                "Option": { "anyOf": [{ "type": "string" }, { "type": "object", "title": "Pair",
+                    "additionalProperties": false,
+                    "properties": { "label": { "type": "string" } } }] },
+                "Node": { "type": "object", "properties": { "next": { "$ref": "#/$defs/Node" } } },
+            },
+            "properties": {
+                "options": { "type": "array", "items": { "$ref": "#/$defs/Option" } },
+                "title": { "type": "string", "description": "A heading." },
+                "map": { "type": "object", "additionalProperties": { "type": "string" } },
+            },
+        });
+        assert_eq!(
+            clean_schema(schema.as_object().unwrap()),
+            json!({
+                "type": "object",
+                "properties": {
+                    "options": { "type": "array", "items": { "anyOf": [{ "type": "string" },
+                        { "type": "object", "properties": { "label": { "type": "string" } } }] } },
+                    "title": { "type": "string", "description": "A heading." },
+                    "map": { "type": "object", "additionalProperties": { "type": "string" } },
+                },
+            })
+        );
+        // A recursive definition stays, and so does what refers to it.
+        let schema = json!({
+            "type": "object",
+            "$defs": { "Node": { "type": "object",
+                "properties": { "next": { "$ref": "#/$defs/Node" } } } },
+            "properties": { "root": { "$ref": "#/$defs/Node" } },
+        });
+        assert_eq!(
+            clean_schema(schema.as_object().unwrap()),
+            json!({
+                "type": "object",
+                "$defs": { "Node": { "type": "object",
+                    "properties": { "next": { "$ref": "#/$defs/Node" } } } },
+                "properties": { "root": { "$ref": "#/$defs/Node" } },
             })
         );
     }

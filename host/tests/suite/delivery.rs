@@ -621,3 +621,50 @@ async fn each_reply_of_a_pass_is_recorded_before_the_next_is_sent() {
             .collect();
     assert_eq!(texts[1..], ["reply A", "reply B", "reply B"], "{texts:?}");
 }
+
+/// The commits one warm message on the terminal costs each database: the host's `inbound.db`
+/// and `clawbox.db`, the runner's `outbound.db`, counted from the frames of their WAL files.
+/// Measured at about three commits of `inbound.db` (the message, the reply's attempt started,
+/// the reply delivered with the acks folded) and two of `clawbox.db`; this bounds them so a
+/// change that adds commits to the message path shows here.
+#[tokio::test]
+async fn a_warm_message_costs_the_host_at_most_five_commits() {
+    let (_model, mut fixture) = setup().await;
+    fixture.start().await.unwrap();
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    let (session, seq) = client.send("warm up").await.unwrap();
+    client.done(seq).await.unwrap();
+    let dir = session_dir(&fixture, &session);
+    let wals = [
+        dir.join("inbound/inbound.db-wal"),
+        fixture.data_dir().join("clawbox.db-wal"),
+        dir.join("outbound/outbound.db-wal"),
+    ];
+    let counts = || wals.iter().map(|w| wal_commits(w)).collect::<Vec<_>>();
+    client.settle(Duration::from_millis(300)).await;
+    let before = counts();
+    let n = 10;
+    for i in 0..n {
+        let (_, seq) = client.send(&format!("message {i}")).await.unwrap();
+        assert_eq!(client.done(seq).await.unwrap().0, InboundStatus::Completed);
+    }
+    client.settle(Duration::from_millis(300)).await;
+    let after = counts();
+    let per: Vec<f64> = before
+        .iter()
+        .zip(&after)
+        .map(|((b, salt_b), (a, salt_a))| {
+            assert_eq!(
+                salt_b, salt_a,
+                "a checkpoint restarted a log during the count"
+            );
+            (a - b) as f64 / f64::from(n)
+        })
+        .collect();
+    eprintln!(
+        "commits per warm message: inbound.db {}, clawbox.db {}, outbound.db {}",
+        per[0], per[1], per[2]
+    );
+    assert!(per[0] <= 3.5 && per[1] <= 2.0, "{per:?}");
+    fixture.stop().await.unwrap();
+}

@@ -47,7 +47,7 @@ const DRAIN_GRACE: Duration = Duration::from_millis(200);
 pub struct RunBashArgs {
     /// The bash command line to run (`bash -c`), in the workspace folder.
     pub command: String,
-    /// Kill the command after this many milliseconds. Default 30000, maximum 600000.
+    /// Kill the command after this many milliseconds. Default 30000.
     #[serde(default)]
     #[schemars(range(min = 1, max = 600_000))]
     pub timeout_ms: Option<u64>,

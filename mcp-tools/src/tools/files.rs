@@ -43,8 +43,7 @@ pub(super) enum Access {
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct ReadFileArgs {
-    /// File path: relative to the workspace, agent/… for the agent folder, or inbound/… for
-    /// the files people sent with their messages.
+    /// File path; inbound/… for the files people sent.
     pub path: String,
     /// Line number to start at (1 = first line). Default 1.
     #[serde(default)]
@@ -57,7 +56,7 @@ pub struct ReadFileArgs {
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct WriteFileArgs {
-    /// File path: relative to the workspace, or agent/… for the agent folder.
+    /// File path.
     pub path: String,
     /// The complete new content of the file.
     pub content: String,
@@ -65,7 +64,7 @@ pub struct WriteFileArgs {
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct EditFileArgs {
-    /// File path: relative to the workspace, or agent/… for the agent folder.
+    /// File path.
     pub path: String,
     /// The exact text to replace; it must occur exactly once in the file.
     pub old_string: String,

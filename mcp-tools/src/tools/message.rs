@@ -19,8 +19,7 @@ use crate::error::{ToolError, tool_result};
 pub struct SendMessageArgs {
     /// The message text, as the recipient should read it.
     pub text: String,
-    /// Name of the destination to send to, as listed in your context. Leave it out to write to
-    /// the chat this conversation comes from.
+    /// A destination name from your context; leave it out for this chat.
     #[serde(default)]
     pub to: Option<String>,
 }

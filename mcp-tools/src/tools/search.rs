@@ -53,11 +53,10 @@ const FOLDER_FLAGS: libc::c_int = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_N
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct ListFilesArgs {
-    /// Folder to list: relative to the workspace, agent/… for the agent folder, or inbound for
-    /// the files people sent. Default: the workspace.
+    /// Folder to list (inbound: the files people sent). Default: the workspace.
     #[serde(default)]
     pub path: Option<String>,
-    /// How many levels to show: 1 = only the folder's own entries. Default 2, maximum 20.
+    /// How many levels to show: 1 = only the folder's own entries. Default 2.
     #[serde(default)]
     #[schemars(range(min = 1, max = 20))]
     pub depth: Option<u32>,
@@ -67,15 +66,14 @@ pub struct ListFilesArgs {
 pub struct GrepArgs {
     /// Regular expression (Rust regex syntax, like ripgrep's; `(?i)` at the start ignores case).
     pub pattern: String,
-    /// File or folder to search: relative to the workspace, agent/… for the agent folder, or
-    /// inbound/… for the files people sent. Default: the workspace.
+    /// File or folder to search (inbound/…: the files people sent). Default: the workspace.
     #[serde(default)]
     pub path: Option<String>,
     /// Only search files matching this glob, e.g. `*.rs`, `*.{md,txt}`, or `src/**/*.py`
     /// (with a `/` the glob matches the path below `path`, without it the file name).
     #[serde(default)]
     pub glob: Option<String>,
-    /// Stop after this many matching lines. Default 100, maximum 1000.
+    /// Stop after this many matching lines. Default 100.
     #[serde(default)]
     #[schemars(range(min = 1, max = 1000))]
     pub max_results: Option<u32>,

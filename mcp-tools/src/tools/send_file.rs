@@ -44,10 +44,9 @@ const MAX_NAME_BYTES: usize = 255;
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct SendFileArgs {
-    /// The file to send: relative to the workspace, or agent/… for the agent folder.
+    /// The file to send.
     pub path: String,
-    /// Name of the destination to send to, as listed in your context. Leave it out to send to
-    /// the chat this conversation comes from.
+    /// A destination name from your context; leave it out for this chat.
     #[serde(default)]
     pub to: Option<String>,
     /// A caption sent with the file. Optional.

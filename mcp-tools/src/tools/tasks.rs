@@ -60,7 +60,7 @@ pub struct ScheduleTaskArgs {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTaskArgs {
-    /// The task's id, as schedule_task or list_tasks gave it.
+    /// The task's id.
     pub task_id: String,
     /// A new prompt.
     #[serde(default)]
@@ -84,7 +84,7 @@ pub struct UpdateTaskArgs {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskIdArgs {
-    /// The task's id, as schedule_task or list_tasks gave it.
+    /// The task's id.
     pub task_id: String,
 }
 
