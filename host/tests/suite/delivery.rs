@@ -650,21 +650,18 @@ async fn a_warm_message_costs_the_host_at_most_five_commits() {
     }
     client.settle(Duration::from_millis(300)).await;
     let after = counts();
-    let per: Vec<f64> = before
+    // A restarted log ends a count; the runner truncates its own log after pruning, so its
+    // figure is only printed when the log lived through the whole count.
+    let per: Vec<Option<f64>> = before
         .iter()
         .zip(&after)
-        .map(|((b, salt_b), (a, salt_a))| {
-            assert_eq!(
-                salt_b, salt_a,
-                "a checkpoint restarted a log during the count"
-            );
-            (a - b) as f64 / f64::from(n)
-        })
+        .map(|((b, salt_b), (a, salt_a))| (salt_b == salt_a).then(|| (a - b) as f64 / f64::from(n)))
         .collect();
-    eprintln!(
-        "commits per warm message: inbound.db {}, clawbox.db {}, outbound.db {}",
-        per[0], per[1], per[2]
+    eprintln!("commits per warm message (inbound.db, clawbox.db, outbound.db): {per:?}");
+    let (inbound, central) = (
+        per[0].expect("a checkpoint restarted inbound.db's log during the count"),
+        per[1].expect("a checkpoint restarted clawbox.db's log during the count"),
     );
-    assert!(per[0] <= 3.5 && per[1] <= 2.0, "{per:?}");
+    assert!(inbound <= 3.5 && central <= 2.0, "{per:?}");
     fixture.stop().await.unwrap();
 }
