@@ -1,7 +1,9 @@
 //! The runner's main loop: opens the mailbox, starts the MCP servers, keeps the heartbeat, waits
 //! for work (inotify on `inbound/`, a slow fallback poll, a timer for the next scheduled row),
 //! runs turns one at a time, and exits after `CLAWBOX_IDLE_TIMEOUT_MS` without work or on
-//! shutdown. Decisions about what to claim are `claim.rs`'s; a turn is `turn.rs`'s.
+//! shutdown. Keeps `outbound.db` flat: prunes settled rows when it starts, every
+//! [`mailbox::retention::PRUNE_EVERY`] turns and when it exits, each time followed by a WAL
+//! checkpoint. Decisions about what to claim are `claim.rs`'s; a turn is `turn.rs`'s.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -101,19 +103,10 @@ async fn serve(
     store.run(|dbs| dbs.outbound.clear_drafts()).await?;
     let activity = ActivityLog::new(store.clone());
     activity.starting(&config.model).await?;
-    // Once per runner, before any work: settled rows older than the retention (batches of a
-    // few hundred rows; nothing to do costs one indexed query per table).
-    let cutoff = Utc::now() - chrono::Duration::days(i64::from(config.retention_days));
-    let pruned = store
-        .run(move |dbs| dbs.outbound.prune_settled(&dbs.inbound, cutoff))
-        .await?;
-    if pruned.rows > 0 {
-        tracing::info!(
-            rows = pruned.rows,
-            bytes = pruned.bytes,
-            "old settled rows pruned"
-        );
-    }
+    // Before any work: settled rows past the retention, by age or by count (batches of a few
+    // hundred rows; nothing to do costs a few indexed queries per table). A file that cannot be
+    // pruned cannot be worked on either, so a failure here stops the runner.
+    prune(&store, config.retention_days).await?;
 
     // The user's servers are read once per runner: a changed container.json applies when the
     // next runner starts (after the idle timeout, or `clawbox` restarting the session).
@@ -181,7 +174,39 @@ async fn serve(
     let result = work_loop(&env, &wake, poll, shutdown).await;
     drop(watcher);
     mcp.shutdown().await;
+    // What the last turns settled, and the WAL folded back, so an idle session's files are
+    // as small as they get.
+    if result.is_ok()
+        && let Err(err) = prune(&store, config.retention_days).await
+    {
+        tracing::warn!(error = %err, "settled rows could not be pruned at exit");
+    }
     result
+}
+
+/// Deletes settled rows of `outbound.db` older than the retention or beyond the newest
+/// [`mailbox::retention::KEEP_SETTLED`] of their table (see `mailbox::retention`), then
+/// checkpoints the WAL with TRUNCATE. A checkpoint the host's reads hold up does less and
+/// is finished by the next one; it is not an error.
+async fn prune(store: &Store, retention_days: u32) -> Result<(), StoreError> {
+    let cutoff = Utc::now() - chrono::Duration::days(i64::from(retention_days));
+    let (pruned, complete) = store
+        .run(move |dbs| {
+            let pruned = dbs
+                .outbound
+                .prune_settled(&dbs.inbound, mailbox::retention::Keep::new(cutoff))?;
+            Ok((pruned, dbs.outbound.checkpoint()?))
+        })
+        .await?;
+    if pruned.rows > 0 {
+        tracing::info!(
+            rows = pruned.rows,
+            bytes = pruned.bytes,
+            wal_truncated = complete,
+            "old settled rows pruned"
+        );
+    }
+    Ok(())
 }
 
 /// Claims and runs work until idle or shutdown.
@@ -192,9 +217,19 @@ async fn work_loop(
     shutdown: &CancellationToken,
 ) -> Result<(), RunError> {
     let mut last_work = Instant::now();
+    // Verdicts since the last prune: a live runner prunes every PRUNE_EVERY of them, a handful
+    // of rows at a time, instead of letting a long conversation pile up until its next start.
+    let mut unpruned: u64 = 0;
     loop {
         if shutdown.is_cancelled() {
             return Ok(());
+        }
+        if unpruned >= mailbox::retention::PRUNE_EVERY {
+            unpruned = 0;
+            // A failed prune loses nothing (the rows stay for the next one); the work goes on.
+            if let Err(err) = prune(env.store, env.config.retention_days).await {
+                tracing::warn!(error = %err, "settled rows could not be pruned");
+            }
         }
         let rows = env.activity.rows();
         let (plan, next_due) = env
@@ -222,11 +257,13 @@ async fn work_loop(
                 }
                 // The verdict's transaction recorded Idle.
                 last_work = Instant::now();
+                unpruned += 1;
                 continue;
             }
             Plan::Clear(messages) => {
                 clear_conversation(env.store, env.activity.rows(), messages).await?;
                 last_work = Instant::now();
+                unpruned += 1;
                 continue;
             }
             Plan::Compact(messages) => {
@@ -237,6 +274,7 @@ async fn work_loop(
                     Err(TurnError::Store(err)) => return Err(err.into()),
                 }
                 last_work = Instant::now();
+                unpruned += 1;
                 continue;
             }
             Plan::Idle | Plan::WaitForResume => {}

@@ -8,7 +8,8 @@
 //! Rows are written inside transactions their writer commits anyway wherever possible (a
 //! model step's event rides with the step's history, a re-queue's with the re-queue), so the
 //! logs cost no extra fsyncs on the message path. Both logs keep the newest [`KEEP_EVENTS`]
-//! rows; older ones are pruned when a runner starts or ends.
+//! rows; older ones are pruned when a runner starts or ends, and with the settled rows of a
+//! live session (`retention.rs`).
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, params};
@@ -18,8 +19,9 @@ use serde::{Deserialize, Serialize};
 use crate::sql::{parse_ts, ts};
 use crate::{Error, Result};
 
-/// Rows kept per log and session.
-pub const KEEP_EVENTS: i64 = 10_000;
+/// Rows kept per log and session: the last hundred or so turns of an agent that calls a tool
+/// at every step, about a thousand of one that mostly talks (one model step each).
+pub const KEEP_EVENTS: i64 = 1_000;
 /// The outbound schema version that added `events`.
 pub(crate) const OUTBOUND_EVENTS_VERSION: i64 = 2;
 /// The inbound schema version that added `host_events`.

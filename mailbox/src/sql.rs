@@ -185,6 +185,25 @@ pub(crate) fn open_rw(path: &Path, journal: Journal) -> Result<Connection> {
     Ok(conn)
 }
 
+/// How long a checkpoint waits for the other side's readers to leave the WAL before it settles
+/// for what it could do. Their reads last about a millisecond; a checkpoint never holds up the
+/// message path for longer than this.
+pub(crate) const CHECKPOINT_WAIT: Duration = Duration::from_millis(100);
+
+/// `PRAGMA wal_checkpoint(TRUNCATE)`: copies every WAL frame into the database, then truncates
+/// the `-wal` file to zero bytes. A reader still using the log (or a writer of another
+/// connection) makes it stop short — SQLite reports that as "busy" in the result row, not as an
+/// error — and `false` is returned; the file is consistent either way. Our busy handler is
+/// replaced by a [`CHECKPOINT_WAIT`] timeout for the call and restored after it.
+pub(crate) fn checkpoint_truncate(conn: &mut Connection) -> Result<bool> {
+    conn.busy_timeout(CHECKPOINT_WAIT)?;
+    let busy = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        r.get::<_, i64>(0)
+    });
+    conn.busy_handler(Some(wait_for_lock))?;
+    Ok(busy? == 0)
+}
+
 /// Opens the other side's database read-only. `mmap_size=0`: memory maps of a file another
 /// process rewrites across a mount are not worth the risk for databases this small.
 pub(crate) fn open_ro(path: &Path) -> Result<Connection> {

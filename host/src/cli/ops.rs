@@ -290,6 +290,21 @@ pub async fn logs(config: Config, args: LogsArgs) -> Result<ExitCode, HostError>
         printer: LogPrinter::new(config.timezone),
         seen: HashSet::new(),
     };
+    // A retired session's files are gone: say so, when, and where its archive is, instead
+    // of printing an empty log.
+    let session = args.session.clone();
+    let retired = from_files(&config, move |conn, config| {
+        logs::retirement(conn, config, &session)
+    })
+    .await?;
+    if let Some(retired) = retired {
+        if args.json {
+            out_json(&retired, false)?;
+        } else {
+            out(&retired.describe(config.timezone));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let Some(mut host) = HostLink::connect(&config).await else {
         if !args.json {
             eprintln!("(no host is running: reading the session's files)");

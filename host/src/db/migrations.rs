@@ -246,6 +246,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "ALTER TABLE sessions ADD COLUMN retired TEXT CHECK (retired IN ('removing', 'done'));
     CREATE INDEX sessions_idle ON sessions(last_activity) WHERE status = 'active';
     CREATE INDEX sessions_retiring ON sessions(id) WHERE retired = 'removing';",
+    // 7: when a session was retired, for `clawbox logs` of a retired session (NULL for those
+    // retired before this column existed).
+    "ALTER TABLE sessions ADD COLUMN retired_at TEXT;",
 ];
 
 /// Applies the missing migrations in one transaction. Foreign keys are off meanwhile, as

@@ -11,6 +11,9 @@
 //! rank of their kind (a step's model event before its tool calls, a reply before its verdict),
 //! then by row id. Each entry has a stable `id` (`in:2`, `ack:7`, `run:12`, `host:3`, `out:5`,
 //! `dlv:5`), so a client can drop what it has already shown.
+//!
+//! A retired session has no files left to read; [`retirement`] says when it was retired and
+//! where its archive is, which `clawbox logs` prints instead of an empty log.
 
 use std::collections::HashSet;
 
@@ -497,6 +500,76 @@ impl LogReader {
             at,
             event,
         }
+    }
+}
+
+/// A session that retention retired (`session/retention.rs`): its folder is gone (or going), its
+/// history is in `archive`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Retirement {
+    pub session_id: String,
+    /// `None` for sessions retired before clawbox recorded the time.
+    pub retired_at: Option<DateTime<Utc>>,
+    pub last_activity: DateTime<Utc>,
+    /// `GROUPS_DIR/<agent folder>/conversations/<session id>/`.
+    pub archive: std::path::PathBuf,
+    /// `false` while the removal of its folder is still to be finished.
+    pub removed: bool,
+}
+
+/// The retirement of the session `arg` names (see [`inspect::resolve_session`]), `None` when
+/// it was not retired.
+pub fn retirement(
+    conn: &rusqlite::Connection,
+    config: &Config,
+    arg: &str,
+) -> Result<Option<Retirement>, InspectError> {
+    let view = inspect::resolve_session(conn, arg)?;
+    let (retired, retired_at, folder): (Option<String>, Option<String>, String) = conn
+        .query_row(
+            "SELECT s.retired, s.retired_at, a.folder FROM sessions s
+             JOIN agent_groups a ON a.id = s.agent_group_id WHERE s.id = ?1",
+            [&view.session.id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .map_err(DbError::from)?;
+    let Some(retired) = retired else {
+        return Ok(None);
+    };
+    let retired_at = retired_at.map(|at| crate::db::parse_ts(&at)).transpose()?;
+    Ok(Some(Retirement {
+        archive: config
+            .groups_dir
+            .join(folder)
+            .join(mailbox::archive::ARCHIVE_DIR)
+            .join(&view.session.id),
+        session_id: view.session.id,
+        retired_at,
+        last_activity: view.session.last_activity,
+        removed: retired == "done",
+    }))
+}
+
+impl Retirement {
+    /// What `clawbox logs` says of it, times in `tz`.
+    pub fn describe(&self, tz: chrono_tz::Tz) -> String {
+        let time = |t: DateTime<Utc>| t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string();
+        let when = match self.retired_at {
+            Some(at) => format!("on {}", time(at)),
+            None => "(the time was not recorded)".to_owned(),
+        };
+        let removal = if self.removed {
+            "its files were removed"
+        } else {
+            "the removal of its files is finished by the next retention pass"
+        };
+        format!(
+            "session {} was retired {when} for inactivity (last activity {}); {removal}, and its \
+             conversation is archived in {}/ . The chat's next message starts a new session.",
+            self.session_id,
+            time(self.last_activity),
+            self.archive.display(),
+        )
     }
 }
 

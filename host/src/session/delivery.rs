@@ -1,8 +1,10 @@
 //! The host side of one session's mailbox: read what the runner wrote (acks, replies, requests),
 //! deliver replies through the channels with a durable delivery record, answer requests
 //! (requests.rs applies them; the answer and the row's delivery record are written together),
-//! fold acks into inbound status, and tell senders about failures. Called by the session's
-//! supervisor task after every change.
+//! fold acks into inbound status, and tell senders about failures; every
+//! [`mailbox::retention::PRUNE_EVERY`] verdicts it folds, prune the settled rows of the live
+//! session's `inbound.db` and checkpoint its WAL (the runner does the same for `outbound.db`).
+//! Called by the session's supervisor task after every change.
 //!
 //! SQLite work runs on the blocking pool; channel sends run on the async side, between two
 //! short blocking sections, so no database lock is held while a network call is in flight.
@@ -30,6 +32,8 @@ pub struct SessionMailbox {
     pub paths: SessionPaths,
     pub inbound: InboundDb,
     outbound: Option<OutboundReader>,
+    /// Verdicts folded since `inbound.db` was last pruned.
+    unpruned: u64,
 }
 
 impl SessionMailbox {
@@ -42,7 +46,34 @@ impl SessionMailbox {
             paths,
             inbound,
             outbound: None,
+            unpruned: 0,
         })
+    }
+
+    /// Counts `verdicts` just folded; every [`mailbox::retention::PRUNE_EVERY`] of them, deletes
+    /// the settled rows of `inbound.db` older than `retention_days` or beyond the newest
+    /// [`mailbox::retention::KEEP_SETTLED`] of their table, then checkpoints its WAL with
+    /// TRUNCATE (a checkpoint the runner's reads hold up does less, and is not an error).
+    pub fn count_verdicts(&mut self, verdicts: usize, retention_days: u32) -> mailbox::Result<()> {
+        self.unpruned += verdicts as u64;
+        if self.unpruned < mailbox::retention::PRUNE_EVERY {
+            return Ok(());
+        }
+        self.unpruned = 0;
+        let cutoff = Utc::now() - chrono::Duration::days(i64::from(retention_days));
+        let pruned = self
+            .inbound
+            .prune_settled(mailbox::retention::Keep::new(cutoff))?;
+        let complete = self.inbound.checkpoint()?;
+        if pruned.rows > 0 {
+            tracing::debug!(
+                rows = pruned.rows,
+                bytes = pruned.bytes,
+                wal_truncated = complete,
+                "settled rows of a live session pruned"
+            );
+        }
+        Ok(())
     }
 
     /// The runner's database, once the runner has created it and its schema.
@@ -210,6 +241,8 @@ pub struct Delivery<'a> {
     pub outlet: &'a Arc<dyn Outlet>,
     pub acl: &'a Acl,
     pub max_attempts: u32,
+    /// `RETENTION_DAYS`, for the prunes of a live session.
+    pub retention_days: u32,
     pub requests: &'a Requests,
     /// Questions are recorded in the central DB, and the loop that expires them woken.
     pub db: &'a Db,
@@ -468,8 +501,15 @@ impl Delivery<'_> {
         }
 
         let acks = plan.acks;
+        let retention_days = self.retention_days;
         let (finished, failed) = with_mailbox(self.mailbox, move |mb| {
             let verdicts = mb.inbound.settle(&delivered, &acks, Utc::now())?;
+            if !verdicts.is_empty()
+                && let Err(err) = mb.count_verdicts(verdicts.len(), retention_days)
+            {
+                // The rows stay for the next prune; delivery goes on.
+                tracing::warn!(error = %err, "settled rows could not be pruned");
+            }
             let mut finished = Vec::new();
             for v in verdicts {
                 if let Some(m) = mb.inbound.get(v.seq)? {

@@ -1,7 +1,9 @@
 //! Retention in the host's background: deletes what is older than `RETENTION_DAYS` and settled,
 //! and retires sessions idle for longer than `SESSION_RETENTION_DAYS`. Owns the pass and its
-//! schedule; what may be deleted from a mailbox is `mailbox::retention`'s rule (the runner prunes
-//! its own `outbound.db` when it starts, see `CLAWBOX_RETENTION_DAYS`).
+//! schedule; what may be deleted from a mailbox is `mailbox::retention`'s rule. Live sessions are
+//! pruned on the message path instead: the runner prunes its own `outbound.db` when it starts,
+//! every few turns and when it exits (see `CLAWBOX_RETENTION_DAYS`), delivery prunes
+//! `inbound.db` every few verdicts (`delivery.rs`).
 //!
 //! One pass, at start and then every `RETENTION_INTERVAL_MS`:
 //! - the central database: `dropped_messages` and `token_usage` older than the retention;
@@ -27,7 +29,8 @@
 //!    (`mailbox::archive`), to `<agent folder>/conversations/<session id>/`, each file fsynced.
 //!    The session is untouched; a crash here leaves it intact, and the next attempt writes
 //!    the same files again.
-//! 2. **Close**: one update closes the row and marks it `retired = 'removing'`, only if the
+//! 2. **Close**: one update closes the row and marks it `retired = 'removing'` (with
+//!    `retired_at`, which `clawbox logs` reports for it), only if the
 //!    session is still idle as it was read (a message that arrived meanwhile touched it, so the
 //!    update does nothing and the session lives on). From here on the chat's next message
 //!    starts a new session.
@@ -174,7 +177,11 @@ impl Retention {
                 if !paths.inbound_db().exists() {
                     return Ok(Pruned::default());
                 }
-                InboundDb::open(&paths)?.prune_settled(cutoff)
+                let mut inbound = InboundDb::open(&paths)?;
+                let pruned = inbound.prune_settled(mailbox::retention::Keep::new(cutoff))?;
+                // The runner is stopped: nothing holds the log, so it goes back to nothing.
+                inbound.checkpoint()?;
+                Ok(pruned)
             })
             .await
             .map_err(|e| HostError::Task(e.to_string()))?;
@@ -305,10 +312,11 @@ impl Retention {
                     .db
                     .call(move |conn| {
                         Ok(conn.execute(
-                            "UPDATE sessions SET status = 'closed', retired = 'removing'
+                            "UPDATE sessions SET status = 'closed', retired = 'removing',
+                                                 retired_at = ?3
                          WHERE id = ?1 AND status = 'active' AND runner_state = 'stopped'
                            AND last_activity = ?2",
-                            rusqlite::params![id, last],
+                            rusqlite::params![id, last, ts(now)],
                         )? == 1)
                     })
                     .await?;

@@ -534,6 +534,7 @@ impl Actor {
             outlet: &self.sup.shared.outlet,
             acl: &self.acl,
             max_attempts: self.config().max_delivery_attempts,
+            retention_days: self.config().retention_days,
             requests: &self.sup.shared.requests,
             db: &self.sup.shared.db,
             questions: &self.sup.shared.questions,

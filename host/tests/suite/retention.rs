@@ -235,9 +235,26 @@ async fn an_idle_session_is_retired_with_its_history_archived_and_the_chat_start
         String::from_utf8_lossy(&fixture.command(&["status"]).output().await.unwrap().stdout)
             .into_owned();
     assert!(status.contains("1 idle session retired"), "{status}");
-    // Its story is gone with its folder; asking for it is no error.
+    // Its story is gone with its folder; asking for it says so, when, and where it went.
     let out = fixture.command(&["logs", &session]).output().await.unwrap();
     assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    let retired_at: String = central(&fixture)
+        .query_row(
+            "SELECT retired_at FROM sessions WHERE id = ?1",
+            [&session],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        said.contains(&format!("session {session} was retired on 2")),
+        "says when: {said}"
+    );
+    assert!(
+        said.contains(&format!("{}/", archives.display())),
+        "names the archive: {said}"
+    );
+    assert!(said.contains("its files were removed"), "{said}");
     let sessions = String::from_utf8_lossy(
         &fixture
             .command(&["sessions"])
@@ -263,6 +280,20 @@ async fn an_idle_session_is_retired_with_its_history_archived_and_the_chat_start
     assert!(!sent.contains("4711"), "{sent}");
     assert_eq!(row(&fixture, &fresh), ("active".into(), None));
     fixture.stop().await.unwrap();
+
+    // Without a host, the same answer from the files, here as JSON.
+    let out = fixture
+        .command(&["logs", &session, "--json"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["session_id"], session.as_str());
+    assert_eq!(json["removed"], true);
+    assert_eq!(json["archive"], archives.display().to_string());
+    let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap();
+    assert_eq!(at(json["retired_at"].as_str().unwrap()), at(&retired_at));
 }
 
 #[tokio::test]
