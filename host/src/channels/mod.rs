@@ -1,6 +1,7 @@
 //! Channel adapters behind one registry: the terminal (`cli.rs`), Telegram (`telegram/`) and
-//! the dashboard's web chat (`web`, handled here: the browser reads the session's replies from
-//! its mailbox, like its story, so delivering one only records it).
+//! the dashboard's web chat (`web.rs`: the browser reads the session's replies and their files
+//! from its mailbox, like its story, so delivering one only records it; drafts and "a question
+//! changed" are kept there for the chat page's live stream).
 //! [`Channels`] is the message path's [`Outlet`]: the supervisor hands it every outbound row,
 //! failure notice, verdict and "the agent is working" signal, and it dispatches on the route's
 //! channel type. Inbound, the adapters hand messages to the router. Owns nothing about routing
@@ -13,6 +14,7 @@
 
 pub mod cli;
 pub mod telegram;
+pub mod web;
 
 use std::path::PathBuf;
 
@@ -26,12 +28,15 @@ use crate::session::outlet::{
 use crate::session::questions::Question;
 use cli::CliChannel;
 use telegram::TelegramChannel;
+use web::WebChannel;
 
 #[derive(Clone)]
 pub struct Channels {
     pub cli: CliChannel,
     /// Present when `TELEGRAM_BOT_TOKEN` is set.
     pub telegram: Option<TelegramChannel>,
+    /// The dashboard's web chat.
+    pub web: WebChannel,
     /// `MAX_REPLY_CHARS`.
     max_reply_chars: usize,
 }
@@ -46,6 +51,7 @@ impl Channels {
         Channels {
             cli: CliChannel::new(files_dir),
             telegram,
+            web: WebChannel::default(),
             max_reply_chars,
         }
     }
@@ -165,9 +171,11 @@ impl Outlet for Channels {
                     Ok(None)
                 }
                 ("telegram", Some(tg)) => tg.ask(q).await.map(Some),
-                ("web", _) => Err(DeliveryError::Permanent(
-                    "the web chat cannot show questions with options; ask in plain text".into(),
-                )),
+                // The chat page shows open questions from the database, as buttons.
+                ("web", _) => {
+                    self.web.changed();
+                    Ok(None)
+                }
                 (other, _) => Err(no_adapter(other)),
             }
         })
@@ -181,7 +189,10 @@ impl Outlet for Channels {
                     Ok(())
                 }
                 ("telegram", Some(tg)) => tg.close_question(q).await,
-                ("web", _) => Ok(()),
+                ("web", _) => {
+                    self.web.changed();
+                    Ok(())
+                }
                 (other, _) => Err(no_adapter(other)),
             }
         })
@@ -220,7 +231,7 @@ impl Outlet for Channels {
             match (route.channel_type.as_str(), &self.telegram) {
                 ("cli", _) => self.cli.draft(session_id, agent_name, draft),
                 ("telegram", Some(tg)) => tg.draft(session_id, route, draft).await,
-                // The dashboard's chat page shows replies from the mailbox when they are done.
+                ("web", _) => self.web.draft(session_id, agent_name, draft),
                 _ => {}
             }
         })

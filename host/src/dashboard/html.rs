@@ -30,7 +30,7 @@ pub fn esc(text: &str) -> String {
 }
 
 /// Characters that reorder, hide or control text instead of showing it.
-fn hidden(c: char) -> bool {
+pub fn hidden(c: char) -> bool {
     c.is_control()
         || matches!(
             c,

@@ -1,6 +1,7 @@
 //! The live parts of the dashboard, as server-sent events: the overview's host and session
-//! table (event `reset`, the whole fragment again after every change), and a session's story
-//! (`reset` with the whole timeline when the stream opens, then `append` with what is new).
+//! table (event `reset`, the whole fragment again after every change), a session's story
+//! (`reset` with the whole timeline when the stream opens, then `append` with what is new),
+//! and the web chat's draft and open questions (`reset`, woken by the web channel).
 //! Both are woken by the supervisor's per-session change announcements — the same ones
 //! `clawbox logs -f` follows — with a slow re-read as the safety net, and both end when the
 //! host stops, so a shutdown never waits for an open browser tab.
@@ -111,6 +112,8 @@ pub async fn story(State(dash): State<Dash>, Path(session): Path<String>) -> Res
         safety: tokio::time::Interval,
         reader: Option<LogReader>,
         session: String,
+        /// The web chat's session: its replies' files are links.
+        web: bool,
     }
     // Subscribed before the first read, so nothing written meanwhile is missed.
     let changes = dash.ctx.supervisor.changes();
@@ -120,10 +123,18 @@ pub async fn story(State(dash): State<Dash>, Path(session): Path<String>) -> Res
             return (axum::http::StatusCode::NOT_FOUND, e.to_string()).into_response();
         }
     };
-    let first = Event::default()
-        .event("reset")
-        .data(pages::story_entries(&entries));
+    let web = match super::chat::is_web_session(&dash, reader.session_id()).await {
+        Ok(web) => web,
+        Err(e) => {
+            return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+        }
+    };
+    let first = Event::default().event("reset").data(pages::story_entries(
+        &entries,
+        web.then_some(reader.session_id()),
+    ));
     let state = S {
+        web,
         session: reader.session_id().to_owned(),
         reader: Some(reader),
         changes,
@@ -146,13 +157,64 @@ pub async fn story(State(dash): State<Dash>, Path(session): Path<String>) -> Res
             if entries.is_empty() {
                 continue;
             }
+            let web = s.web.then_some(s.session.as_str());
             let event = Event::default()
                 .event("append")
-                .data(pages::story_entries(&entries));
+                .data(pages::story_entries(&entries, web));
             return Some((Ok::<_, Infallible>(event), s));
         }
     });
     let stream = futures::StreamExt::chain(futures::stream::once(async move { Ok(first) }), rest);
+    sse(stream)
+}
+
+/// The web chat's live part (`chat::live_fragment`: open questions, the draft being written),
+/// as `reset` events: at once, then after every change the web channel announces (a draft grew
+/// or went, a question was asked or closed), with the slow re-read as the safety net.
+pub async fn chat(State(dash): State<Dash>) -> Response {
+    struct S {
+        dash: Dash,
+        changes: tokio::sync::watch::Receiver<u64>,
+        safety: tokio::time::Interval,
+        first: bool,
+        last: Option<String>,
+    }
+    let state = S {
+        changes: dash.ctx.channels.web.changes(),
+        dash,
+        safety: interval(),
+        first: true,
+        last: None,
+    };
+    let stream = futures::stream::unfold(state, |mut s| async move {
+        loop {
+            if !s.first {
+                tokio::select! {
+                    () = s.dash.cancel.cancelled() => return None,
+                    _ = s.safety.tick() => {}
+                    changed = s.changes.changed() => {
+                        if changed.is_err() {
+                            return None;
+                        }
+                    }
+                }
+            }
+            s.first = false;
+            let html = match super::chat::live_fragment(&s.dash).await {
+                Ok(html) => html,
+                Err(e) => format!(
+                    "<p class=\"error\">{}</p>",
+                    super::html::esc(&e.to_string())
+                ),
+            };
+            if s.last.as_deref() == Some(html.as_str()) {
+                continue;
+            }
+            s.last = Some(html.clone());
+            let event = Event::default().event("reset").data(html);
+            return Some((Ok::<_, Infallible>(event), s));
+        }
+    });
     sse(stream)
 }
 

@@ -4,7 +4,9 @@
 //! task operations (`admin::tasks`) and the same [`HostCtx`] — so there is no second source of
 //! truth. Pages are rendered on the server (`pages.rs`); a few lines of plain JavaScript
 //! (`assets/app.js`, embedded in the binary like the stylesheet) keep the live parts current
-//! over server-sent events (`live.rs`). The web chat (`chat.rs`) talks to the default agent. Who may look is `access.rs`'s; escaping is `html.rs`'s.
+//! over server-sent events (`live.rs`). The web chat (`chat.rs`) talks to the default agent,
+//! with streamed drafts, files both ways and questions as buttons. Who may look is
+//! `access.rs`'s; escaping is `html.rs`'s.
 //! docs/dashboard.md records the design.
 
 pub mod access;
@@ -16,6 +18,7 @@ pub mod pages;
 use std::net::SocketAddr;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
@@ -65,7 +68,16 @@ pub fn remove_addr_file(config: &Config) {
 pub fn router(dash: Dash) -> Router {
     let gated = Router::new()
         .route("/", get(pages::overview))
-        .route("/chat", get(chat::show).post(chat::send))
+        .route(
+            "/chat",
+            get(chat::show)
+                .post(chat::send)
+                .layer(DefaultBodyLimit::max(chat::max_body_bytes(
+                    dash.ctx.config.telegram_max_file_bytes,
+                ))),
+        )
+        .route("/chat/questions/{id}/{option}", post(chat::answer))
+        .route("/chat/files/{session}/{seq}/{index}", get(chat::file))
         .route("/sessions", get(pages::sessions))
         .route("/sessions/{id}", get(pages::story))
         .route("/agents", get(pages::agents))
@@ -76,6 +88,7 @@ pub fn router(dash: Dash) -> Router {
         .route("/usage", get(pages::usage))
         .route("/events/overview", get(live::overview))
         .route("/events/sessions/{id}", get(live::story))
+        .route("/events/chat", get(live::chat))
         .route_layer(middleware::from_fn_with_state(
             dash.access.clone(),
             access::require,

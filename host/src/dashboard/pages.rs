@@ -273,26 +273,51 @@ fn tool_call_detail(arguments: Option<&str>, result: Option<&str>, error: Option
 }
 
 pub async fn story(State(dash): State<Dash>, Path(session): Path<String>) -> Response {
-    let body = read_story(&dash.ctx, session)
-        .await
-        .map(|(reader, entries)| {
-            let id = reader.session_id();
-            format!(
-                "<p class=\"muted\">Session <code>{}</code> · following live</p>\
+    let body = async {
+        let (reader, entries) = read_story(&dash.ctx, session).await?;
+        let id = reader.session_id();
+        let web = super::chat::is_web_session(&dash, id).await?;
+        Ok(format!(
+            "<p class=\"muted\">Session <code>{}</code> · following live</p>\
 <ol class=\"story\" data-sse=\"/events/sessions/{}\" data-follow>{}</ol>",
-                esc(id),
-                url_segment(id),
-                story_entries(&entries)
-            )
-        });
+            esc(id),
+            url_segment(id),
+            story_entries(&entries, web.then_some(id))
+        ))
+    }
+    .await;
     respond(Tab::Sessions, "Session story", body)
 }
 
-/// Timeline items, one per log entry.
-pub fn story_entries(entries: &[LogEntry]) -> String {
+/// Timeline items, one per log entry. `web_session`: the session is the web chat's, whose
+/// replies' files are downloads there (`/chat/files/…`); other sessions' files are only named.
+pub fn story_entries(entries: &[LogEntry], web_session: Option<&str>) -> String {
     let mut out = String::new();
     for entry in entries {
         let (kind, summary, detail) = describe(&entry.event);
+        let mut links = String::new();
+        if let (
+            Some(session),
+            LogEvent::Reply {
+                seq,
+                files,
+                to: None,
+                ..
+            },
+        ) = (web_session, &entry.event)
+            && !files.is_empty()
+        {
+            links.push_str("<ul class=\"files\">");
+            for (i, name) in files.iter().enumerate() {
+                let _ = write!(
+                    links,
+                    "<li><a href=\"/chat/files/{}/{seq}/{i}\" download>{}</a></li>",
+                    url_segment(session),
+                    esc(name)
+                );
+            }
+            links.push_str("</ul>");
+        }
         let detail = if detail.is_empty() {
             String::new()
         } else if detail.len() > 240 || detail.contains('\n') {
@@ -306,7 +331,7 @@ pub fn story_entries(entries: &[LogEntry]) -> String {
         let _ = write!(
             out,
             "<li class=\"{kind}\" id=\"{}\"><time datetime=\"{}\">{}</time> \
-<span class=\"what\">{}</span>{detail}</li>",
+<span class=\"what\">{}</span>{detail}{links}</li>",
             esc(&entry.id),
             entry.at.to_rfc3339(),
             entry.at.format("%Y-%m-%d %H:%M:%S"),

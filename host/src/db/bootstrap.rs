@@ -15,6 +15,8 @@ pub const DEFAULT_AGENT: &str = "default";
 /// The dashboard's owner, who talks to the default agent from the browser (the web chat).
 pub const WEB_USER: &str = "web:owner";
 pub const WEB_CHAT: &str = "web:owner";
+/// The web chat user's display name (who answered a question from the browser).
+pub const WEB_USER_NAME: &str = "Dashboard owner";
 
 const DEFAULT_CLAUDE_MD: &str = "# Agent
 
@@ -60,7 +62,7 @@ const CLI_OWN_CHAT: OwnChat = OwnChat {
 const WEB_OWN_CHAT: OwnChat = OwnChat {
     user: WEB_USER,
     user_kind: "web",
-    user_name: "Dashboard owner",
+    user_name: WEB_USER_NAME,
     chat: WEB_CHAT,
     channel_type: "web",
     platform_id: "owner",

@@ -1,7 +1,8 @@
 // clawbox dashboard: keeps the live parts of a page current. An element with `data-sse` opens
 // that event stream; `reset` replaces its content, `append` adds to it (the HTML is rendered
 // and escaped by the host). `data-follow` keeps the page scrolled to the newest entry while
-// the reader is at the bottom. Forms with `data-confirm` ask first.
+// the reader is at the bottom. Forms with `data-confirm` ask first; forms with `data-once`
+// send once (an answer's second click would only be told it was answered already).
 "use strict";
 
 document.querySelectorAll("[data-sse]").forEach(function (el) {
@@ -34,4 +35,14 @@ document.querySelectorAll("form[data-confirm]").forEach(function (form) {
       e.preventDefault();
     }
   });
+});
+
+document.addEventListener("submit", function (e) {
+  var form = e.target;
+  if (form.hasAttribute && form.hasAttribute("data-once")) {
+    if (form.getAttribute("data-sent")) {
+      e.preventDefault();
+    }
+    form.setAttribute("data-sent", "1");
+  }
 });
