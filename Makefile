@@ -2,7 +2,9 @@
 CARGO ?= cargo
 RELEASE_BIN := target/release
 
-.PHONY: all build build-release run serve status test lint fmt bench clean venv image busybox strace llama chromium
+PREFIX ?= $(HOME)/.local
+
+.PHONY: all build build-release install run serve status test lint fmt bench clean venv image busybox strace llama chromium
 
 # A Python environment with the official MCP SDK and a third-party MCP server, for the
 # interoperability tests. Rebuilt when tests/requirements.txt changes.
@@ -51,16 +53,24 @@ build:
 build-release:
 	$(CARGO) build --release --workspace --bins
 
+## Install clawbox, agent-runner, mcp-tools and create-agent into PREFIX/bin (default ~/.local/bin)
+## and the built-in skills into PREFIX/share/clawbox/skills. As root (`sudo make install
+## PREFIX=/usr/local`) it installs what `make build-release` built, without building.
+install: $(if $(filter 0,$(shell id -u)),,build-release)
+	install -d $(PREFIX)/bin $(PREFIX)/share/clawbox
+	install -m 0755 $(RELEASE_BIN)/clawbox $(RELEASE_BIN)/agent-runner $(RELEASE_BIN)/mcp-tools $(RELEASE_BIN)/create-agent $(PREFIX)/bin/
+	rm -rf $(PREFIX)/share/clawbox/skills && cp -r container/skills $(PREFIX)/share/clawbox/skills
+
 ## Chat with the default agent in this terminal (starts a host in-process if none is running).
 run: build busybox
-	./target/debug/clawbox chat
+	CLAWBOX_HOME=$(CURDIR) ./target/debug/clawbox chat
 
 ## Run the host in the foreground, as a service would.
 serve: build busybox
-	./target/debug/clawbox run
+	CLAWBOX_HOME=$(CURDIR) ./target/debug/clawbox run
 
 status: build
-	./target/debug/clawbox status
+	CLAWBOX_HOME=$(CURDIR) ./target/debug/clawbox status
 
 ## A real model server for the tests (llama-cpp-python + SmolLM2-135M), built once per machine
 ## into ~/.cache/clawbox (or $$CLAWBOX_CACHE), keyed by version.

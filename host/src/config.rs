@@ -67,6 +67,9 @@ impl JournalSetting {
 
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The config home ([`Home`]): where `.env` lives and what relative paths (`DATA_DIR`,
+    /// `GROUPS_DIR`, `CLAWBOX_SKILLS_DIR`) resolve against, whatever the working directory.
+    pub home: PathBuf,
     /// `DATA_DIR` (default `./data`): central DB, sessions, admin socket, logs.
     pub data_dir: PathBuf,
     /// `GROUPS_DIR` (default `./groups`): one folder per agent.
@@ -244,22 +247,136 @@ pub struct ConfigError {
     pub problem: String,
 }
 
-impl Config {
-    /// Reads the process environment (call `dotenvy::dotenv()` first to honour `.env`).
-    pub fn from_env() -> Result<Config, ConfigError> {
+/// Where a command was told, or found, its config home.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HomeSource {
+    /// `CLAWBOX_HOME`.
+    Variable,
+    /// The directory of the `.env` found in the working directory or above it.
+    DotEnv,
+    /// `$XDG_CONFIG_HOME/clawbox`, else `~/.config/clawbox`.
+    UserConfig,
+    /// No `HOME` either (a bare service environment): the working directory, as before there
+    /// was a config home.
+    WorkingDir,
+}
+
+/// The config home: the directory holding `.env`, against which relative paths resolve, so that
+/// every command finds the same data whatever directory it runs in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Home {
+    pub dir: PathBuf,
+    pub source: HomeSource,
+}
+
+impl Home {
+    /// Finds the home from the process: `CLAWBOX_HOME`, the working directory, `HOME`.
+    pub fn find() -> Result<Home, ConfigError> {
         let cwd = std::env::current_dir().map_err(|e| ConfigError {
-            var: "DATA_DIR",
+            var: "CLAWBOX_HOME",
             value: String::new(),
-            problem: format!("cannot resolve relative paths: {e}"),
+            problem: format!("cannot read the working directory: {e}"),
         })?;
-        Self::from_lookup(|k| std::env::var(k).ok(), &cwd)
+        let var = |k: &str| std::env::var(k).ok();
+        Ok(Self::resolve(
+            var("CLAWBOX_HOME").as_deref(),
+            &cwd,
+            var("XDG_CONFIG_HOME").as_deref(),
+            var("HOME").as_deref(),
+        ))
     }
 
-    /// Builds the config from any variable source; relative paths resolve against `cwd`.
+    /// `CLAWBOX_HOME` if set (relative to `cwd`), else the directory of the first `.env` in
+    /// `cwd` or above it (the search dotenvy does), else `$XDG_CONFIG_HOME/clawbox`, else
+    /// `$HOME/.config/clawbox`, else (no `HOME`) `cwd`. Pure apart from looking for `.env`
+    /// files.
+    pub fn resolve(
+        clawbox_home: Option<&str>,
+        cwd: &Path,
+        xdg_config_home: Option<&str>,
+        user_home: Option<&str>,
+    ) -> Home {
+        let set = |v: Option<&str>| {
+            v.map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        if let Some(dir) = set(clawbox_home) {
+            return Home {
+                dir: cwd.join(dir),
+                source: HomeSource::Variable,
+            };
+        }
+        if let Some(dir) = cwd.ancestors().find(|dir| dir.join(ENV_FILE).is_file()) {
+            return Home {
+                dir: dir.to_path_buf(),
+                source: HomeSource::DotEnv,
+            };
+        }
+        // The XDG base directory rules ignore a relative XDG_CONFIG_HOME.
+        if let Some(dir) = set(xdg_config_home).filter(|d| d.is_absolute()) {
+            return Home {
+                dir: dir.join("clawbox"),
+                source: HomeSource::UserConfig,
+            };
+        }
+        match set(user_home).filter(|d| d.is_absolute()) {
+            Some(dir) => Home {
+                dir: dir.join(".config/clawbox"),
+                source: HomeSource::UserConfig,
+            },
+            None => Home {
+                dir: cwd.to_path_buf(),
+                source: HomeSource::WorkingDir,
+            },
+        }
+    }
+
+    /// The home's `.env`.
+    pub fn env_file(&self) -> PathBuf {
+        self.dir.join(ENV_FILE)
+    }
+}
+
+/// The name of the settings file in the config home.
+pub const ENV_FILE: &str = ".env";
+
+/// Why a command could not get its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// No home could be found, or a setting is invalid; names the variable.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The home's `.env` exists but cannot be read or parsed.
+    #[error("cannot read {}: {source}", path.display())]
+    EnvFile {
+        path: PathBuf,
+        #[source]
+        source: dotenvy::Error,
+    },
+}
+
+impl Config {
+    /// What every command does first: finds the config home, loads its `.env` (variables set
+    /// in the environment win), and reads the configuration with relative paths resolved
+    /// against the home.
+    pub fn load() -> Result<Config, LoadError> {
+        let home = Home::find()?;
+        load_env_file(&home.env_file())?;
+        Ok(Self::from_env(&home.dir)?)
+    }
+
+    /// Reads the process environment; relative paths resolve against `home`.
+    pub fn from_env(home: &Path) -> Result<Config, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok(), home)
+    }
+
+    /// Builds the config from any variable source; relative paths resolve against `home`.
     pub fn from_lookup(
         get: impl Fn(&str) -> Option<String>,
-        cwd: &Path,
+        home: &Path,
     ) -> Result<Config, ConfigError> {
+        let cwd = home;
         // An empty value counts as unset, as in `.env` files that list every variable.
         let var = |k: &'static str| get(k).filter(|v| !v.trim().is_empty());
         let path = |k: &'static str, default: &str| {
@@ -384,6 +501,7 @@ impl Config {
             )?,
         };
         let config = Config {
+            home: home.to_path_buf(),
             data_dir: path("DATA_DIR", "data"),
             groups_dir: path("GROUPS_DIR", "groups"),
             assistant_name: var("ASSISTANT_NAME").unwrap_or_else(|| "Andy".into()),
@@ -445,7 +563,13 @@ impl Config {
             runner_bin,
             skills_dir: match var("CLAWBOX_SKILLS_DIR") {
                 Some(p) => Some(cwd.join(p)),
-                None => Some(cwd.join("container/skills")).filter(|p| p.is_dir()),
+                // A checkout's own skills, else those `make install` put beside the binaries.
+                None => [
+                    cwd.join("container/skills"),
+                    sibling_binary("../share/clawbox/skills"),
+                ]
+                .into_iter()
+                .find(|p| p.is_dir()),
             },
             context_tokens: {
                 let n = parse_num("CONTEXT_TOKENS", var("CONTEXT_TOKENS"), 128_000u64)?;
@@ -662,6 +786,19 @@ fn positive(var: &'static str, n: u32) -> Result<u32, ConfigError> {
         })
     } else {
         Ok(n)
+    }
+}
+
+/// Loads a `.env` file into the process environment without overriding what is set already;
+/// a missing file is fine. Call it before any thread starts (it sets variables).
+pub fn load_env_file(path: &Path) -> Result<(), LoadError> {
+    match dotenvy::from_path(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.not_found() => Ok(()),
+        Err(source) => Err(LoadError::EnvFile {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -896,6 +1033,74 @@ mod tests {
                 .unwrap_err()
                 .var,
             "DASHBOARD_ALLOW_REMOTE"
+        );
+    }
+
+    #[test]
+    fn the_home_is_the_variable_then_the_env_file_then_the_user_config() {
+        let root = tempfile::tempdir().unwrap();
+        let checkout = root.path().join("checkout");
+        let deep = checkout.join("a/b");
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(checkout.join(".env"), "DATA_DIR=./data\n").unwrap();
+        let elsewhere = root.path().join("elsewhere");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        let home = |var: Option<&str>, cwd: &Path, xdg: Option<&str>, user: Option<&str>| {
+            let h = Home::resolve(var, cwd, xdg, user);
+            (h.dir, h.source)
+        };
+        // CLAWBOX_HOME wins over a .env in the working directory; relative to it when relative.
+        assert_eq!(
+            home(Some("/srv/cb"), &deep, None, Some("/home/u")),
+            (PathBuf::from("/srv/cb"), HomeSource::Variable)
+        );
+        assert_eq!(
+            home(Some("conf"), &elsewhere, None, None),
+            (elsewhere.join("conf"), HomeSource::Variable)
+        );
+        // An empty CLAWBOX_HOME counts as unset; a .env above the working directory is found.
+        assert_eq!(
+            home(Some(" "), &deep, None, Some("/home/u")),
+            (checkout.clone(), HomeSource::DotEnv)
+        );
+        assert_eq!(
+            home(None, &checkout, None, None),
+            (checkout.clone(), HomeSource::DotEnv)
+        );
+        // No .env anywhere up: the user's config directory (XDG first, relative XDG ignored).
+        assert_eq!(
+            home(None, &elsewhere, Some("/x/cfg"), Some("/home/u")),
+            (PathBuf::from("/x/cfg/clawbox"), HomeSource::UserConfig)
+        );
+        assert_eq!(
+            home(None, &elsewhere, Some("rel"), Some("/home/u")),
+            (
+                PathBuf::from("/home/u/.config/clawbox"),
+                HomeSource::UserConfig
+            )
+        );
+        assert_eq!(
+            home(None, &elsewhere, None, None),
+            (elsewhere.clone(), HomeSource::WorkingDir)
+        );
+        // A directory named .env is not a settings file.
+        std::fs::create_dir_all(elsewhere.join("sub/.env")).unwrap();
+        assert_eq!(
+            home(None, &elsewhere.join("sub"), None, Some("/home/u")).1,
+            HomeSource::UserConfig
+        );
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_home() {
+        let c = config(&[("DATA_DIR", "state"), ("GROUPS_DIR", "/abs/groups")]).unwrap();
+        assert_eq!(c.home, Path::new("/srv/clawbox"));
+        assert_eq!(c.data_dir, Path::new("/srv/clawbox/state"));
+        assert_eq!(c.groups_dir, Path::new("/abs/groups"));
+        let c = config(&[("CLAWBOX_SKILLS_DIR", "my-skills")]).unwrap();
+        assert_eq!(
+            c.skills_dir.as_deref(),
+            Some(Path::new("/srv/clawbox/my-skills"))
         );
     }
 

@@ -13,7 +13,7 @@ macro_rules! stderr_line {
 }
 
 use clap::{Parser, Subcommand};
-use host::config::Config;
+use host::config::{Config, Home, LoadError, load_env_file};
 
 #[derive(Parser)]
 #[command(name = "clawbox", version, about = "A self-hosted agent host")]
@@ -95,6 +95,17 @@ enum Command {
         #[command(subcommand)]
         command: ImageCommand,
     },
+    /// First-run setup: asks for the model endpoint, key and model and the Telegram bot token,
+    /// checks each live, writes them into the config home's `.env` (edited in place), and
+    /// prints a pairing code that makes you the agent's owner from a private Telegram chat.
+    Setup(host::cli::setup::SetupArgs),
+    /// Print a new one-time pairing code: sent to the bot in a private Telegram chat
+    /// (`/start <code>`) within ten minutes, it makes the sender the agent's owner and wires
+    /// that chat to the agent.
+    Pair(host::cli::setup::PairArgs),
+    /// Create or update an agent and wire it to chats; `--list`, `--remove` (the same flags as
+    /// the `create-agent` command).
+    CreateAgent(host::cli::provision::Args),
 }
 
 #[derive(Subcommand)]
@@ -111,19 +122,51 @@ enum ImageCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // `.env` fills in what the environment does not set; a missing file is fine.
-    if let Err(e) = dotenvy::dotenv()
-        && !e.not_found()
-    {
-        stderr_line!("clawbox: cannot read .env: {e}");
-        return ExitCode::from(2);
-    }
-    let config = match Config::from_env() {
-        Ok(c) => c,
+    let home = match Home::find() {
+        Ok(home) => home,
         Err(e) => {
             stderr_line!("clawbox: invalid configuration: {e}");
             return ExitCode::from(2);
         }
+    };
+    // Setup writes `.env`, so it must run when the current one is missing or invalid.
+    let command = match cli.command {
+        Command::Setup(args) => {
+            return match small_runtime() {
+                Ok(rt) => host::cli::setup::run(&rt, &home, args),
+                Err(code) => code,
+            };
+        }
+        command => command,
+    };
+    // `.env` fills in what the environment does not set; a missing file is fine.
+    let loaded = load_env_file(&home.env_file())
+        .and_then(|()| Config::from_env(&home.dir).map_err(LoadError::from));
+    let config = match loaded {
+        Ok(c) => c,
+        Err(e) => {
+            stderr_line!("clawbox: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let command = match command {
+        Command::CreateAgent(args) => {
+            let rt = match small_runtime() {
+                Ok(rt) => rt,
+                Err(code) => return code,
+            };
+            return match rt.block_on(host::cli::provision::run(&config, args)) {
+                Ok(out) => {
+                    print!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    stderr_line!("clawbox create-agent: {e}");
+                    ExitCode::from(e.exit_code())
+                }
+            };
+        }
+        command => command,
     };
     limit_malloc_arenas();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -140,7 +183,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        match cli.command {
+        match command {
             Command::Run => {
                 host::cli::chat::init_logging(None, config.log_format);
                 run(config).await
@@ -179,6 +222,12 @@ fn main() -> ExitCode {
                 println!("{} ({:.1} MB)", built.tag, built.size_bytes as f64 / 1e6);
                 Ok(ExitCode::SUCCESS)
             }
+            Command::Pair(args) => {
+                print!("{}", host::cli::setup::pair(&config, &args).await?);
+                Ok(ExitCode::SUCCESS)
+            }
+            // Handled above, before the multi-threaded runtime.
+            Command::Setup(_) | Command::CreateAgent(_) => Ok(ExitCode::SUCCESS),
         }
     });
     match result {
@@ -188,6 +237,17 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// A single-threaded runtime for the short commands (setup, create-agent).
+fn small_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            stderr_line!("clawbox: cannot start the async runtime: {e}");
+            ExitCode::from(1)
+        })
 }
 
 /// glibc gives every thread that allocates its own arena (up to 8 per core) and rarely returns

@@ -38,6 +38,9 @@ impl HostFixture {
             .prefix("clawbox-test-")
             .tempdir_in(parent)?;
         let env = [
+            // The fixture's directory is the config home: a `.env` of the machine's user
+            // (`~/.config/clawbox`) never leaks into a test.
+            ("CLAWBOX_HOME", dir.path().display().to_string()),
             ("DATA_DIR", dir.path().join("data").display().to_string()),
             (
                 "GROUPS_DIR",

@@ -1,5 +1,6 @@
 //! `create-agent`: create or update an agent and wire it to chats; `--list`, `--remove`.
-//! A thin CLI over [`host::cli::provision::run`]; exit status 2 for usage errors, 1 for the rest.
+//! A thin CLI over [`host::cli::provision::run`], kept beside `clawbox create-agent` (the same
+//! flags, one `Args`) for clawside users; exit status 2 for usage errors, 1 for the rest.
 
 use std::process::ExitCode;
 
@@ -10,17 +11,11 @@ use host::config::Config;
 fn main() -> ExitCode {
     // clap exits with status 2 on a malformed flag, naming it.
     let args = Args::parse();
-    // `.env` fills in what the environment does not set, as for `clawbox`.
-    if let Err(e) = dotenvy::dotenv()
-        && !e.not_found()
-    {
-        eprintln!("create-agent: cannot read .env: {e}");
-        return ExitCode::from(2);
-    }
-    let config = match Config::from_env() {
+    // The config home and its `.env`, as for `clawbox` (`clawbox create-agent` is the same).
+    let config = match Config::load() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("create-agent: invalid configuration: {e}");
+            eprintln!("create-agent: {e}");
             return ExitCode::from(2);
         }
     };

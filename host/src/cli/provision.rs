@@ -313,6 +313,17 @@ fn parse_policy(s: &str) -> Result<SenderPolicy, String> {
 /// `args` asks; returns what to print on stdout.
 pub async fn run(config: &Config, args: Args) -> Result<String, ProvisionError> {
     check_flags(&args)?;
+    let db = open_db(config).await?;
+    let groups_dir = config.groups_dir.clone();
+    let sessions_dir = config.sessions_dir();
+    // The outer DbResult is the blocking task; the inner result is ours.
+    db.call(move |conn| Ok(execute(conn, &groups_dir, &sessions_dir, &args)))
+        .await?
+}
+
+/// Opens the central DB for writing beside a running host (WAL), creating `DATA_DIR` (mode
+/// 0700), the database and the first-start defaults if no host ran yet.
+pub async fn open_db(config: &Config) -> Result<Db, ProvisionError> {
     let data = config.data_dir.clone();
     std::fs::create_dir_all(&data).map_err(|source| ProvisionError::Io {
         action: "create",
@@ -334,11 +345,7 @@ pub async fn run(config: &Config, args: Args) -> Result<String, ProvisionError> 
     let assistant = config.assistant_name.clone();
     db.call(move |conn| bootstrap::ensure_defaults(conn, &assistant))
         .await?;
-    let groups_dir = config.groups_dir.clone();
-    let sessions_dir = config.sessions_dir();
-    // The outer DbResult is the blocking task; the inner result is ours.
-    db.call(move |conn| Ok(execute(conn, &groups_dir, &sessions_dir, &args)))
-        .await?
+    Ok(db)
 }
 
 /// Checks between flags that clap's attributes cannot express (the Telegram-only flags need

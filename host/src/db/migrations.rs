@@ -249,6 +249,22 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 7: when a session was retired, for `clawbox logs` of a retired session (NULL for those
     // retired before this column existed).
     "ALTER TABLE sessions ADD COLUMN retired_at TEXT;",
+    // 8: pairing codes (db/pairing.rs): hashes only, each spent once; wrong guesses are kept
+    // for the rate limit's window.
+    "CREATE TABLE pairing_codes (
+        code_hash      TEXT PRIMARY KEY,
+        agent_group_id TEXT NOT NULL REFERENCES agent_groups(id) ON DELETE CASCADE,
+        created_at     TEXT NOT NULL,
+        expires_at     TEXT NOT NULL,
+        used_at        TEXT,
+        used_by        TEXT
+    );
+    CREATE TABLE pairing_attempts (
+        id        INTEGER PRIMARY KEY,
+        sender_id TEXT NOT NULL,
+        at        TEXT NOT NULL
+    );
+    CREATE INDEX pairing_attempts_at ON pairing_attempts(at);",
 ];
 
 /// Applies the missing migrations in one transaction. Foreign keys are off meanwhile, as

@@ -1,7 +1,7 @@
 //! The central database `data/clawbox.db` (host-only, WAL), split by entity: agents, wirings and
 //! destinations (`agents.rs`), chats, users, roles, engagement scopes and approvals
 //! (`chats.rs`), sessions (`sessions.rs`), dropped messages (`dropped.rs`), token usage
-//! (`usage.rs`), the Telegram update journal (`journal.rs`), numbered migrations
+//! (`usage.rs`), the Telegram update journal (`journal.rs`), pairing codes (`pairing.rs`), numbered migrations
 //! (`migrations.rs`) and first-start defaults (`bootstrap.rs`). Scheduled tasks keep their
 //! rows in this database too, but their rules are `crate::db::tasks`'s.
 //!
@@ -16,6 +16,7 @@ pub mod chats;
 pub mod dropped;
 pub mod journal;
 mod migrations;
+pub mod pairing;
 pub mod sessions;
 pub mod tasks;
 pub mod usage;

@@ -3,8 +3,9 @@
 //! welcome, or held for the owner's approval) and the permission for admin commands such as
 //! `/clear` (an authorised one is marked in the row, `content.command`: the runner acts on that
 //! mark, never on the text), answer `/status` without waking the agent, resolve the session,
-//! fetch the message's files, and write the message into the session's `inbound.db`. Every refusal is recorded in
-//! `dropped_messages` with its reason.
+//! fetch the message's files, and write the message into the session's `inbound.db`. A pairing
+//! code sent in a private chat (`/start <code>`) is redeemed here, before any of that
+//! (`db::pairing`). Every refusal is recorded in `dropped_messages` with its reason.
 
 use chrono::{DateTime, Utc};
 use mailbox::{InboundKind, NewInbound, Route, command_of};
@@ -163,9 +164,16 @@ impl Router {
                 let drop = |conn: &rusqlite::Connection, agent: Option<&str>, reason: &str| {
                     record_drop(conn, &seen, &ev, agent, reason, now)
                 };
-                let Some(chat) =
-                    db::messaging_group_by_platform(conn, &ev.channel_type, &ev.platform_id)?
-                else {
+                let chat =
+                    db::messaging_group_by_platform(conn, &ev.channel_type, &ev.platform_id)?;
+                let wirings = match &chat {
+                    Some(chat) => db::wirings_of(conn, &chat.id)?,
+                    None => Vec::new(),
+                };
+                if let Some(code) = pairing_attempt(&ev, !wirings.is_empty()) {
+                    return Ok(vec![Plan::Done(pair(conn, &seen, &ev, &code, now)?)]);
+                }
+                let Some(chat) = chat else {
                     drop(conn, None, UNKNOWN_CHAT)?;
                     return Ok(vec![Plan::Done(Routed::Refused {
                         agent_id: None,
@@ -173,7 +181,6 @@ impl Router {
                         notice: None,
                     })]);
                 };
-                let wirings = db::wirings_of(conn, &chat.id)?;
                 if wirings.is_empty() {
                     drop(conn, None, NO_AGENT_WIRED)?;
                     return Ok(vec![Plan::Done(Routed::Refused {
@@ -328,6 +335,92 @@ enum Plan {
         /// An admin command the sender may use, marked in the row for the runner.
         command: Option<String>,
     },
+}
+
+/// What a refused pairing code is answered with: the same for a wrong, an expired and a spent
+/// code, so the answer tells a guesser nothing.
+pub const PAIRING_REFUSED: &str = "That pairing code is not valid. A code works once, within ten \
+     minutes of being made: run `clawbox pair` on the host for a new one.";
+/// What a sender over the pairing rate limit is told.
+pub const PAIRING_LIMITED: &str = "Too many pairing attempts; wait ten minutes before trying \
+     again.";
+
+/// The code in a message that tries to pair (db/pairing.rs), if it is one: in a private
+/// Telegram chat, `/start <code>` (what a `t.me/<bot>?start=<code>` link sends) always is, and
+/// a message that is nothing but a code-shaped word is one in a chat no agent is wired to yet.
+/// The decision depends on the message and the chat only, never on which codes exist.
+pub fn pairing_attempt(ev: &InboundEvent, wired: bool) -> Option<String> {
+    if ev.is_group || ev.channel_type != "telegram" {
+        return None;
+    }
+    let text = ev.text.trim();
+    if command_of(text).as_deref() == Some("/start") {
+        let arg = text
+            .split_once(char::is_whitespace)
+            .map_or("", |(_, arg)| arg.trim());
+        return (!arg.is_empty()).then(|| arg.to_owned());
+    }
+    (!wired && db::pairing::normalize(text).is_some()).then(|| text.to_owned())
+}
+
+/// Redeems a pairing code for the sender and says how it went.
+fn pair(
+    conn: &mut rusqlite::Connection,
+    seen: &FirstContacts,
+    ev: &InboundEvent,
+    code: &str,
+    now: DateTime<Utc>,
+) -> db::DbResult<Routed> {
+    use db::pairing::{Claimant, Redeemed};
+    let who = Claimant {
+        channel_type: &ev.channel_type,
+        platform_id: &ev.platform_id,
+        user_id: &ev.sender_id,
+        display_name: ev.sender_name.as_deref(),
+    };
+    let refused = |reason: &str, notice: &str| Routed::Refused {
+        agent_id: None,
+        reason: reason.to_owned(),
+        notice: Some(notice.to_owned()),
+    };
+    Ok(match db::pairing::redeem(conn, code, who, now)? {
+        Redeemed::Paired {
+            agent_id,
+            agent_name,
+        } => {
+            // Roles granted to the sender's username before bind to the numeric id now.
+            db::note_user(
+                conn,
+                &ev.sender_id,
+                ev.sender_name.as_deref(),
+                &ev.sender_aliases,
+                now,
+            )?;
+            tracing::info!(
+                user = %ev.sender_id,
+                agent = %agent_id,
+                chat = %ev.platform_id,
+                "paired: the sender owns the agent and this private chat is wired to it"
+            );
+            Routed::Answered {
+                agent_id,
+                text: format!(
+                    "✅ Paired. You are the owner of {agent_name}, and this chat is wired to it: \
+                     send a message to start."
+                ),
+            }
+        }
+        Redeemed::Refused => {
+            record_drop(conn, seen, ev, None, "pairing code refused", now)?;
+            tracing::warn!(user = %ev.sender_id, "a pairing code was refused");
+            refused("pairing code refused", PAIRING_REFUSED)
+        }
+        Redeemed::TooManyAttempts => {
+            record_drop(conn, seen, ev, None, "too many pairing attempts", now)?;
+            tracing::warn!(user = %ev.sender_id, "pairing attempt over the rate limit");
+            refused("too many pairing attempts", PAIRING_LIMITED)
+        }
+    })
 }
 
 /// Records a refusal in `dropped_messages`; the first of its kind for a stranger is logged
@@ -550,6 +643,51 @@ mod tests {
             ignored_message_policy: "drop".into(),
             session_mode: "shared".into(),
             priority: 0,
+        }
+    }
+
+    #[test]
+    fn pairing_attempts_are_told_by_the_message_and_the_chat() {
+        let ev = |text: &str, is_group: bool, channel: &str| InboundEvent {
+            channel_type: channel.into(),
+            text: text.into(),
+            is_group,
+            ..InboundEvent::default()
+        };
+        let table = [
+            // (text, group, channel, chat wired, code)
+            (
+                "/start ABCD-EFGH",
+                false,
+                "telegram",
+                false,
+                Some("ABCD-EFGH"),
+            ),
+            ("/start abcdefgh", false, "telegram", true, Some("abcdefgh")),
+            (
+                "/start@clawbox_bot XYZ",
+                false,
+                "telegram",
+                false,
+                Some("XYZ"),
+            ),
+            ("/start", false, "telegram", false, None),
+            ("ABCD-EFGH", false, "telegram", false, Some("ABCD-EFGH")),
+            ("abcd efgh", false, "telegram", false, Some("abcd efgh")),
+            // A wired chat's messages that look like a code go to its agent.
+            ("ABCD-EFGH", false, "telegram", true, None),
+            ("hello there", false, "telegram", false, None),
+            // Never in groups, never on other channels.
+            ("/start ABCD-EFGH", true, "telegram", false, None),
+            ("ABCD-EFGH", true, "telegram", false, None),
+            ("/start ABCD-EFGH", false, "cli", false, None),
+        ];
+        for (text, group, channel, wired, want) in table {
+            assert_eq!(
+                pairing_attempt(&ev(text, group, channel), wired).as_deref(),
+                want,
+                "{text:?} group={group} {channel} wired={wired}"
+            );
         }
     }
 

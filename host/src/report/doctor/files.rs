@@ -70,13 +70,6 @@ pub fn known_variables() -> Vec<String> {
     vars
 }
 
-/// The `.env` the commands read: the first one in the working directory or above it.
-pub fn find_env_file(from: &Path) -> Option<PathBuf> {
-    from.ancestors()
-        .map(|dir| dir.join(".env"))
-        .find(|path| path.is_file())
-}
-
 /// Names in `.env` that clawbox does not read but that look like a variable it does.
 pub fn env_checks(env_file: Option<&Path>) -> Vec<Check> {
     let Some(path) = env_file else {

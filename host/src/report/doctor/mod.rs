@@ -22,9 +22,10 @@ mod telegram;
 mod tests;
 
 use dirs::{agent_folders_check, dir_check, disk_use_check};
-use files::{container_checks, env_checks, find_env_file};
+use files::{container_checks, env_checks};
 use mcp::mcp_checks;
 use model::model_checks;
+pub use model::{is_listed, model_ids};
 use runtime::runtime_checks;
 use telegram::telegram_check;
 
@@ -182,10 +183,8 @@ pub async fn run(config: &Config, agents: Agents, ran_by_host: bool) -> DoctorRe
     ));
     checks.extend(agent_folders_check(&config.groups_dir, &agents));
     checks.push(database);
-    let cwd = std::env::current_dir().ok();
-    checks.extend(env_checks(
-        cwd.as_deref().and_then(find_env_file).as_deref(),
-    ));
+    let env_file = config.home.join(crate::config::ENV_FILE);
+    checks.extend(env_checks(Some(env_file.as_path()).filter(|p| p.is_file())));
     checks.extend(container_checks(config, &agents));
     checks.extend(mcp);
     DoctorReport {

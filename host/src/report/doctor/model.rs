@@ -114,7 +114,7 @@ pub(super) fn judge_model_list(url: &str, status: u16, body: &str, has_key: bool
 }
 
 /// `data[].id` of an OpenAI model list.
-pub(super) fn model_ids(body: &str) -> Option<Vec<String>> {
+pub fn model_ids(body: &str) -> Option<Vec<String>> {
     let value: serde_json::Value = serde_json::from_str(body).ok()?;
     let data = value.get("data")?.as_array()?;
     Some(
@@ -177,7 +177,7 @@ pub(super) fn model_usage_checks(
 }
 
 /// Listed as is, or as Ollama's `name:latest`.
-pub(super) fn is_listed(model: &str, served: &[String]) -> bool {
+pub fn is_listed(model: &str, served: &[String]) -> bool {
     served
         .iter()
         .any(|s| s == model || s.strip_suffix(":latest") == Some(model))
