@@ -1416,3 +1416,82 @@ async fn stream_false_sends_the_reply_whole() {
     assert!(texts_of(&t, "editMessageText", -1022).is_empty());
     assert_eq!(t.model.last_request().unwrap().body["stream"], false);
 }
+
+/// The pairing code in `clawbox pair`'s output (`ABCD-EFGH`).
+fn pairing_code(out: &str) -> String {
+    out.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .find(|w| {
+            w.len() == 9
+                && w.as_bytes()[4] == b'-'
+                && w.chars()
+                    .all(|c| c == '-' || c.is_ascii_uppercase() || c.is_ascii_digit())
+        })
+        .unwrap_or_else(|| panic!("no pairing code in {out:?}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_pairing_code_makes_its_sender_the_owner_once() {
+    let mut t = Tg::new().await;
+    t.start_with_agent(-1001, &[]).await;
+    let out = t
+        .fixture
+        .command(&["pair", "--agent-id", "andy"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let code = pairing_code(&String::from_utf8_lossy(&out.stdout));
+
+    // A wrong code is refused, and nothing is wired.
+    let sam = stranger();
+    let private = TgChat::private(&sam);
+    t.tg.say(&private, &sam, "/start ABCD-EFGH");
+    let refused = t.bot_messages(300, 1).await;
+    assert!(refused[0].visible.contains("not valid"), "{refused:?}");
+
+    // The right one (typed in lower case, without the dash) pairs: owner, chat wired.
+    t.tg.say(
+        &private,
+        &sam,
+        &format!("/start {}", code.replace('-', "").to_lowercase()),
+    );
+    let paired = t.bot_messages(300, 2).await;
+    assert!(paired[1].visible.contains("Paired"), "{paired:?}");
+    let role: String = t
+        .db()
+        .query_row(
+            "SELECT role FROM user_roles WHERE user_id = 'telegram:300' AND agent_group_id = 'andy'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(role, "owner");
+
+    // The paired chat talks to the agent; the model saw no code.
+    t.model.push(Reply::text("hello Sam"));
+    t.tg.say(&private, &sam, "hi there");
+    let replies = t.bot_messages(300, 3).await;
+    assert!(replies[2].visible.contains("hello Sam"), "{replies:?}");
+    assert_eq!(t.model.request_count(), 1);
+
+    // A spent code is refused like a wrong one.
+    let mike = member();
+    let other = TgChat::private(&mike);
+    t.tg.say(&other, &mike, &format!("/start {code}"));
+    let again = t.bot_messages(200, 1).await;
+    assert!(again[0].visible.contains("not valid"), "{again:?}");
+    let roles: i64 = t
+        .db()
+        .query_row(
+            "SELECT COUNT(*) FROM user_roles WHERE user_id = 'telegram:200'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(roles, 0);
+}
