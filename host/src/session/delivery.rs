@@ -217,6 +217,8 @@ pub struct Delivery<'a> {
     /// When the session's current runner was started (requests written since then may still be
     /// waited for); `None` while no runner of this host runs.
     pub runner_since: Option<DateTime<Utc>>,
+    /// The agent's `show_tools` (`container.json`), for [`Drafting::show_tools`].
+    pub show_tools: bool,
 }
 
 /// What one pass did and left to do, for the supervisor.
@@ -257,6 +259,7 @@ impl Delivery<'_> {
     async fn pump_page(&self) -> mailbox::Result<(Pumped, bool)> {
         let outlet = Arc::clone(self.outlet);
         let acl = self.acl.clone();
+        let show_tools = self.show_tools;
         // Acks are read before messages: a runner writes a reply and its ack in one
         // transaction, so every reply an ack refers to is in the message read that follows,
         // and terminals see the reply before the verdict.
@@ -311,6 +314,8 @@ impl Delivery<'_> {
                         reply_to_platform: quote,
                         step: d.step,
                         text: d.text,
+                        progress: crate::session::progress::line(&d.calls),
+                        show_tools,
                     })
                 }
                 None => None,
