@@ -150,7 +150,12 @@ pub async fn run_turn(
     {
         let timeout = env.config.task_script_timeout;
         env.activity
-            .tools(/*step*/ 1, "task script".to_owned(), timeout, /*draft*/ None)
+            .tools(
+                /*step*/ 1,
+                "task script".to_owned(),
+                timeout,
+                /*draft*/ None,
+            )
             .await?;
         let mut script_env = env.config.inherited_env.clone();
         // The task's own zone: the one its schedule (and so its script's idea of "now") is in.

@@ -244,7 +244,9 @@ mod tests {
         assert_eq!(call.tool.chars().count(), MAX_TOOL_CHARS);
         assert_eq!(call.arguments.len(), 1);
         assert_eq!(
-            call.arguments["command"].as_str().map(|s| s.chars().count()),
+            call.arguments["command"]
+                .as_str()
+                .map(|s| s.chars().count()),
             Some(MAX_ARG_CHARS)
         );
         let many: serde_json::Map<String, Value> = (0..20)
@@ -254,7 +256,11 @@ mod tests {
             DraftCall::new("t", &Value::Object(many)).arguments.len(),
             MAX_CALL_ARGS
         );
-        assert!(DraftCall::new("t", &serde_json::json!([1, 2])).arguments.is_empty());
+        assert!(
+            DraftCall::new("t", &serde_json::json!([1, 2]))
+                .arguments
+                .is_empty()
+        );
         let calls = vec![DraftCall::new("t", &Value::Null); MAX_DRAFT_CALLS + 3];
         let stored: Vec<DraftCall> =
             serde_json::from_str(&calls_json(&calls).unwrap_or_default()).unwrap();

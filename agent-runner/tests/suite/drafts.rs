@@ -133,7 +133,10 @@ async fn a_stale_draft_is_cleared_when_a_runner_starts() {
 async fn calls_while_a_tool_runs(stream: bool) {
     let fake = FakeModel::start().await.unwrap();
     fake.push(Reply::ToolCalls(vec![
-        ToolCall::new("run_bash", json!({ "command": "sleep 2", "timeout_ms": 30000 })),
+        ToolCall::new(
+            "run_bash",
+            json!({ "command": "sleep 2", "timeout_ms": 30000 }),
+        ),
         // Unknown: answered without running, so not named.
         ToolCall::new("no_such_tool", json!({ "x": "y" })),
     ]));
