@@ -13,7 +13,7 @@
 //! | Starting, the first Idle | [`ActivityLog`], once per runner (with the `started` and `ready` events) |
 //! | Model(first step) | the claim (`claim.rs`) |
 //! | Model(step + 1) | the transaction persisting a step with tool calls (`turn.rs`) |
-//! | Tool(names, longest timeout) | [`ActivityLog::tools`], before the calls run (see there) |
+//! | Tool(names, longest timeout) | [`ActivityLog::tools`], before the calls run (see there), with the draft naming the calls |
 //! | Idle | the verdict: reply or failure, and `/clear` (`turn.rs`) |
 //!
 //! A plain turn (claim, one model request, final answer) therefore commits exactly twice. The
@@ -24,7 +24,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use mailbox::{Activity, RunnerEvent, RunnerState};
+use mailbox::{Activity, Draft, RunnerEvent, RunnerState};
 
 use crate::store::{Store, StoreError};
 
@@ -148,14 +148,27 @@ impl ActivityLog {
     /// Running the tool calls of `step`. Its own commit: the host must see the declared timeout
     /// before a long call starts, and no transaction precedes the calls (the assistant message
     /// is persisted only together with its results, so the pair is never split). Not on the
-    /// plain-turn path: only steps that run tool calls pay for it.
+    /// plain-turn path: only steps that run tool calls pay for it. `draft`, the turn's draft
+    /// naming the calls (the chat's progress line), rides in the same commit.
     pub async fn tools(
         &self,
         step: u32,
         tools: String,
         timeout: Duration,
+        draft: Option<Draft>,
     ) -> Result<(), StoreError> {
-        self.write(self.rows.tools(step, tools, timeout)).await
+        let state = self.rows.tools(step, tools, timeout);
+        let Some(draft) = draft else {
+            return self.write(state).await;
+        };
+        self.store
+            .run(move |dbs| {
+                let mut tx = dbs.outbound.transaction()?;
+                tx.set_runner_state(&state)?;
+                tx.set_draft(&draft)?;
+                tx.commit()
+            })
+            .await
     }
 
     /// Model step `step` again after work that was no model request (a task's script).

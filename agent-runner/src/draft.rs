@@ -88,6 +88,7 @@ async fn publish(store: &Store, key: DraftKey, mut texts: watch::Receiver<String
             reply_to: key.reply_to,
             step: key.step,
             text,
+            calls: Vec::new(),
             updated_at: Utc::now(),
         };
         if let Err(err) = store.run(move |dbs| dbs.outbound.set_draft(&draft)).await {

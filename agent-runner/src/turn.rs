@@ -40,7 +40,10 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use mailbox::tasks::ScriptReport;
-use mailbox::{AckStatus, Destination, InboundMessage, NewOutbound, OutboundKind, RunnerEvent};
+use mailbox::{
+    AckStatus, Destination, Draft, DraftCall, InboundMessage, NewOutbound, OutboundKind,
+    RunnerEvent,
+};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -147,7 +150,12 @@ pub async fn run_turn(
     {
         let timeout = env.config.task_script_timeout;
         env.activity
-            .tools(/*step*/ 1, "task script".to_owned(), timeout)
+            .tools(
+                /*step*/ 1,
+                "task script".to_owned(),
+                timeout,
+                /*draft*/ None,
+            )
             .await?;
         let mut script_env = env.config.inherited_env.clone();
         // The task's own zone: the one its schedule (and so its script's idea of "now") is in.
@@ -392,9 +400,24 @@ pub async fn run_turn(
         }
         unique_call_ids(&mut reply.tool_calls);
         let assistant = reply.to_message();
-        let (results, call_events) = run_calls(env, &reply.tool_calls, turn, step, cancel)
-            .instrument(span)
-            .await?;
+        // The chat shows what the calls do under the step's text (or alone: a model that
+        // does not stream, or wrote nothing before calling).
+        let shown = Shown {
+            key: DraftKey {
+                turn,
+                reply_to: origin.seq,
+                step,
+            },
+            text: if env.model.streams() {
+                reply.content.clone().unwrap_or_default()
+            } else {
+                String::new()
+            },
+        };
+        let (results, call_events) =
+            run_calls(env, &reply.tool_calls, turn, step, Some(shown), cancel)
+                .instrument(span)
+                .await?;
         let mut events = Vec::with_capacity(call_events.len() + 1);
         events.push(step_event);
         events.extend(call_events);
@@ -732,13 +755,22 @@ pub fn parse_arguments(text: &str) -> Result<Map<String, Value>, String> {
     }
 }
 
+/// The draft a step's calls are shown under while they run.
+pub(crate) struct Shown {
+    pub key: DraftKey,
+    /// The step's text (what the model wrote before calling).
+    pub text: String,
+}
+
 /// Runs a step's calls concurrently; returns one `tool` message per call, in call order, and
-/// one `tool_call` event per call.
+/// one `tool_call` event per call. With `shown`, the calls that run are named in the turn's
+/// draft (in the commit that records the Tool activity) for the chat's progress line.
 pub(crate) async fn run_calls(
     env: &TurnEnv<'_>,
     calls: &[ModelCall],
     turn: i64,
     step: u32,
+    shown: Option<Shown>,
     cancel: &CancellationToken,
 ) -> Result<(Vec<Value>, Vec<(DateTime<Utc>, RunnerEvent)>), TurnError> {
     let prepared: Vec<Prepared> = calls
@@ -773,7 +805,25 @@ pub(crate) async fn run_calls(
             .map(|c| c.name.as_str())
             .collect::<Vec<_>>()
             .join(", ");
-        env.activity.tools(step, names, longest).await?;
+        let draft = shown.map(|shown| Draft {
+            turn: shown.key.turn,
+            reply_to: shown.key.reply_to,
+            step: shown.key.step,
+            text: shown.text,
+            calls: calls
+                .iter()
+                .zip(&prepared)
+                .filter_map(|(call, p)| match p {
+                    Prepared::Run { arguments, .. } => Some(DraftCall::new(
+                        &call.name,
+                        &Value::Object(arguments.clone()),
+                    )),
+                    Prepared::Answered(_) => None,
+                })
+                .collect(),
+            updated_at: Utc::now(),
+        });
+        env.activity.tools(step, names, longest, draft).await?;
     }
 
     let runs = calls.iter().zip(prepared).map(|(call, prepared)| {

@@ -29,7 +29,7 @@ mod sql;
 pub mod tasks;
 pub mod types;
 
-pub use drafts::Draft;
+pub use drafts::{Draft, DraftCall};
 pub use events::{HostEvent, RunnerEvent, Stored};
 pub use inbound::{InboundDb, InboundReader};
 pub use layout::SessionPaths;

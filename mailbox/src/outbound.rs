@@ -349,6 +349,12 @@ impl OutboundTx<'_> {
         events::append(&self.tx, events.iter().map(|(at, e)| (*at, e)))
     }
 
+    /// Writes (or replaces) a draft as part of this transaction (a step's calls, with the
+    /// Tool activity).
+    pub fn set_draft(&mut self, draft: &Draft) -> Result<()> {
+        drafts::upsert(&self.tx, draft)
+    }
+
     /// Deletes the draft of `turn`, as part of the verdict that replaces it with the reply.
     pub fn delete_draft(&mut self, turn: i64) -> Result<()> {
         drafts::delete(&self.tx, turn)

@@ -136,6 +136,8 @@ pub(crate) const OUTBOUND: &[&str] = &[
         text       TEXT NOT NULL,
         updated_at TEXT NOT NULL
     );",
+    // 5: the tool calls a draft's step is running (drafts.rs), JSON, for progress lines.
+    "ALTER TABLE drafts ADD COLUMN calls TEXT;",
 ];
 
 /// Brings `conn` up to the last of `migrations`.

@@ -2,7 +2,8 @@
 //! (`POST /bot<token>/<method>` with JSON or multipart bodies, `{"ok":…}` envelopes, method
 //! names matched case-insensitively as Telegram does, files at `/file/bot<token>/<path>`), keeps
 //! the chats' messages the way Telegram would (message ids per chat, topics, replies, edits,
-//! reactions), validates what the real server validates (HTML entities, the 4096/1024
+//! reactions), validates what the real server validates (HTML entities, the `entities` of a
+//! plain text (stricter: see [`check_entities`]), the 4096/1024
 //! character limits, unknown messages), records every call, and lets a test inject failures
 //! such as `429 retry_after`, or hold an answer to a request it handled (to crash a client in
 //! between).
@@ -172,6 +173,9 @@ pub struct BotMessage {
     pub parse_mode: Option<String>,
     /// What the user sees (entities parsed).
     pub visible: String,
+    /// The `entities` sent with a plain text (`type`, `offset`, `length` in UTF-16 units of
+    /// `visible`), as checked by [`check_entities`]; empty when none were sent.
+    pub entities: Vec<Value>,
     /// `document`/`photo`: the file name and bytes.
     pub file: Option<(String, Vec<u8>)>,
     pub kind: BotMessageKind,
@@ -971,6 +975,61 @@ fn check_text(
     Ok(visible)
 }
 
+/// Entity types of the Bot API's `MessageEntity`.
+const ENTITY_TYPES: &[&str] = &[
+    "mention",
+    "hashtag",
+    "cashtag",
+    "bot_command",
+    "url",
+    "email",
+    "phone_number",
+    "bold",
+    "italic",
+    "underline",
+    "strikethrough",
+    "spoiler",
+    "blockquote",
+    "expandable_blockquote",
+    "code",
+    "pre",
+    "text_link",
+    "text_mention",
+    "custom_emoji",
+];
+
+/// Checks the `entities` of a plain text: a list of objects with a known `type` and an
+/// `offset` and `length` (UTF-16 units) inside `visible`. Stricter than Telegram, which may
+/// drop or clamp a bad entity instead of refusing the message: a sender that gets them wrong
+/// should find out here.
+fn check_entities(entities: Option<&Value>, visible: &str) -> Result<Vec<Value>, String> {
+    let refuse = |why: &str| format!("Bad Request: can't parse entities: {why}");
+    let list = match entities {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(list)) => list,
+        Some(_) => return Err(refuse("entities must be an array")),
+    };
+    let len = utf16_len(visible) as u64;
+    for e in list {
+        let kind = e.get("type").and_then(Value::as_str).unwrap_or_default();
+        if !ENTITY_TYPES.contains(&kind) {
+            return Err(refuse(&format!("unsupported entity type {kind:?}")));
+        }
+        let (Some(offset), Some(length)) = (
+            e.get("offset").and_then(Value::as_u64),
+            e.get("length").and_then(Value::as_u64),
+        ) else {
+            return Err(refuse("an entity needs an offset and a length"));
+        };
+        if length == 0 || offset + length > len {
+            return Err(refuse(&format!(
+                "entity at offset {offset} of length {length} is outside the text ({len} units)"
+            )));
+        }
+    }
+    Ok(list.clone())
+}
+
 fn handle(
     shared: &Shared,
     method: &str,
@@ -1039,6 +1098,10 @@ fn handle(
                 Ok(v) => v,
                 Err(description) => return envelope_err(400, &description, None),
             };
+            let entities = match check_entities(p.get("entities"), &visible) {
+                Ok(e) => e,
+                Err(description) => return envelope_err(400, &description, None),
+            };
             let field = if kind == BotMessageKind::Photo {
                 "photo"
             } else {
@@ -1078,6 +1141,9 @@ fn handle(
                 msg["message_thread_id"] = json!(t);
                 msg["is_topic_message"] = json!(true);
             }
+            if !entities.is_empty() {
+                msg["entities"] = json!(entities);
+            }
             match kind {
                 BotMessageKind::Text => msg["text"] = json!(visible),
                 BotMessageKind::Document => {
@@ -1104,6 +1170,7 @@ fn handle(
                 raw: raw.to_owned(),
                 parse_mode: parse_mode.map(str::to_owned),
                 visible,
+                entities,
                 file,
                 kind,
                 reply_markup: p.get("reply_markup").cloned(),
@@ -1164,9 +1231,13 @@ fn handle(
                         Ok(v) => v,
                         Err(description) => return envelope_err(400, &description, None),
                     };
+                    let entities = match check_entities(p.get("entities"), &visible) {
+                        Ok(e) => e,
+                        Err(description) => return envelope_err(400, &description, None),
+                    };
                     let markup = p.get("reply_markup").cloned();
                     let m = &mut st.bot_messages[index];
-                    if m.visible == visible && m.reply_markup == markup {
+                    if m.visible == visible && m.reply_markup == markup && m.entities == entities {
                         return bad_request(
                             "message is not modified: specified new message content and reply markup are exactly the same as a current content and reply markup of the message",
                         );
@@ -1176,12 +1247,21 @@ fn handle(
                     m.raw = raw.to_owned();
                     m.parse_mode = parse_mode.map(str::to_owned);
                     m.reply_markup = markup;
+                    // An edit replaces the entities too: none sent, none left.
+                    m.entities.clone_from(&entities);
                     let mut msg = st
                         .messages
                         .get(&(chat_id, message_id))
                         .cloned()
                         .unwrap_or_else(|| json!({}));
                     msg["text"] = json!(visible);
+                    if entities.is_empty() {
+                        if let Some(o) = msg.as_object_mut() {
+                            o.remove("entities");
+                        }
+                    } else {
+                        msg["entities"] = json!(entities);
+                    }
                     msg["edit_date"] = json!(now_unix());
                     st.messages.insert((chat_id, message_id), msg.clone());
                     envelope_ok(msg)

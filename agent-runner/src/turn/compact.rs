@@ -457,7 +457,7 @@ async fn flush_memory(
             return Ok(());
         }
         let assistant = reply.to_message();
-        let (results, _events) = run_calls(env, &reply.tool_calls, 0, step, cancel)
+        let (results, _events) = run_calls(env, &reply.tool_calls, 0, step, None, cancel)
             .await
             .map_err(|err| match err {
                 TurnError::Store(err) => CompactError::Store(err),

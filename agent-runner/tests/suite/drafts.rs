@@ -1,5 +1,6 @@
 //! Streamed steps publish their growing text as the turn's draft; the verdict replaces it with
-//! the reply in one transaction; `stream: false` publishes nothing.
+//! the reply in one transaction; `stream: false` publishes nothing. While a step's tool calls
+//! run, the draft names them (the chat's progress line), with or without streaming.
 
 use std::time::Duration;
 
@@ -7,7 +8,7 @@ use mailbox::{AckStatus, Draft};
 use pretty_assertions::assert_eq;
 use serde_json::json;
 use testkit::fake_model::Gate;
-use testkit::{FakeModel, Reply};
+use testkit::{FakeModel, Reply, ToolCall};
 
 use super::harness::{RUN_LIMIT, Session};
 
@@ -119,10 +120,62 @@ async fn a_stale_draft_is_cleared_when_a_runner_starts() {
             reply_to: 2,
             step: 1,
             text: "half a repl".into(),
+            calls: Vec::new(),
             updated_at: chrono::Utc::now(),
         })
         .unwrap();
     }
     session.run(&fake).await;
     assert_eq!(session.outbound().draft().unwrap(), None);
+}
+
+/// The draft while run_bash `sleep 2` runs, then after the turn.
+async fn calls_while_a_tool_runs(stream: bool) {
+    let fake = FakeModel::start().await.unwrap();
+    fake.push(Reply::ToolCalls(vec![
+        ToolCall::new(
+            "run_bash",
+            json!({ "command": "sleep 2", "timeout_ms": 30000 }),
+        ),
+        // Unknown: answered without running, so not named.
+        ToolCall::new("no_such_tool", json!({ "x": "y" })),
+    ]));
+    fake.push(Reply::text("slept"));
+    let mut session = Session::new();
+    session.with_builtin_tools();
+    session.set_env("CLAWBOX_IDLE_TIMEOUT_MS", "60000");
+    session.container_json(&json!({ "stream": stream }));
+    let seq = session.send("sleep a bit");
+    let mut child = session.start(&fake);
+    fake.wait_for_requests(1, RUN_LIMIT).await.unwrap();
+
+    let draft = wait_draft(&session, "naming the call", |d| {
+        d.is_some_and(|d| !d.calls.is_empty())
+    })
+    .await
+    .unwrap();
+    assert_eq!((draft.turn, draft.reply_to, draft.step), (seq, seq, 1));
+    assert_eq!(draft.text, "");
+    assert_eq!(draft.calls.len(), 1, "{draft:?}");
+    assert_eq!(draft.calls[0].tool, "run_bash");
+    assert_eq!(draft.calls[0].arguments["command"], "sleep 2");
+    // Only string arguments travel.
+    assert!(draft.calls[0].arguments.get("timeout_ms").is_none());
+    // Written while the call runs: no reply yet.
+    assert!(session.replies().is_empty());
+
+    wait_verdict(&session, seq).await;
+    assert_eq!(session.outbound().draft().unwrap(), None);
+    assert_eq!(session.replies()[0].text(), Some("slept"));
+    session.stop(&mut child).await;
+}
+
+#[tokio::test]
+async fn a_running_tool_call_is_named_in_the_draft() {
+    calls_while_a_tool_runs(/*stream*/ true).await;
+}
+
+#[tokio::test]
+async fn a_running_tool_call_is_named_without_streaming_too() {
+    calls_while_a_tool_runs(/*stream*/ false).await;
 }

@@ -41,7 +41,9 @@ pub enum ChatEvent {
         files: Vec<SavedFile>,
     },
     /// The reply to `reply_to` as written so far (a streamed model step); the `Reply` that
-    /// answers `reply_to` replaces it. A new `step` starts a new text.
+    /// answers `reply_to` replaces it. A new `step` starts a new text. `progress`: what the
+    /// step's tool calls do, in one cleaned line, while they run (the terminal shows it
+    /// whatever the agent's `show_tools`).
     Draft {
         session_id: String,
         #[serde(default)]
@@ -49,6 +51,8 @@ pub enum ChatEvent {
         reply_to: i64,
         step: u32,
         text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        progress: Option<String>,
     },
     Reaction {
         session_id: String,
@@ -261,6 +265,7 @@ impl CliChannel {
             reply_to: draft.reply_to,
             step: draft.step,
             text: draft.text.clone(),
+            progress: draft.progress.clone(),
         });
     }
 

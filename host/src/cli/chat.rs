@@ -9,7 +9,9 @@
 //! one message). Replies, notices and the status line are printed above the line being typed
 //! (rustyline's external printer), so typing ahead while the agent works never mixes with its
 //! output. While a message waits for its verdict the client asks the host every second what the
-//! agent does (`activity`, the `/status` sentence) and prints it when it changes. `/help` is
+//! agent does (`activity`, the `/status` sentence) and prints it when it changes; a tool call
+//! shows at once as its progress line (`  ⋯ Andy is running `npm test`…`, from the draft
+//! events), whatever the agent's `show_tools`. Piped output has no status lines. `/help` is
 //! answered here; `/stop` (or Ctrl-C) stops the running turn (supervisor.rs); a second Ctrl-C
 //! in a row, or Ctrl-D, quits with status 0 — a failed message was already shown, it is not the
 //! session's outcome.
@@ -615,10 +617,25 @@ impl Session {
                 reply_to,
                 step,
                 text,
+                progress,
             }) => {
                 let label = reply_label(&self.agent, &agent, self.interactive);
-                let pieces = self.drafts.draft(&session_id, reply_to, step, &text, label);
-                self.out.emit(pieces);
+                if !text.is_empty() {
+                    let pieces = self.drafts.draft(&session_id, reply_to, step, &text, label);
+                    self.out.emit(pieces);
+                }
+                // On the status line, below what the agent wrote before calling. Piped output
+                // keeps only the conversation: no status lines there.
+                if let Some(line) = progress.filter(|_| self.interactive) {
+                    let line = match label {
+                        Some(label) => format!("{label} is {line}"),
+                        None => line,
+                    };
+                    if self.activity.as_deref() != Some(line.as_str()) {
+                        self.out.note(&format!("  ⋯ {line}"));
+                        self.activity = Some(line);
+                    }
+                }
             }
             Event::Chat(ChatEvent::Reply {
                 session_id,

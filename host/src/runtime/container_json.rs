@@ -1,13 +1,18 @@
-//! The host's part of an agent's `groups/<folder>/container.json`: container limits, network
-//! and extra mounts. Owns parsing and validation, including the security checks on extra
+//! The host's part of an agent's `groups/<folder>/container.json`: container limits, network,
+//! extra mounts, and whether chats show what the agent's tool calls do (`show_tools`). Owns parsing and validation, including the security checks on extra
 //! mounts; applying them to a container is `docker.rs`'s business, and the runner reads its own
 //! keys ([`RUNNER_KEYS`]: MCP servers, model settings, tool groups) from the same file.
 //!
 //! ```json
 //! { "memory_mb": 2048, "cpus": 1.5, "pids_limit": 512, "network": "bridge",
 //!   "additional_mounts": [
-//!     { "host_path": "/srv/photos", "container_path": "photos", "readonly": true } ] }
+//!     { "host_path": "/srv/photos", "container_path": "photos", "readonly": true } ],
+//!   "show_tools": false }
 //! ```
+//! `show_tools` (default `true`): whether Telegram shows a progress line ("running
+//! `npm test`…") under the draft of a reply while the agent's tools run; the terminal shows it
+//! either way. The supervisor reads it with [`show_tools`] when it starts a runner (both
+//! runtimes), the docker runtime and `clawbox doctor` check it with the rest.
 //! Every key is optional. The runner's keys ([`RUNNER_KEYS`]) and clawside's ([`CLAWSIDE_KEYS`])
 //! are left to their readers; any other key is an error naming it, with the key it most likely
 //! meant (`memroy_mb` → `memory_mb`). A key of ours with a bad value is an error naming it too,
@@ -38,6 +43,7 @@ pub const HOST_KEYS: &[&str] = &[
     "pids_limit",
     "network",
     "additional_mounts",
+    "show_tools",
 ];
 /// The keys the agent-runner reads (`agent-runner/src/container_config.rs`).
 pub const RUNNER_KEYS: &[&str] = &[
@@ -114,6 +120,8 @@ pub struct ContainerSettings {
     pub limits: ContainerLimits,
     pub network: Network,
     pub mounts: Vec<ExtraMount>,
+    /// `show_tools`: see the module's header.
+    pub show_tools: bool,
 }
 
 /// Why an agent's container settings cannot be used; the runner is not started and the
@@ -163,6 +171,7 @@ struct RawFile {
     pids_limit: Option<Value>,
     network: Option<Value>,
     additional_mounts: Option<Value>,
+    show_tools: Option<Value>,
     /// Everything else: the runner's and clawside's keys, or a mistake.
     #[serde(flatten)]
     other: std::collections::BTreeMap<String, Value>,
@@ -191,6 +200,37 @@ pub fn load(
         Err(source) => return Err(SettingsError::Read { path, source }),
     };
     parse(&path, &text, defaults, policy)
+}
+
+/// Reads `show_tools` from `<agent_dir>/container.json` (a missing file or key: `true`),
+/// checking only that key: the docker runtime and doctor check the others.
+pub fn show_tools(agent_dir: &Path) -> Result<bool, SettingsError> {
+    let path = agent_dir.join(CONTAINER_JSON);
+    let text = match read_limited(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+        Err(source) => return Err(SettingsError::Read { path, source }),
+    };
+    if text.trim().is_empty() {
+        return Ok(true);
+    }
+    let raw: RawFile = serde_json::from_str(&text).map_err(|e| SettingsError::Json {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    parse_show_tools(&path, raw.show_tools.as_ref())
+}
+
+fn parse_show_tools(path: &Path, value: Option<&Value>) -> Result<bool, SettingsError> {
+    match value {
+        None | Some(Value::Null) => Ok(true),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(other) => Err(SettingsError::Field {
+            path: path.to_path_buf(),
+            field: "show_tools".into(),
+            problem: format!("must be true or false, not {other}"),
+        }),
+    }
 }
 
 /// Reads a regular file (not through a symlink: the agent can write its folder) of bounded size.
@@ -313,10 +353,12 @@ pub fn parse(
             ));
         }
     };
+    let show_tools = parse_show_tools(path, raw.show_tools.as_ref())?;
     Ok(ContainerSettings {
         limits,
         network,
         mounts,
+        show_tools,
     })
 }
 
@@ -497,7 +539,8 @@ mod tests {
                 ContainerSettings {
                     limits: DEFAULTS,
                     network: Network::None,
-                    mounts: vec![]
+                    mounts: vec![],
+                    show_tools: true,
                 }
             );
         }
@@ -574,6 +617,38 @@ mod tests {
             }
         );
         assert_eq!(s.network, Network::Bridge);
+        assert!(s.show_tools);
+        assert!(!f.parse(r#"{"show_tools": false}"#).unwrap().show_tools);
+    }
+
+    #[test]
+    fn show_tools_is_read_alone_and_checked() {
+        let f = fixture();
+        let dir = f.root().join("agent");
+        std::fs::create_dir_all(&dir).unwrap();
+        // No file: shown.
+        assert!(show_tools(&dir).unwrap());
+        let table = [
+            ("", Some(true)),
+            ("{}", Some(true)),
+            (r#"{"show_tools": null}"#, Some(true)),
+            (r#"{"show_tools": true, "memory_mb": 512}"#, Some(true)),
+            (r#"{"show_tools": false, "stream": true}"#, Some(false)),
+            (r#"{"show_tools": "no"}"#, None),
+            (r#"{"show_tools": 0}"#, None),
+        ];
+        for (text, want) in table {
+            std::fs::write(dir.join(CONTAINER_JSON), text).unwrap();
+            match (show_tools(&dir), want) {
+                (Ok(got), Some(want)) => assert_eq!(got, want, "{text}"),
+                (Err(SettingsError::Field { field, .. }), None) => {
+                    assert_eq!(field, "show_tools", "{text}");
+                }
+                (other, _) => panic!("{text}: {other:?}"),
+            }
+        }
+        std::fs::write(dir.join(CONTAINER_JSON), "{not json").unwrap();
+        assert!(matches!(show_tools(&dir), Err(SettingsError::Json { .. })));
     }
 
     #[test]
@@ -589,6 +664,7 @@ mod tests {
             (r#"{"network": "host"}"#, "network"),
             (r#"{"network": true}"#, "network"),
             (r#"{"additional_mounts": {"a": 1}}"#, "additional_mounts"),
+            (r#"{"show_tools": "yes"}"#, "show_tools"),
         ];
         for (text, want) in table {
             match f.parse(text) {

@@ -250,6 +250,8 @@ pub struct Delivery<'a> {
     /// When the session's current runner was started (requests written since then may still be
     /// waited for); `None` while no runner of this host runs.
     pub runner_since: Option<DateTime<Utc>>,
+    /// The agent's `show_tools` (`container.json`), for [`Drafting::show_tools`].
+    pub show_tools: bool,
 }
 
 /// What one pass did and left to do, for the supervisor.
@@ -290,6 +292,7 @@ impl Delivery<'_> {
     async fn pump_page(&self) -> mailbox::Result<(Pumped, bool)> {
         let outlet = Arc::clone(self.outlet);
         let acl = self.acl.clone();
+        let show_tools = self.show_tools;
         // Acks are read before messages: a runner writes a reply and its ack in one
         // transaction, so every reply an ack refers to is in the message read that follows,
         // and terminals see the reply before the verdict.
@@ -344,6 +347,8 @@ impl Delivery<'_> {
                         reply_to_platform: quote,
                         step: d.step,
                         text: d.text,
+                        progress: crate::session::progress::line(&d.calls),
+                        show_tools,
                     })
                 }
                 None => None,

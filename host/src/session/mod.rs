@@ -5,8 +5,8 @@
 //! `liveness.rs`, `watch.rs`, the disk quota in `disk.rs`); `delivery.rs` reads the runner's outbox (`outbox.rs` for its
 //! files), delivers replies through the [`outlet::Outlet`] the channels implement, and hands
 //! requests to `requests.rs` and questions to `questions.rs`; `activity.rs` says in a sentence
-//! what the agent is doing; `first_contact.rs` logs a stranger's first refused message with the
-//! command that wires it.
+//! what the agent is doing, `progress.rs` in a short line what its tool calls do;
+//! `first_contact.rs` logs a stranger's first refused message with the command that wires it.
 //!
 //! Uses the layers below it (`config`, `db`, `proxy`, `runtime`); channels, the scheduler and
 //! the operator's surface sit above it and call in.
@@ -19,6 +19,7 @@ pub mod inbound_files;
 pub mod liveness;
 pub mod outbox;
 pub mod outlet;
+pub mod progress;
 pub mod questions;
 pub mod requests;
 pub mod resolve;

@@ -70,7 +70,13 @@ pub struct Drafting {
     pub reply_to_platform: Option<String>,
     /// The model step writing it: a new step starts a new text.
     pub step: u32,
+    /// What the agent has written so far (may be empty while a tool runs).
     pub text: String,
+    /// What the step's tool calls do, in one cleaned line (`progress.rs`), while they run.
+    pub progress: Option<String>,
+    /// The agent's `show_tools` (`container.json`): whether chats show `progress`. The
+    /// terminal shows it either way.
+    pub show_tools: bool,
 }
 
 /// Why a send did not happen.

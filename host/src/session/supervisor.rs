@@ -291,6 +291,7 @@ impl Supervisor {
             stops: stop_rx,
             runner: None,
             typing: false,
+            show_tools: false,
             phase,
             disk: Pacer::new(self.shared.config.heartbeat),
         };
@@ -345,6 +346,9 @@ struct Actor {
     state: String,
     /// Whether the chat is being shown that the agent works.
     typing: bool,
+    /// The agent's `show_tools`, read when a runner starts; off until then (no draft a runner
+    /// of this host wrote is shown before).
+    show_tools: bool,
     /// What `clawbox status` sees of this task (shared with its [`Entry`]).
     phase: Arc<Mutex<RunnerPhase>>,
     /// When the session's disk use is measured next while a runner lives.
@@ -539,6 +543,7 @@ impl Actor {
             db: &self.sup.shared.db,
             questions: &self.sup.shared.questions,
             runner_since: self.runner.as_ref().map(|r| r.asked_at),
+            show_tools: self.show_tools,
         };
         match delivery.pump().await {
             Ok(mut pumped) => {
@@ -667,6 +672,24 @@ impl Actor {
             .issue(self.session_id(), &self.info.agent.id);
         let started = match refreshed {
             Ok(()) => {
+                // Read as the runner reads its keys: once per start.
+                let dir = self.config().groups_dir.join(&self.info.agent.folder);
+                self.show_tools = match tokio::task::spawn_blocking(move || {
+                    crate::runtime::container_json::show_tools(&dir)
+                })
+                .await
+                {
+                    Ok(Ok(show)) => show,
+                    Ok(Err(e)) => {
+                        // The docker runtime refuses to start with it; doctor names it.
+                        tracing::warn!("{e}; progress lines stay off in chats");
+                        false
+                    }
+                    Err(e) => {
+                        tracing::warn!("cannot read show_tools: {e}");
+                        false
+                    }
+                };
                 let config = self.config();
                 let agent_dir = config.groups_dir.join(&self.info.agent.folder);
                 let spec = RunnerSpec {

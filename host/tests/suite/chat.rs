@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use host::admin::protocol::Event;
+use host::channels::cli::ChatEvent;
 use mailbox::InboundStatus;
 use testkit::Reply;
 
@@ -287,4 +288,63 @@ async fn piped_chat_prints_a_reply_while_it_is_written_and_once() {
     assert!(status.success(), "{}", fixture.logs());
     // The reply completed the line: stdout holds it exactly once.
     assert_eq!(String::from_utf8_lossy(&seen), format!("{answer}\n"));
+}
+
+#[tokio::test]
+async fn a_running_tool_call_reaches_terminals_as_a_progress_line() {
+    let (model, mut fixture) = setup().await;
+    // Hostile arguments: a newline and a bidi override in the command.
+    model.push(Reply::ToolCalls(vec![testkit::ToolCall::new(
+        "run_bash",
+        serde_json::json!({ "command": "sleep 1\n\u{202e}echo done" }),
+    )]));
+    model.push(Reply::text("slept"));
+    fixture.start().await.unwrap();
+    let mut client = Client::attach(&fixture.socket_path()).await.unwrap();
+    let (_, seq) = client.send("sleep").await.unwrap();
+    let event = client
+        .wait_for(|e| {
+            matches!(
+                e,
+                Event::Chat(ChatEvent::Draft {
+                    progress: Some(_),
+                    ..
+                })
+            )
+        })
+        .await
+        .unwrap();
+    let Event::Chat(ChatEvent::Draft {
+        progress, reply_to, ..
+    }) = event
+    else {
+        unreachable!()
+    };
+    assert_eq!(progress.as_deref(), Some("running `sleep 1 echo done`…"));
+    assert_eq!(reply_to, seq);
+    assert_eq!(
+        client.done(seq).await.unwrap(),
+        (InboundStatus::Completed, None)
+    );
+    assert_eq!(client.replies_to(seq), vec!["slept".to_owned()]);
+}
+
+#[tokio::test]
+async fn piped_chat_keeps_progress_lines_out_of_its_output() {
+    let (model, fixture) = setup().await;
+    model.push(Reply::ToolCalls(vec![testkit::ToolCall::new(
+        "run_bash",
+        serde_json::json!({ "command": "sleep 1" }),
+    )]));
+    model.push(Reply::text("slept"));
+    let out = fixture.chat("sleep\n").await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{stderr}\n{}",
+        fixture.logs()
+    );
+    assert_eq!(stdout, "slept\n", "stderr: {stderr}");
+    assert!(!stderr.contains("running"), "{stderr}");
 }

@@ -38,6 +38,9 @@ pub(super) struct Tg {
     /// is about streaming: the fake model streams in an instant, and the other tests count
     /// and order the Bot API calls of whole replies.
     pub(super) stream: bool,
+    /// Whether chats show progress lines under drafts (`show_tools`): off unless a test is
+    /// about them, for the same reason.
+    pub(super) show_tools: bool,
 }
 
 impl Tg {
@@ -53,6 +56,7 @@ impl Tg {
             tg,
             fixture,
             stream: false,
+            show_tools: false,
         }
     }
 
@@ -90,11 +94,11 @@ impl Tg {
         self.fixture.start().await.unwrap();
     }
 
-    /// Writes andy's container.json with [`Tg::stream`].
+    /// Writes andy's container.json with [`Tg::stream`] and [`Tg::show_tools`].
     fn set_stream(&self) {
         std::fs::write(
             self.fixture.groups_dir().join("andy/container.json"),
-            json!({ "stream": self.stream }).to_string(),
+            json!({ "stream": self.stream, "show_tools": self.show_tools }).to_string(),
         )
         .unwrap();
     }
@@ -1312,6 +1316,143 @@ async fn a_streamed_reply_is_one_message_edited_as_it_grows() {
     for pair in calls[..calls.len() - 1].windows(2) {
         assert!(pair[1] - pair[0] >= host::channels::telegram::DRAFT_EDIT_EVERY);
     }
+}
+
+/// A model step that writes "Let me sleep." and then calls run_bash `sleep 2`, streamed.
+fn sleep_step() -> Reply {
+    let chunk = |delta: serde_json::Value, finish: Option<&str>| {
+        json!({
+            "id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }],
+        })
+    };
+    Reply::Sse(vec![
+        chunk(
+            json!({ "role": "assistant", "content": "Let me sleep." }),
+            None,
+        ),
+        chunk(
+            json!({ "tool_calls": [{ "index": 0, "id": "call_1", "type": "function",
+                "function": { "name": "run_bash", "arguments": "{\"command\": \"sleep 2\"}" } }] }),
+            None,
+        ),
+        chunk(json!({}), Some("tool_calls")),
+    ])
+}
+
+/// Every text the bot sent or edited in `chat` (sends and edits, in order).
+fn all_texts(t: &Tg, chat: i64) -> Vec<String> {
+    t.tg.calls()
+        .iter()
+        .filter(|c| {
+            c.ok && c.params["chat_id"] == json!(chat)
+                && matches!(c.method.as_str(), "sendMessage" | "editMessageText")
+        })
+        .map(|c| c.params["text"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_running_tool_shows_as_the_drafts_italic_footer() {
+    let mut t = Tg::new().await;
+    t.stream = true;
+    t.show_tools = true;
+    t.start_with_agent(
+        -1024,
+        &["--engage-mode", "pattern", "--engage-pattern", "."],
+    )
+    .await;
+    let gate = testkit::fake_model::Gate::new();
+    t.model.push(sleep_step());
+    // The answer waits until the test has seen the footer.
+    t.model.push(Reply::held("Slept **well**.", 2, 0, &gate));
+    t.tg.say(&TgChat::group(-1024, "Team"), &owner(), "sleep a bit");
+    let line = "running `sleep 2`…";
+    let footed = format!("Let me sleep.\n\n{line}");
+    t.tg.wait_until(WAIT, "the draft with its footer", |f| {
+        f.calls()
+            .iter()
+            .any(|c| c.ok && c.params["text"] == json!(footed))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", t.fixture.logs()));
+    // The footer, and only the footer, is italic (offsets in UTF-16 units).
+    let call =
+        t.tg.calls()
+            .into_iter()
+            .find(|c| c.ok && c.params["text"] == json!(footed))
+            .unwrap();
+    assert_eq!(
+        call.params["entities"],
+        json!([{ "type": "italic", "offset": 15, "length": line.encode_utf16().count() }])
+    );
+    let shown = t.bot_messages(-1024, 1).await;
+    assert_eq!(shown[0].visible, footed);
+    assert_eq!(shown[0].entities.len(), 1, "{shown:#?}");
+
+    gate.open();
+    t.tg.wait_until(WAIT, "the reply", |f| {
+        f.bot_messages(-1024)
+            .iter()
+            .any(|m| m.parse_mode.as_deref() == Some("HTML"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", t.fixture.logs()));
+    t.settle().await;
+    // One message, the draft edited into the reply: no footer, no entities left.
+    let messages = t.bot_messages(-1024, 1).await;
+    assert_eq!(messages.len(), 1, "{messages:#?}");
+    assert_eq!(messages[0].raw, "Slept <b>well</b>.");
+    assert_eq!(messages[0].visible, "Slept well.");
+    assert!(messages[0].entities.is_empty(), "{messages:#?}");
+    assert!(messages[0].edits.contains(&footed), "{messages:#?}");
+    let texts = all_texts(&t, -1024);
+    assert_eq!(texts.last().map(String::as_str), Some("Slept <b>well</b>."));
+}
+
+#[tokio::test]
+async fn show_tools_false_keeps_progress_lines_out_of_telegram() {
+    let mut t = Tg::new().await;
+    t.stream = true;
+    t.show_tools = false;
+    t.start_with_agent(
+        -1025,
+        &["--engage-mode", "pattern", "--engage-pattern", "."],
+    )
+    .await;
+    let gate = testkit::fake_model::Gate::new();
+    t.model.push(sleep_step());
+    t.model.push(Reply::held("Slept **well**.", 2, 0, &gate));
+    t.tg.say(&TgChat::group(-1025, "Team"), &owner(), "sleep a bit");
+    // The call has ended and the answer is held: whatever the draft showed meanwhile is in.
+    t.model.wait_for_requests(2, WAIT).await.unwrap();
+    t.settle().await;
+    gate.open();
+    t.tg.wait_until(WAIT, "the reply", |f| {
+        f.bot_messages(-1025)
+            .iter()
+            .any(|m| m.parse_mode.as_deref() == Some("HTML"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", t.fixture.logs()));
+    t.settle().await;
+    let texts = all_texts(&t, -1025);
+    assert!(
+        texts
+            .iter()
+            .all(|t| !t.contains("running") && !t.contains("sleep 2")),
+        "{texts:?}"
+    );
+    // The draft itself was shown, and became the reply.
+    assert_eq!(texts.first().map(String::as_str), Some("Let me sleep."));
+    let messages = t.bot_messages(-1025, 1).await;
+    assert_eq!(messages.len(), 1, "{messages:#?}");
+    assert_eq!(messages[0].visible, "Slept well.");
+    assert!(
+        t.tg.calls()
+            .iter()
+            .all(|c| c.params.get("entities").is_none())
+    );
 }
 
 #[tokio::test]

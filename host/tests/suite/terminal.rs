@@ -201,3 +201,25 @@ async fn a_reply_shows_while_it_is_written() {
     p.send_control('d').unwrap();
     p.exp_eof().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_running_tool_shows_on_the_status_line() {
+    let _one = ONE_TERMINAL_AT_A_TIME.lock().await;
+    let (model, fixture) = setup().await;
+    model.push(Reply::ToolCalls(vec![ToolCall::new(
+        "run_bash",
+        json!({ "command": "sleep 2" }),
+    )]));
+    model.push(Reply::text("Slept."));
+    let mut p = spawn_chat(&fixture);
+    prompt(&mut p);
+    keys(&mut p, "sleep a bit\r");
+    // At once, while the command runs, and before the reply.
+    // rexpect matches bytes: the ASCII part of the line.
+    let before = p.exp_string("Andy is running `sleep 2`").unwrap();
+    assert!(!before.contains("Slept."), "{before:?}");
+    p.exp_string("Slept.").unwrap();
+    prompt(&mut p);
+    p.send_control('d').unwrap();
+    p.exp_eof().unwrap();
+}

@@ -1,8 +1,8 @@
 //! Drafts of turns in progress: written in commits of their own, deleted by the verdict in the
 //! reply's transaction, read by the host bounded (the container may write anything there).
 
-use mailbox::drafts::{MAX_DRAFT_BYTES, READ_DRAFT_BYTES};
-use mailbox::{Draft, OutboundDb, OutboundReader};
+use mailbox::drafts::{MAX_DRAFT_BYTES, READ_CALLS_BYTES, READ_DRAFT_BYTES};
+use mailbox::{Draft, DraftCall, OutboundDb, OutboundReader};
 use pretty_assertions::assert_eq;
 use rusqlite::{Connection, params};
 
@@ -14,6 +14,7 @@ fn draft(turn: i64, step: u32, text: &str) -> Draft {
         reply_to: turn + 2,
         step,
         text: text.to_owned(),
+        calls: Vec::new(),
         updated_at: t(i64::from(step)),
     }
 }
@@ -93,5 +94,69 @@ fn forged_drafts_are_not_loaded() {
     assert_eq!(
         host.draft().unwrap().unwrap().text.len(),
         READ_DRAFT_BYTES as usize
+    );
+}
+
+#[test]
+fn a_draft_names_the_calls_its_step_runs_until_the_next_step_writes() {
+    let s = Session::new();
+    let mut out = OutboundDb::open(&s.paths).unwrap();
+    let host = OutboundReader::open(&s.paths.outbound_db()).unwrap();
+    let running = Draft {
+        calls: vec![DraftCall::new(
+            "run_bash",
+            &serde_json::json!({"command": "npm test", "timeout_ms": 60000}),
+        )],
+        ..draft(2, 1, "Let me run the tests.")
+    };
+    out.set_draft(&running).unwrap();
+    let shown = host.draft().unwrap().unwrap();
+    assert_eq!(shown, running);
+    assert_eq!(shown.calls[0].arguments["command"], "npm test");
+    assert!(shown.calls[0].arguments.get("timeout_ms").is_none());
+    // The next step's text replaces the row, calls and all.
+    out.set_draft(&draft(2, 2, "All")).unwrap();
+    assert_eq!(host.draft().unwrap(), Some(draft(2, 2, "All")));
+}
+
+#[test]
+fn forged_calls_are_dropped_and_the_text_still_shows() {
+    let s = Session::new();
+    let _out = OutboundDb::open(&s.paths).unwrap();
+    let raw = Connection::open(s.paths.outbound_db()).unwrap();
+    let host = OutboundReader::open(&s.paths.outbound_db()).unwrap();
+    let forge = |calls: rusqlite::types::Value| {
+        raw.execute("DELETE FROM drafts", []).unwrap();
+        raw.execute(
+            "INSERT INTO drafts (turn, reply_to, step, text, calls, updated_at)
+             VALUES (2, 2, 1, 'text', ?1, '2026-01-02T03:04:05.000Z')",
+            params![calls],
+        )
+        .unwrap();
+    };
+    use rusqlite::types::Value as V;
+    let big = format!(
+        r#"[{{"tool": "run_bash", "arguments": {{"command": "{}"}}}}]"#,
+        "y".repeat(READ_CALLS_BYTES as usize)
+    );
+    for calls in [
+        V::Text(big),
+        V::Text("not json".into()),
+        V::Text(r#"{"tool": "run_bash"}"#.into()),
+        V::Text(r#"[{"tool": 5}]"#.into()),
+        V::Blob(vec![1, 2]),
+        V::Integer(7),
+    ] {
+        forge(calls.clone());
+        let shown = host.draft().unwrap().unwrap();
+        assert_eq!(shown.text, "text", "{calls:?}");
+        assert!(shown.calls.is_empty(), "{calls:?}");
+    }
+    // Well formed: read, at most MAX_DRAFT_CALLS of them.
+    let many = format!("[{}]", vec![r#"{"tool": "grep"}"#; 20].join(","));
+    forge(V::Text(many));
+    assert_eq!(
+        host.draft().unwrap().unwrap().calls.len(),
+        mailbox::drafts::MAX_DRAFT_CALLS
     );
 }

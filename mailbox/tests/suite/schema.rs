@@ -11,7 +11,7 @@ use super::common::{Session, chat, reply, t};
 
 /// Migrations in `mailbox/src/schema.rs`; bump with each new one.
 const INBOUND_VERSION: i64 = 3;
-const OUTBOUND_VERSION: i64 = 4;
+const OUTBOUND_VERSION: i64 = 5;
 
 fn user_version(path: &Path) -> i64 {
     Connection::open(path)

@@ -31,8 +31,8 @@ use teloxide::payloads::{
 use teloxide::prelude::*;
 use teloxide::requests::Output;
 use teloxide::types::{
-    ChatAction, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, MessageId, ParseMode,
-    ReactionType, ReplyParameters, ThreadId,
+    ChatAction, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, MessageEntity, MessageId,
+    ParseMode, ReactionType, ReplyParameters, ThreadId,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -263,8 +263,11 @@ impl TelegramChannel {
     /// Shows a session's draft: one `sendMessage` at the first text, then `editMessageText`
     /// as it grows, at most every [`DRAFT_EDIT_EVERY`]; `None` deletes the message of a draft
     /// whose turn ended without taking it over. Plain text (a half-written Markdown reply does
-    /// not render); the reply's formatting comes with the reply. Every call is tried once:
-    /// a draft never waits out a rate limit, it just shows less often.
+    /// not render); the reply's formatting comes with the reply. While the agent's tools run
+    /// (and its `show_tools` is on) the draft's last line says what they do, in italics; with
+    /// nothing written yet, that line is the whole draft. The reply, edited in, has no such
+    /// line. Every call is tried once: a draft never waits out a rate limit, it just shows
+    /// less often.
     pub(super) async fn draft(&self, session_id: &str, route: &Route, draft: Option<&Drafting>) {
         let Some(draft) = draft else {
             let gone = self.drafts().remove(session_id);
@@ -280,10 +283,12 @@ impl TelegramChannel {
             return;
         };
         let Ok(chat) = chat_of(route) else { return };
-        let text = draft_text(&draft.text);
+        let footer = draft.progress.as_deref().filter(|_| draft.show_tools);
+        let (text, footer) = draft_message(&draft.text, footer);
         if text.trim().is_empty() {
             return;
         }
+        let entities = || footer.iter().cloned().collect::<Vec<_>>();
         let now = tokio::time::Instant::now();
         let current = self.drafts().get(session_id).cloned();
         let current = match current {
@@ -306,14 +311,18 @@ impl TelegramChannel {
             return;
         }
         let sent = match current.message {
-            Some(id) => self
-                .bot()
-                .edit_message_text(chat, id, &text)
-                .send_ref()
-                .await
-                .map(|_| id),
+            Some(id) => {
+                let mut req = self.bot().edit_message_text(chat, id, &text);
+                if footer.is_some() {
+                    req = req.entities(entities());
+                }
+                req.send_ref().await.map(|_| id)
+            }
             None => {
                 let mut req = self.bot().send_message(chat, &text);
+                if footer.is_some() {
+                    req = req.entities(entities());
+                }
                 if let Some(t) = thread_of(route) {
                     req = req.message_thread_id(t);
                 }
@@ -766,15 +775,38 @@ where
     }
 }
 
-/// A draft as its message shows it: cut to fit one message (UTF-16 units, as Telegram counts),
-/// with an ellipsis when cut.
-fn draft_text(text: &str) -> String {
-    let text = text.trim_end();
+/// The most UTF-16 units of a draft's footer (a progress line is far shorter).
+const FOOTER_LIMIT: usize = 200;
+
+/// A draft as its message shows it: the text cut to fit one message (UTF-16 units, as
+/// Telegram counts), with an ellipsis when cut; with a `footer`, room is left for it on the
+/// last line, after a blank one, and the italic entity covering it comes back too. Telegram
+/// trims a message's ends, so the text is trimmed here and the entity's offset stays true.
+fn draft_message(text: &str, footer: Option<&str>) -> (String, Option<MessageEntity>) {
+    let Some(footer) = footer.map(str::trim).filter(|f| !f.is_empty()) else {
+        return (cut_units(text.trim_end(), MESSAGE_LIMIT - 1), None);
+    };
+    let footer = cut_units(footer, FOOTER_LIMIT);
+    let footer_units = footer.encode_utf16().count();
+    // The blank line and the ellipsis a cut may add.
+    let room = MESSAGE_LIMIT - footer_units - 3;
+    let mut out = cut_units(text.trim(), room);
+    if !out.is_empty() {
+        out.push_str("\n\n");
+    }
+    let offset = out.encode_utf16().count();
+    out.push_str(&footer);
+    (out, Some(MessageEntity::italic(offset, footer_units)))
+}
+
+/// `text` cut after at most `limit` UTF-16 units, with an ellipsis when cut (so at most
+/// `limit + 1` units).
+fn cut_units(text: &str, limit: usize) -> String {
     let mut units = 0;
     let mut out = String::new();
     for c in text.chars() {
         units += c.len_utf16();
-        if units > MESSAGE_LIMIT - 1 {
+        if units > limit {
             out.push('…');
             return out;
         }
@@ -849,4 +881,42 @@ fn question_card(q: &crate::session::questions::Question) -> String {
 /// The first message id of a delivery record (`"12,13,14"` → 12).
 fn first_id(ids: &str) -> Option<MessageId> {
     ids.split(',').next()?.trim().parse().ok().map(MessageId)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    #[test]
+    fn a_draft_footer_is_its_italic_last_line() {
+        assert_eq!(draft_message("Hello  \n", None), ("Hello".to_owned(), None));
+        let (text, entity) = draft_message("\n Let me look.\n", Some("running `ls`…"));
+        assert_eq!(text, "Let me look.\n\nrunning `ls`…");
+        assert_eq!(entity, Some(MessageEntity::italic(14, 13)));
+        // Nothing written yet: the footer alone.
+        let (text, entity) = draft_message("  ", Some("reading `a`"));
+        assert_eq!(text, "reading `a`");
+        assert_eq!(entity, Some(MessageEntity::italic(0, 11)));
+        // Offsets count UTF-16 units, as Telegram does.
+        let (text, entity) = draft_message("😀 é", Some("using x"));
+        assert_eq!(text, "😀 é\n\nusing x");
+        assert_eq!(entity, Some(MessageEntity::italic(6, 7)));
+    }
+
+    #[test]
+    fn a_long_draft_leaves_room_for_its_footer() {
+        let long = "😀".repeat(MESSAGE_LIMIT);
+        let (text, entity) = draft_message(&long, None);
+        assert_eq!(text.encode_utf16().count(), MESSAGE_LIMIT - 1);
+        assert!(entity.is_none());
+        let footer = "f".repeat(FOOTER_LIMIT * 2);
+        let (text, entity) = draft_message(&long, Some(&footer));
+        let units = text.encode_utf16().count();
+        assert!(units <= MESSAGE_LIMIT, "{units}");
+        let entity = entity.unwrap_or_else(|| MessageEntity::bold(0, 0));
+        assert_eq!(entity.offset + entity.length, units);
+        assert_eq!(entity.length, FOOTER_LIMIT + 1);
+        assert!(text.ends_with("f…"));
+    }
 }
