@@ -47,9 +47,9 @@ fn keys(p: &mut PtySession, text: &str) {
     }
 }
 
-/// The terminal tests run one at a time: with all three chats on pseudo-terminals at once, the
-/// editing test's line editor did not draw its first prompt within a minute (every time here;
-/// any two of them pass together). The cause is not found.
+/// The terminal tests run one at a time, so each line editor has the machine's attention within
+/// rexpect's limit. (Their stalls when run together were the chat's banner printed after the
+/// first prompt, which a test waiting for the banner then never saw; the chat prints it first now.)
 static ONE_TERMINAL_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Waits for the next prompt: the line editor only reads keys once it has drawn it.
