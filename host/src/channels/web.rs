@@ -92,6 +92,8 @@ mod tests {
             reply_to_platform: None,
             step: 1,
             text: text.to_owned(),
+            progress: None,
+            show_tools: true,
         }
     }
 

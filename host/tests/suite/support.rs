@@ -239,31 +239,3 @@ pub async fn read_pid(path: &Path) -> i32 {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
-
-/// The commits in a WAL file since its log last restarted, and the log's salt (a checkpoint
-/// that restarts the log changes it, so two counts compare only when their salts agree).
-///
-/// Read from the file itself: the 32-byte header holds the page size and the salt, each frame
-/// a 24-byte header (page number, database size after the commit — zero for frames that do
-/// not end a commit —, the salt) and one page. Frames whose salt differs are left over from
-/// an earlier log and end the count.
-pub fn wal_commits(wal: &Path) -> (u64, [u8; 8]) {
-    let bytes = std::fs::read(wal).unwrap_or_default();
-    if bytes.len() < 32 {
-        return (0, [0; 8]);
-    }
-    let word =
-        |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
-    let page = word(8) as usize;
-    let mut salt = [0u8; 8];
-    salt.copy_from_slice(&bytes[16..24]);
-    let mut commits = 0;
-    let mut at = 32;
-    while at + 24 + page <= bytes.len() && bytes[at + 8..at + 16] == salt {
-        if word(at + 4) != 0 {
-            commits += 1;
-        }
-        at += 24 + page;
-    }
-    (commits, salt)
-}
