@@ -495,7 +495,7 @@ async fn every_page_shows_hostile_text_escaped() {
         .unwrap();
     assert_eq!(answered.status(), StatusCode::SEE_OTHER);
     let draft = live
-        .until(|name, data| name == "reset" && data.contains("is writing"))
+        .until(|name, data| name == "reset" && data.contains("draft &lt;script&gt;"))
         .await;
     assert_neutralised("the draft", &draft);
     assert!(

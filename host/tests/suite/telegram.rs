@@ -502,6 +502,8 @@ async fn stop_needs_an_owner_and_ends_a_long_command() {
                  VALUES ('telegram:200', 'andy', 'member', 'x');",
         )
         .unwrap();
+    // Progress lines off: the test counts the bot's messages.
+    t.set_stream();
     t.fixture.start().await.unwrap();
     let chat = TgChat::group(-1010, "Team");
     let at = t.tg.bot_mention();
